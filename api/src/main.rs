@@ -1,0 +1,58 @@
+//! `tollbook`: the ledger's one binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod server;
+
+#[derive(Parser)]
+#[command(
+    name = "tollbook",
+    version,
+    about = "An event-sourced balance ledger for VoIP operators, ISPs and their resellers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: CliCommand,
+}
+
+#[derive(Subcommand)]
+enum CliCommand {
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// The data directory (event log and read models).
+    #[arg(long = "data", env = "TOLLBOOK_DATA", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    #[arg(long = "listen", env = "TOLLBOOK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The operator's admin key (a bearer credential with every right).
+    #[arg(long = "admin-key", env = "TOLLBOOK_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOLLBOOK_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            CliCommand::Serve(args) => server::serve(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tollbook: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The HTTP server: opens the store, starts the ledger, serves until asked to stop, then
+//! drains the book writers so that nothing acknowledged is lost.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use commands::{EventStore, Ledger, SledStore};
+
+use crate::ServeArgs;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: Arc<Ledger>,
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&args.data_dir)?;
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(args.data_dir.join("events"))?);
+    let ledger = Arc::new(Ledger::open(store).await?);
+    let state = AppState { ledger: ledger.clone() };
+    let app = Router::new().route("/health", get(health)).with_state(state);
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, data = %args.data_dir.display(), "tollbook is ready");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    ledger.shutdown().await;
+    tracing::info!("tollbook stopped");
+    Ok(())
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+}

@@ -1,0 +1,15 @@
+//! tollbook's write side: the event store and its backends, the book writers (serial
+//! decide, batched durable append), idempotency and the hash chain. Knows nothing of HTTP.
+
+pub mod chain;
+pub mod error;
+pub mod ledger;
+pub mod store;
+pub mod writer;
+
+pub use chain::{ChainBreak, EncodedEvent, verify_chain};
+pub use error::{CommandError, StoreError};
+pub use ledger::{AccountRef, Ledger};
+pub use store::sled::SledStore;
+pub use store::{Appended, EventStore, ExpectedVersion};
+pub use writer::{BalanceAfter, CommandOutcome};

@@ -1,0 +1,71 @@
+//! The event store: the one interface between the ledger and its durable log.
+//!
+//! Shaped after KurrentDB so that both backends fit: a book is a stream, the expected
+//! version is the expected revision, and the global log is `$all`. Positions in the
+//! global log are strictly increasing but need not be contiguous.
+
+use async_trait::async_trait;
+use domain::{BookId, RecordedEvent};
+use futures::stream::BoxStream;
+
+use crate::chain::EncodedEvent;
+use crate::error::StoreError;
+
+pub mod sled;
+
+/// The largest number of events one read returns.
+pub const READ_EVENTS_MAX: usize = 4096;
+
+/// What the stream must look like for an append to go through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The stream has no events yet.
+    NoStream,
+    /// The stream's last event has this version.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// The expectation for a stream whose next event gets `next_version`.
+    pub fn before(next_version: u64) -> Self {
+        match next_version {
+            0 => ExpectedVersion::NoStream,
+            n => ExpectedVersion::Exact(n - 1),
+        }
+    }
+}
+
+/// Where an append put its events in the global log, one position per event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub positions: Vec<u64>,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `book` if the stream is at `expected`: all of them or none,
+    /// and only once they are durable.
+    async fn append(
+        &self,
+        book: BookId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent],
+    ) -> Result<Appended, StoreError>;
+
+    /// Up to `max` events of `book` from `from_version` on, in stream order.
+    async fn read_stream(&self, book: BookId, from_version: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `max` durable events of the global log with a position `>= from`.
+    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The global log from `from` on: everything already there, then live events as
+    /// they become durable. No gap, no repeat.
+    fn subscribe_all(&self, from: u64) -> BoxStream<'static, Result<RecordedEvent, StoreError>>;
+
+    /// The position the next durable event will be at or after: `read_all(head)` is
+    /// empty right now.
+    async fn head(&self) -> Result<u64, StoreError>;
+
+    /// The raw stored bytes of the event at `position`, for hash checks and audits.
+    async fn read_raw(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError>;
+}

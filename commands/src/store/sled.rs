@@ -1,0 +1,299 @@
+//! The embedded backend: the whole log in one sled tree.
+//!
+//! Keys: `L` + position (u64 BE) holds an event's stored bytes; `S` + book (16 bytes) +
+//! first version (u64 BE) holds one appended batch of that book as (first position,
+//! count), since a batch's positions are contiguous. One append is one sled batch
+//! (atomic) followed by one flush (durable).
+//!
+//! Appends are serialized only around position assignment and the in-memory batch
+//! apply; the flush runs outside the lock so concurrent books share flushes. Readers of
+//! the global log see only positions below the durable watermark, so a projection never
+//! acts on an event that a crash could still take back.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use domain::{BookId, RecordedEvent};
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::watch;
+
+use crate::chain::{self, EncodedEvent};
+use crate::error::StoreError;
+use crate::store::{Appended, EventStore, ExpectedVersion, READ_EVENTS_MAX};
+
+const LOG_PREFIX: u8 = b'L';
+const STREAM_PREFIX: u8 = b'S';
+
+/// Events the live subscription reads in one go.
+const SUBSCRIPTION_CHUNK_EVENTS: usize = 1024;
+
+#[derive(Clone)]
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    log: sled::Tree,
+    append_lock: Mutex<AppendState>,
+    /// One past the highest durable position (positions start at 1).
+    durable: watch::Sender<u64>,
+}
+
+struct AppendState {
+    next_position: u64,
+    /// Next version of each book seen so far; others are looked up on first append.
+    next_versions: HashMap<BookId, u64>,
+}
+
+fn log_key(position: u64) -> [u8; 9] {
+    let mut key = [LOG_PREFIX; 9];
+    key[1..].copy_from_slice(&position.to_be_bytes());
+    key
+}
+
+fn stream_key(book: BookId, first_version: u64) -> [u8; 25] {
+    let mut key = [STREAM_PREFIX; 25];
+    key[1..17].copy_from_slice(book.0.as_bytes());
+    key[17..].copy_from_slice(&first_version.to_be_bytes());
+    key
+}
+
+fn batch_value(first_position: u64, count: u32) -> [u8; 12] {
+    let mut value = [0u8; 12];
+    value[..8].copy_from_slice(&first_position.to_be_bytes());
+    value[8..].copy_from_slice(&count.to_be_bytes());
+    value
+}
+
+fn parse_u64(bytes: &[u8]) -> u64 {
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+/// A stored batch of one book: versions `first_version..first_version+count` sit at
+/// positions `first_position..`.
+struct BatchRef {
+    first_version: u64,
+    first_position: u64,
+    count: u64,
+}
+
+fn parse_batch(key: &[u8], value: &[u8]) -> BatchRef {
+    BatchRef {
+        first_version: parse_u64(&key[17..]),
+        first_position: parse_u64(&value[..8]),
+        count: u32::from_be_bytes(value[8..12].try_into().expect("4 bytes")) as u64,
+    }
+}
+
+impl SledStore {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            // Durability comes from the explicit flush after every append.
+            .flush_every_ms(None)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()?;
+        Self::with_db(db)
+    }
+
+    pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
+        let log = db.open_tree("log")?;
+        let next_position = match log.get_lt(log_key(u64::MAX))? {
+            Some((key, _)) if key[0] == LOG_PREFIX => parse_u64(&key[1..]) + 1,
+            _ => 1,
+        };
+        let (durable, _) = watch::channel(next_position);
+        Ok(SledStore {
+            inner: Arc::new(Inner {
+                db,
+                log,
+                append_lock: Mutex::new(AppendState { next_position, next_versions: HashMap::new() }),
+                durable,
+            }),
+        })
+    }
+
+    pub fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// The next version of `book` as stored, from its last batch.
+    fn stored_next_version(&self, book: BookId) -> Result<u64, StoreError> {
+        let last = self.inner.log.get_lt(stream_key(book, u64::MAX))?;
+        Ok(match last {
+            Some((key, value)) if key.len() == 25 && key[..17] == stream_key(book, 0)[..17] => {
+                let batch = parse_batch(&key, &value);
+                batch.first_version + batch.count
+            }
+            _ => 0,
+        })
+    }
+
+    fn read_all_sync(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let durable = *self.inner.durable.borrow();
+        let from = from.max(1);
+        if from >= durable {
+            return Ok(Vec::new());
+        }
+        let max = max.min(READ_EVENTS_MAX);
+        let mut events = Vec::with_capacity(max.min((durable - from) as usize));
+        for entry in self.inner.log.range(log_key(from)..log_key(durable)).take(max) {
+            let (key, value) = entry?;
+            let position = parse_u64(&key[1..]);
+            events.push(RecordedEvent { position, event: chain::decode(position, &value)? });
+        }
+        Ok(events)
+    }
+
+    fn read_stream_sync(&self, book: BookId, from_version: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let max = max.min(READ_EVENTS_MAX);
+        let mut events = Vec::new();
+        // The batch holding `from_version` starts at or before it.
+        let start = match self.inner.log.get_lt(stream_key(book, from_version.saturating_add(1)))? {
+            Some((key, _)) if key.len() == 25 && key[..17] == stream_key(book, 0)[..17] => parse_u64(&key[17..]),
+            _ => from_version,
+        };
+        for entry in self.inner.log.range(stream_key(book, start)..=stream_key(book, u64::MAX)) {
+            let (key, value) = entry?;
+            let batch = parse_batch(&key, &value);
+            for offset in 0..batch.count {
+                let version = batch.first_version + offset;
+                if version < from_version {
+                    continue;
+                }
+                if events.len() == max {
+                    return Ok(events);
+                }
+                let position = batch.first_position + offset;
+                let bytes = self.inner.log.get(log_key(position))?.ok_or_else(|| StoreError::Corrupt {
+                    position,
+                    reason: "indexed by its stream but missing from the log".into(),
+                })?;
+                let event = chain::decode(position, &bytes)?;
+                // Paired check: the index and the event agree on where it belongs.
+                if event.envelope.book != book || event.envelope.version != version {
+                    return Err(StoreError::Corrupt {
+                        position,
+                        reason: "stream index disagrees with the event".into(),
+                    });
+                }
+                events.push(RecordedEvent { position, event });
+            }
+        }
+        Ok(events)
+    }
+}
+
+#[async_trait]
+impl EventStore for SledStore {
+    async fn append(
+        &self,
+        book: BookId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent],
+    ) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            return Ok(Appended { positions: vec![] });
+        }
+        let applied_end = {
+            let mut state = self.inner.append_lock.lock().expect("append lock poisoned");
+            let next_version = match state.next_versions.get(&book) {
+                Some(v) => *v,
+                None => self.stored_next_version(book)?,
+            };
+            if ExpectedVersion::before(next_version) != expected {
+                return Err(StoreError::WrongExpectedVersion {
+                    expected: match expected {
+                        ExpectedVersion::NoStream => None,
+                        ExpectedVersion::Exact(v) => Some(v),
+                    },
+                    actual: next_version.checked_sub(1),
+                });
+            }
+            let first_position = state.next_position;
+            let mut batch = sled::Batch::default();
+            for (offset, encoded) in events.iter().enumerate() {
+                // Paired check: what is written is what the writer decided.
+                let envelope = &encoded.event.envelope;
+                assert_eq!(envelope.book, book, "event of another book in the batch");
+                assert_eq!(envelope.version, next_version + offset as u64, "batch versions must be contiguous");
+                batch.insert(&log_key(first_position + offset as u64), encoded.bytes.as_slice());
+            }
+            batch.insert(&stream_key(book, next_version), &batch_value(first_position, events.len() as u32));
+            self.inner.log.apply_batch(batch)?;
+            state.next_position = first_position + events.len() as u64;
+            state.next_versions.insert(book, next_version + events.len() as u64);
+            state.next_position
+        };
+        let first_position = applied_end - events.len() as u64;
+        self.inner.db.flush_async().await?;
+        // Everything applied before this flush began is durable now, whoever wrote it.
+        self.inner.durable.send_if_modified(|durable| {
+            if applied_end > *durable {
+                *durable = applied_end;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(Appended { positions: (first_position..applied_end).collect() })
+    }
+
+    async fn read_stream(&self, book: BookId, from_version: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_stream_sync(book, from_version, max))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+    }
+
+    async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_all_sync(from, max))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+    }
+
+    fn subscribe_all(&self, from: u64) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
+        let store = self.clone();
+        let durable = self.inner.durable.subscribe();
+        let chunks =
+            stream::unfold((store, durable, from.max(1), false), |(store, mut durable, next, failed)| async move {
+                if failed {
+                    return None;
+                }
+                loop {
+                    match store.read_all(next, SUBSCRIPTION_CHUNK_EVENTS).await {
+                        Err(error) => return Some((vec![Err(error)], (store, durable, next, true))),
+                        Ok(events) if events.is_empty() => {
+                            // Caught up: wait for the watermark to move past `next`.
+                            if durable.wait_for(|d| *d > next).await.is_err() {
+                                return None;
+                            }
+                        }
+                        Ok(events) => {
+                            let after = events.last().map(|e| e.position + 1).unwrap_or(next);
+                            return Some((
+                                events.into_iter().map(Ok).collect::<Vec<_>>(),
+                                (store, durable, after, false),
+                            ));
+                        }
+                    }
+                }
+            });
+        chunks.flat_map(stream::iter).boxed()
+    }
+
+    async fn head(&self) -> Result<u64, StoreError> {
+        Ok(*self.inner.durable.borrow())
+    }
+
+    async fn read_raw(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if position >= *self.inner.durable.borrow() {
+            return Ok(None);
+        }
+        Ok(self.inner.log.get(log_key(position))?.map(|v| v.to_vec()))
+    }
+}

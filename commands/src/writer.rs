@@ -1,0 +1,296 @@
+//! The book writer: one task per book owns the book's state and decides its commands
+//! one after another. It drains its queue into a batch, decides every command of the
+//! batch, appends all resulting events in one atomic, durable write (group commit) and
+//! only then answers the callers. A refused command is answered at once and does not
+//! touch its neighbours.
+
+use std::sync::Arc;
+
+use domain::{
+    AccountId, Amount, BookId, BookState, Command, CommandMeta, Decision, RecordedEvent, decide, evolve, seal,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain::{self, EncodedEvent};
+use crate::error::{CommandError, StoreError};
+use crate::store::{EventStore, ExpectedVersion, READ_EVENTS_MAX};
+
+/// Commands waiting for one book's writer. A full queue answers `Overloaded` at once.
+pub const QUEUE_COMMANDS_MAX: usize = 8192;
+/// Commands decided and appended together in one durable write.
+pub const BATCH_COMMANDS_MAX: usize = 2048;
+
+/// A balance as a command left it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BalanceAfter {
+    pub account: AccountId,
+    pub balance: Amount,
+    pub credit_limit: Amount,
+    pub available: Amount,
+}
+
+/// The answer to an accepted command.
+#[derive(Clone, Debug)]
+pub struct CommandOutcome {
+    pub book: BookId,
+    /// The command's events with their global positions (empty when nothing changed).
+    pub events: Vec<RecordedEvent>,
+    /// The balances of the accounts the command concerns, right after it.
+    pub balances: Vec<BalanceAfter>,
+    /// True when this repeats an earlier request (idempotency key or CDR id) and the
+    /// events are those of the first one.
+    pub repeated: bool,
+    /// The book's version after the command.
+    pub book_version: u64,
+}
+
+impl CommandOutcome {
+    /// The global position that reflects this command, for read-your-writes.
+    pub fn position(&self) -> Option<u64> {
+        self.events.last().map(|e| e.position)
+    }
+}
+
+pub(crate) enum Message {
+    Command {
+        command: Command,
+        meta: CommandMeta,
+        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+    },
+    /// Asks for a copy of the state, answered in queue order.
+    Snapshot(oneshot::Sender<BookState>),
+}
+
+/// A handle to a running book writer.
+#[derive(Clone)]
+pub struct BookHandle {
+    queue: mpsc::Sender<Message>,
+}
+
+impl BookHandle {
+    pub async fn submit(&self, command: Command, meta: CommandMeta) -> Result<CommandOutcome, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send(Message::Command { command, meta, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CommandError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => CommandError::ShuttingDown,
+        })?;
+        answer.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+
+    /// A copy of the writer's state once everything queued before has been decided.
+    pub async fn snapshot(&self) -> Result<BookState, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Message::Snapshot(reply)).await.map_err(|_| CommandError::ShuttingDown)?;
+        answer.await.map_err(|_| CommandError::ShuttingDown)
+    }
+
+    /// True once the writer task has stopped (its queue is closed).
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+}
+
+/// Rebuilds a book's state by folding its whole stream.
+pub async fn load_book(store: &dyn EventStore, book: BookId) -> Result<BookState, StoreError> {
+    let mut state = BookState::new(book);
+    loop {
+        let events = store.read_stream(book, state.next_version, READ_EVENTS_MAX).await?;
+        if events.is_empty() {
+            return Ok(state);
+        }
+        for recorded in &events {
+            evolve(&mut state, &recorded.event);
+        }
+    }
+}
+
+/// Starts the writer task of `book` with its already loaded `state`. The task ends
+/// when every handle is dropped, after answering everything queued.
+pub fn spawn_writer(
+    store: Arc<dyn EventStore>,
+    state: BookState,
+    on_commit: Option<CommitHook>,
+) -> (BookHandle, tokio::task::JoinHandle<()>) {
+    let (queue, requests) = mpsc::channel(QUEUE_COMMANDS_MAX);
+    let task = tokio::spawn(run_writer(store, state, requests, on_commit));
+    (BookHandle { queue }, task)
+}
+
+/// Called with every batch of durable events, before the callers are answered; the
+/// ledger keeps its account index current with it.
+pub type CommitHook = Arc<dyn Fn(&[RecordedEvent]) + Send + Sync>;
+
+/// What to answer a caller once the batch is durable.
+enum Pending {
+    New {
+        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        events: std::ops::Range<usize>,
+        balances: Vec<BalanceAfter>,
+    },
+    /// A repeat of a command decided earlier in this same batch.
+    RepeatInBatch {
+        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        first_version: u64,
+        events: u32,
+        balances: Vec<BalanceAfter>,
+    },
+}
+
+async fn run_writer(
+    store: Arc<dyn EventStore>,
+    mut state: BookState,
+    mut requests: mpsc::Receiver<Message>,
+    on_commit: Option<CommitHook>,
+) {
+    let book = state.book;
+    let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
+    while requests.recv_many(&mut batch, BATCH_COMMANDS_MAX).await > 0 {
+        let batch_start_version = state.next_version;
+        let mut encoded: Vec<EncodedEvent> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+        let mut snapshots = Vec::new();
+        for message in batch.drain(..) {
+            let (command, meta, reply) = match message {
+                Message::Command { command, meta, reply } => (command, meta, reply),
+                Message::Snapshot(reply) => {
+                    snapshots.push((reply, state.clone()));
+                    continue;
+                }
+            };
+            match decide(&state, &command, &meta) {
+                Err(refusal) => {
+                    let _ = reply.send(Err(refusal.into()));
+                }
+                Ok(Decision::Accept(payloads)) => {
+                    let start = encoded.len();
+                    let mut bytes_of_batch = Vec::with_capacity(payloads.len());
+                    let events = seal(&mut state, payloads, &meta, |envelope, payload| {
+                        let (bytes, hash) = chain::encode(envelope, payload);
+                        bytes_of_batch.push(bytes);
+                        hash
+                    });
+                    encoded.extend(
+                        events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }),
+                    );
+                    let balances = balances_after(&state, &command);
+                    pending.push(Pending::New { reply, events: start..encoded.len(), balances });
+                }
+                Ok(Decision::Repeat { first_version, events }) => {
+                    let balances = balances_after(&state, &command);
+                    if first_version >= batch_start_version {
+                        pending.push(Pending::RepeatInBatch { reply, first_version, events, balances });
+                    } else {
+                        let outcome = repeated_outcome(&*store, &state, first_version, events, balances).await;
+                        let _ = reply.send(outcome);
+                    }
+                }
+            }
+        }
+        if encoded.is_empty() {
+            answer_batch(pending, &[], batch_start_version, book, state.next_version);
+            answer_snapshots(snapshots);
+            continue;
+        }
+        match store.append(book, ExpectedVersion::before(batch_start_version), &encoded).await {
+            Ok(appended) => {
+                let recorded: Vec<RecordedEvent> = encoded
+                    .into_iter()
+                    .zip(appended.positions)
+                    .map(|(e, position)| RecordedEvent { position, event: e.event })
+                    .collect();
+                if let Some(hook) = &on_commit {
+                    hook(&recorded);
+                }
+                answer_batch(pending, &recorded, batch_start_version, book, state.next_version);
+            }
+            Err(error) => {
+                tracing::error!(%book, %error, "append failed; reloading the book's state from the store");
+                let failure = match error {
+                    StoreError::WrongExpectedVersion { .. } => || CommandError::Conflict,
+                    _ => || CommandError::Store(StoreError::Io("the write could not be made durable".into())),
+                };
+                for p in pending {
+                    let reply = match p {
+                        Pending::New { reply, .. } | Pending::RepeatInBatch { reply, .. } => reply,
+                    };
+                    let _ = reply.send(Err(failure()));
+                }
+                // The state holds events that may not be stored: start again from the store.
+                match load_book(&*store, book).await {
+                    Ok(reloaded) => state = reloaded,
+                    Err(error) => {
+                        tracing::error!(%book, %error, "cannot reload the book; its writer stops");
+                        return;
+                    }
+                }
+            }
+        }
+        answer_snapshots(snapshots);
+    }
+}
+
+/// A snapshot taken mid-batch is only true once the batch is durable; a failed batch
+/// drops its snapshots (their askers see the writer as gone and may ask again).
+fn answer_snapshots(snapshots: Vec<(oneshot::Sender<BookState>, BookState)>) {
+    for (reply, state) in snapshots {
+        let _ = reply.send(state);
+    }
+}
+
+fn answer_batch(
+    pending: Vec<Pending>,
+    recorded: &[RecordedEvent],
+    batch_start_version: u64,
+    book: BookId,
+    book_version: u64,
+) {
+    for p in pending {
+        match p {
+            Pending::New { reply, events, balances } => {
+                let _ = reply.send(Ok(CommandOutcome {
+                    book,
+                    events: recorded[events].to_vec(),
+                    balances,
+                    repeated: false,
+                    book_version,
+                }));
+            }
+            Pending::RepeatInBatch { reply, first_version, events, balances } => {
+                let start = (first_version - batch_start_version) as usize;
+                let slice = recorded.get(start..start + events as usize).unwrap_or(&[]);
+                let _ = reply.send(Ok(CommandOutcome {
+                    book,
+                    events: slice.to_vec(),
+                    balances,
+                    repeated: true,
+                    book_version,
+                }));
+            }
+        }
+    }
+}
+
+async fn repeated_outcome(
+    store: &dyn EventStore,
+    state: &BookState,
+    first_version: u64,
+    events: u32,
+    balances: Vec<BalanceAfter>,
+) -> Result<CommandOutcome, CommandError> {
+    let stored = store.read_stream(state.book, first_version, events as usize).await?;
+    Ok(CommandOutcome { book: state.book, events: stored, balances, repeated: true, book_version: state.next_version })
+}
+
+fn balances_after(state: &BookState, command: &Command) -> Vec<BalanceAfter> {
+    command
+        .affected_accounts()
+        .into_iter()
+        .filter_map(|id| state.accounts.get(&id))
+        .map(|a| BalanceAfter {
+            account: a.id,
+            balance: a.balance,
+            credit_limit: a.credit_limit,
+            available: a.available(),
+        })
+        .collect()
+}

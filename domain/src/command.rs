@@ -1,0 +1,107 @@
+//! Commands: what a client asks the ledger to do. A command is decided against its
+//! book's state and either becomes events or is refused with a [`DomainError`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::{AccountKind, AccountStatus};
+use crate::event::{Actor, Event, Idempotency};
+use crate::ids::{AccountId, TariffId};
+use crate::money::{Amount, Currency};
+use crate::rating::{RatedCdr, Tariff};
+use crate::time::Timestamp;
+
+/// What travels with every command besides its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandMeta {
+    pub occurred_at: Timestamp,
+    pub recorded_at: Timestamp,
+    pub actor: Actor,
+    pub idempotency: Option<Idempotency>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    OpenAccount(OpenAccount),
+    ChangeStatus {
+        account: AccountId,
+        status: AccountStatus,
+        reason: Option<String>,
+    },
+    ChangeCreditLimit {
+        account: AccountId,
+        credit_limit: Amount,
+    },
+    AssignTariff {
+        account: AccountId,
+        tariff: Option<TariffId>,
+    },
+    ReceivePayment {
+        account: AccountId,
+        amount: Amount,
+        method: Option<String>,
+        reference: Option<String>,
+    },
+    PostAdjustment {
+        account: AccountId,
+        amount: Amount,
+        reason: Option<String>,
+    },
+    PostCharge {
+        account: AccountId,
+        amount: Amount,
+        description: Option<String>,
+    },
+    ChargeCall(ChargeCall),
+    MoveFunds {
+        from: AccountId,
+        to: AccountId,
+        amount: Amount,
+        note: Option<String>,
+    },
+    /// `target` is the event to reverse as the store holds it; the writer loads it.
+    ReverseEntry {
+        target: Box<Event>,
+        reason: Option<String>,
+    },
+    PublishTariff(Box<Tariff>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAccount {
+    pub account: AccountId,
+    pub number: String,
+    pub name: String,
+    pub kind: AccountKind,
+    pub partner: Option<AccountId>,
+    pub currency: Currency,
+    pub credit_limit: Amount,
+}
+
+/// A CDR with its costs already computed (by rating, or by the switch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChargeCall {
+    pub account: AccountId,
+    pub cdr: RatedCdr,
+    pub customer_cost: Amount,
+    /// The partner's wholesale cost; required when the customer has a partner.
+    pub partner_cost: Option<Amount>,
+}
+
+impl Command {
+    /// The accounts whose balances a caller wants to see after this command.
+    pub fn affected_accounts(&self) -> Vec<AccountId> {
+        match self {
+            Command::OpenAccount(c) => vec![c.account],
+            Command::ChangeStatus { account, .. }
+            | Command::ChangeCreditLimit { account, .. }
+            | Command::AssignTariff { account, .. }
+            | Command::ReceivePayment { account, .. }
+            | Command::PostAdjustment { account, .. }
+            | Command::PostCharge { account, .. } => vec![*account],
+            Command::ChargeCall(c) => vec![c.account],
+            Command::MoveFunds { from, to, .. } => vec![*from, *to],
+            Command::ReverseEntry { target, .. } => target.payload.accounts(),
+            Command::PublishTariff(_) => vec![],
+        }
+    }
+}

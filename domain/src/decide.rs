@@ -1,0 +1,501 @@
+//! The decider: `decide` turns a command into events against a book's state, or refuses
+//! it; `evolve` applies one event to the state. Both are pure, so the same code runs in
+//! the book's writer, in replay and in the property tests.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::account::{Account, AccountKind, AccountStatus};
+use crate::command::{ChargeCall, Command, CommandMeta, OpenAccount};
+use crate::error::DomainError;
+use crate::event::*;
+use crate::ids::{AccountId, BookId, EventId, TariffId, validate_identifier, validate_text};
+use crate::money::{Amount, INPUT_SCALE_MAX_DEFAULT};
+use crate::rating::Tariff;
+
+/// What the book remembers of an idempotency key: the request it came with and the
+/// events that request produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub request_digest: Hash,
+    pub first_version: u64,
+    pub events: u32,
+}
+
+/// One book's state: all a rule needs to decide a command, and exactly what folding
+/// the book's events with [`evolve`] gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookState {
+    pub book: BookId,
+    /// The version the next event will get (= number of events so far).
+    pub next_version: u64,
+    pub last_hash: Hash,
+    pub accounts: HashMap<AccountId, Account>,
+    pub numbers: HashMap<String, AccountId>,
+    /// CDR id to the version of the event that charged it.
+    pub charged_cdrs: HashMap<String, u64>,
+    pub idempotency: HashMap<String, IdempotencyRecord>,
+    pub reversed: HashSet<EventId>,
+    pub tariffs: HashMap<TariffId, Tariff>,
+}
+
+impl BookState {
+    pub fn new(book: BookId) -> Self {
+        BookState {
+            book,
+            next_version: 0,
+            last_hash: GENESIS_HASH,
+            accounts: HashMap::new(),
+            numbers: HashMap::new(),
+            charged_cdrs: HashMap::new(),
+            idempotency: HashMap::new(),
+            reversed: HashSet::new(),
+            tariffs: HashMap::new(),
+        }
+    }
+
+    pub fn account(&self, id: AccountId) -> Result<&Account, DomainError> {
+        self.accounts.get(&id).ok_or(DomainError::AccountNotFound(id))
+    }
+
+    pub fn account_by_number(&self, number: &str) -> Option<&Account> {
+        self.numbers.get(number).and_then(|id| self.accounts.get(id))
+    }
+}
+
+/// The outcome of deciding a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// New events to append, in order (may be empty: nothing to change).
+    Accept(Vec<Payload>),
+    /// The same request was already decided: its events are these, already stored.
+    Repeat { first_version: u64, events: u32 },
+}
+
+/// Decides `command` against `state`. Never mutates; the writer applies the resulting
+/// events with [`evolve`].
+pub fn decide(state: &BookState, command: &Command, meta: &CommandMeta) -> Result<Decision, DomainError> {
+    if let Some(idempotency) = &meta.idempotency {
+        validate_identifier("idempotency_key", &idempotency.key)?;
+        if let Some(record) = state.idempotency.get(&idempotency.key) {
+            if record.request_digest != idempotency.request_digest {
+                return Err(DomainError::IdempotencyKeyReused(idempotency.key.clone()));
+            }
+            return Ok(Decision::Repeat { first_version: record.first_version, events: record.events });
+        }
+    }
+    validate_text("actor", &meta.actor)?;
+    match command {
+        Command::OpenAccount(open) => open_account(state, open),
+        Command::ChangeStatus { account, status, reason } => change_status(state, *account, *status, reason),
+        Command::ChangeCreditLimit { account, credit_limit } => {
+            let acc = open_account_ref(state, *account)?;
+            let credit_limit = checked_credit_limit(*credit_limit)?;
+            if acc.credit_limit == credit_limit {
+                return Ok(Decision::Accept(vec![]));
+            }
+            accept(Payload::CreditLimitChanged(CreditLimitChanged {
+                account: *account,
+                from: acc.credit_limit,
+                to: credit_limit,
+            }))
+        }
+        Command::AssignTariff { account, tariff } => {
+            let acc = open_account_ref(state, *account)?;
+            if acc.tariff == *tariff {
+                return Ok(Decision::Accept(vec![]));
+            }
+            accept(Payload::TariffAssigned(TariffAssigned { account: *account, tariff: *tariff }))
+        }
+        Command::ReceivePayment { account, amount, method, reference } => {
+            open_account_ref(state, *account)?;
+            let amount = positive(*amount)?;
+            optional_text("method", method)?;
+            optional_text("reference", reference)?;
+            accept(Payload::PaymentReceived(PaymentReceived {
+                account: *account,
+                amount,
+                method: method.clone(),
+                reference: reference.clone(),
+            }))
+        }
+        Command::PostAdjustment { account, amount, reason } => {
+            open_account_ref(state, *account)?;
+            let amount = amount.checked_input(INPUT_SCALE_MAX_DEFAULT)?;
+            if amount.is_zero() {
+                return Err(DomainError::InvalidAmount("an adjustment must not be zero".into()));
+            }
+            optional_text("reason", reason)?;
+            let mut events =
+                vec![Payload::AdjustmentPosted(AdjustmentPosted { account: *account, amount, reason: reason.clone() })];
+            push_overdraft_alerts(state, &mut events);
+            Ok(Decision::Accept(events))
+        }
+        Command::PostCharge { account, amount, description } => {
+            let acc = open_account_ref(state, *account)?;
+            let amount = positive(*amount)?;
+            optional_text("description", description)?;
+            require_available(acc, amount)?;
+            accept(Payload::ChargePosted(ChargePosted { account: *account, amount, description: description.clone() }))
+        }
+        Command::ChargeCall(charge) => charge_call(state, charge),
+        Command::MoveFunds { from, to, amount, note } => move_funds(state, *from, *to, *amount, note),
+        Command::ReverseEntry { target, reason } => reverse_entry(state, target, reason),
+        Command::PublishTariff(tariff) => {
+            validate_text("name", &tariff.name)?;
+            accept(Payload::TariffPublished(TariffPublished { tariff: (**tariff).clone() }))
+        }
+    }
+}
+
+fn accept(payload: Payload) -> Result<Decision, DomainError> {
+    Ok(Decision::Accept(vec![payload]))
+}
+
+fn positive(amount: Amount) -> Result<Amount, DomainError> {
+    let amount = amount.checked_input(INPUT_SCALE_MAX_DEFAULT)?;
+    if !amount.is_positive() {
+        return Err(DomainError::AmountNotPositive);
+    }
+    Ok(amount)
+}
+
+fn checked_credit_limit(limit: Amount) -> Result<Amount, DomainError> {
+    let limit = limit.checked_input(INPUT_SCALE_MAX_DEFAULT).map_err(|_| DomainError::InvalidField {
+        field: "credit_limit",
+        reason: format!("{limit} is not a valid amount"),
+    })?;
+    if limit.is_negative() {
+        return Err(DomainError::NegativeCreditLimit);
+    }
+    Ok(limit)
+}
+
+fn optional_text(field: &'static str, text: &Option<String>) -> Result<(), DomainError> {
+    text.as_deref().map_or(Ok(()), |t| validate_text(field, t))
+}
+
+/// The account, if it may still take new entries (anything but closed).
+fn open_account_ref(state: &BookState, id: AccountId) -> Result<&Account, DomainError> {
+    let account = state.account(id)?;
+    if account.status == AccountStatus::Closed {
+        return Err(DomainError::AccountClosed(id));
+    }
+    Ok(account)
+}
+
+fn require_available(account: &Account, amount: Amount) -> Result<(), DomainError> {
+    let available = account.available();
+    if available < amount {
+        return Err(DomainError::InsufficientFunds {
+            account: account.id,
+            available: available.to_string(),
+            requested: amount.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn open_account(state: &BookState, open: &OpenAccount) -> Result<Decision, DomainError> {
+    validate_identifier("number", &open.number)?;
+    if open.name.trim().is_empty() {
+        return Err(DomainError::InvalidField { field: "name", reason: "must not be empty".into() });
+    }
+    validate_text("name", &open.name)?;
+    let credit_limit = checked_credit_limit(open.credit_limit)?;
+    if state.accounts.contains_key(&open.account) {
+        return Err(DomainError::DuplicateAccount(open.account));
+    }
+    if state.numbers.contains_key(&open.number) {
+        return Err(DomainError::DuplicateAccountNumber(open.number.clone()));
+    }
+    match (open.kind, open.partner) {
+        (AccountKind::Partner, Some(_)) => return Err(DomainError::PartnerOfPartner),
+        (AccountKind::Partner, None) => {
+            // A partner is the first event of its own book.
+            if state.book != BookId::of_partner(open.account) || state.next_version != 0 {
+                return Err(DomainError::InvalidField {
+                    field: "account",
+                    reason: "a partner opens its own book".into(),
+                });
+            }
+        }
+        (AccountKind::Customer, Some(partner_id)) => {
+            if state.book != BookId::of_partner(partner_id) {
+                return Err(DomainError::AccountNotFound(partner_id));
+            }
+            let partner = open_account_ref(state, partner_id)?;
+            if partner.kind != AccountKind::Partner {
+                return Err(DomainError::NotAPartner(partner_id));
+            }
+        }
+        (AccountKind::Customer, None) => {
+            if state.book != BookId::OPERATOR {
+                return Err(DomainError::InvalidField {
+                    field: "partner",
+                    reason: "the operator's own customers live in the operator's book".into(),
+                });
+            }
+        }
+    }
+    accept(Payload::AccountOpened(AccountOpened {
+        account: open.account,
+        number: open.number.clone(),
+        name: open.name.trim().to_string(),
+        kind: open.kind,
+        partner: open.partner,
+        currency: open.currency,
+        credit_limit,
+    }))
+}
+
+fn change_status(
+    state: &BookState,
+    id: AccountId,
+    status: AccountStatus,
+    reason: &Option<String>,
+) -> Result<Decision, DomainError> {
+    let account = state.account(id)?;
+    optional_text("reason", reason)?;
+    if account.status == status {
+        return Ok(Decision::Accept(vec![]));
+    }
+    if account.status == AccountStatus::Closed {
+        return Err(DomainError::InvalidStatusChange { from: account.status.as_str(), to: status.as_str() });
+    }
+    if status == AccountStatus::Closed && account.kind == AccountKind::Partner {
+        let open_customer = state.accounts.values().any(|a| a.partner == Some(id) && a.status != AccountStatus::Closed);
+        if open_customer {
+            return Err(DomainError::PartnerHasOpenCustomers(id));
+        }
+    }
+    accept(Payload::AccountStatusChanged(AccountStatusChanged {
+        account: id,
+        from: account.status,
+        to: status,
+        reason: reason.clone(),
+    }))
+}
+
+fn charge_call(state: &BookState, charge: &ChargeCall) -> Result<Decision, DomainError> {
+    validate_identifier("cdr.id", &charge.cdr.id)?;
+    if let Some(version) = state.charged_cdrs.get(&charge.cdr.id) {
+        return Ok(Decision::Repeat { first_version: *version, events: 1 });
+    }
+    let account = open_account_ref(state, charge.account)?;
+    let customer_cost = charge.customer_cost.checked_input(u32::MAX)?;
+    if customer_cost.is_negative() {
+        return Err(DomainError::InvalidField { field: "cost", reason: "must not be negative".into() });
+    }
+    let partner_cost = match (account.partner, charge.partner_cost) {
+        (Some(_), Some(cost)) if cost.is_negative() => {
+            return Err(DomainError::InvalidField { field: "partner_cost", reason: "must not be negative".into() });
+        }
+        (Some(_), Some(cost)) => Some(cost.checked_input(u32::MAX)?),
+        (Some(_), None) => {
+            return Err(DomainError::InvalidField {
+                field: "partner_cost",
+                reason: "a partner's customer needs the partner's wholesale cost".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(DomainError::InvalidField {
+                field: "partner_cost",
+                reason: "the account has no partner".into(),
+            });
+        }
+        (None, None) => None,
+    };
+    // A call that happened is always recorded, even past the credit limit.
+    let mut events = vec![Payload::CallCharged(CallCharged {
+        account: charge.account,
+        cdr: charge.cdr.clone(),
+        customer_cost,
+        partner: account.partner,
+        partner_cost,
+    })];
+    push_overdraft_alerts(state, &mut events);
+    Ok(Decision::Accept(events))
+}
+
+/// Appends a [`CreditLimitExceeded`] for every account that `events` take from within
+/// its credit limit to beyond it: one alert per crossing, not one per charge.
+fn push_overdraft_alerts(state: &BookState, events: &mut Vec<Payload>) {
+    let mut balance_changes: Vec<(AccountId, Amount)> = Vec::new();
+    for event in events.iter() {
+        event.for_each_posting(|p| match balance_changes.iter_mut().find(|(a, _)| *a == p.account) {
+            Some((_, delta)) => *delta += p.category.balance_effect(p.amount),
+            None => balance_changes.push((p.account, p.category.balance_effect(p.amount))),
+        });
+    }
+    for (account_id, delta) in balance_changes {
+        let Some(account) = state.accounts.get(&account_id) else { continue };
+        let balance_after = account.balance + delta;
+        let overdrawn_after = (balance_after + account.credit_limit).is_negative();
+        if overdrawn_after && !account.is_overdrawn() {
+            events.push(Payload::CreditLimitExceeded(CreditLimitExceeded {
+                account: account_id,
+                balance: balance_after,
+                credit_limit: account.credit_limit,
+            }));
+        }
+    }
+}
+
+fn move_funds(
+    state: &BookState,
+    from_id: AccountId,
+    to_id: AccountId,
+    amount: Amount,
+    note: &Option<String>,
+) -> Result<Decision, DomainError> {
+    let amount = positive(amount)?;
+    optional_text("note", note)?;
+    let from = open_account_ref(state, from_id)?;
+    let to = open_account_ref(state, to_id)?;
+    let direction = match (from.kind, to.kind) {
+        (AccountKind::Partner, AccountKind::Customer) if to.partner == Some(from.id) => MoveDirection::ToCustomer,
+        (AccountKind::Customer, AccountKind::Partner) if from.partner == Some(to.id) => MoveDirection::ToPartner,
+        (AccountKind::Partner, _) => return Err(DomainError::NotOwnCustomer { partner: from.id, customer: to.id }),
+        (_, AccountKind::Partner) => return Err(DomainError::NotOwnCustomer { partner: to.id, customer: from.id }),
+        (AccountKind::Customer, AccountKind::Customer) => return Err(DomainError::NotAPartner(to.id)),
+    };
+    if from.currency != to.currency {
+        return Err(DomainError::CurrencyMismatch(from.currency.to_string(), to.currency.to_string()));
+    }
+    // A suspended account may be topped up, but its funds stay where they are.
+    if from.status == AccountStatus::Suspended {
+        return Err(DomainError::AccountSuspended(from.id));
+    }
+    require_available(from, amount)?;
+    accept(Payload::FundsMoved(FundsMoved { from: from_id, to: to_id, amount, direction, note: note.clone() }))
+}
+
+fn reverse_entry(state: &BookState, target: &Event, reason: &Option<String>) -> Result<Decision, DomainError> {
+    optional_text("reason", reason)?;
+    let envelope = &target.envelope;
+    if envelope.book != state.book || envelope.version >= state.next_version {
+        return Err(DomainError::EventNotFound(envelope.event_id));
+    }
+    if state.reversed.contains(&envelope.event_id) {
+        return Err(DomainError::AlreadyReversed(envelope.event_id));
+    }
+    if matches!(target.payload, Payload::EntryReversed(_)) {
+        return Err(DomainError::NotReversible(envelope.event_id));
+    }
+    let postings: Vec<Posting> =
+        target.payload.postings().into_iter().map(|p| Posting { amount: -p.amount, ..p }).collect();
+    if postings.is_empty() {
+        return Err(DomainError::NotReversible(envelope.event_id));
+    }
+    accept(Payload::EntryReversed(EntryReversed {
+        reversed_event: envelope.event_id,
+        reversed_version: envelope.version,
+        postings,
+        reason: reason.clone(),
+    }))
+}
+
+/// Applies one stored event to the book's state.
+pub fn evolve(state: &mut BookState, event: &Event) {
+    let envelope = &event.envelope;
+    debug_assert_eq!(envelope.version, state.next_version, "events are applied in stream order");
+    state.next_version = envelope.version + 1;
+    state.last_hash = envelope.hash;
+    if let Some(idempotency) = &envelope.idempotency {
+        state.idempotency.insert(
+            idempotency.key.clone(),
+            IdempotencyRecord {
+                request_digest: idempotency.request_digest,
+                first_version: envelope.version,
+                events: envelope.command_events,
+            },
+        );
+    }
+    let payload = &event.payload;
+    payload.for_each_posting(|posting| {
+        if let Some(account) = state.accounts.get_mut(&posting.account) {
+            account.balance += posting.category.balance_effect(posting.amount);
+        }
+    });
+    match payload {
+        Payload::AccountOpened(e) => {
+            state.numbers.insert(e.number.clone(), e.account);
+            state.accounts.insert(
+                e.account,
+                Account {
+                    id: e.account,
+                    number: e.number.clone(),
+                    name: e.name.clone(),
+                    kind: e.kind,
+                    partner: e.partner,
+                    currency: e.currency,
+                    credit_limit: e.credit_limit,
+                    status: AccountStatus::Active,
+                    tariff: None,
+                    balance: Amount::ZERO,
+                },
+            );
+        }
+        Payload::AccountStatusChanged(e) => {
+            if let Some(account) = state.accounts.get_mut(&e.account) {
+                account.status = e.to;
+            }
+        }
+        Payload::CreditLimitChanged(e) => {
+            if let Some(account) = state.accounts.get_mut(&e.account) {
+                account.credit_limit = e.to;
+            }
+        }
+        Payload::TariffAssigned(e) => {
+            if let Some(account) = state.accounts.get_mut(&e.account) {
+                account.tariff = e.tariff;
+            }
+        }
+        Payload::CallCharged(e) => {
+            state.charged_cdrs.insert(e.cdr.id.clone(), envelope.version);
+        }
+        Payload::EntryReversed(e) => {
+            state.reversed.insert(e.reversed_event);
+        }
+        Payload::TariffPublished(e) => {
+            state.tariffs.insert(e.tariff.id, e.tariff.clone());
+        }
+        Payload::PaymentReceived(_)
+        | Payload::AdjustmentPosted(_)
+        | Payload::ChargePosted(_)
+        | Payload::FundsMoved(_)
+        | Payload::CreditLimitExceeded(_) => {}
+    }
+}
+
+/// Turns accepted payloads into events: gives each its envelope, links it into the
+/// book's hash chain with `hash_event`, and applies it to `state`. The first event of
+/// the command carries its idempotency key.
+pub fn seal(
+    state: &mut BookState,
+    payloads: Vec<Payload>,
+    meta: &CommandMeta,
+    mut hash_event: impl FnMut(&Envelope, &Payload) -> Hash,
+) -> Vec<Event> {
+    let command_events = payloads.len() as u32;
+    let mut events = Vec::with_capacity(payloads.len());
+    for (index, payload) in payloads.into_iter().enumerate() {
+        let mut envelope = Envelope {
+            event_id: EventId::new(),
+            book: state.book,
+            version: state.next_version,
+            occurred_at: meta.occurred_at,
+            recorded_at: meta.recorded_at,
+            actor: meta.actor.clone(),
+            idempotency: if index == 0 { meta.idempotency.clone() } else { None },
+            command_events,
+            prev_hash: state.last_hash,
+            hash: GENESIS_HASH,
+        };
+        envelope.hash = hash_event(&envelope, &payload);
+        let event = Event { envelope, payload };
+        evolve(state, &event);
+        events.push(event);
+    }
+    events
+}

@@ -1,0 +1,322 @@
+//! Events: the immutable facts of the ledger. Every movement of money is described by
+//! [`Payload::postings`], the one place that says which account and which statement
+//! category an event touches: the book's writer, the statements and replay all use it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::account::{AccountKind, AccountStatus};
+use crate::ids::{AccountId, BookId, EventId, TariffId};
+use crate::money::{Amount, Currency};
+use crate::rating::{RatedCdr, Tariff};
+use crate::time::Timestamp;
+
+/// A SHA-256 digest, the links of each book's hash chain.
+pub type Hash = [u8; 32];
+
+/// The hash that the first event of every book links back to.
+pub const GENESIS_HASH: Hash = [0u8; 32];
+
+/// Who asked for the change: `admin`, `user:<login>`, `token:<id>`, `system`.
+pub type Actor = String;
+
+/// A client's idempotency key, with a digest of the request it came with, so that the
+/// same key with another request can be told apart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_digest: Hash,
+}
+
+/// Everything an event carries besides its payload. The global log `position` is not
+/// here: the store assigns it and gives it back on read, so a backend with its own
+/// positions (KurrentDB's `$all`) keeps the hash chain intact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub event_id: EventId,
+    pub book: BookId,
+    /// Position in the book's stream, from 0.
+    pub version: u64,
+    /// Business time: when the call started, when the payment was made.
+    pub occurred_at: Timestamp,
+    /// Ledger time: when the book's writer accepted it.
+    pub recorded_at: Timestamp,
+    pub actor: Actor,
+    pub idempotency: Option<Idempotency>,
+    /// How many events the command that made this one produced; the first of them
+    /// carries the idempotency key.
+    pub command_events: u32,
+    pub prev_hash: Hash,
+    pub hash: Hash,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub envelope: Envelope,
+    pub payload: Payload,
+}
+
+/// An event as read back from a store, with its place in the global log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub position: u64,
+    pub event: Event,
+}
+
+/// The statement categories, one per figure of the statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Payments,
+    Adjustments,
+    CallCharges,
+    OtherCharges,
+    TransfersIn,
+    TransfersOut,
+}
+
+impl Category {
+    pub const ALL: [Category; 6] = [
+        Category::Payments,
+        Category::Adjustments,
+        Category::CallCharges,
+        Category::OtherCharges,
+        Category::TransfersIn,
+        Category::TransfersOut,
+    ];
+
+    /// How an amount in this category moves the balance: credits add, debits subtract.
+    pub fn balance_effect(&self, amount: Amount) -> Amount {
+        match self {
+            Category::Payments | Category::TransfersIn => amount,
+            Category::Adjustments | Category::CallCharges | Category::OtherCharges | Category::TransfersOut => -amount,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Category::Payments => "payments",
+            Category::Adjustments => "adjustments",
+            Category::CallCharges => "call_charges",
+            Category::OtherCharges => "other_charges",
+            Category::TransfersIn => "transfers_in",
+            Category::TransfersOut => "transfers_out",
+        }
+    }
+}
+
+/// One account's share of an event: `amount` added to `category` of `account`'s statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub account: AccountId,
+    pub category: Category,
+    pub amount: Amount,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveDirection {
+    /// Partner's funds to its customer.
+    ToCustomer,
+    /// Customer's funds back to its partner.
+    ToPartner,
+}
+
+/// Serialized externally tagged (the binary codec needs it); the API renders it with a
+/// `type` field of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    AccountOpened(AccountOpened),
+    AccountStatusChanged(AccountStatusChanged),
+    CreditLimitChanged(CreditLimitChanged),
+    TariffAssigned(TariffAssigned),
+    PaymentReceived(PaymentReceived),
+    AdjustmentPosted(AdjustmentPosted),
+    ChargePosted(ChargePosted),
+    CallCharged(CallCharged),
+    FundsMoved(FundsMoved),
+    EntryReversed(EntryReversed),
+    TariffPublished(TariffPublished),
+    CreditLimitExceeded(CreditLimitExceeded),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountOpened {
+    pub account: AccountId,
+    pub number: String,
+    pub name: String,
+    pub kind: AccountKind,
+    pub partner: Option<AccountId>,
+    pub currency: Currency,
+    pub credit_limit: Amount,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountStatusChanged {
+    pub account: AccountId,
+    pub from: AccountStatus,
+    pub to: AccountStatus,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditLimitChanged {
+    pub account: AccountId,
+    pub from: Amount,
+    pub to: Amount,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TariffAssigned {
+    pub account: AccountId,
+    pub tariff: Option<TariffId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentReceived {
+    pub account: AccountId,
+    pub amount: Amount,
+    pub method: Option<String>,
+    pub reference: Option<String>,
+}
+
+/// Signed: positive is a debit (adds to total charges), negative a credit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustmentPosted {
+    pub account: AccountId,
+    pub amount: Amount,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargePosted {
+    pub account: AccountId,
+    pub amount: Amount,
+    pub description: Option<String>,
+}
+
+/// One CDR, rated: the customer's retail cost and, where the customer has a partner,
+/// the partner's wholesale cost of the same call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallCharged {
+    pub account: AccountId,
+    pub cdr: RatedCdr,
+    pub customer_cost: Amount,
+    pub partner: Option<AccountId>,
+    pub partner_cost: Option<Amount>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundsMoved {
+    pub from: AccountId,
+    pub to: AccountId,
+    pub amount: Amount,
+    pub direction: MoveDirection,
+    pub note: Option<String>,
+}
+
+/// A correction: names the event it reverses and moves each of its postings back in
+/// the same category. Nothing is ever edited or deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryReversed {
+    pub reversed_event: EventId,
+    pub reversed_version: u64,
+    pub postings: Vec<Posting>,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TariffPublished {
+    pub tariff: Tariff,
+}
+
+/// Raised when a call charge takes an account below its credit limit (once per crossing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditLimitExceeded {
+    pub account: AccountId,
+    pub balance: Amount,
+    pub credit_limit: Amount,
+}
+
+impl Payload {
+    /// The event's type name, stable forever (KurrentDB's event type).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Payload::AccountOpened(_) => "AccountOpened",
+            Payload::AccountStatusChanged(_) => "AccountStatusChanged",
+            Payload::CreditLimitChanged(_) => "CreditLimitChanged",
+            Payload::TariffAssigned(_) => "TariffAssigned",
+            Payload::PaymentReceived(_) => "PaymentReceived",
+            Payload::AdjustmentPosted(_) => "AdjustmentPosted",
+            Payload::ChargePosted(_) => "ChargePosted",
+            Payload::CallCharged(_) => "CallCharged",
+            Payload::FundsMoved(_) => "FundsMoved",
+            Payload::EntryReversed(_) => "EntryReversed",
+            Payload::TariffPublished(_) => "TariffPublished",
+            Payload::CreditLimitExceeded(_) => "CreditLimitExceeded",
+        }
+    }
+
+    /// The payload's schema version. When a payload's shape changes, its number goes
+    /// up and the store's codec keeps a reader for every older number.
+    pub fn schema_version(&self) -> u16 {
+        1
+    }
+
+    /// Which accounts' statements this event moves, and in which category.
+    pub fn postings(&self) -> Vec<Posting> {
+        let mut postings = Vec::new();
+        self.for_each_posting(|p| postings.push(p));
+        postings
+    }
+
+    /// [`Payload::postings`] without the allocation, for the hot paths.
+    pub fn for_each_posting(&self, mut emit: impl FnMut(Posting)) {
+        match self {
+            Payload::PaymentReceived(e) => {
+                emit(Posting { account: e.account, category: Category::Payments, amount: e.amount })
+            }
+            Payload::AdjustmentPosted(e) => {
+                emit(Posting { account: e.account, category: Category::Adjustments, amount: e.amount })
+            }
+            Payload::ChargePosted(e) => {
+                emit(Posting { account: e.account, category: Category::OtherCharges, amount: e.amount })
+            }
+            Payload::CallCharged(e) => {
+                emit(Posting { account: e.account, category: Category::CallCharges, amount: e.customer_cost });
+                if let (Some(partner), Some(cost)) = (e.partner, e.partner_cost) {
+                    emit(Posting { account: partner, category: Category::CallCharges, amount: cost });
+                }
+            }
+            Payload::FundsMoved(e) => {
+                emit(Posting { account: e.from, category: Category::TransfersOut, amount: e.amount });
+                emit(Posting { account: e.to, category: Category::TransfersIn, amount: e.amount });
+            }
+            Payload::EntryReversed(e) => e.postings.iter().copied().for_each(emit),
+            Payload::AccountOpened(_)
+            | Payload::AccountStatusChanged(_)
+            | Payload::CreditLimitChanged(_)
+            | Payload::TariffAssigned(_)
+            | Payload::TariffPublished(_)
+            | Payload::CreditLimitExceeded(_) => {}
+        }
+    }
+
+    /// Every account this event concerns (for the audit trail of an account).
+    pub fn accounts(&self) -> Vec<AccountId> {
+        let mut accounts = Vec::with_capacity(2);
+        match self {
+            Payload::AccountOpened(e) => accounts.push(e.account),
+            Payload::AccountStatusChanged(e) => accounts.push(e.account),
+            Payload::CreditLimitChanged(e) => accounts.push(e.account),
+            Payload::TariffAssigned(e) => accounts.push(e.account),
+            Payload::CreditLimitExceeded(e) => accounts.push(e.account),
+            Payload::TariffPublished(_) => {}
+            _ => self.for_each_posting(|p| {
+                if !accounts.contains(&p.account) {
+                    accounts.push(p.account)
+                }
+            }),
+        }
+        accounts
+    }
+}

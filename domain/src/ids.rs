@@ -1,0 +1,131 @@
+//! Identifiers. Ledger-made ids are UUIDv7 (time-ordered, so they index well);
+//! account numbers and CDR ids come from the operator's systems and are validated text.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::DomainError;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh time-ordered id.
+            pub fn new() -> Self {
+                $name(Uuid::now_v7())
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                Uuid::parse_str(text).ok().map($name)
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An account, partner or customer.
+    AccountId
+);
+uuid_id!(
+    /// One event, ledger-wide.
+    EventId
+);
+uuid_id!(
+    /// A published tariff.
+    TariffId
+);
+
+/// A book: the consistency boundary, one event stream. A partner's book has the
+/// partner's own account id; customers of the operator itself share the operator's book.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BookId(pub Uuid);
+
+impl BookId {
+    /// The operator's own book: its direct customers and its tariffs.
+    pub const OPERATOR: BookId = BookId(Uuid::nil());
+
+    pub fn of_partner(partner: AccountId) -> BookId {
+        BookId(partner.0)
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        if text == "operator" {
+            return Some(BookId::OPERATOR);
+        }
+        Uuid::parse_str(text).ok().map(BookId)
+    }
+
+    /// The stream name on backends that name streams (KurrentDB).
+    pub fn stream_name(&self) -> String {
+        format!("{}{}", STREAM_PREFIX, self)
+    }
+}
+
+/// Every tollbook stream name starts with this, so `$all` can be filtered to ours.
+pub const STREAM_PREFIX: &str = "tollbook-book-";
+
+impl fmt::Debug for BookId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for BookId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == BookId::OPERATOR { f.write_str("operator") } else { write!(f, "{}", self.0) }
+    }
+}
+
+/// Longest account number, CDR id, idempotency key and other free identifiers.
+pub const IDENTIFIER_LENGTH_MAX: usize = 128;
+
+/// Checks an identifier that comes from outside: non-empty, bounded, printable, no spaces.
+pub fn validate_identifier(field: &'static str, text: &str) -> Result<(), DomainError> {
+    let ok = !text.is_empty() && text.len() <= IDENTIFIER_LENGTH_MAX && text.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(DomainError::InvalidField {
+            field,
+            reason: format!("must be 1 to {IDENTIFIER_LENGTH_MAX} printable ASCII characters without spaces"),
+        })
+    }
+}
+
+/// Longest free text (names, descriptions, reasons).
+pub const TEXT_LENGTH_MAX: usize = 512;
+
+pub fn validate_text(field: &'static str, text: &str) -> Result<(), DomainError> {
+    if text.chars().count() > TEXT_LENGTH_MAX || text.chars().any(|c| c.is_control()) {
+        return Err(DomainError::InvalidField {
+            field,
+            reason: format!("must be at most {TEXT_LENGTH_MAX} characters without control characters"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! tollbook's domain: the pure rules of the ledger. No I/O, no async, no storage, no
+//! HTTP — the same functions decide commands live, in replay and in property tests.
+
+pub mod account;
+pub mod command;
+pub mod decide;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod money;
+pub mod rating;
+pub mod time;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use account::{Account, AccountKind, AccountStatus};
+pub use command::{ChargeCall, Command, CommandMeta, OpenAccount};
+pub use decide::{BookState, Decision, IdempotencyRecord, decide, evolve, seal};
+pub use error::{DomainError, ErrorKind};
+pub use event::{Category, Envelope, Event, Hash, Idempotency, Payload, Posting, RecordedEvent};
+pub use ids::{AccountId, BookId, EventId, TariffId};
+pub use money::{Amount, Currency};
+pub use time::Timestamp;

@@ -1,0 +1,318 @@
+//! Money: decimal amounts in one ISO 4217 currency. No floats anywhere.
+//!
+//! On the wire (JSON) an amount is a number written from the decimal itself — the
+//! workspace enables serde_json's `arbitrary_precision`, so `12.30` stays `12.30`
+//! and never passes through `f64`. Input is accepted as a JSON number or a string.
+//! In the binary event encoding an amount is the decimal's 16 raw bytes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::DomainError;
+
+/// Decimal places accepted on input unless the operator configures otherwise.
+pub const INPUT_SCALE_MAX_DEFAULT: u32 = 5;
+
+/// The largest magnitude an input amount may have (10^15). Far above any real balance,
+/// far below `Decimal::MAX`, so sums of billions of amounts cannot overflow.
+pub const INPUT_MAGNITUDE_MAX: Decimal = Decimal::from_parts(0xA4C6_8000, 0x0003_8D7E, 0, false, 0);
+
+/// An ISO 4217 alphabetic currency code, e.g. `USD`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn parse(code: &str) -> Result<Self, DomainError> {
+        let bytes = code.as_bytes();
+        if bytes.len() != 3 || iso_currency::Currency::from_code(code).is_none() {
+            return Err(DomainError::InvalidCurrency(code.chars().take(16).collect()));
+        }
+        Ok(Currency([bytes[0], bytes[1], bytes[2]]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from a validated ASCII code.
+        std::str::from_utf8(&self.0).expect("currency codes are ASCII")
+    }
+}
+
+impl fmt::Debug for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Currency {
+    type Err = DomainError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Currency::parse(s)
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() { s.serialize_str(self.as_str()) } else { self.0.serialize(s) }
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let code = String::deserialize(d)?;
+            Currency::parse(&code).map_err(de::Error::custom)
+        } else {
+            let bytes = <[u8; 3]>::deserialize(d)?;
+            let code = std::str::from_utf8(&bytes).map_err(de::Error::custom)?;
+            Currency::parse(code).map_err(de::Error::custom)
+        }
+    }
+}
+
+/// A signed decimal amount of money. The currency lives on the account.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Amount(pub Decimal);
+
+impl Amount {
+    pub const ZERO: Amount = Amount(Decimal::ZERO);
+
+    /// Parses client input: a plain decimal with at most `scale_max` places and a sane
+    /// magnitude. Exponents, `NaN` and friends are refused.
+    pub fn parse_input(text: &str, scale_max: u32) -> Result<Self, DomainError> {
+        let trimmed = text.trim();
+        let well_formed = !trimmed.is_empty()
+            && trimmed
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| b.is_ascii_digit() || b == b'.' || (i == 0 && (b == b'-' || b == b'+')));
+        if !well_formed {
+            return Err(DomainError::InvalidAmount(format!("`{}` is not a decimal number", shorten(trimmed))));
+        }
+        let value = Decimal::from_str_exact(trimmed)
+            .map_err(|_| DomainError::InvalidAmount(format!("`{}` is not a decimal number", shorten(trimmed))))?;
+        Amount(value).checked_input(scale_max)
+    }
+
+    /// Checks an amount that arrived already as a decimal against the input rules.
+    pub fn checked_input(self, scale_max: u32) -> Result<Self, DomainError> {
+        let normalized = self.0.normalize();
+        if normalized.scale() > scale_max {
+            return Err(DomainError::InvalidAmount(format!("{} has more than {scale_max} decimal places", self.0)));
+        }
+        if self.0.abs() > INPUT_MAGNITUDE_MAX {
+            return Err(DomainError::InvalidAmount(format!("{} is too large", self.0)));
+        }
+        Ok(self)
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.0 > Decimal::ZERO
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.0 < Decimal::ZERO
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0.is_zero()
+    }
+
+    pub fn abs(self) -> Self {
+        Amount(self.0.abs())
+    }
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(32).collect()
+}
+
+impl fmt::Debug for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::ops::Add for Amount {
+    type Output = Amount;
+    fn add(self, rhs: Amount) -> Amount {
+        Amount(self.0 + rhs.0)
+    }
+}
+
+impl std::ops::Sub for Amount {
+    type Output = Amount;
+    fn sub(self, rhs: Amount) -> Amount {
+        Amount(self.0 - rhs.0)
+    }
+}
+
+impl std::ops::Neg for Amount {
+    type Output = Amount;
+    fn neg(self) -> Amount {
+        Amount(-self.0)
+    }
+}
+
+impl std::ops::AddAssign for Amount {
+    fn add_assign(&mut self, rhs: Amount) {
+        self.0 += rhs.0;
+    }
+}
+
+impl std::ops::SubAssign for Amount {
+    fn sub_assign(&mut self, rhs: Amount) {
+        self.0 -= rhs.0;
+    }
+}
+
+impl std::iter::Sum for Amount {
+    fn sum<I: Iterator<Item = Amount>>(iter: I) -> Amount {
+        iter.fold(Amount::ZERO, |a, b| a + b)
+    }
+}
+
+impl From<Decimal> for Amount {
+    fn from(value: Decimal) -> Self {
+        Amount(value)
+    }
+}
+
+impl FromStr for Amount {
+    type Err = DomainError;
+    /// Parses without the input scale rule (used for stored figures and tests).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Decimal::from_str_exact(s.trim())
+            .map(Amount)
+            .map_err(|_| DomainError::InvalidAmount(format!("`{}` is not a decimal number", shorten(s))))
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            // A JSON number holding exactly the decimal's digits.
+            let number = serde_json::Number::from_str(&self.0.to_string()).map_err(serde::ser::Error::custom)?;
+            number.serialize(s)
+        } else {
+            self.0.serialize().serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            d.deserialize_any(AmountVisitor)
+        } else {
+            let bytes = <[u8; 16]>::deserialize(d)?;
+            Ok(Amount(Decimal::deserialize(bytes)))
+        }
+    }
+}
+
+struct AmountVisitor;
+
+/// serde_json with `arbitrary_precision` hands numbers over as a one-entry map under
+/// this key, holding the number's original text.
+const JSON_NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> Visitor<'de> for AmountVisitor {
+    type Value = Amount;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a decimal amount as a number or a string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Amount, E> {
+        parse_wire(v).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Amount, E> {
+        Ok(Amount(Decimal::from(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Amount, E> {
+        Ok(Amount(Decimal::from(v)))
+    }
+
+    fn visit_f64<E: de::Error>(self, _v: f64) -> Result<Amount, E> {
+        Err(E::custom("amounts must not pass through a float"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Amount, A::Error> {
+        match map.next_key::<String>()? {
+            Some(key) if key == JSON_NUMBER_TOKEN => {
+                let text: String = map.next_value()?;
+                parse_wire(&text).map_err(de::Error::custom)
+            }
+            _ => Err(de::Error::custom("expected a decimal amount")),
+        }
+    }
+}
+
+/// Wire text to amount: plain decimals and JSON's exponent form (`1e2`) are read
+/// exactly; the input scale rule is applied later, where the configuration is known.
+fn parse_wire(text: &str) -> Result<Amount, DomainError> {
+    let trimmed = text.trim();
+    let parsed =
+        if trimmed.contains(['e', 'E']) { Decimal::from_scientific(trimmed) } else { Decimal::from_str_exact(trimmed) };
+    parsed
+        .map(Amount)
+        .map_err(|_| DomainError::InvalidAmount(format!("`{}` is not a decimal number", shorten(trimmed))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_every_digit() {
+        let amount: Amount = serde_json::from_str("12.30").unwrap();
+        assert_eq!(serde_json::to_string(&amount).unwrap(), "12.30");
+        let from_string: Amount = serde_json::from_str("\"0.10000\"").unwrap();
+        assert_eq!(from_string.0.to_string(), "0.10000");
+        // 0.1 + 0.2 is exact in decimal, unlike in f64.
+        let a: Amount = serde_json::from_str("0.1").unwrap();
+        let b: Amount = serde_json::from_str("0.2").unwrap();
+        assert_eq!(serde_json::to_string(&(a + b)).unwrap(), "0.3");
+    }
+
+    #[test]
+    fn input_rules() {
+        assert!(Amount::parse_input("1.12345", 5).is_ok());
+        assert!(Amount::parse_input("1.123450", 5).is_ok(), "trailing zeros do not count");
+        assert!(matches!(Amount::parse_input("1.123456", 5), Err(DomainError::InvalidAmount(_))));
+        assert!(Amount::parse_input("1e3", 5).is_err());
+        assert!(Amount::parse_input("NaN", 5).is_err());
+        assert!(Amount::parse_input("", 5).is_err());
+        assert!(Amount::parse_input("99999999999999999999", 5).is_err());
+    }
+
+    #[test]
+    fn magnitude_limit_is_ten_to_the_fifteenth() {
+        assert_eq!(INPUT_MAGNITUDE_MAX.to_string(), "1000000000000000");
+    }
+
+    #[test]
+    fn currency_must_be_iso_4217() {
+        assert_eq!(Currency::parse("EUR").unwrap().as_str(), "EUR");
+        assert!(Currency::parse("eur").is_err());
+        assert!(Currency::parse("XYZ").is_err());
+        assert!(Currency::parse("EURO").is_err());
+    }
+}

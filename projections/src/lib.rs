@@ -1,0 +1,1 @@
+//! Read models: statements, CDRs, the account directory, replay and verify.
