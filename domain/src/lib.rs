@@ -4,6 +4,8 @@
 pub mod account;
 pub mod command;
 pub mod decide;
+#[cfg(test)]
+mod decide_tests;
 pub mod error;
 pub mod event;
 pub mod ids;

@@ -1,0 +1,283 @@
+//! The ledger's rules, given/when/then.
+
+use crate::account::AccountStatus;
+use crate::command::{ChargeCall, Command};
+use crate::event::*;
+use crate::ids::{AccountId, BookId, EventId};
+use crate::rating::{CallDirection, RatedCdr};
+use crate::testing::*;
+use crate::time::Timestamp;
+
+fn partner_book() -> (AccountId, AccountId, Given) {
+    let partner = AccountId::new();
+    let customer = AccountId::new();
+    let scenario = given(
+        BookId::of_partner(partner),
+        &[open_partner(partner, "P-1", "0"), open_customer(customer, Some(partner), "C-1", "10"), pay(partner, "100")],
+    );
+    (partner, customer, scenario)
+}
+
+fn pay(account: AccountId, how_much: &str) -> Command {
+    Command::ReceivePayment { account, amount: amount(how_much), method: None, reference: None }
+}
+
+fn charge(account: AccountId, how_much: &str) -> Command {
+    Command::PostCharge { account, amount: amount(how_much), description: None }
+}
+
+fn move_funds(from: AccountId, to: AccountId, how_much: &str) -> Command {
+    Command::MoveFunds { from, to, amount: amount(how_much), note: None }
+}
+
+fn cdr(id: &str, seconds: u32) -> RatedCdr {
+    let start = Timestamp::from_seconds(1_767_225_600);
+    RatedCdr {
+        id: id.into(),
+        caller: "15550001".into(),
+        callee: "4930123".into(),
+        start,
+        answer: Some(start),
+        end: start.add_seconds(seconds as i64),
+        billable_seconds: seconds,
+        hangup_cause: 16,
+        direction: CallDirection::Outbound,
+        billed_seconds: seconds,
+        matched_prefix: None,
+        customer_tariff: None,
+        partner_tariff: None,
+    }
+}
+
+fn call(account: AccountId, id: &str, cost: &str, partner_cost: Option<&str>) -> Command {
+    Command::ChargeCall(ChargeCall {
+        account,
+        cdr: cdr(id, 60),
+        customer_cost: amount(cost),
+        partner_cost: partner_cost.map(amount),
+    })
+}
+
+#[test]
+fn fund_move_to_own_customer_both_ways() {
+    let (partner, customer, scenario) = partner_book();
+    let scenario = scenario
+        .then_payloads(
+            &move_funds(partner, customer, "30"),
+            &[Payload::FundsMoved(FundsMoved {
+                from: partner,
+                to: customer,
+                amount: amount("30"),
+                direction: MoveDirection::ToCustomer,
+                note: None,
+            })],
+        )
+        .then_payloads(
+            &move_funds(customer, partner, "5"),
+            &[Payload::FundsMoved(FundsMoved {
+                from: customer,
+                to: partner,
+                amount: amount("5"),
+                direction: MoveDirection::ToPartner,
+                note: None,
+            })],
+        );
+    assert_eq!(scenario.balance(partner), amount("75"));
+    assert_eq!(scenario.balance(customer), amount("25"));
+}
+
+#[test]
+fn fund_move_may_use_the_credit_limit_but_not_more() {
+    let (partner, customer, scenario) = partner_book();
+    // The customer has 0 and a credit limit of 10.
+    scenario.then_error(&move_funds(customer, partner, "10.00001"), "insufficient_funds").then_payloads(
+        &move_funds(customer, partner, "10"),
+        &[Payload::FundsMoved(FundsMoved {
+            from: customer,
+            to: partner,
+            amount: amount("10"),
+            direction: MoveDirection::ToPartner,
+            note: None,
+        })],
+    );
+}
+
+#[test]
+fn fund_move_refusals() {
+    let (partner, customer, mut scenario) = partner_book();
+    let stranger = AccountId::new();
+    let other_customer = AccountId::new();
+    scenario.apply(&open_customer(other_customer, Some(partner), "C-2", "0")).unwrap();
+    scenario
+        .then_error(&move_funds(partner, customer, "0"), "invalid_amount")
+        .then_error(&move_funds(partner, customer, "-1"), "invalid_amount")
+        .then_error(&move_funds(partner, customer, "0.000001"), "invalid_amount")
+        .then_error(&move_funds(partner, stranger, "1"), "account_not_found")
+        .then_error(&move_funds(customer, other_customer, "1"), "not_a_partner")
+        .then_error(&move_funds(partner, partner, "1"), "not_own_customer");
+}
+
+#[test]
+fn fund_move_needs_one_currency() {
+    let partner = AccountId::new();
+    let customer = AccountId::new();
+    let mut open_usd = open_customer(customer, Some(partner), "C-USD", "0");
+    if let Command::OpenAccount(open) = &mut open_usd {
+        open.currency = crate::money::Currency::parse("USD").unwrap();
+    }
+    given(BookId::of_partner(partner), &[open_partner(partner, "P-1", "0"), open_usd, pay(partner, "10")])
+        .then_error(&move_funds(partner, customer, "1"), "currency_mismatch");
+}
+
+#[test]
+fn manual_charge_respects_the_credit_limit() {
+    let (_, customer, scenario) = partner_book();
+    scenario.then_error(&charge(customer, "10.01"), "insufficient_funds").then_payloads(
+        &charge(customer, "10"),
+        &[Payload::ChargePosted(ChargePosted { account: customer, amount: amount("10"), description: None })],
+    );
+}
+
+#[test]
+fn a_call_is_always_recorded_and_the_crossing_raises_one_alert() {
+    let (partner, customer, scenario) = partner_book();
+    let mut scenario = scenario;
+    // Available 10: the first call takes it to -12 (below -10): an alert.
+    let first = scenario.apply(&call(customer, "cdr-1", "12", Some("8"))).unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(matches!(&first[1].payload, Payload::CreditLimitExceeded(e) if e.account == customer));
+    // Still overdrawn: no second alert.
+    let second = scenario.apply(&call(customer, "cdr-2", "1", Some("0.5"))).unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(scenario.balance(customer), amount("-13"));
+    assert_eq!(scenario.balance(partner), amount("91.5"));
+    // Back within the limit, then over again: a second crossing, a second alert.
+    scenario.apply(&move_funds(partner, customer, "20")).unwrap();
+    let third = scenario.apply(&call(customer, "cdr-3", "20", Some("1"))).unwrap();
+    assert_eq!(third.len(), 2);
+}
+
+#[test]
+fn a_cdr_is_charged_once() {
+    let (_, customer, mut scenario) = partner_book();
+    scenario.apply(&call(customer, "cdr-1", "1", Some("0.5"))).unwrap();
+    let before = scenario.state.clone();
+    let decision = crate::decide(&scenario.state, &call(customer, "cdr-1", "99", Some("1")), &meta()).unwrap();
+    assert!(matches!(decision, crate::Decision::Repeat { events: 1, .. }));
+    assert_eq!(scenario.state, before);
+}
+
+#[test]
+fn a_partners_customer_needs_the_wholesale_cost() {
+    let (_, customer, scenario) = partner_book();
+    scenario.then_error(&call(customer, "cdr-1", "1", None), "invalid_field");
+}
+
+#[test]
+fn closed_accounts_accept_nothing_but_reversals() {
+    let (partner, customer, mut scenario) = partner_book();
+    let paid = scenario.apply(&pay(customer, "3")).unwrap();
+    let close = Command::ChangeStatus { account: customer, status: AccountStatus::Closed, reason: None };
+    scenario.apply(&close).unwrap();
+    let scenario = scenario
+        .then_error(&pay(customer, "1"), "account_closed")
+        .then_error(&charge(customer, "1"), "account_closed")
+        .then_error(&move_funds(partner, customer, "1"), "account_closed")
+        .then_error(
+            &Command::ChangeStatus { account: customer, status: AccountStatus::Active, reason: None },
+            "invalid_status_change",
+        );
+    let reverse = Command::ReverseEntry { target: Box::new(paid[0].clone()), reason: Some("bounced".into()) };
+    let scenario = scenario.then_payloads(
+        &reverse,
+        &[Payload::EntryReversed(EntryReversed {
+            reversed_event: paid[0].envelope.event_id,
+            reversed_version: paid[0].envelope.version,
+            postings: vec![Posting { account: customer, category: Category::Payments, amount: amount("-3") }],
+            reason: Some("bounced".into()),
+        })],
+    );
+    assert_eq!(scenario.balance(customer), amount("0"));
+    scenario.then_error(&reverse, "already_reversed");
+}
+
+#[test]
+fn suspended_accounts_take_payments_and_charges_but_keep_their_funds() {
+    let (partner, customer, mut scenario) = partner_book();
+    scenario.apply(&move_funds(partner, customer, "5")).unwrap();
+    scenario
+        .apply(&Command::ChangeStatus { account: customer, status: AccountStatus::Suspended, reason: None })
+        .unwrap();
+    scenario.apply(&pay(customer, "1")).unwrap();
+    scenario.apply(&charge(customer, "1")).unwrap();
+    scenario.apply(&call(customer, "cdr-9", "1", Some("1"))).unwrap();
+    scenario.apply(&move_funds(partner, customer, "1")).unwrap();
+    scenario.then_error(&move_funds(customer, partner, "1"), "account_suspended");
+}
+
+#[test]
+fn a_partner_with_open_customers_cannot_close() {
+    let (partner, _, scenario) = partner_book();
+    scenario.then_error(
+        &Command::ChangeStatus { account: partner, status: AccountStatus::Closed, reason: None },
+        "partner_has_open_customers",
+    );
+}
+
+#[test]
+fn account_numbers_are_unique_in_the_book_and_books_hold_their_own() {
+    let (partner, _, scenario) = partner_book();
+    scenario
+        .then_error(&open_customer(AccountId::new(), Some(partner), "C-1", "0"), "duplicate_account_number")
+        .then_error(&open_customer(AccountId::new(), Some(partner), "C 2", "0"), "invalid_field")
+        .then_error(&open_customer(AccountId::new(), Some(partner), "C-3", "-1"), "invalid_credit_limit")
+        .then_error(&open_customer(AccountId::new(), None, "C-4", "0"), "invalid_field")
+        .then_error(&open_partner(AccountId::new(), "P-2", "0"), "invalid_field");
+}
+
+#[test]
+fn adjustments_are_signed_and_reversals_move_back_in_the_same_category() {
+    let (_, customer, mut scenario) = partner_book();
+    let debit = Command::PostAdjustment { account: customer, amount: amount("2.5"), reason: None };
+    let credit = Command::PostAdjustment { account: customer, amount: amount("-1"), reason: None };
+    let debited = scenario.apply(&debit).unwrap();
+    scenario.apply(&credit).unwrap();
+    assert_eq!(scenario.balance(customer), amount("-1.5"));
+    scenario.apply(&Command::ReverseEntry { target: Box::new(debited[0].clone()), reason: None }).unwrap();
+    assert_eq!(scenario.balance(customer), amount("1"));
+    let zero = Command::PostAdjustment { account: customer, amount: amount("0"), reason: None };
+    scenario.then_error(&zero, "invalid_amount");
+}
+
+#[test]
+fn reversals_name_an_event_of_this_book_that_moved_money() {
+    let (partner, _, scenario) = partner_book();
+    let opened = scenario.log[0].clone();
+    let mut foreign = scenario.log[2].clone();
+    foreign.envelope.book = BookId::OPERATOR;
+    let mut unknown = scenario.log[2].clone();
+    unknown.envelope.event_id = EventId::new();
+    unknown.envelope.version = 99;
+    scenario
+        .then_error(&Command::ReverseEntry { target: Box::new(opened), reason: None }, "not_reversible")
+        .then_error(&Command::ReverseEntry { target: Box::new(foreign), reason: None }, "event_not_found")
+        .then_error(&Command::ReverseEntry { target: Box::new(unknown), reason: None }, "event_not_found");
+    let _ = partner;
+}
+
+#[test]
+fn idempotency_key_repeats_or_conflicts() {
+    let (partner, _, mut scenario) = partner_book();
+    let keyed = |digest: u8| crate::CommandMeta {
+        idempotency: Some(Idempotency { key: "pay-1".into(), request_digest: [digest; 32] }),
+        ..meta()
+    };
+    let first = scenario.apply_with(&pay(partner, "1"), &keyed(1)).unwrap();
+    assert_eq!(first.len(), 1);
+    let before = scenario.state.clone();
+    let repeat = crate::decide(&scenario.state, &pay(partner, "1"), &keyed(1)).unwrap();
+    assert_eq!(repeat, crate::Decision::Repeat { first_version: first[0].envelope.version, events: 1 });
+    let reused = crate::decide(&scenario.state, &pay(partner, "2"), &keyed(2)).unwrap_err();
+    assert_eq!(reused.code(), "idempotency_key_reused");
+    assert_eq!(scenario.state, before);
+}
