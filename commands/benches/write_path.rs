@@ -1,1 +1,141 @@
-fn main() {}
+//! The write path: mixed commands (payments, call charges, fund moves) through the book
+//! writers into a durable sled store, at 1, 16 and 256 concurrent callers over 1 and 8
+//! books. Criterion reports commands/s; each case also prints the latency p50/p99 of
+//! one command as its caller saw it.
+//!
+//! cargo bench -p tollbook-commands --bench write_path
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use commands::{EventStore, Ledger, SledStore};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use domain::rating::{CallDirection, RatedCdr};
+use domain::testing::{amount, meta, open_customer, open_partner};
+use domain::{AccountId, ChargeCall, Command, Timestamp};
+use hdrhistogram::Histogram;
+
+struct Book {
+    partner: AccountId,
+    customer: AccountId,
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ledger: Arc<Ledger>,
+    books: Vec<Book>,
+}
+
+async fn fixture(book_count: usize) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
+    let ledger = Arc::new(Ledger::open(store).await.expect("ledger"));
+    let mut books = Vec::new();
+    for b in 0..book_count {
+        let partner = AccountId::new();
+        let customer = AccountId::new();
+        ledger.execute(open_partner(partner, &format!("P{b}"), "0"), meta()).await.unwrap();
+        ledger.execute(open_customer(customer, Some(partner), &format!("C{b}"), "0"), meta()).await.unwrap();
+        let funding =
+            Command::ReceivePayment { account: partner, amount: amount("1000000000"), method: None, reference: None };
+        ledger.execute(funding, meta()).await.unwrap();
+        books.push(Book { partner, customer });
+    }
+    Fixture { _dir: dir, ledger, books }
+}
+
+static CDR_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+fn mixed_command(book: &Book, n: u64) -> Command {
+    match n % 3 {
+        0 => Command::ReceivePayment { account: book.customer, amount: amount("1.5"), method: None, reference: None },
+        1 => {
+            let start = Timestamp::from_seconds(1_767_225_600);
+            let id = CDR_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+            Command::ChargeCall(ChargeCall {
+                account: book.customer,
+                cdr: RatedCdr {
+                    id: format!("cdr-{id}"),
+                    caller: "15550001".into(),
+                    callee: "4930123456".into(),
+                    start,
+                    answer: Some(start),
+                    end: start.add_seconds(61),
+                    billable_seconds: 61,
+                    hangup_cause: 16,
+                    direction: CallDirection::Outbound,
+                    billed_seconds: 120,
+                    matched_prefix: Some("4930".into()),
+                    customer_tariff: None,
+                    partner_tariff: None,
+                },
+                customer_cost: amount("0.024"),
+                partner_cost: Some(amount("0.012")),
+            })
+        }
+        _ => Command::MoveFunds { from: book.partner, to: book.customer, amount: amount("0.5"), note: None },
+    }
+}
+
+fn write_path(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("write_path");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    for book_count in [1usize, 8] {
+        let fixture = runtime.block_on(fixture(book_count));
+        for callers in [1u64, 16, 256] {
+            let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+            let id = BenchmarkId::new(format!("{book_count}_books"), format!("{callers}_callers"));
+            group.bench_function(id, |b| {
+                b.to_async(&runtime).iter_custom(|iters| {
+                    let ledger = fixture.ledger.clone();
+                    let books: Vec<(AccountId, AccountId)> =
+                        fixture.books.iter().map(|b| (b.partner, b.customer)).collect();
+                    let latencies = latencies.clone();
+                    async move {
+                        let per_caller = iters.div_ceil(callers);
+                        let started = Instant::now();
+                        let tasks: Vec<_> = (0..callers)
+                            .map(|caller| {
+                                let ledger = ledger.clone();
+                                let (partner, customer) = books[caller as usize % books.len()];
+                                let latencies = latencies.clone();
+                                tokio::spawn(async move {
+                                    let book = Book { partner, customer };
+                                    let mut local = Histogram::<u64>::new(3).unwrap();
+                                    for n in 0..per_caller {
+                                        let command = mixed_command(&book, caller + n);
+                                        let sent = Instant::now();
+                                        ledger.execute(command, meta()).await.expect("command accepted");
+                                        local.record(sent.elapsed().as_micros() as u64).unwrap();
+                                    }
+                                    latencies.lock().unwrap().add(local).unwrap();
+                                })
+                            })
+                            .collect();
+                        for task in tasks {
+                            task.await.unwrap();
+                        }
+                        started.elapsed().mul_f64(iters as f64 / (per_caller * callers) as f64)
+                    }
+                })
+            });
+            let h = latencies.lock().unwrap();
+            eprintln!(
+                "write_path/{book_count}_books/{callers}_callers latency: p50 {} us, p99 {} us, max {} us over {} commands",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.max(),
+                h.len()
+            );
+        }
+        runtime.block_on(fixture.ledger.shutdown());
+    }
+    group.finish();
+}
+
+criterion_group!(benches, write_path);
+criterion_main!(benches);

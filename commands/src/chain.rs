@@ -6,10 +6,11 @@
 //! its book, so any edited, removed or reordered event breaks the chain.
 
 use domain::event::GENESIS_HASH;
-use domain::{Envelope, Event, Hash, Payload, RecordedEvent};
+use domain::{BookId, Envelope, Event, Hash, Payload};
 use sha2::{Digest, Sha256};
 
 use crate::error::StoreError;
+use crate::store::{EventStore, READ_EVENTS_MAX};
 
 pub const CODEC_VERSION: u8 = 1;
 const HEADER_LEN: usize = 1 + 2 + 32;
@@ -80,7 +81,9 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
-/// Walks a book's chain incrementally: feed it each event in stream order.
+/// Walks a book's chain over the bytes as stored: feed it each event in stream order.
+/// Hashing the stored bytes themselves (not a re-encoding) means no edit can hide, even
+/// one that would decode to the same event.
 #[derive(Clone, Debug)]
 pub struct ChainVerifier {
     next_version: u64,
@@ -94,32 +97,60 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
-    /// Checks one event: its version follows, it links to the previous hash, and its
-    /// hash is the hash of its content (re-encoded canonically).
-    pub fn check(&mut self, recorded: &RecordedEvent) -> Result<(), ChainBreak> {
-        let envelope = &recorded.event.envelope;
-        let fail = |reason: String| ChainBreak { version: envelope.version, position: recorded.position, reason };
+    /// Checks the stored bytes of the next event of the book: the hash is the hash of
+    /// the body, the event decodes, its version follows and it links to the previous hash.
+    pub fn check(&mut self, position: u64, bytes: &[u8]) -> Result<Event, ChainBreak> {
+        let fail = |reason: String| ChainBreak { version: self.next_version, position, reason };
+        if !verify_bytes(bytes) {
+            return Err(fail("stored hash does not match the stored content".into()));
+        }
+        let event = decode(position, bytes).map_err(|e| fail(e.to_string()))?;
+        let envelope = &event.envelope;
         if envelope.version != self.next_version {
             return Err(fail(format!("version {} where {} was expected", envelope.version, self.next_version)));
         }
         if envelope.prev_hash != self.last_hash {
             return Err(fail("prev_hash does not match the previous event's hash".into()));
         }
-        let (_, hash) = encode(envelope, &recorded.event.payload);
-        if hash != envelope.hash {
-            return Err(fail("hash does not match the event's content".into()));
+        // Paired check: what decodes must encode back to the same bytes.
+        let (reencoded, _) = encode(envelope, &event.payload);
+        if reencoded != bytes {
+            return Err(fail("content is not in canonical form".into()));
         }
         self.next_version += 1;
         self.last_hash = envelope.hash;
-        Ok(())
+        Ok(event)
+    }
+
+    /// Events checked so far.
+    pub fn events(&self) -> u64 {
+        self.next_version
     }
 }
 
-/// Checks a whole book, given in stream order.
-pub fn verify_chain<'a>(events: impl IntoIterator<Item = &'a RecordedEvent>) -> Result<u64, ChainBreak> {
+/// Verifies a whole book's chain in `store`. The outer error is a storage failure; the
+/// inner result is the verdict: how many events the book holds, or where it breaks.
+pub async fn verify_book(store: &dyn EventStore, book: BookId) -> Result<Result<u64, ChainBreak>, StoreError> {
     let mut verifier = ChainVerifier::default();
-    for event in events {
-        verifier.check(event)?;
+    loop {
+        let events = match store.read_stream(book, verifier.events(), READ_EVENTS_MAX).await {
+            Ok(events) => events,
+            Err(StoreError::Corrupt { position, reason }) => {
+                return Ok(Err(ChainBreak { version: verifier.events(), position, reason }));
+            }
+            Err(other) => return Err(other),
+        };
+        if events.is_empty() {
+            return Ok(Ok(verifier.events()));
+        }
+        for recorded in events {
+            let Some(bytes) = store.read_raw(recorded.position).await? else {
+                let reason = "missing from the log".to_string();
+                return Ok(Err(ChainBreak { version: verifier.events(), position: recorded.position, reason }));
+            };
+            if let Err(broken) = verifier.check(recorded.position, &bytes) {
+                return Ok(Err(broken));
+            }
+        }
     }
-    Ok(verifier.next_version)
 }

@@ -206,10 +206,10 @@ impl Ledger {
         let slots: Vec<WriterSlot> = self.writers.lock().expect("writers lock").drain().map(|(_, s)| s).collect();
         let mut tasks = Vec::new();
         for slot in slots {
-            if let Some((_, task)) = slot.get() {
-                if let Some(task) = task.lock().expect("task lock").take() {
-                    tasks.push(task);
-                }
+            if let Some((_, task)) = slot.get()
+                && let Some(task) = task.lock().expect("task lock").take()
+            {
+                tasks.push(task);
             }
         }
         // The handles in the slots are dropped with them; writers drain and stop.

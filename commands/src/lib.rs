@@ -7,7 +7,7 @@ pub mod ledger;
 pub mod store;
 pub mod writer;
 
-pub use chain::{ChainBreak, EncodedEvent, verify_chain};
+pub use chain::{ChainBreak, ChainVerifier, EncodedEvent, verify_book};
 pub use error::{CommandError, StoreError};
 pub use ledger::{AccountRef, Ledger};
 pub use store::sled::SledStore;

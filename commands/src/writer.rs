@@ -51,6 +51,7 @@ impl CommandOutcome {
     }
 }
 
+#[expect(clippy::large_enum_variant, reason = "commands are the common message; boxing them costs an allocation each")]
 pub(crate) enum Message {
     Command {
         command: Command,

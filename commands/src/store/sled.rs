@@ -6,13 +6,18 @@
 //! (atomic) followed by one flush (durable).
 //!
 //! Appends are serialized only around position assignment and the in-memory batch
-//! apply; the flush runs outside the lock so concurrent books share flushes. Readers of
-//! the global log see only positions below the durable watermark, so a projection never
-//! acts on an event that a crash could still take back.
+//! apply. Durability comes from one flusher thread: an append asks for everything up to
+//! its last position to be flushed and waits; the flusher flushes whatever has been
+//! applied by the time it starts, so the appends of all books that arrive during one
+//! flush share the next (group commit across books). sled's own `flush_async` is not
+//! used: concurrent calls to it deadlock in sled 0.34 (spacejam/sled#1308).
+//!
+//! Readers of the global log see only positions below the durable watermark, so a
+//! projection never acts on an event that a crash could still take back.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use async_trait::async_trait;
 use domain::{BookId, RecordedEvent};
@@ -38,8 +43,84 @@ struct Inner {
     db: sled::Db,
     log: sled::Tree,
     append_lock: Mutex<AppendState>,
-    /// One past the highest durable position (positions start at 1).
-    durable: watch::Sender<u64>,
+    flusher: Arc<Flusher>,
+    flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// One past the highest durable position (positions start at 1), or the flush
+    /// failure that stopped durability.
+    durable: watch::Receiver<Durable>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Durable {
+    end: u64,
+    failure: Option<String>,
+}
+
+/// The flusher thread's mailbox: the highest position applied and waiting for a flush.
+struct Flusher {
+    requested_end: Mutex<FlushRequest>,
+    wake: Condvar,
+}
+
+struct FlushRequest {
+    end: u64,
+    stop: bool,
+}
+
+impl Flusher {
+    fn request(&self, end: u64) {
+        let mut request = self.requested_end.lock().expect("flusher lock");
+        if end > request.end {
+            request.end = end;
+            self.wake.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        self.requested_end.lock().expect("flusher lock").stop = true;
+        self.wake.notify_one();
+    }
+
+    /// Flushes until stopped. Each round makes durable every batch applied before it
+    /// began, whichever book wrote it.
+    fn run(&self, db: sled::Db, durable: watch::Sender<Durable>) {
+        let mut flushed_end = durable.borrow().end;
+        loop {
+            let target = {
+                let mut request = self.requested_end.lock().expect("flusher lock");
+                while request.end <= flushed_end && !request.stop {
+                    request = self.wake.wait(request).expect("flusher lock");
+                }
+                if request.end <= flushed_end {
+                    return;
+                }
+                request.end
+            };
+            match db.flush() {
+                Ok(_) => {
+                    flushed_end = target;
+                    durable.send_modify(|d| d.end = target);
+                }
+                Err(error) => {
+                    // Nothing after this point can be promised durable: fail every waiter.
+                    tracing::error!(%error, "flushing the event log failed");
+                    durable.send_modify(|d| d.failure = Some(error.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// Waits for the flusher to finish, so that the database (and its lock) is released
+    /// when the last handle to the store goes.
+    fn drop(&mut self) {
+        self.flusher.stop();
+        if let Some(thread) = self.flusher_thread.lock().expect("flusher thread lock").take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 struct AppendState {
@@ -105,12 +186,24 @@ impl SledStore {
             Some((key, _)) if key[0] == LOG_PREFIX => parse_u64(&key[1..]) + 1,
             _ => 1,
         };
-        let (durable, _) = watch::channel(next_position);
+        let (durable_tx, durable) = watch::channel(Durable { end: next_position, failure: None });
+        let flusher = Arc::new(Flusher {
+            requested_end: Mutex::new(FlushRequest { end: next_position, stop: false }),
+            wake: Condvar::new(),
+        });
+        let flusher_db = db.clone();
+        let flusher_thread = flusher.clone();
+        let flusher_thread = std::thread::Builder::new()
+            .name("tollbook-flusher".into())
+            .spawn(move || flusher_thread.run(flusher_db, durable_tx))
+            .map_err(|e| StoreError::Io(e.to_string()))?;
         Ok(SledStore {
             inner: Arc::new(Inner {
                 db,
                 log,
                 append_lock: Mutex::new(AppendState { next_position, next_versions: HashMap::new() }),
+                flusher,
+                flusher_thread: Mutex::new(Some(flusher_thread)),
                 durable,
             }),
         })
@@ -133,7 +226,7 @@ impl SledStore {
     }
 
     fn read_all_sync(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let durable = *self.inner.durable.borrow();
+        let durable = self.inner.durable.borrow().end;
         let from = from.max(1);
         if from >= durable {
             return Ok(Vec::new());
@@ -229,16 +322,16 @@ impl EventStore for SledStore {
             state.next_position
         };
         let first_position = applied_end - events.len() as u64;
-        self.inner.db.flush_async().await?;
-        // Everything applied before this flush began is durable now, whoever wrote it.
-        self.inner.durable.send_if_modified(|durable| {
-            if applied_end > *durable {
-                *durable = applied_end;
-                true
-            } else {
-                false
-            }
-        });
+        self.inner.flusher.request(applied_end);
+        let mut durable = self.inner.durable.clone();
+        let outcome = durable
+            .wait_for(|d| d.end >= applied_end || d.failure.is_some())
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .clone();
+        if outcome.end < applied_end {
+            return Err(StoreError::Io(outcome.failure.unwrap_or_else(|| "flush failed".into())));
+        }
         Ok(Appended { positions: (first_position..applied_end).collect() })
     }
 
@@ -258,7 +351,7 @@ impl EventStore for SledStore {
 
     fn subscribe_all(&self, from: u64) -> BoxStream<'static, Result<RecordedEvent, StoreError>> {
         let store = self.clone();
-        let durable = self.inner.durable.subscribe();
+        let durable = self.inner.durable.clone();
         let chunks =
             stream::unfold((store, durable, from.max(1), false), |(store, mut durable, next, failed)| async move {
                 if failed {
@@ -269,8 +362,13 @@ impl EventStore for SledStore {
                         Err(error) => return Some((vec![Err(error)], (store, durable, next, true))),
                         Ok(events) if events.is_empty() => {
                             // Caught up: wait for the watermark to move past `next`.
-                            if durable.wait_for(|d| *d > next).await.is_err() {
-                                return None;
+                            let moved_end = match durable.wait_for(|d| d.end > next || d.failure.is_some()).await {
+                                Ok(d) => d.end,
+                                Err(_) => return None,
+                            };
+                            if moved_end <= next {
+                                let failure = StoreError::Io("the log stopped being durable".into());
+                                return Some((vec![Err(failure)], (store, durable, next, true)));
                             }
                         }
                         Ok(events) => {
@@ -287,11 +385,11 @@ impl EventStore for SledStore {
     }
 
     async fn head(&self) -> Result<u64, StoreError> {
-        Ok(*self.inner.durable.borrow())
+        Ok(self.inner.durable.borrow().end)
     }
 
     async fn read_raw(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        if position >= *self.inner.durable.borrow() {
+        if position >= self.inner.durable.borrow().end {
             return Ok(None);
         }
         Ok(self.inner.log.get(log_key(position))?.map(|v| v.to_vec()))
