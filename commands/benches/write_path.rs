@@ -16,6 +16,10 @@ use domain::testing::{amount, meta, open_customer, open_partner};
 use domain::{AccountId, ChargeCall, Command, Timestamp};
 use hdrhistogram::Histogram;
 
+// The server binary uses mimalloc too; measure what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Book {
     partner: AccountId,
     customer: AccountId,
@@ -124,6 +128,9 @@ fn write_path(c: &mut Criterion) {
                 })
             });
             let h = latencies.lock().unwrap();
+            if h.is_empty() {
+                continue; // filtered out on the command line
+            }
             eprintln!(
                 "write_path/{book_count}_books/{callers}_callers latency: p50 {} us, p99 {} us, max {} us over {} commands",
                 h.value_at_quantile(0.5),

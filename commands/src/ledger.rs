@@ -27,17 +27,17 @@ pub struct AccountRef {
 
 #[derive(Default)]
 struct AccountIndex {
-    by_number: HashMap<String, AccountRef>,
-    number_of: HashMap<AccountId, String>,
+    by_id: HashMap<AccountId, AccountRef>,
+    id_of: HashMap<String, AccountId>,
 }
 
 impl AccountIndex {
     fn apply(&mut self, events: &[RecordedEvent]) {
         for recorded in events {
             if let Payload::AccountOpened(opened) = &recorded.event.payload {
-                self.number_of.insert(opened.account, opened.number.clone());
-                self.by_number.insert(
-                    opened.number.clone(),
+                self.id_of.insert(opened.number.clone(), opened.account);
+                self.by_id.insert(
+                    opened.account,
                     AccountRef {
                         id: opened.account,
                         number: opened.number.clone(),
@@ -85,17 +85,17 @@ impl Ledger {
     }
 
     pub fn account(&self, number: &str) -> Option<AccountRef> {
-        self.index.read().expect("index lock").by_number.get(number).cloned()
+        let index = self.index.read().expect("index lock");
+        index.id_of.get(number).and_then(|id| index.by_id.get(id)).cloned()
     }
 
     pub fn account_by_id(&self, id: AccountId) -> Option<AccountRef> {
-        let index = self.index.read().expect("index lock");
-        index.number_of.get(&id).and_then(|n| index.by_number.get(n)).cloned()
+        self.index.read().expect("index lock").by_id.get(&id).cloned()
     }
 
-    /// Every known account, for listings that do not wait on the read models.
+    /// How many accounts the ledger holds.
     pub fn account_count(&self) -> usize {
-        self.index.read().expect("index lock").by_number.len()
+        self.index.read().expect("index lock").by_id.len()
     }
 
     /// Opens an account in the right book: a partner opens its own, a partner's

@@ -188,7 +188,7 @@ async fn run_writer(
             }
         }
         if encoded.is_empty() {
-            answer_batch(pending, &[], batch_start_version, book, state.next_version);
+            answer_batch(pending, Vec::new(), batch_start_version, book, state.next_version);
             answer_snapshots(snapshots);
             continue;
         }
@@ -202,7 +202,7 @@ async fn run_writer(
                 if let Some(hook) = &on_commit {
                     hook(&recorded);
                 }
-                answer_batch(pending, &recorded, batch_start_version, book, state.next_version);
+                answer_batch(pending, recorded, batch_start_version, book, state.next_version);
             }
             Err(error) => {
                 tracing::error!(%book, %error, "append failed; reloading the book's state from the store");
@@ -240,22 +240,16 @@ fn answer_snapshots(snapshots: Vec<(oneshot::Sender<BookState>, BookState)>) {
 
 fn answer_batch(
     pending: Vec<Pending>,
-    recorded: &[RecordedEvent],
+    recorded: Vec<RecordedEvent>,
     batch_start_version: u64,
     book: BookId,
     book_version: u64,
 ) {
+    // Repeats within the batch copy their events first; then every command's own
+    // events are moved out, not cloned.
+    let mut news = Vec::with_capacity(pending.len());
     for p in pending {
         match p {
-            Pending::New { reply, events, balances } => {
-                let _ = reply.send(Ok(CommandOutcome {
-                    book,
-                    events: recorded[events].to_vec(),
-                    balances,
-                    repeated: false,
-                    book_version,
-                }));
-            }
             Pending::RepeatInBatch { reply, first_version, events, balances } => {
                 let start = (first_version - batch_start_version) as usize;
                 let slice = recorded.get(start..start + events as usize).unwrap_or(&[]);
@@ -267,7 +261,13 @@ fn answer_batch(
                     book_version,
                 }));
             }
+            Pending::New { reply, events, balances } => news.push((reply, events, balances)),
         }
+    }
+    let mut recorded = recorded.into_iter();
+    for (reply, events, balances) in news {
+        let own: Vec<RecordedEvent> = recorded.by_ref().take(events.len()).collect();
+        let _ = reply.send(Ok(CommandOutcome { book, events: own, balances, repeated: false, book_version }));
     }
 }
 

@@ -1,9 +1,11 @@
 //! The embedded backend: the whole log in one sled tree.
 //!
-//! Keys: `L` + position (u64 BE) holds an event's stored bytes; `S` + book (16 bytes) +
-//! first version (u64 BE) holds one appended batch of that book as (first position,
-//! count), since a batch's positions are contiguous. One append is one sled batch
-//! (atomic) followed by one flush (durable).
+//! One append is one batch of one book at contiguous positions, and it is stored as
+//! such: `L` + first position (u64 BE) holds the batch's events, framed
+//! (`[count u32][len u32][bytes]...`); `S` + book (16 bytes) + first version (u64 BE)
+//! holds (first position, count). Two sled inserts per append, whatever its size —
+//! sled copies a leaf on every insert, so one key per event cost more than everything
+//! else on the write path. Both inserts go in one sled batch (atomic).
 //!
 //! Appends are serialized only around position assignment and the in-memory batch
 //! apply. Durability comes from one flusher thread: an append asks for everything up to
@@ -149,6 +151,35 @@ fn batch_value(first_position: u64, count: u32) -> [u8; 12] {
     value
 }
 
+/// Frames a batch's encoded events into one value.
+fn frame_events(events: &[EncodedEvent]) -> Vec<u8> {
+    let size = 4 + events.iter().map(|e| 4 + e.bytes.len()).sum::<usize>();
+    let mut value = Vec::with_capacity(size);
+    value.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for event in events {
+        value.extend_from_slice(&(event.bytes.len() as u32).to_le_bytes());
+        value.extend_from_slice(&event.bytes);
+    }
+    value
+}
+
+/// The stored bytes of each event of a framed batch, in order.
+fn unframe(first_position: u64, value: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
+    let corrupt = || StoreError::Corrupt { position: first_position, reason: "batch framing is damaged".into() };
+    let count = u32::from_le_bytes(value.get(..4).ok_or_else(corrupt)?.try_into().expect("4 bytes")) as usize;
+    let mut frames = Vec::with_capacity(count);
+    let mut at = 4;
+    for _ in 0..count {
+        let len = u32::from_le_bytes(value.get(at..at + 4).ok_or_else(corrupt)?.try_into().expect("4 bytes")) as usize;
+        frames.push(value.get(at + 4..at + 4 + len).ok_or_else(corrupt)?);
+        at += 4 + len;
+    }
+    if at != value.len() {
+        return Err(corrupt());
+    }
+    Ok(frames)
+}
+
 fn parse_u64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
@@ -183,7 +214,10 @@ impl SledStore {
     pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
         let log = db.open_tree("log")?;
         let next_position = match log.get_lt(log_key(u64::MAX))? {
-            Some((key, _)) if key[0] == LOG_PREFIX => parse_u64(&key[1..]) + 1,
+            Some((key, value)) if key[0] == LOG_PREFIX => {
+                let first_position = parse_u64(&key[1..]);
+                first_position + unframe(first_position, &value)?.len() as u64
+            }
             _ => 1,
         };
         let (durable_tx, durable) = watch::channel(Durable { end: next_position, failure: None });
@@ -225,18 +259,36 @@ impl SledStore {
         })
     }
 
+    /// The stored batch holding `position`: its first position and its value.
+    fn batch_holding(&self, position: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
+        Ok(match self.inner.log.get_lt(log_key(position.saturating_add(1)))? {
+            Some((key, value)) if key[0] == LOG_PREFIX => Some((parse_u64(&key[1..]), value)),
+            _ => None,
+        })
+    }
+
     fn read_all_sync(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let durable = self.inner.durable.borrow().end;
         let from = from.max(1);
         if from >= durable {
             return Ok(Vec::new());
         }
-        let max = max.min(READ_EVENTS_MAX);
-        let mut events = Vec::with_capacity(max.min((durable - from) as usize));
-        for entry in self.inner.log.range(log_key(from)..log_key(durable)).take(max) {
+        let max = max.min(READ_EVENTS_MAX).min((durable - from) as usize);
+        let mut events = Vec::with_capacity(max);
+        let start = self.batch_holding(from)?.map_or(from, |(first, _)| first);
+        for entry in self.inner.log.range(log_key(start)..log_key(durable)) {
             let (key, value) = entry?;
-            let position = parse_u64(&key[1..]);
-            events.push(RecordedEvent { position, event: chain::decode(position, &value)? });
+            let first_position = parse_u64(&key[1..]);
+            for (offset, bytes) in unframe(first_position, &value)?.into_iter().enumerate() {
+                let position = first_position + offset as u64;
+                if position < from {
+                    continue;
+                }
+                if events.len() == max || position >= durable {
+                    return Ok(events);
+                }
+                events.push(RecordedEvent { position, event: chain::decode(position, bytes)? });
+            }
         }
         Ok(events)
     }
@@ -252,20 +304,28 @@ impl SledStore {
         for entry in self.inner.log.range(stream_key(book, start)..=stream_key(book, u64::MAX)) {
             let (key, value) = entry?;
             let batch = parse_batch(&key, &value);
-            for offset in 0..batch.count {
-                let version = batch.first_version + offset;
+            if batch.first_version + batch.count <= from_version {
+                continue;
+            }
+            let stored = self.inner.log.get(log_key(batch.first_position))?.ok_or_else(|| StoreError::Corrupt {
+                position: batch.first_position,
+                reason: "indexed by its stream but missing from the log".into(),
+            })?;
+            let frames = unframe(batch.first_position, &stored)?;
+            if frames.len() as u64 != batch.count {
+                let reason = "stream index and log disagree on the batch size".into();
+                return Err(StoreError::Corrupt { position: batch.first_position, reason });
+            }
+            for (offset, bytes) in frames.into_iter().enumerate() {
+                let version = batch.first_version + offset as u64;
                 if version < from_version {
                     continue;
                 }
                 if events.len() == max {
                     return Ok(events);
                 }
-                let position = batch.first_position + offset;
-                let bytes = self.inner.log.get(log_key(position))?.ok_or_else(|| StoreError::Corrupt {
-                    position,
-                    reason: "indexed by its stream but missing from the log".into(),
-                })?;
-                let event = chain::decode(position, &bytes)?;
+                let position = batch.first_position + offset as u64;
+                let event = chain::decode(position, bytes)?;
                 // Paired check: the index and the event agree on where it belongs.
                 if event.envelope.book != book || event.envelope.version != version {
                     return Err(StoreError::Corrupt {
@@ -307,14 +367,14 @@ impl EventStore for SledStore {
                 });
             }
             let first_position = state.next_position;
-            let mut batch = sled::Batch::default();
             for (offset, encoded) in events.iter().enumerate() {
                 // Paired check: what is written is what the writer decided.
                 let envelope = &encoded.event.envelope;
                 assert_eq!(envelope.book, book, "event of another book in the batch");
                 assert_eq!(envelope.version, next_version + offset as u64, "batch versions must be contiguous");
-                batch.insert(&log_key(first_position + offset as u64), encoded.bytes.as_slice());
             }
+            let mut batch = sled::Batch::default();
+            batch.insert(&log_key(first_position), frame_events(events));
             batch.insert(&stream_key(book, next_version), &batch_value(first_position, events.len() as u32));
             self.inner.log.apply_batch(batch)?;
             state.next_position = first_position + events.len() as u64;
@@ -392,6 +452,13 @@ impl EventStore for SledStore {
         if position >= self.inner.durable.borrow().end {
             return Ok(None);
         }
-        Ok(self.inner.log.get(log_key(position))?.map(|v| v.to_vec()))
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some((first_position, value)) = store.batch_holding(position)? else { return Ok(None) };
+            let frames = unframe(first_position, &value)?;
+            Ok(frames.get((position - first_position) as usize).map(|bytes| bytes.to_vec()))
+        })
+        .await
+        .map_err(|e| StoreError::Io(e.to_string()))?
     }
 }
