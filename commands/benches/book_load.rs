@@ -37,7 +37,7 @@ async fn build_book(store: &SledStore) -> BookId {
         });
         n += 1;
         // Every tenth command carries an idempotency key, as API traffic would.
-        let command_meta = if n % 10 == 0 {
+        let command_meta = if n.is_multiple_of(10) {
             CommandMeta { idempotency: Some(Idempotency { key: format!("k{n}"), request_digest: [3; 32] }), ..meta() }
         } else {
             meta()
