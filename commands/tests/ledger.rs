@@ -87,3 +87,84 @@ async fn idempotency_key_replays_the_first_result_even_after_restart() {
     let state = ledger.book_state(BookId::OPERATOR).await.unwrap();
     assert_eq!(state.accounts[&customer].balance, amount("10"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_are_decided_one_after_another_and_refusals_touch_no_neighbour() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(ledger_in(dir.path()).await);
+    let partner = AccountId::new();
+    let customer = AccountId::new();
+    ledger.execute(open_partner(partner, "P-1", "0"), meta()).await.unwrap();
+    ledger.execute(open_customer(customer, Some(partner), "C-1", "0"), meta()).await.unwrap();
+    ledger
+        .execute(
+            Command::ReceivePayment { account: customer, amount: amount("10"), method: None, reference: None },
+            meta(),
+        )
+        .await
+        .unwrap();
+    // 50 moves of 1 each race for 10 of balance: they land in shared batches, and
+    // exactly 10 may pass.
+    let moves: Vec<_> = (0..50)
+        .map(|_| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                let back = Command::MoveFunds { from: customer, to: partner, amount: amount("1"), note: None };
+                ledger.execute(back, meta()).await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for m in moves {
+        match m.await.unwrap() {
+            Ok(outcome) => {
+                accepted += 1;
+                assert!(outcome.balances[0].balance >= amount("0"));
+            }
+            Err(CommandError::Domain(DomainError::InsufficientFunds { .. })) => refused += 1,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((accepted, refused), (10, 40));
+    let state = ledger.book_state(BookId::of_partner(partner)).await.unwrap();
+    assert_eq!(state.accounts[&customer].balance, amount("0"));
+    assert_eq!(state.accounts[&partner].balance, amount("10"));
+}
+
+#[tokio::test]
+async fn a_fund_move_across_books_is_refused_before_any_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_in(dir.path()).await;
+    let partner_a = AccountId::new();
+    let partner_b = AccountId::new();
+    let customer_b = AccountId::new();
+    ledger.execute(open_partner(partner_a, "PA", "0"), meta()).await.unwrap();
+    ledger.execute(open_partner(partner_b, "PB", "0"), meta()).await.unwrap();
+    ledger.execute(open_customer(customer_b, Some(partner_b), "CB", "0"), meta()).await.unwrap();
+    let across = Command::MoveFunds { from: partner_a, to: customer_b, amount: amount("1"), note: None };
+    let refused = ledger.execute(across, meta()).await;
+    assert!(matches!(refused, Err(CommandError::Domain(DomainError::NotOwnCustomer { .. }))), "{refused:?}");
+}
+
+#[tokio::test]
+async fn reversal_by_position_moves_the_money_back_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_in(dir.path()).await;
+    let customer = AccountId::new();
+    ledger.execute(open_customer(customer, None, "C-1", "0"), meta()).await.unwrap();
+    let paid = ledger
+        .execute(
+            Command::ReceivePayment { account: customer, amount: amount("7"), method: None, reference: None },
+            meta(),
+        )
+        .await
+        .unwrap();
+    let position = paid.position().unwrap();
+    let reversed = ledger.reverse(position, Some("chargeback".into()), meta()).await.unwrap();
+    assert_eq!(reversed.balances[0].balance, amount("0"));
+    let twice = ledger.reverse(position, None, meta()).await;
+    assert!(matches!(twice, Err(CommandError::Domain(DomainError::AlreadyReversed(_)))), "{twice:?}");
+    let nowhere = ledger.reverse(999, None, meta()).await;
+    assert!(matches!(nowhere, Err(CommandError::UnknownPosition(999))), "{nowhere:?}");
+}
