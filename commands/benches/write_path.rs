@@ -27,14 +27,15 @@ struct Book {
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    store: SledStore,
     ledger: Arc<Ledger>,
     books: Vec<Book>,
 }
 
 async fn fixture(book_count: usize) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
-    let ledger = Arc::new(Ledger::open(store).await.expect("ledger"));
+    let store = SledStore::open(dir.path()).expect("store");
+    let ledger = Arc::new(Ledger::open(Arc::new(store.clone()) as Arc<dyn EventStore>).await.expect("ledger"));
     let mut books = Vec::new();
     for b in 0..book_count {
         let partner = AccountId::new();
@@ -46,7 +47,7 @@ async fn fixture(book_count: usize) -> Fixture {
         ledger.execute(funding, meta()).await.unwrap();
         books.push(Book { partner, customer });
     }
-    Fixture { _dir: dir, ledger, books }
+    Fixture { _dir: dir, store, ledger, books }
 }
 
 static CDR_SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -92,6 +93,7 @@ fn write_path(c: &mut Criterion) {
         let fixture = runtime.block_on(fixture(book_count));
         for callers in [1u64, 16, 256] {
             let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+            let stats_before = fixture.store.stats();
             let id = BenchmarkId::new(format!("{book_count}_books"), format!("{callers}_callers"));
             group.bench_function(id, |b| {
                 b.to_async(&runtime).iter_custom(|iters| {
@@ -131,6 +133,14 @@ fn write_path(c: &mut Criterion) {
             if h.is_empty() {
                 continue; // filtered out on the command line
             }
+            let stats = fixture.store.stats();
+            let flushes = (stats.flushes - stats_before.flushes).max(1);
+            eprintln!(
+                "write_path/{book_count}_books/{callers}_callers: {:.1} events/flush, {:.1} appends/flush, {} us/flush",
+                (stats.events - stats_before.events) as f64 / flushes as f64,
+                (stats.appends - stats_before.appends) as f64 / flushes as f64,
+                (stats.flush_micros_total - stats_before.flush_micros_total) / flushes,
+            );
             eprintln!(
                 "write_path/{book_count}_books/{callers}_callers latency: p50 {} us, p99 {} us, max {} us over {} commands",
                 h.value_at_quantile(0.5),

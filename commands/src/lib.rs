@@ -10,6 +10,6 @@ pub mod writer;
 pub use chain::{ChainBreak, ChainVerifier, EncodedEvent, verify_book};
 pub use error::{CommandError, StoreError};
 pub use ledger::{AccountRef, Ledger};
-pub use store::sled::SledStore;
+pub use store::sled::{SledStats, SledStore};
 pub use store::{Appended, EventStore, ExpectedVersion};
 pub use writer::{BalanceAfter, CommandOutcome};

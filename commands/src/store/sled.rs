@@ -47,6 +47,7 @@ struct Inner {
     append_lock: Mutex<AppendState>,
     flusher: Arc<Flusher>,
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    opened_next_position: u64,
     /// One past the highest durable position (positions start at 1), or the flush
     /// failure that stopped durability.
     durable: watch::Receiver<Durable>,
@@ -62,6 +63,17 @@ struct Durable {
 struct Flusher {
     requested_end: Mutex<FlushRequest>,
     wake: Condvar,
+    flushes: std::sync::atomic::AtomicU64,
+    flush_micros_total: std::sync::atomic::AtomicU64,
+}
+
+/// Counters of the store's durable writes, for metrics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SledStats {
+    pub appends: u64,
+    pub events: u64,
+    pub flushes: u64,
+    pub flush_micros_total: u64,
 }
 
 struct FlushRequest {
@@ -98,7 +110,12 @@ impl Flusher {
                 }
                 request.end
             };
-            match db.flush() {
+            let started = std::time::Instant::now();
+            let flushed = db.flush();
+            self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let micros = started.elapsed().as_micros() as u64;
+            self.flush_micros_total.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+            match flushed {
                 Ok(_) => {
                     flushed_end = target;
                     durable.send_modify(|d| d.end = target);
@@ -126,6 +143,7 @@ impl Drop for Inner {
 }
 
 struct AppendState {
+    appends: u64,
     next_position: u64,
     /// Next version of each book seen so far; others are looked up on first append.
     next_versions: HashMap<BookId, u64>,
@@ -224,6 +242,8 @@ impl SledStore {
         let flusher = Arc::new(Flusher {
             requested_end: Mutex::new(FlushRequest { end: next_position, stop: false }),
             wake: Condvar::new(),
+            flushes: Default::default(),
+            flush_micros_total: Default::default(),
         });
         let flusher_db = db.clone();
         let flusher_thread = flusher.clone();
@@ -235,9 +255,10 @@ impl SledStore {
             inner: Arc::new(Inner {
                 db,
                 log,
-                append_lock: Mutex::new(AppendState { next_position, next_versions: HashMap::new() }),
+                append_lock: Mutex::new(AppendState { appends: 0, next_position, next_versions: HashMap::new() }),
                 flusher,
                 flusher_thread: Mutex::new(Some(flusher_thread)),
+                opened_next_position: next_position,
                 durable,
             }),
         })
@@ -245,6 +266,22 @@ impl SledStore {
 
     pub fn db(&self) -> &sled::Db {
         &self.inner.db
+    }
+
+    /// Appends, events and flushes since the store was opened.
+    pub fn stats(&self) -> SledStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (appends, next_position) = {
+            let state = self.inner.append_lock.lock().expect("append lock poisoned");
+            (state.appends, state.next_position)
+        };
+        let opened_at = self.inner.opened_next_position;
+        SledStats {
+            appends,
+            events: next_position - opened_at,
+            flushes: self.inner.flusher.flushes.load(Relaxed),
+            flush_micros_total: self.inner.flusher.flush_micros_total.load(Relaxed),
+        }
     }
 
     /// The next version of `book` as stored, from its last batch.
@@ -377,6 +414,7 @@ impl EventStore for SledStore {
             batch.insert(&log_key(first_position), frame_events(events));
             batch.insert(&stream_key(book, next_version), &batch_value(first_position, events.len() as u32));
             self.inner.log.apply_batch(batch)?;
+            state.appends += 1;
             state.next_position = first_position + events.len() as u64;
             state.next_versions.insert(book, next_version + events.len() as u64);
             state.next_position
