@@ -71,6 +71,8 @@ pub struct Account {
     pub tariff: Option<TariffId>,
     /// Current balance, all events applied regardless of their business time.
     pub balance: Amount,
+    pub alert_balance_below: Option<Amount>,
+    pub alert_call_cost_above: Option<Amount>,
 }
 
 impl Account {

@@ -31,6 +31,11 @@ pub enum Command {
         account: AccountId,
         credit_limit: Amount,
     },
+    ConfigureAlerts {
+        account: AccountId,
+        balance_below: Option<Amount>,
+        call_cost_above: Option<Amount>,
+    },
     AssignTariff {
         account: AccountId,
         tariff: Option<TariffId>,
@@ -95,6 +100,7 @@ impl Command {
             Command::ChangeStatus { account, .. }
             | Command::ChangeCreditLimit { account, .. }
             | Command::AssignTariff { account, .. }
+            | Command::ConfigureAlerts { account, .. }
             | Command::ReceivePayment { account, .. }
             | Command::PostAdjustment { account, .. }
             | Command::PostCharge { account, .. } => vec![*account],

@@ -84,6 +84,14 @@ pub fn decide(state: &BookState, command: &Command, meta: &CommandMeta) -> Resul
         }
     }
     validate_text("actor", &meta.actor)?;
+    let mut decision = decide_command(state, command)?;
+    if let Decision::Accept(events) = &mut decision {
+        push_alerts(state, events);
+    }
+    Ok(decision)
+}
+
+fn decide_command(state: &BookState, command: &Command) -> Result<Decision, DomainError> {
     match command {
         Command::OpenAccount(open) => open_account(state, open),
         Command::ChangeStatus { account, status, reason } => change_status(state, *account, *status, reason),
@@ -106,6 +114,21 @@ pub fn decide(state: &BookState, command: &Command, meta: &CommandMeta) -> Resul
             }
             accept(Payload::TariffAssigned(TariffAssigned { account: *account, tariff: *tariff }))
         }
+        Command::ConfigureAlerts { account, balance_below, call_cost_above } => {
+            let acc = open_account_ref(state, *account)?;
+            let balance_below = balance_below.map(|a| a.checked_input(INPUT_SCALE_MAX_DEFAULT)).transpose()?;
+            let call_cost_above = call_cost_above.map(|a| a.checked_input(INPUT_SCALE_MAX_DEFAULT)).transpose()?;
+            if call_cost_above.is_some_and(|a| a.is_negative()) {
+                return Err(DomainError::InvalidField {
+                    field: "call_cost_above",
+                    reason: "must not be negative".into(),
+                });
+            }
+            if acc.alert_balance_below == balance_below && acc.alert_call_cost_above == call_cost_above {
+                return Ok(Decision::Accept(vec![]));
+            }
+            accept(Payload::AlertsConfigured(AlertsConfigured { account: *account, balance_below, call_cost_above }))
+        }
         Command::ReceivePayment { account, amount, method, reference } => {
             open_account_ref(state, *account)?;
             let amount = positive(*amount)?;
@@ -125,10 +148,7 @@ pub fn decide(state: &BookState, command: &Command, meta: &CommandMeta) -> Resul
                 return Err(DomainError::InvalidAmount("an adjustment must not be zero".into()));
             }
             optional_text("reason", reason)?;
-            let mut events =
-                vec![Payload::AdjustmentPosted(AdjustmentPosted { account: *account, amount, reason: reason.clone() })];
-            push_overdraft_alerts(state, &mut events);
-            Ok(Decision::Accept(events))
+            accept(Payload::AdjustmentPosted(AdjustmentPosted { account: *account, amount, reason: reason.clone() }))
         }
         Command::PostCharge { account, amount, description } => {
             let acc = open_account_ref(state, *account)?;
@@ -306,38 +326,66 @@ fn charge_call(state: &BookState, charge: &ChargeCall) -> Result<Decision, Domai
         (None, None) => None,
     };
     // A call that happened is always recorded, even past the credit limit.
-    let mut events = vec![Payload::CallCharged(CallCharged {
+    accept(Payload::CallCharged(CallCharged {
         account: charge.account,
         cdr: charge.cdr.clone(),
         customer_cost,
         partner: account.partner,
         partner_cost,
-    })];
-    push_overdraft_alerts(state, &mut events);
-    Ok(Decision::Accept(events))
+    }))
 }
 
-/// Appends a [`CreditLimitExceeded`] for every account that `events` take from within
-/// its credit limit to beyond it: one alert per crossing, not one per charge.
-fn push_overdraft_alerts(state: &BookState, events: &mut Vec<Payload>) {
+/// Appends an [`AlertRaised`] for every threshold that `events` cross: reaching the
+/// credit limit and going below an account's balance threshold fire once per crossing
+/// (from at or above to below), a costly call fires for each such call.
+fn push_alerts(state: &BookState, events: &mut Vec<Payload>) {
     let mut balance_changes: Vec<(AccountId, Amount)> = Vec::new();
+    let mut alerts = Vec::new();
     for event in events.iter() {
         event.for_each_posting(|p| match balance_changes.iter_mut().find(|(a, _)| *a == p.account) {
             Some((_, delta)) => *delta += p.category.balance_effect(p.amount),
             None => balance_changes.push((p.account, p.category.balance_effect(p.amount))),
         });
-    }
-    for (account_id, delta) in balance_changes {
-        let Some(account) = state.accounts.get(&account_id) else { continue };
-        let balance_after = account.balance + delta;
-        let overdrawn_after = (balance_after + account.credit_limit).is_negative();
-        if overdrawn_after && !account.is_overdrawn() {
-            events.push(Payload::CreditLimitExceeded(CreditLimitExceeded {
-                account: account_id,
-                balance: balance_after,
-                credit_limit: account.credit_limit,
-            }));
+        if let Payload::CallCharged(call) = event
+            && let Some(account) = state.accounts.get(&call.account)
+            && let Some(threshold) = account.alert_call_cost_above
+            && call.customer_cost > threshold
+        {
+            alerts.push((
+                call.account,
+                Alert::CallCostAbove {
+                    threshold,
+                    cdr_id: call.cdr.id.clone(),
+                    callee: call.cdr.callee.clone(),
+                    billed_seconds: call.cdr.billed_seconds,
+                    cost: call.customer_cost,
+                },
+            ));
         }
+    }
+    for (account_id, delta) in &balance_changes {
+        let Some(account) = state.accounts.get(account_id) else { continue };
+        let before = account.balance;
+        let after = before + *delta;
+        if !account.is_overdrawn() && (after + account.credit_limit).is_negative() {
+            alerts.push((*account_id, Alert::CreditLimitReached));
+        }
+        if let Some(threshold) = account.alert_balance_below
+            && before >= threshold
+            && after < threshold
+        {
+            alerts.push((*account_id, Alert::BalanceBelow { threshold }));
+        }
+    }
+    for (account_id, alert) in alerts {
+        let account = &state.accounts[&account_id];
+        let delta = balance_changes.iter().find(|(a, _)| *a == account_id).map_or(Amount::ZERO, |(_, d)| *d);
+        events.push(Payload::AlertRaised(AlertRaised {
+            account: account_id,
+            alert,
+            balance: account.balance + delta,
+            credit_limit: account.credit_limit,
+        }));
     }
 }
 
@@ -433,6 +481,8 @@ pub fn evolve(state: &mut BookState, event: &Event) {
                     status: AccountStatus::Active,
                     tariff: None,
                     balance: Amount::ZERO,
+                    alert_balance_below: None,
+                    alert_call_cost_above: None,
                 },
             );
         }
@@ -451,6 +501,12 @@ pub fn evolve(state: &mut BookState, event: &Event) {
                 account.tariff = e.tariff;
             }
         }
+        Payload::AlertsConfigured(e) => {
+            if let Some(account) = state.accounts.get_mut(&e.account) {
+                account.alert_balance_below = e.balance_below;
+                account.alert_call_cost_above = e.call_cost_above;
+            }
+        }
         Payload::CallCharged(e) => {
             state.charged_cdrs.insert(e.cdr.id.clone(), envelope.version);
         }
@@ -464,7 +520,7 @@ pub fn evolve(state: &mut BookState, event: &Event) {
         | Payload::AdjustmentPosted(_)
         | Payload::ChargePosted(_)
         | Payload::FundsMoved(_)
-        | Payload::CreditLimitExceeded(_) => {}
+        | Payload::AlertRaised(_) => {}
     }
 }
 

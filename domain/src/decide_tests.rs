@@ -145,7 +145,10 @@ fn a_call_is_always_recorded_and_the_crossing_raises_one_alert() {
     // Available 10: the first call takes it to -12 (below -10): an alert.
     let first = scenario.apply(&call(customer, "cdr-1", "12", Some("8"))).unwrap();
     assert_eq!(first.len(), 2);
-    assert!(matches!(&first[1].payload, Payload::CreditLimitExceeded(e) if e.account == customer));
+    assert!(matches!(
+        &first[1].payload,
+        Payload::AlertRaised(AlertRaised { account, alert: Alert::CreditLimitReached, .. }) if *account == customer
+    ));
     // Still overdrawn: no second alert.
     let second = scenario.apply(&call(customer, "cdr-2", "1", Some("0.5"))).unwrap();
     assert_eq!(second.len(), 1);
@@ -280,4 +283,42 @@ fn idempotency_key_repeats_or_conflicts() {
     let reused = crate::decide(&scenario.state, &pay(partner, "2"), &keyed(2)).unwrap_err();
     assert_eq!(reused.code(), "idempotency_key_reused");
     assert_eq!(scenario.state, before);
+}
+
+#[test]
+fn balance_alerts_fire_once_per_crossing_down() {
+    let (partner, customer, mut scenario) = partner_book();
+    let configure = Command::ConfigureAlerts {
+        account: customer,
+        balance_below: Some(amount("5")),
+        call_cost_above: Some(amount("2")),
+    };
+    scenario.apply(&configure).unwrap();
+    scenario.apply(&move_funds(partner, customer, "10")).unwrap();
+    let alerts_of = |events: &[Event]| -> Vec<&'static str> {
+        events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Payload::AlertRaised(a) => Some(a.alert.kind()),
+                _ => None,
+            })
+            .collect()
+    };
+    // 10 -> 9: above the threshold, a cheap call: no alert.
+    assert!(alerts_of(&scenario.apply(&call(customer, "a", "1", Some("0.5"))).unwrap()).is_empty());
+    // 9 -> 4: down through 5, and the call cost 5 > 2.
+    assert_eq!(
+        alerts_of(&scenario.apply(&call(customer, "b", "5", Some("1"))).unwrap()),
+        vec!["call_cost_above", "balance_below"]
+    );
+    // 4 -> 3: still below, no second balance alert.
+    assert!(alerts_of(&scenario.apply(&call(customer, "c", "1", Some("0.5"))).unwrap()).is_empty());
+    // Back up above (13), then down again (4): a second crossing.
+    scenario.apply(&move_funds(partner, customer, "10")).unwrap();
+    assert_eq!(alerts_of(&scenario.apply(&charge(customer, "9")).unwrap()), vec!["balance_below"]);
+    // Turning alerts off stops them.
+    let off = Command::ConfigureAlerts { account: customer, balance_below: None, call_cost_above: None };
+    scenario.apply(&off).unwrap();
+    scenario.apply(&move_funds(partner, customer, "10")).unwrap();
+    assert!(alerts_of(&scenario.apply(&call(customer, "d", "9", Some("1"))).unwrap()).is_empty());
 }

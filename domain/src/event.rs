@@ -136,7 +136,8 @@ pub enum Payload {
     FundsMoved(FundsMoved),
     EntryReversed(EntryReversed),
     TariffPublished(TariffPublished),
-    CreditLimitExceeded(CreditLimitExceeded),
+    AlertsConfigured(AlertsConfigured),
+    AlertRaised(AlertRaised),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,12 +230,51 @@ pub struct TariffPublished {
     pub tariff: Tariff,
 }
 
-/// Raised when a call charge takes an account below its credit limit (once per crossing).
+/// An account's alert thresholds; `None` turns an alert off. Reaching the credit limit
+/// always alerts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreditLimitExceeded {
+pub struct AlertsConfigured {
     pub account: AccountId,
+    pub balance_below: Option<Amount>,
+    pub call_cost_above: Option<Amount>,
+}
+
+/// A threshold was crossed. Balance alerts fire once per crossing (down through the
+/// threshold), not once per charge; a call-cost alert fires for each costly call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRaised {
+    pub account: AccountId,
+    pub alert: Alert,
+    /// The balance right after the event that crossed the threshold.
     pub balance: Amount,
     pub credit_limit: Amount,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Alert {
+    /// The balance went below `-credit_limit` (only a call charge or a correction can).
+    CreditLimitReached,
+    BalanceBelow {
+        threshold: Amount,
+    },
+    CallCostAbove {
+        threshold: Amount,
+        cdr_id: String,
+        callee: String,
+        billed_seconds: u32,
+        cost: Amount,
+    },
+}
+
+impl Alert {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Alert::CreditLimitReached => "credit_limit_reached",
+            Alert::BalanceBelow { .. } => "balance_below",
+            Alert::CallCostAbove { .. } => "call_cost_above",
+        }
+    }
 }
 
 impl Payload {
@@ -252,7 +292,8 @@ impl Payload {
             Payload::FundsMoved(_) => "FundsMoved",
             Payload::EntryReversed(_) => "EntryReversed",
             Payload::TariffPublished(_) => "TariffPublished",
-            Payload::CreditLimitExceeded(_) => "CreditLimitExceeded",
+            Payload::AlertsConfigured(_) => "AlertsConfigured",
+            Payload::AlertRaised(_) => "AlertRaised",
         }
     }
 
@@ -297,7 +338,8 @@ impl Payload {
             | Payload::CreditLimitChanged(_)
             | Payload::TariffAssigned(_)
             | Payload::TariffPublished(_)
-            | Payload::CreditLimitExceeded(_) => {}
+            | Payload::AlertsConfigured(_)
+            | Payload::AlertRaised(_) => {}
         }
     }
 
@@ -309,7 +351,8 @@ impl Payload {
             Payload::AccountStatusChanged(e) => accounts.push(e.account),
             Payload::CreditLimitChanged(e) => accounts.push(e.account),
             Payload::TariffAssigned(e) => accounts.push(e.account),
-            Payload::CreditLimitExceeded(e) => accounts.push(e.account),
+            Payload::AlertsConfigured(e) => accounts.push(e.account),
+            Payload::AlertRaised(e) => accounts.push(e.account),
             Payload::TariffPublished(_) => {}
             _ => self.for_each_posting(|p| {
                 if !accounts.contains(&p.account) {
