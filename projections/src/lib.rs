@@ -1,1 +1,15 @@
-//! Read models: statements, CDRs, the account directory, replay and verify.
+//! tollbook's read side: read models that follow the global log — statements by
+//! period, the CDR store, the account directory, the audit trail — kept in sled with
+//! their checkpoint, and replay and verify. It never writes events.
+
+pub mod error;
+pub mod models;
+pub mod replay;
+pub mod runner;
+mod views;
+
+pub use error::ProjectionError;
+pub use models::{AccountFilter, CdrFilter, PAGE_SIZE_MAX, Page, ReadModels, Statement, StatementLine};
+pub use replay::{ReplayReport, VerifyReport, replay, verify};
+pub use runner::{CHUNK_EVENTS_MAX, Lag, Projector, spawn_projector};
+pub use views::{AccountView, CdrRow, EventRow, Sums};

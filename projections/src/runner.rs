@@ -1,0 +1,109 @@
+//! The projector: follows the global log from the models' checkpoint and applies each
+//! chunk of events with its checkpoint in one atomic write.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use commands::EventStore;
+use domain::{RecordedEvent, Timestamp};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::ProjectionError;
+use crate::models::ReadModels;
+use crate::views::{ChunkWriter, read_checkpoint};
+
+/// Events applied in one atomic write at most.
+pub const CHUNK_EVENTS_MAX: usize = 4096;
+
+const GENERATION_KEY: &[u8] = b"views_generation";
+
+pub(crate) fn generation(db: &sled::Db) -> Result<u64, ProjectionError> {
+    Ok(db.get(GENERATION_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0))
+}
+
+pub(crate) fn tree_name(generation: u64) -> String {
+    format!("views-{generation}")
+}
+
+pub(crate) fn set_generation(db: &sled::Db, generation: u64) -> Result<(), ProjectionError> {
+    db.insert(GENERATION_KEY, &generation.to_be_bytes())?;
+    db.flush()?;
+    Ok(())
+}
+
+/// How far the read models are behind the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lag {
+    pub events: u64,
+    pub seconds: i64,
+}
+
+impl ReadModels {
+    /// Opens the read models kept in `db` (the current generation, see [`crate::replay`]).
+    pub fn open(db: &sled::Db) -> Result<Self, ProjectionError> {
+        let tree = db.open_tree(tree_name(generation(db)?))?;
+        let checkpoint = read_checkpoint(&tree)?;
+        let (applied, _) = watch::channel(checkpoint);
+        Ok(ReadModels { tree, applied })
+    }
+
+    /// Applies events (in log order, after the checkpoint) and moves the checkpoint.
+    pub(crate) fn apply_chunk(&self, chunk: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(last) = chunk.last() else { return Ok(()) };
+        let mut writer = ChunkWriter::new(&self.tree);
+        for event in chunk {
+            writer.apply(event)?;
+        }
+        writer.commit(last.position)?;
+        self.applied.send_replace(last.position);
+        Ok(())
+    }
+}
+
+/// A running projector and what it knows of its progress.
+pub struct Projector {
+    pub task: JoinHandle<Result<(), ProjectionError>>,
+    last_recorded_at: Arc<AtomicI64>,
+    models: ReadModels,
+}
+
+impl Projector {
+    /// Events and seconds the models are behind `head` (the store's next position).
+    pub fn lag(&self, head: u64) -> Lag {
+        let events = head.saturating_sub(1).saturating_sub(self.models.position());
+        let seconds = if events == 0 {
+            0
+        } else {
+            let now = chrono_now_micros();
+            (now - self.last_recorded_at.load(Ordering::Relaxed)).max(0) / 1_000_000
+        };
+        Lag { events, seconds }
+    }
+}
+
+fn chrono_now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// Starts following the log. The task ends with an error only on a storage failure.
+pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projector {
+    let last_recorded_at = Arc::new(AtomicI64::new(chrono_now_micros()));
+    let task_models = models.clone();
+    let task_recorded = last_recorded_at.clone();
+    let task = tokio::spawn(async move {
+        let mut events = store.subscribe_all(task_models.position() + 1).ready_chunks(CHUNK_EVENTS_MAX);
+        while let Some(chunk) = events.next().await {
+            let chunk: Vec<RecordedEvent> = chunk.into_iter().collect::<Result<_, _>>()?;
+            let recorded_at = chunk.last().map_or(Timestamp(0), |e| e.event.envelope.recorded_at);
+            let models = task_models.clone();
+            tokio::task::spawn_blocking(move || models.apply_chunk(&chunk))
+                .await
+                .map_err(|e| ProjectionError::Storage(e.to_string()))??;
+            task_recorded.store(recorded_at.micros(), Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    Projector { task, last_recorded_at, models }
+}

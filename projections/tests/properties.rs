@@ -1,0 +1,278 @@
+//! Property tests of the read models over random command sequences on the real store:
+//! - the projected statement equals a naive fold over the events, for random periods,
+//!   now and as of a random past position, and its identities hold;
+//! - stopping and restarting the projection at any position equals an uninterrupted run,
+//!   and replay equals the live models (verify finds nothing);
+//! - the CDR costs of an account over a period add up to the statement's call charges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use commands::{EventStore, Ledger, SledStore};
+use domain::event::Category;
+use domain::rating::{CallDirection, RatedCdr};
+use domain::testing::{meta, open_customer, open_partner};
+use domain::{AccountId, Amount, ChargeCall, Command, CommandMeta, Payload, RecordedEvent, Timestamp};
+use projections::{CdrFilter, ReadModels, spawn_projector};
+use proptest::prelude::*;
+use rust_decimal::Decimal;
+
+const DAY_SECONDS: i64 = 86_400;
+const EPOCH_SECONDS: i64 = 1_767_225_600; // 2026-01-01
+
+#[derive(Clone, Debug)]
+enum Op {
+    Pay { slot: usize, cents: i64 },
+    Move { from: usize, to: usize, cents: i64 },
+    Call { slot: usize, cents: i64 },
+    Adjust { slot: usize, cents: i64 },
+    Reverse { nth: usize },
+}
+
+fn op() -> impl Strategy<Value = (Op, i64)> {
+    let op = prop_oneof![
+        (0usize..3, 1i64..50_000).prop_map(|(slot, cents)| Op::Pay { slot, cents }),
+        (0usize..3, 0usize..3, 1i64..5_000).prop_map(|(from, to, cents)| Op::Move { from, to, cents }),
+        (1usize..3, 0i64..3_000).prop_map(|(slot, cents)| Op::Call { slot, cents }),
+        (0usize..3, -2_000i64..2_000).prop_map(|(slot, cents)| Op::Adjust { slot, cents }),
+        (0usize..40).prop_map(|nth| Op::Reverse { nth }),
+    ];
+    // Business times over ~40 days, in any order: late events are common.
+    (op, 0i64..40 * DAY_SECONDS)
+}
+
+fn cents(c: i64) -> Amount {
+    Amount(Decimal::new(c, 2))
+}
+
+fn at(offset_seconds: i64) -> Timestamp {
+    Timestamp::from_seconds(EPOCH_SECONDS + offset_seconds)
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Arc<SledStore>,
+    views_db: sled::Db,
+    slots: Vec<AccountId>,
+    log: Vec<RecordedEvent>,
+}
+
+async fn build(ops: Vec<(Op, i64)>) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path().join("events")).unwrap());
+    let ledger = Ledger::open(store.clone() as Arc<dyn EventStore>).await.unwrap();
+    let partner = AccountId::new();
+    let slots = vec![partner, AccountId::new(), AccountId::new()];
+    ledger.execute(open_partner(partner, "P", "100"), meta()).await.unwrap();
+    ledger.execute(open_customer(slots[1], Some(partner), "C1", "20"), meta()).await.unwrap();
+    ledger.execute(open_customer(slots[2], Some(partner), "C2", "0"), meta()).await.unwrap();
+    for (n, (op, offset)) in ops.into_iter().enumerate() {
+        let when = CommandMeta { occurred_at: at(offset), ..meta() };
+        let command = match op {
+            Op::Pay { slot, cents: c } => {
+                Command::ReceivePayment { account: slots[slot], amount: cents(c), method: None, reference: None }
+            }
+            Op::Move { from, to, cents: c } => {
+                Command::MoveFunds { from: slots[from], to: slots[to], amount: cents(c), note: None }
+            }
+            Op::Adjust { slot, cents: c } => {
+                Command::PostAdjustment { account: slots[slot], amount: cents(c), reason: None }
+            }
+            Op::Call { slot, cents: c } => {
+                let start = at(offset);
+                Command::ChargeCall(ChargeCall {
+                    account: slots[slot],
+                    cdr: RatedCdr {
+                        id: format!("cdr-{n}"),
+                        caller: "100".into(),
+                        callee: if n % 2 == 0 { "4930111".into() } else { "3310222".into() },
+                        start,
+                        answer: if c > 0 { Some(start) } else { None },
+                        end: start.add_seconds(60),
+                        billable_seconds: if c > 0 { 60 } else { 0 },
+                        hangup_cause: if c > 0 { 16 } else { 19 },
+                        direction: CallDirection::Outbound,
+                        billed_seconds: 60,
+                        matched_prefix: None,
+                        customer_tariff: None,
+                        partner_tariff: None,
+                    },
+                    customer_cost: cents(c),
+                    partner_cost: Some(cents(c / 2)),
+                })
+            }
+            Op::Reverse { nth } => {
+                let head = store.head().await.unwrap();
+                let position = 1 + (nth as u64 % (head - 1).max(1));
+                let _ = ledger.reverse(position, None, when).await;
+                continue;
+            }
+        };
+        let _ = ledger.execute(command, when).await;
+    }
+    ledger.shutdown().await;
+    let log = store.read_all(1, 4096).await.unwrap();
+    let views_db = sled::Config::new().temporary(true).open().unwrap();
+    World { _dir: dir, store, views_db, slots, log }
+}
+
+/// The statement figures by a plain fold over the events with position `<= as_of`.
+fn naive(
+    log: &[RecordedEvent],
+    account: AccountId,
+    from: Timestamp,
+    to: Timestamp,
+    as_of: u64,
+) -> (Amount, [Amount; 6]) {
+    let mut opening = Amount::ZERO;
+    let mut sums = [Amount::ZERO; 6];
+    for recorded in log.iter().filter(|e| e.position <= as_of) {
+        let occurred = recorded.event.envelope.occurred_at;
+        for p in recorded.event.payload.postings().into_iter().filter(|p| p.account == account) {
+            if occurred < from {
+                opening += p.category.balance_effect(p.amount);
+            } else if occurred < to {
+                let i = Category::ALL.iter().position(|c| *c == p.category).unwrap();
+                sums[i] += p.amount;
+            }
+        }
+    }
+    (opening, sums)
+}
+
+async fn project(world: &World) -> ReadModels {
+    let models = ReadModels::open(&world.views_db).unwrap();
+    let projector = spawn_projector(models.clone(), world.store.clone() as Arc<dyn EventStore>);
+    let last = world.log.last().unwrap().position;
+    models.wait_for(last, Duration::from_secs(5)).await.unwrap();
+    projector.task.abort();
+    models
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn statements_equal_a_naive_fold_now_and_as_of_any_position(
+        ops in proptest::collection::vec(op(), 1..50),
+        periods in proptest::collection::vec((0i64..42 * DAY_SECONDS, 0i64..42 * DAY_SECONDS), 1..6),
+        as_of_pick in any::<prop::sample::Index>(),
+    ) {
+        runtime().block_on(async {
+            let world = build(ops).await;
+            let models = project(&world).await;
+            let last = world.log.last().unwrap().position;
+            let as_of = 1 + as_of_pick.index(last as usize) as u64;
+            for (a, b) in periods {
+                let (from, to) = (at(a.min(b) - DAY_SECONDS), at(a.max(b)));
+                for account in &world.slots {
+                    for position in [last, as_of] {
+                        let statement = models.statement(*account, from, to, Some(position)).unwrap();
+                        let (opening, sums) = naive(&world.log, *account, from, to, position);
+                        prop_assert_eq!(statement.opening_balance, opening);
+                        let figures = [
+                            statement.payments, statement.adjustments, statement.call_charges,
+                            statement.other_charges, statement.transfers_in, statement.transfers_out,
+                        ];
+                        prop_assert_eq!(figures, sums);
+                        prop_assert_eq!(statement.total_charges, statement.call_charges + statement.other_charges + statement.adjustments);
+                        prop_assert_eq!(
+                            statement.closing_balance,
+                            statement.opening_balance + statement.payments + statement.transfers_in
+                                - statement.transfers_out - statement.total_charges
+                        );
+                        // The next period opens where this one closed.
+                        let next = models.statement(*account, to, at(45 * DAY_SECONDS), Some(position)).unwrap();
+                        prop_assert_eq!(next.opening_balance, statement.closing_balance);
+                    }
+                    // The statement over all time closes at the account's balance.
+                    let all = models.statement(*account, at(-DAY_SECONDS), at(50 * DAY_SECONDS), None).unwrap();
+                    let view = models.account(*account).unwrap().unwrap();
+                    prop_assert_eq!(all.closing_balance, view.balance);
+                    prop_assert_eq!(all.opening_balance, Amount::ZERO);
+                }
+            }
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn restarting_anywhere_and_replaying_equal_an_uninterrupted_run(
+        ops in proptest::collection::vec(op(), 1..40),
+        stops in proptest::collection::vec(any::<prop::sample::Index>(), 1..4),
+    ) {
+        runtime().block_on(async {
+            let world = build(ops).await;
+            let store = world.store.clone() as Arc<dyn EventStore>;
+            // Apply the log in pieces, reopening the models from disk at every stop.
+            let mut cuts: Vec<usize> = stops.iter().map(|s| s.index(world.log.len())).collect();
+            cuts.sort();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([world.log.len()]) {
+                let models = ReadModels::open(&world.views_db).unwrap();
+                let projector = spawn_projector(models.clone(), store.clone());
+                if cut > 0 {
+                    models.wait_for(world.log[cut - 1].position, Duration::from_secs(5)).await.unwrap();
+                }
+                projector.task.abort();
+                let _ = projector.task.await;
+                start = start.max(cut);
+            }
+            prop_assert_eq!(start, world.log.len());
+            let report = projections::verify(&*store, &world.views_db, |_, _, _| {}).await.unwrap();
+            prop_assert!(report.is_clean(), "{:?}", report);
+            prop_assert_eq!(report.position, world.log.last().unwrap().position);
+            // Replay swaps in fresh models that answer the same.
+            let live = ReadModels::open(&world.views_db).unwrap();
+            let before: Vec<_> = world.slots.iter().map(|a| live.account(*a).unwrap()).collect();
+            let replayed = projections::replay(&*store, &world.views_db, |_, _, _| {}).await.unwrap();
+            prop_assert_eq!(replayed.events, world.log.len() as u64);
+            let fresh = ReadModels::open(&world.views_db).unwrap();
+            let after: Vec<_> = world.slots.iter().map(|a| fresh.account(*a).unwrap()).collect();
+            prop_assert_eq!(before, after);
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn cdr_costs_add_up_to_the_call_charges(
+        ops in proptest::collection::vec(op(), 1..50),
+        (a, b) in (0i64..40 * DAY_SECONDS, 0i64..40 * DAY_SECONDS),
+    ) {
+        runtime().block_on(async {
+            let world = build(ops).await;
+            let models = project(&world).await;
+            let reversed_calls = world.log.iter().any(|e| matches!(&e.event.payload, Payload::EntryReversed(r)
+                if r.postings.iter().any(|p| p.category == Category::CallCharges)));
+            let (from, to) = (at(a.min(b)), at(a.max(b) + 1));
+            for account in &world.slots[1..] {
+                let mut total = Amount::ZERO;
+                let mut cursor: Option<String> = None;
+                loop {
+                    let page = models.cdrs(*account, from, to, &CdrFilter::default(), cursor.as_deref(), 7).unwrap();
+                    total += page.items.iter().map(|r| r.customer_cost).sum::<Amount>();
+                    match page.next_cursor {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                let statement = models.statement(*account, from, to, None).unwrap();
+                if !reversed_calls {
+                    prop_assert_eq!(total, statement.call_charges);
+                }
+                // Filters partition the list.
+                let answered = CdrFilter { answered: Some(true), ..CdrFilter::default() };
+                let unanswered = CdrFilter { answered: Some(false), ..CdrFilter::default() };
+                let all = models.cdrs(*account, from, to, &CdrFilter::default(), None, 1000).unwrap().items.len();
+                let yes = models.cdrs(*account, from, to, &answered, None, 1000).unwrap().items.len();
+                let no = models.cdrs(*account, from, to, &unanswered, None, 1000).unwrap().items.len();
+                prop_assert_eq!(all, yes + no);
+            }
+            Ok(())
+        })?;
+    }
+}
