@@ -9,27 +9,42 @@ use commands::{EventStore, Ledger, SledStore};
 
 use crate::ServeArgs;
 
+/// Where the event log lives inside the data directory.
+pub const EVENTS_DIR: &str = "events";
+/// Where the read models live inside the data directory.
+pub const VIEWS_DIR: &str = "views";
+
 #[derive(Clone)]
 pub struct AppState {
     pub ledger: Arc<Ledger>,
+    pub models: projections::ReadModels,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.data_dir)?;
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(args.data_dir.join("events"))?);
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(args.data_dir.join(EVENTS_DIR))?);
+    let views = sled::open(args.data_dir.join(VIEWS_DIR))?;
+    let models = projections::ReadModels::open(&views)?;
+    let projector = projections::spawn_projector(models.clone(), store.clone());
     let ledger = Arc::new(Ledger::open(store).await?);
-    let state = AppState { ledger: ledger.clone() };
+    let state = AppState { ledger: ledger.clone(), models };
     let app = Router::new().route("/health", get(health)).with_state(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, data = %args.data_dir.display(), "tollbook is ready");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     ledger.shutdown().await;
+    projector.task.abort();
+    views.flush()?;
     tracing::info!("tollbook stopped");
     Ok(())
 }
 
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok", "accounts": state.ledger.account_count()}))
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "accounts": state.ledger.account_count(),
+        "read_models_position": state.models.position(),
+    }))
 }
 
 async fn shutdown_signal() {

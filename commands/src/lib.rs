@@ -5,6 +5,8 @@ pub mod chain;
 pub mod error;
 pub mod ledger;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod writer;
 
 pub use chain::{ChainBreak, ChainVerifier, EncodedEvent, verify_book};

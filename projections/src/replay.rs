@@ -4,14 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use commands::chain::ChainBreak;
-use commands::store::READ_EVENTS_MAX;
 use commands::{EventStore, verify_book};
 use domain::{AccountId, BookId};
 use sha2::{Digest, Sha256};
 
 use crate::error::ProjectionError;
 use crate::models::ReadModels;
-use crate::runner::{generation, set_generation, tree_name};
+use crate::runner::{CHUNK_EVENTS_MAX, generation, set_generation, tree_name};
 use crate::views::*;
 
 const VERIFY_TREE: &str = "views-verify";
@@ -39,7 +38,7 @@ async fn rebuild_into(
     let mut next = 1;
     let mut events = 0u64;
     while next < end {
-        let mut chunk = store.read_all(next, READ_EVENTS_MAX).await?;
+        let mut chunk = store.read_all(next, CHUNK_EVENTS_MAX).await?;
         chunk.retain(|e| e.position < end);
         let Some(last) = chunk.last() else { break };
         next = last.position + 1;

@@ -14,8 +14,10 @@ use crate::error::ProjectionError;
 use crate::models::ReadModels;
 use crate::views::{ChunkWriter, read_checkpoint};
 
-/// Events applied in one atomic write at most.
-pub const CHUNK_EVENTS_MAX: usize = 4096;
+/// Events applied in one atomic write at most. sled's cost per batch grows faster than
+/// its size (a 4096-event chunk, some 30,000 inserts, took 25 times the memory of 256
+/// events and was slower per event), so chunks stay small.
+pub const CHUNK_EVENTS_MAX: usize = 512;
 
 const GENERATION_KEY: &[u8] = b"views_generation";
 

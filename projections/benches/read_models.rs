@@ -1,0 +1,85 @@
+//! Read models on a book of 1,000,000 events (payments, rated calls, fund moves over a
+//! year): replay throughput into all read models, and the latency of a statement for
+//! random periods on the busiest account (about 670,000 of the events touch it).
+//!
+//! cargo bench -p tollbook-projections --bench read_models
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use commands::testing::append_synthetic_book;
+use commands::{EventStore, SledStore};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use domain::Timestamp;
+use hdrhistogram::Histogram;
+use projections::ReadModels;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `TOLLBOOK_BENCH_EVENTS` overrides the book size (for quick runs).
+fn book_events() -> u64 {
+    std::env::var("TOLLBOOK_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+}
+const DAYS: i64 = 365;
+const START_SECONDS: i64 = 1_767_225_600;
+
+fn read_models(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path().join("events")).unwrap());
+    let book_events = book_events();
+    let book = runtime.block_on(append_synthetic_book(&*store, book_events, DAYS));
+    let views = sled::Config::new().path(dir.path().join("views")).cache_capacity(512 << 20).open().unwrap();
+
+    let mut group = c.benchmark_group("read_models");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(60));
+    group.throughput(Throughput::Elements(book_events));
+    group.bench_function("replay_1m_events", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let report = projections::replay(&*store, &views, |_, _, _| {}).await.expect("replay");
+            assert!(report.events >= book_events);
+        })
+    });
+    group.finish();
+
+    // Statements on the account most events touch, for random periods.
+    let models = ReadModels::open(&views).unwrap();
+    let mut latencies = Histogram::<u64>::new(3).unwrap();
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let span_micros = DAYS * 86_400 * 1_000_000;
+    let mut random_period = move || {
+        let a = (next() % span_micros as u64) as i64;
+        let b = (next() % span_micros as u64) as i64;
+        let base = START_SECONDS * 1_000_000;
+        (Timestamp(base + a.min(b)), Timestamp(base + a.max(b)))
+    };
+    let mut group = c.benchmark_group("read_models");
+    group.bench_function("statement_random_period_1m_account", |b| {
+        b.iter(|| {
+            let (from, to) = random_period();
+            let started = Instant::now();
+            let statement = models.statement(book.customer, from, to, None).expect("statement");
+            latencies.record(started.elapsed().as_nanos() as u64).unwrap();
+            statement
+        })
+    });
+    group.finish();
+    eprintln!(
+        "statement latency over {} random periods: p50 {} us, p99 {} us, max {} us",
+        latencies.len(),
+        latencies.value_at_quantile(0.5) / 1000,
+        latencies.value_at_quantile(0.99) / 1000,
+        latencies.max() / 1000
+    );
+}
+
+criterion_group!(benches, read_models);
+criterion_main!(benches);
