@@ -164,10 +164,8 @@ impl Ledger {
             Err(StoreError::InvalidPosition(_)) => Vec::new(),
             other => other?,
         };
-        let target = found
-            .into_iter()
-            .find(|e| e.position == position)
-            .ok_or(CommandError::UnknownPosition(position))?;
+        let target =
+            found.into_iter().find(|e| e.position == position).ok_or(CommandError::UnknownPosition(position))?;
         let command = Command::ReverseEntry { target: Box::new(target.event), reason };
         self.execute(command, meta).await
     }
