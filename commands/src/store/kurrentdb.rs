@@ -530,11 +530,11 @@ fn event_document(encoded: &EncodedEvent) -> Result<EventDocument<'_>, StoreErro
 
 fn event_data(encoded: &EncodedEvent) -> Result<EventData, StoreError> {
     let to_json = |e: serde_json::Error| StoreError::Io(format!("rendering an event as JSON: {e}"));
-    Ok(EventData::json(encoded.event.payload.type_name(), &event_document(encoded)?)
+    EventData::json(encoded.event.payload.type_name(), &event_document(encoded)?)
         .map_err(to_json)?
         .id(encoded.event.envelope.event_id.0)
         .metadata_as_json(&event_metadata(encoded))
-        .map_err(to_json)?)
+        .map_err(to_json)
 }
 
 /// What the server gives back of an event, as far as decoding needs it.
