@@ -120,7 +120,7 @@ impl KurrentDbStore {
         SubscriptionFilter::on_stream_name().add_prefix(STREAM_PREFIX)
     }
 
-    /// Up to `count` events of the filtered `$all` read with `options`, decoded.
+    /// Every event of the `$all` read with `options`, decoded; `from` names the read in errors.
     async fn read_all_events(&self, options: ReadAllOptions, from: u64) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut read = self.client.read_all(&options).await.map_err(|e| read_error(e, from))?;
         let mut events = Vec::new();
