@@ -10,7 +10,7 @@
 //!   (one append is one implicit transaction), and a mismatch is
 //!   [`StoreError::WrongExpectedVersion`], exactly as on sled.
 //! - The global log is `$all`, filtered on the server to streams whose name starts with
-//!   [`STREAM_PREFIX`](domain::ids::STREAM_PREFIX): `$all` also carries the server's own events (`$stats-…`,
+//!   [`STREAM_PREFIX`]: `$all` also carries the server's own events (`$stats-…`,
 //!   `$projections-…`, …) and those of any other application sharing the cluster, and a
 //!   filtered read skips them without shipping them to us.
 //!
