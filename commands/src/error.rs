@@ -35,6 +35,14 @@ pub enum StoreError {
     Corrupt { position: u64, reason: String },
     #[error("the store is closed")]
     Closed,
+    /// A backend cannot start reading at this position: the store never handed it out
+    /// (KurrentDB can only start a read at an event's own position).
+    #[error("position {0} is not a position of this store")]
+    InvalidPosition(u64),
+    /// The store cannot be opened as configured: a malformed `--store` value, or a
+    /// backend that this build does not include.
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 impl From<sled::Error> for StoreError {

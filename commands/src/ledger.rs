@@ -11,7 +11,7 @@ use domain::{
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use crate::error::CommandError;
+use crate::error::{CommandError, StoreError};
 use crate::store::{EventStore, READ_EVENTS_MAX};
 use crate::writer::{self, BookHandle, CommandOutcome, CommitHook};
 
@@ -158,13 +158,14 @@ impl Ledger {
         reason: Option<String>,
         meta: CommandMeta,
     ) -> Result<CommandOutcome, CommandError> {
-        let target = self
-            .store
-            .read_all(position, 1)
-            .await?
-            .into_iter()
-            .find(|e| e.position == position)
-            .ok_or(CommandError::UnknownPosition(position))?;
+        let found = match self.store.read_all(position, 1).await {
+            // KurrentDB cannot start a read at a position it never handed out: the same
+            // answer as sled's empty read.
+            Err(StoreError::InvalidPosition(_)) => Vec::new(),
+            other => other?,
+        };
+        let target =
+            found.into_iter().find(|e| e.position == position).ok_or(CommandError::UnknownPosition(position))?;
         let command = Command::ReverseEntry { target: Box::new(target.event), reason };
         self.execute(command, meta).await
     }

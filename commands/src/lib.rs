@@ -12,6 +12,8 @@ pub mod writer;
 pub use chain::{ChainBreak, ChainVerifier, EncodedEvent, verify_book};
 pub use error::{CommandError, StoreError};
 pub use ledger::{AccountRef, Ledger};
+#[cfg(feature = "kurrentdb")]
+pub use store::kurrentdb::KurrentDbStore;
 pub use store::sled::{SledStats, SledStore};
-pub use store::{Appended, EventStore, ExpectedVersion};
+pub use store::{Appended, EventStore, ExpectedVersion, StoreSpec, open_store};
 pub use writer::{BalanceAfter, CommandOutcome};

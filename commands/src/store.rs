@@ -11,7 +11,12 @@ use futures::stream::BoxStream;
 use crate::chain::EncodedEvent;
 use crate::error::StoreError;
 
+#[cfg(feature = "kurrentdb")]
+pub mod kurrentdb;
+pub mod open;
 pub mod sled;
+
+pub use open::{DEFAULT_STORE_SPEC, StoreSpec, open_store};
 
 /// The largest number of events one read returns.
 pub const READ_EVENTS_MAX: usize = 4096;

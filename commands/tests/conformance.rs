@@ -1,0 +1,531 @@
+//! One conformance suite for the `EventStore` trait, the same checks for every backend:
+//!
+//! - `on_sled::*` runs every check against a `SledStore` in a temp dir, always;
+//! - `on_kurrentdb::*` runs the same checks against a real KurrentDB server when
+//!   `TOLLBOOK_KURRENTDB_URL` holds its connection string (for example
+//!   `kurrentdb://localhost:2113?tls=false`) and the `kurrentdb` feature is built. Without
+//!   the variable those tests say on stderr that they were not run, and pass.
+//!
+//! Each check uses books of its own and assumes only what the trait promises, so it holds
+//! on a shared server that has other data and other tests writing at the same time: the
+//! checks of the global log look at their own books' events among whatever else is there.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use commands::chain::{self, EncodedEvent};
+use commands::store::READ_EVENTS_MAX;
+use commands::{EventStore, ExpectedVersion, StoreError, open_store, verify_book};
+use domain::testing::{amount, meta, open_partner};
+use domain::{AccountId, BookId, BookState, Command, Decision, EventId, RecordedEvent, decide, seal};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+/// The connection string of the KurrentDB server to run the suite against.
+const KURRENTDB_URL_VAR: &str = "TOLLBOOK_KURRENTDB_URL";
+/// How long a subscription may take to deliver its next event before the check fails.
+const SUBSCRIPTION_WAIT: Duration = Duration::from_secs(30);
+/// How long a subscription is watched for an event that should not come.
+const QUIET_WAIT: Duration = Duration::from_millis(300);
+
+macro_rules! conformance_suite {
+    ($($check:ident),+ $(,)?) => {
+        mod on_sled {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let (store, _dir) = super::sled_store().await;
+                    super::$check(store).await;
+                }
+            )+
+        }
+
+        mod on_kurrentdb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let Some(store) = super::kurrentdb_store().await else { return };
+                    super::$check(store).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance_suite!(
+    append_checks_the_expected_version,
+    a_conflict_writes_nothing,
+    a_batch_is_all_or_nothing,
+    one_writer_wins_a_race_for_a_book,
+    read_stream_from_a_version,
+    read_all_is_one_global_order_across_books,
+    head_is_past_every_durable_event,
+    read_raw_gives_the_stored_bytes,
+    subscription_catches_up_then_goes_live,
+    subscription_from_one_past_an_event_or_from_head,
+);
+
+async fn sled_store() -> (Arc<dyn EventStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spec = format!("sled:{}", dir.path().join("events").display());
+    let store = open_store(&spec).await.expect("sled opens");
+    (store, dir)
+}
+
+async fn kurrentdb_store() -> Option<Arc<dyn EventStore>> {
+    static NOT_RUN: Once = Once::new();
+    let url = std::env::var(KURRENTDB_URL_VAR).unwrap_or_default();
+    if url.trim().is_empty() {
+        NOT_RUN.call_once(|| {
+            // Straight to stderr, past the test harness's capture: a skipped backend must
+            // show in every run's output.
+            let _ = writeln!(
+                std::io::stderr(),
+                "conformance: the KurrentDB checks were NOT RUN ({KURRENTDB_URL_VAR} is not set; set it to a \
+                 connection string such as kurrentdb://localhost:2113?tls=false and build with --features kurrentdb)"
+            );
+        });
+        return None;
+    }
+    let store = open_store(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{KURRENTDB_URL_VAR} is set but the KurrentDB store cannot be opened: {e}"));
+    Some(store)
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+/// A book as its writer sees it: the state that the events decided so far lead to.
+#[derive(Clone)]
+struct Writer {
+    state: BookState,
+    partner: AccountId,
+}
+
+impl Writer {
+    /// A writer of a new book (a partner's), so that checks never share a book.
+    fn new() -> Self {
+        let partner = AccountId::new();
+        Writer { state: BookState::new(BookId::of_partner(partner)), partner }
+    }
+
+    fn book(&self) -> BookId {
+        self.state.book
+    }
+
+    /// Decides `commands` commands (opening the partner first on a new book, then
+    /// payments), seals and encodes their events as the book writer does, and moves the
+    /// state on as if they were stored. One event per command.
+    fn batch(&mut self, commands: usize) -> (ExpectedVersion, Vec<EncodedEvent>) {
+        let expected = ExpectedVersion::before(self.state.next_version);
+        let mut encoded = Vec::with_capacity(commands);
+        for _ in 0..commands {
+            let command = if self.state.next_version == 0 {
+                open_partner(self.partner, &format!("P-{}", self.partner), "0")
+            } else {
+                Command::ReceivePayment { account: self.partner, amount: amount("1.25"), method: None, reference: None }
+            };
+            let Decision::Accept(payloads) = decide(&self.state, &command, &meta()).expect("accepted") else {
+                panic!("a fresh command is not a repeat")
+            };
+            let mut bytes = Vec::new();
+            let events = seal(&mut self.state, payloads, &meta(), |envelope, payload| {
+                let (b, hash) = chain::encode(envelope, payload);
+                bytes.push(b);
+                hash
+            });
+            encoded.extend(events.into_iter().zip(bytes).map(|(event, bytes)| EncodedEvent { event, bytes }));
+        }
+        (expected, encoded)
+    }
+}
+
+/// Appends the next `commands` commands of `writer`, which must go through, and returns
+/// the events with the positions the store gave them.
+async fn append(store: &dyn EventStore, writer: &mut Writer, commands: usize) -> Vec<RecordedEvent> {
+    let (expected, encoded) = writer.batch(commands);
+    let appended = store.append(writer.book(), expected, &encoded).await.expect("append goes through");
+    assert_eq!(appended.positions.len(), encoded.len(), "one position per event");
+    assert_increasing(&appended.positions);
+    encoded
+        .into_iter()
+        .zip(appended.positions)
+        .map(|(e, position)| RecordedEvent { position, event: e.event })
+        .collect()
+}
+
+fn assert_increasing(positions: &[u64]) {
+    for pair in positions.windows(2) {
+        assert!(pair[0] < pair[1], "positions must be strictly increasing: {positions:?}");
+    }
+}
+
+fn assert_conflict(result: Result<commands::Appended, StoreError>, expected: Option<u64>, actual: Option<u64>) {
+    match result {
+        Err(StoreError::WrongExpectedVersion { expected: e, actual: a }) => {
+            assert_eq!((e, a), (expected, actual), "the conflict names the expectation and the stream's version")
+        }
+        other => panic!("expected WrongExpectedVersion, got {other:?}"),
+    }
+}
+
+async fn whole_stream(store: &dyn EventStore, book: BookId) -> Vec<RecordedEvent> {
+    store.read_stream(book, 0, READ_EVENTS_MAX).await.expect("read_stream")
+}
+
+/// Every event of `books` in the global log from `from` on, read in pages of `page`
+/// that resume one past the last event read, as a projection does. Checks that the
+/// positions of everything read, other books' events included, strictly increase.
+async fn global_log_of(store: &dyn EventStore, from: u64, page: usize, books: &HashSet<BookId>) -> Vec<RecordedEvent> {
+    let mut ours = Vec::new();
+    let mut from = from;
+    let mut last = None;
+    loop {
+        let events = store.read_all(from, page).await.expect("read_all");
+        let Some(tail) = events.last() else { return ours };
+        assert!(events.len() <= page, "read_all returned more than asked for");
+        for event in &events {
+            assert!(event.position >= from, "read_all({from}) returned position {}", event.position);
+            assert!(last.is_none_or(|l| event.position > l), "global log positions must strictly increase");
+            last = Some(event.position);
+        }
+        from = tail.position + 1;
+        ours.extend(events.into_iter().filter(|e| books.contains(&e.event.envelope.book)));
+    }
+}
+
+/// The next event of `books` from `subscription`, skipping other books'.
+async fn next_of(
+    subscription: &mut BoxStream<'static, Result<RecordedEvent, StoreError>>,
+    books: &HashSet<BookId>,
+    last: &mut Option<u64>,
+) -> RecordedEvent {
+    loop {
+        let event = tokio::time::timeout(SUBSCRIPTION_WAIT, subscription.next())
+            .await
+            .expect("the subscription delivers within the wait")
+            .expect("the subscription does not end")
+            .expect("the subscription does not fail");
+        assert!(last.is_none_or(|l| event.position > l), "a subscription never repeats or goes back");
+        *last = Some(event.position);
+        if books.contains(&event.event.envelope.book) {
+            return event;
+        }
+    }
+}
+
+/// Fails if `subscription` delivers another event of `books` soon.
+async fn assert_quiet(
+    subscription: &mut BoxStream<'static, Result<RecordedEvent, StoreError>>,
+    books: &HashSet<BookId>,
+) {
+    let deadline = tokio::time::Instant::now() + QUIET_WAIT;
+    while let Ok(next) = tokio::time::timeout_at(deadline, subscription.next()).await {
+        let event = next.expect("the subscription does not end").expect("the subscription does not fail");
+        assert!(!books.contains(&event.event.envelope.book), "unexpected event {:?}", event.event.envelope);
+    }
+}
+
+fn ids(events: &[RecordedEvent]) -> Vec<EventId> {
+    events.iter().map(|e| e.event.envelope.event_id).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks
+
+/// A new book takes `NoStream`, then each batch the version of the last event before it;
+/// the store gives one increasing position per event and reads back what was appended.
+async fn append_checks_the_expected_version(store: Arc<dyn EventStore>) {
+    let mut writer = Writer::new();
+    let (expected, first) = writer.batch(1);
+    assert_eq!(expected, ExpectedVersion::NoStream);
+    let first_positions = store.append(writer.book(), expected, &first).await.expect("first append").positions;
+    let (expected, second) = writer.batch(2);
+    assert_eq!(expected, ExpectedVersion::Exact(0));
+    let second_positions = store.append(writer.book(), expected, &second).await.expect("second append").positions;
+    assert_eq!((first_positions.len(), second_positions.len()), (1, 2));
+    assert!(first_positions[0] < second_positions[0]);
+    assert_increasing(&second_positions);
+
+    let stored = whole_stream(&*store, writer.book()).await;
+    let appended: Vec<_> = first.iter().chain(&second).map(|e| e.event.clone()).collect();
+    assert_eq!(stored.iter().map(|e| e.event.clone()).collect::<Vec<_>>(), appended);
+    let positions: Vec<_> = first_positions.iter().chain(&second_positions).copied().collect();
+    assert_eq!(stored.iter().map(|e| e.position).collect::<Vec<_>>(), positions);
+    assert!(
+        store.append(writer.book(), ExpectedVersion::Exact(2), &[]).await.expect("empty append").positions.is_empty()
+    );
+}
+
+/// Every wrong expectation is `WrongExpectedVersion` and leaves the book as it was.
+async fn a_conflict_writes_nothing(store: Arc<dyn EventStore>) {
+    // A stream that does not exist yet refuses an exact version (from a writer that
+    // believes three events are stored).
+    let mut ahead_of_nothing = Writer::new();
+    ahead_of_nothing.batch(3);
+    let (expected, events) = ahead_of_nothing.batch(1);
+    assert_eq!(expected, ExpectedVersion::Exact(2));
+    assert_conflict(store.append(ahead_of_nothing.book(), expected, &events).await, Some(2), None);
+    assert!(whole_stream(&*store, ahead_of_nothing.book()).await.is_empty());
+
+    let mut writer = Writer::new();
+    let stale = writer.clone();
+    let before = [append(&*store, &mut writer, 1).await, append(&*store, &mut writer, 2).await].concat();
+
+    // A second writer that believes the book is new: NoStream on an existing stream.
+    let (expected, events) = stale.clone().batch(2);
+    assert_eq!(expected, ExpectedVersion::NoStream);
+    assert_conflict(store.append(writer.book(), expected, &events).await, None, Some(2));
+
+    // A writer that loaded the book at version 0 and decided on from there.
+    let mut behind = stale.clone();
+    behind.batch(1);
+    let (expected, events) = behind.batch(3);
+    assert_eq!(expected, ExpectedVersion::Exact(0));
+    assert_conflict(store.append(writer.book(), expected, &events).await, Some(0), Some(2));
+
+    // A writer ahead of the stream.
+    let mut ahead = writer.clone();
+    ahead.batch(2);
+    let (expected, events) = ahead.batch(1);
+    assert_eq!(expected, ExpectedVersion::Exact(4));
+    assert_conflict(store.append(writer.book(), expected, &events).await, Some(4), Some(2));
+
+    assert_eq!(whole_stream(&*store, writer.book()).await, before, "the refused appends wrote nothing");
+    // The book goes on from where it was.
+    let after = append(&*store, &mut writer, 1).await;
+    assert_eq!(after[0].event.envelope.version, 3);
+}
+
+/// A batch appears whole, or not at all.
+async fn a_batch_is_all_or_nothing(store: Arc<dyn EventStore>) {
+    let mut writer = Writer::new();
+    let stale = writer.clone();
+    let opened = append(&*store, &mut writer, 1).await;
+    let big = append(&*store, &mut writer, 40).await;
+    let stored = whole_stream(&*store, writer.book()).await;
+    assert_eq!(stored, [opened.clone(), big].concat());
+    assert_eq!(stored.iter().map(|e| e.event.envelope.version).collect::<Vec<_>>(), (0..41).collect::<Vec<u64>>());
+
+    // A conflicting batch of many events leaves none of them anywhere.
+    let mut behind = stale;
+    behind.batch(1);
+    let (expected, refused) = behind.batch(30);
+    assert_conflict(store.append(writer.book(), expected, &refused).await, Some(0), Some(40));
+    assert_eq!(whole_stream(&*store, writer.book()).await, stored);
+    let refused_ids: HashSet<EventId> = refused.iter().map(|e| e.event.envelope.event_id).collect();
+    let books = HashSet::from([writer.book()]);
+    let logged = global_log_of(&*store, opened[0].position, READ_EVENTS_MAX, &books).await;
+    assert_eq!(logged, stored, "the global log holds the book's events once each, and nothing refused");
+    assert!(logged.iter().all(|e| !refused_ids.contains(&e.event.envelope.event_id)));
+}
+
+/// Two writers of one book racing with the same expectation: exactly one batch goes in,
+/// whole, and the other is told of the conflict. This is what keeps several servers on
+/// one cluster safe.
+async fn one_writer_wins_a_race_for_a_book(store: Arc<dyn EventStore>) {
+    let mut writer = Writer::new();
+    let mut stored = append(&*store, &mut writer, 1).await;
+    for _round in 0..5 {
+        let (mut first, mut second) = (writer.clone(), writer.clone());
+        let (expected, first_events) = first.batch(3);
+        let (_, second_events) = second.batch(2);
+        let book = writer.book();
+        let (a, b) =
+            tokio::join!(store.append(book, expected, &first_events), store.append(book, expected, &second_events));
+        // The stream's last version once the winner's batch is in.
+        let last_after = |events: &[EncodedEvent]| Some(writer.state.next_version - 1 + events.len() as u64);
+        let (winner, winner_events, positions) = match (a, b) {
+            (Ok(appended), refused) => {
+                assert_conflict(refused, expected_version(expected), last_after(&first_events));
+                (first, first_events, appended.positions)
+            }
+            (refused, Ok(appended)) => {
+                assert_conflict(refused, expected_version(expected), last_after(&second_events));
+                (second, second_events, appended.positions)
+            }
+            (a, b) => panic!("one of two racing appends must win: {a:?} {b:?}"),
+        };
+        stored.extend(
+            winner_events.into_iter().zip(positions).map(|(e, position)| RecordedEvent { position, event: e.event }),
+        );
+        writer = winner;
+        assert_eq!(whole_stream(&*store, book).await, stored, "exactly the winner's batch went in");
+    }
+}
+
+fn expected_version(expected: ExpectedVersion) -> Option<u64> {
+    match expected {
+        ExpectedVersion::NoStream => None,
+        ExpectedVersion::Exact(v) => Some(v),
+    }
+}
+
+/// A stream reads from any version, in order, at most `max` at a time.
+async fn read_stream_from_a_version(store: Arc<dyn EventStore>) {
+    let mut writer = Writer::new();
+    let events = [
+        append(&*store, &mut writer, 1).await,
+        append(&*store, &mut writer, 4).await,
+        append(&*store, &mut writer, 5).await,
+    ]
+    .concat();
+    let book = writer.book();
+    assert_eq!(whole_stream(&*store, book).await, events);
+    assert_eq!(store.read_stream(book, 4, 3).await.unwrap(), events[4..7]);
+    assert_eq!(store.read_stream(book, 7, 100).await.unwrap(), events[7..]);
+    assert_eq!(store.read_stream(book, 9, 1).await.unwrap(), events[9..]);
+    assert!(store.read_stream(book, 10, 100).await.unwrap().is_empty());
+    assert!(store.read_stream(book, 3, 0).await.unwrap().is_empty());
+    assert!(store.read_stream(Writer::new().book(), 0, 100).await.unwrap().is_empty(), "a book never written is empty");
+}
+
+/// Appends to several books form one global order: each event once, in append order,
+/// at the position its append gave, and a read starting at an event's own position
+/// starts with that event.
+async fn read_all_is_one_global_order_across_books(store: Arc<dyn EventStore>) {
+    let head = store.head().await.unwrap();
+    let (mut a, mut b, mut c) = (Writer::new(), Writer::new(), Writer::new());
+    let mut appended = Vec::new();
+    appended.extend(append(&*store, &mut a, 2).await);
+    appended.extend(append(&*store, &mut b, 1).await);
+    appended.extend(append(&*store, &mut a, 1).await);
+    appended.extend(append(&*store, &mut c, 3).await);
+    appended.extend(append(&*store, &mut b, 2).await);
+    appended.extend(append(&*store, &mut c, 1).await);
+    assert_increasing(&appended.iter().map(|e| e.position).collect::<Vec<_>>());
+    let books = HashSet::from([a.book(), b.book(), c.book()]);
+
+    for page in [1, 4, READ_EVENTS_MAX] {
+        assert_eq!(global_log_of(&*store, head, page, &books).await, appended, "pages of {page}");
+    }
+    for event in &appended {
+        let from_here = store.read_all(event.position, 1).await.unwrap();
+        assert_eq!(from_here, std::slice::from_ref(event), "read_all from an event's own position starts with it");
+    }
+    // 0 and 1 are both the start of the log.
+    let (zero, one) = (store.read_all(0, 1).await.unwrap(), store.read_all(1, 1).await.unwrap());
+    assert_eq!(zero, one);
+    assert!(zero[0].position <= appended[0].position);
+}
+
+/// `head()` is past every event appended before it was asked, and every later event
+/// comes at or after it.
+async fn head_is_past_every_durable_event(store: Arc<dyn EventStore>) {
+    let mut writer = Writer::new();
+    let books = HashSet::from([writer.book()]);
+    let before = append(&*store, &mut writer, 3).await;
+    let head = store.head().await.unwrap();
+    assert!(before.iter().all(|e| e.position < head), "head {head} is past {before:?}");
+    assert!(global_log_of(&*store, head, READ_EVENTS_MAX, &books).await.is_empty());
+    let after = append(&*store, &mut writer, 2).await;
+    assert!(after.iter().all(|e| e.position >= head));
+    assert_eq!(global_log_of(&*store, head, READ_EVENTS_MAX, &books).await, after);
+    assert!(store.head().await.unwrap() > after[1].position);
+}
+
+/// `read_raw` gives back the exact bytes that were appended, so the hash chain verifies
+/// through the store; there is nothing at the head.
+async fn read_raw_gives_the_stored_bytes(store: Arc<dyn EventStore>) {
+    let mut writer = Writer::new();
+    let (expected, encoded) = writer.batch(4);
+    let appended = store.append(writer.book(), expected, &encoded).await.unwrap();
+    for (event, position) in encoded.iter().zip(&appended.positions) {
+        assert_eq!(store.read_raw(*position).await.unwrap().as_deref(), Some(event.bytes.as_slice()));
+    }
+    assert_eq!(verify_book(&*store, writer.book()).await.unwrap(), Ok(4));
+    let head = store.head().await.unwrap();
+    assert_eq!(store.read_raw(head).await.unwrap(), None);
+}
+
+/// A subscription from an event's position delivers the events already there from that
+/// one on, then every new event as it is appended — by several tasks to several books at
+/// once — each exactly once and in global order, the same order `read_all` gives.
+async fn subscription_catches_up_then_goes_live(store: Arc<dyn EventStore>) {
+    let mut first = Writer::new();
+    let existing = [
+        append(&*store, &mut first, 2).await,
+        append(&*store, &mut first, 3).await,
+        append(&*store, &mut first, 1).await,
+    ]
+    .concat();
+    let from = existing[2].position;
+    let mut subscription = store.subscribe_all(from);
+
+    let mut books = HashSet::from([first.book()]);
+    let mut writers: Vec<Writer> = (0..4).map(|_| Writer::new()).collect();
+    books.extend(writers.iter().map(Writer::book));
+
+    // Catch-up: what was there before subscribing.
+    let mut last = None;
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        received.push(next_of(&mut subscription, &books, &mut last).await);
+    }
+    assert_eq!(received, existing[2..4], "catch-up starts at the event at `from`, inclusive");
+
+    // Live: four tasks append to their own books while the subscription is consumed, and
+    // the first book gets one more batch.
+    let tasks: Vec<_> = writers
+        .drain(..)
+        .map(|mut writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut appended = Vec::new();
+                for size in [2, 1, 3] {
+                    appended.extend(append(&*store, &mut writer, size).await);
+                    tokio::task::yield_now().await;
+                }
+                appended
+            })
+        })
+        .collect();
+    let mut expected: Vec<RecordedEvent> = existing[2..].to_vec();
+    expected.extend(append(&*store, &mut first, 2).await);
+    for task in tasks {
+        expected.extend(task.await.expect("writer task"));
+    }
+    while received.len() < expected.len() {
+        received.push(next_of(&mut subscription, &books, &mut last).await);
+    }
+    assert_quiet(&mut subscription, &books).await;
+
+    let received_ids: HashSet<EventId> = ids(&received).into_iter().collect();
+    assert_eq!(received_ids.len(), received.len(), "no event delivered twice");
+    let by_id: HashMap<EventId, &RecordedEvent> = received.iter().map(|e| (e.event.envelope.event_id, e)).collect();
+    for event in &expected {
+        assert_eq!(by_id.get(&event.event.envelope.event_id), Some(&event), "delivered as appended, none missing");
+    }
+    // No gap: the subscription saw exactly what the global log holds from `from` on.
+    assert_eq!(received, global_log_of(&*store, from, READ_EVENTS_MAX, &books).await);
+}
+
+/// A subscription from one past an event, or from `head()`, delivers only what comes
+/// after: nothing already stored, everything appended later.
+async fn subscription_from_one_past_an_event_or_from_head(store: Arc<dyn EventStore>) {
+    let mut writer = Writer::new();
+    let books = HashSet::from([writer.book()]);
+    let before = append(&*store, &mut writer, 3).await;
+    let mut after_last = store.subscribe_all(before[2].position + 1);
+    let mut from_head = store.subscribe_all(store.head().await.unwrap());
+    let mut after_second = store.subscribe_all(before[1].position + 1);
+    assert_quiet(&mut after_last, &books).await;
+
+    let later = append(&*store, &mut writer, 2).await;
+    for (name, subscription, expected) in [
+        ("one past the last event", &mut after_last, later.clone()),
+        ("the head", &mut from_head, later.clone()),
+        ("one past the second event", &mut after_second, [&before[2..], &later[..]].concat()),
+    ] {
+        let mut last = None;
+        let mut received = Vec::new();
+        while received.len() < expected.len() {
+            received.push(next_of(subscription, &books, &mut last).await);
+        }
+        assert_eq!(received, expected, "from {name}");
+        assert_quiet(subscription, &books).await;
+    }
+}
