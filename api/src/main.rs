@@ -39,6 +39,14 @@ pub struct DataArgs {
     /// The data directory (event log and read models).
     #[arg(long = "data", env = "TOLLBOOK_DATA", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The event store, as for `serve`.
+    #[arg(long = "store", env = "TOLLBOOK_STORE")]
+    pub store: Option<commands::StoreSpec>,
+}
+
+/// The event store that `--store` names, or the sled log inside the data directory.
+pub fn store_spec(data_dir: &std::path::Path, store: &Option<commands::StoreSpec>) -> commands::StoreSpec {
+    store.clone().unwrap_or_else(|| commands::StoreSpec::Sled(data_dir.join(server::EVENTS_DIR)))
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -49,6 +57,11 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long = "listen", env = "TOLLBOOK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// The event store: `sled:DIR` (default: `sled:<data>/events`) or a KurrentDB
+    /// connection string such as `kurrentdb://host:2113?tls=false` (needs the
+    /// `kurrentdb` feature). Read models stay in `<data>/views` either way.
+    #[arg(long = "store", env = "TOLLBOOK_STORE")]
+    pub store: Option<commands::StoreSpec>,
     /// The operator's admin key (a bearer credential with every right).
     #[arg(long = "admin-key", env = "TOLLBOOK_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,

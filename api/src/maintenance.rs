@@ -2,20 +2,22 @@
 
 use std::sync::Arc;
 
-use commands::{EventStore, SledStore};
+use commands::{EventStore, StoreSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::DataArgs;
-use crate::server::{EVENTS_DIR, VIEWS_DIR};
+use crate::server::VIEWS_DIR;
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-fn open(args: &DataArgs) -> Result<(Arc<dyn EventStore>, sled::Db), Box<dyn std::error::Error>> {
-    let events = args.data_dir.join(EVENTS_DIR);
-    if !events.exists() {
-        return Err(format!("no event log in {}", args.data_dir.display()).into());
+async fn open(args: &DataArgs) -> Result<(Arc<dyn EventStore>, sled::Db), Box<dyn std::error::Error>> {
+    let spec = crate::store_spec(&args.data_dir, &args.store);
+    if let StoreSpec::Sled(events) = &spec
+        && !events.exists()
+    {
+        return Err(format!("no event log in {}", events.display()).into());
     }
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(events)?);
+    let store = spec.open().await?;
     let views = sled::open(args.data_dir.join(VIEWS_DIR))?;
     Ok((store, views))
 }
@@ -32,7 +34,7 @@ fn progress_bar(what: &str) -> ProgressBar {
 }
 
 pub async fn replay(args: DataArgs) -> CliResult {
-    let (store, views) = open(&args)?;
+    let (store, views) = open(&args).await?;
     let bar = progress_bar("replaying");
     let started = std::time::Instant::now();
     let report = projections::replay(&*store, &views, |_, position, head| {
@@ -53,7 +55,7 @@ pub async fn replay(args: DataArgs) -> CliResult {
 }
 
 pub async fn verify(args: DataArgs) -> CliResult {
-    let (store, views) = open(&args)?;
+    let (store, views) = open(&args).await?;
     let bar = progress_bar("verifying");
     let report = projections::verify(&*store, &views, |_, position, head| {
         bar.set_length(head);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use commands::{EventStore, Ledger, SledStore};
+use commands::{EventStore, Ledger};
 
 use crate::ServeArgs;
 
@@ -22,7 +22,8 @@ pub struct AppState {
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&args.data_dir)?;
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(args.data_dir.join(EVENTS_DIR))?);
+    let spec = crate::store_spec(&args.data_dir, &args.store);
+    let store: Arc<dyn EventStore> = spec.open().await?;
     let views = sled::open(args.data_dir.join(VIEWS_DIR))?;
     let models = projections::ReadModels::open(&views)?;
     let projector = projections::spawn_projector(models.clone(), store.clone());
@@ -30,7 +31,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let state = AppState { ledger: ledger.clone(), models };
     let app = Router::new().route("/health", get(health)).with_state(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, data = %args.data_dir.display(), "tollbook is ready");
+    tracing::info!(listen = %listener.local_addr()?, data = %args.data_dir.display(), store = ?spec, "tollbook is ready");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     ledger.shutdown().await;
     projector.task.abort();
