@@ -34,7 +34,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(listen = %listener.local_addr()?, data = %args.data_dir.display(), store = ?spec, "tollbook is ready");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     ledger.shutdown().await;
-    projector.task.abort();
+    projector.stop().await?;
     views.flush()?;
     tracing::info!("tollbook stopped");
     Ok(())

@@ -215,12 +215,12 @@ impl ReadModels {
                     cursor += size;
                 }
                 None => {
-                    let hour = BUCKET_MICROS[0];
-                    let end = ((cursor.div_euclid(hour) + 1) * hour).min(to);
-                    for entry in self.tree.range(posting_key(account, cursor, 0)..posting_key(account, end, 0)) {
-                        let (key, value) = entry?;
-                        let (category, amount): (Category, Amount) = decode(&key, &value)?;
-                        sums.add(category, amount);
+                    let hour = cursor.div_euclid(HOUR_MICROS);
+                    let end = ((hour + 1) * HOUR_MICROS).min(to);
+                    for (_, entries) in self.hour_pieces::<PostingEntry>(PREFIX_POSTING, account, hour, hour)? {
+                        for e in entries.iter().filter(|e| e.occurred_at >= cursor && e.occurred_at < end) {
+                            sums.add(e.category, e.amount);
+                        }
                     }
                     cursor = end;
                 }
@@ -256,9 +256,7 @@ impl ReadModels {
         let mut reflects = position;
         if let Some(as_of) = as_of.filter(|p| *p < position) {
             // Take back what was recorded after `as_of`: bounded by the account's events since.
-            for entry in self.tree.range(event_key(account, as_of + 1)..event_key(account, u64::MAX)) {
-                let (key, value) = entry?;
-                let row: EventRow = decode(&key, &value)?;
+            for (_, row) in self.events_after(account, as_of)? {
                 for (category, amount) in row.postings {
                     if row.occurred_at < from {
                         opening -= category.balance_effect(amount);
@@ -274,6 +272,45 @@ impl ReadModels {
         Ok(Statement::from_sums(&view, from, to, opening, &period, reflects))
     }
 
+    /// The pieces of an account's per-hour list (`P` or `X`) for hours `first..=last`,
+    /// merged per hour and sorted.
+    fn hour_pieces<T: for<'de> serde::Deserialize<'de> + Ord>(
+        &self,
+        prefix: u8,
+        account: AccountId,
+        first_hour: i64,
+        last_hour: i64,
+    ) -> Result<Vec<(i64, Vec<T>)>, ProjectionError> {
+        let mut hours: Vec<(i64, Vec<T>)> = Vec::new();
+        let range =
+            hour_piece_key(prefix, account, first_hour, 0)..=hour_piece_key(prefix, account, last_hour, u64::MAX);
+        for entry in self.tree.range(range) {
+            let (key, value) = entry?;
+            let hour = time_from_bytes(&key[17..25]);
+            let piece: Vec<T> = decode(&key, &value)?;
+            match hours.last_mut() {
+                Some((h, entries)) if *h == hour => entries.extend(piece),
+                _ => hours.push((hour, piece)),
+            }
+        }
+        for (_, entries) in &mut hours {
+            entries.sort();
+        }
+        Ok(hours)
+    }
+
+    /// An account's events recorded after `position`, in log order.
+    fn events_after(&self, account: AccountId, position: u64) -> Result<Vec<(u64, EventRow)>, ProjectionError> {
+        let mut rows = Vec::new();
+        let range = event_piece_key(account, position.saturating_add(1))..=event_piece_key(account, u64::MAX);
+        for entry in self.tree.range(range) {
+            let (key, value) = entry?;
+            let piece: Vec<(u64, EventRow)> = decode(&key, &value)?;
+            rows.extend(piece.into_iter().filter(|(p, _)| *p > position));
+        }
+        Ok(rows)
+    }
+
     /// The postings behind a statement's figures, in business-time order.
     pub fn statement_lines(
         &self,
@@ -285,34 +322,28 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<StatementLine>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let start = match cursor {
-            Some(c) => {
-                let (time, position) = c.split_once('-').ok_or_else(bad_cursor)?;
-                let time: i64 = time.parse().map_err(|_| bad_cursor())?;
-                let position: u64 = position.parse().map_err(|_| bad_cursor())?;
-                posting_key(account, time, position.checked_add(1).ok_or_else(bad_cursor)?)
-            }
-            None => posting_key(account, from.micros(), 0),
-        };
+        let after = cursor.map(parse_time_cursor).transpose()?;
+        let (first, last) = (from.micros().div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
         let mut items = Vec::new();
-        for entry in self.tree.range(start..posting_key(account, to.micros(), 0)) {
-            let (key, value) = entry?;
-            let (line_category, amount): (Category, Amount) = decode(&key, &value)?;
-            if category.is_some_and(|c| c != line_category) {
-                continue;
+        for (_, entries) in self.hour_pieces::<PostingEntry>(PREFIX_POSTING, account, first, last)? {
+            for e in entries {
+                let in_period = e.occurred_at >= from.micros() && e.occurred_at < to.micros();
+                let past_cursor = after.is_none_or(|c| (e.occurred_at, e.position) > c);
+                if !in_period || !past_cursor || category.is_some_and(|c| c != e.category) {
+                    continue;
+                }
+                if items.len() == limit {
+                    let next_cursor =
+                        items.last().map(|l: &StatementLine| format!("{}-{}", l.occurred_at.micros(), l.position));
+                    return Ok(Page { items, next_cursor });
+                }
+                items.push(StatementLine {
+                    position: e.position,
+                    occurred_at: Timestamp(e.occurred_at),
+                    category: e.category,
+                    amount: e.amount,
+                });
             }
-            let line = StatementLine {
-                position: u64::from_be_bytes(key[25..33].try_into().expect("8 bytes")),
-                occurred_at: Timestamp(time_from_bytes(&key[17..25])),
-                category: line_category,
-                amount,
-            };
-            if items.len() == limit {
-                let next_cursor =
-                    items.last().map(|l: &StatementLine| format!("{}-{}", l.occurred_at.micros(), l.position));
-                return Ok(Page { items, next_cursor });
-            }
-            items.push(line);
         }
         Ok(Page { items, next_cursor: None })
     }
@@ -326,15 +357,17 @@ impl ReadModels {
     ) -> Result<Page<(u64, EventRow)>, ProjectionError> {
         let limit = check_limit(limit)?;
         let mut items = Vec::new();
-        let start = event_key(account, after_position.saturating_add(1));
-        for entry in self.tree.range(start..event_key(account, u64::MAX)) {
+        let range = event_piece_key(account, after_position.saturating_add(1))..=event_piece_key(account, u64::MAX);
+        for entry in self.tree.range(range) {
             let (key, value) = entry?;
-            let position = u64::from_be_bytes(key[17..25].try_into().expect("8 bytes"));
-            if items.len() == limit {
-                let next_cursor = items.last().map(|(p, _): &(u64, EventRow)| p.to_string());
-                return Ok(Page { items, next_cursor });
+            let piece: Vec<(u64, EventRow)> = decode(&key, &value)?;
+            for (position, row) in piece.into_iter().filter(|(p, _)| *p > after_position) {
+                if items.len() == limit {
+                    let next_cursor = items.last().map(|(p, _): &(u64, EventRow)| p.to_string());
+                    return Ok(Page { items, next_cursor });
+                }
+                items.push((position, row));
             }
-            items.push((position, decode(&key, &value)?));
         }
         Ok(Page { items, next_cursor: None })
     }
@@ -355,37 +388,44 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<CdrRow>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let start = match cursor {
-            Some(c) => {
-                let (time, position) = c.split_once('-').ok_or_else(bad_cursor)?;
-                let time: i64 = time.parse().map_err(|_| bad_cursor())?;
-                let position: u64 = position.parse().map_err(|_| bad_cursor())?;
-                account_cdr_key(account, time, position.checked_add(1).ok_or_else(bad_cursor)?)
-            }
-            None => account_cdr_key(account, from.micros(), 0),
-        };
+        let after = cursor.map(parse_time_cursor).transpose()?;
+        let (first, last) = (from.micros().div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
         let mut items = Vec::new();
-        for entry in self.tree.range(start..account_cdr_key(account, to.micros(), 0)) {
-            let (_, id) = entry?;
-            let id = String::from_utf8_lossy(&id).into_owned();
-            let row = self.cdr(&id)?.ok_or_else(|| ProjectionError::Corrupt {
-                key: id.clone(),
-                reason: "listed for the account but missing from the CDR store".into(),
-            })?;
-            let wanted = filter.answered.is_none_or(|a| row.cdr.answered() == a)
-                && filter.hangup_cause.is_none_or(|c| row.cdr.hangup_cause == c)
-                && filter.destination_prefix.as_deref().is_none_or(|p| row.cdr.callee.starts_with(p));
-            if !wanted {
-                continue;
+        for (_, entries) in self.hour_pieces::<CdrEntry>(PREFIX_ACCOUNT_CDR, account, first, last)? {
+            for e in entries {
+                let in_period = e.start >= from.micros() && e.start < to.micros();
+                if !in_period || after.is_some_and(|c| (e.start, e.position) <= c) {
+                    continue;
+                }
+                let row = self.cdr(&e.id)?.ok_or_else(|| ProjectionError::Corrupt {
+                    key: e.id.clone(),
+                    reason: "listed for the account but missing from the CDR store".into(),
+                })?;
+                let wanted = filter.answered.is_none_or(|a| row.cdr.answered() == a)
+                    && filter.hangup_cause.is_none_or(|c| row.cdr.hangup_cause == c)
+                    && filter.destination_prefix.as_deref().is_none_or(|p| row.cdr.callee.starts_with(p));
+                if !wanted {
+                    continue;
+                }
+                if items.len() == limit {
+                    let next_cursor = items.last().map(|r: &CdrRow| format!("{}-{}", r.cdr.start.micros(), r.position));
+                    return Ok(Page { items, next_cursor });
+                }
+                items.push(row);
             }
-            if items.len() == limit {
-                let next_cursor = items.last().map(|r: &CdrRow| format!("{}-{}", r.cdr.start.micros(), r.position));
-                return Ok(Page { items, next_cursor });
-            }
-            items.push(row);
         }
         Ok(Page { items, next_cursor: None })
     }
+}
+
+/// A `<micros>-<position>` cursor of a time-ordered list.
+fn parse_time_cursor(cursor: &str) -> Result<(i64, u64), ProjectionError> {
+    let (time, position) = cursor.split_once('-').filter(|(t, _)| !t.is_empty()).ok_or_else(bad_cursor)?;
+    // A negative time has its own leading '-'.
+    let (time, position) =
+        if time.is_empty() { cursor[1..].split_once('-').ok_or_else(bad_cursor)? } else { (time, position) };
+    let time: i64 = time.parse().map_err(|_| bad_cursor())?;
+    Ok((time, position.parse().map_err(|_| bad_cursor())?))
 }
 
 fn uuid_from(bytes: &[u8]) -> Option<uuid::Uuid> {

@@ -111,27 +111,61 @@ pub async fn verify(
     Ok(VerifyReport { books: verdicts, accounts_checked: accounts.len(), differing_accounts, position })
 }
 
-/// A SHA-256 per account over every model entry that belongs to it.
-fn checksums(tree: &sled::Tree) -> Result<BTreeMap<AccountId, [u8; 32]>, ProjectionError> {
-    let mut hashers: BTreeMap<AccountId, Sha256> = BTreeMap::new();
+/// One checksum per account over every model entry that belongs to it. Lists written
+/// in pieces (postings, CDRs, audit trail) are hashed entry by entry, and the entry
+/// hashes are added up (a multiset hash), so the checksum depends on what the models
+/// hold, not on how the log happened to be cut into chunks.
+fn checksums(tree: &sled::Tree) -> Result<BTreeMap<AccountId, [u64; 4]>, ProjectionError> {
+    let mut sums: BTreeMap<AccountId, [u64; 4]> = BTreeMap::new();
+    let mut add = |account: AccountId, tag: u8, bytes: &[u8]| {
+        let digest: [u8; 32] = Sha256::new().chain_update([tag]).chain_update(bytes).finalize().into();
+        let lanes = sums.entry(account).or_default();
+        for (lane, chunk) in lanes.iter_mut().zip(digest.chunks_exact(8)) {
+            *lane = lane.wrapping_add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        }
+    };
     for entry in tree.iter() {
         let (key, value) = entry?;
-        let account = match key.first() {
-            Some(&PREFIX_ACCOUNT | &PREFIX_POSTING | &PREFIX_EVENT | &PREFIX_ACCOUNT_CDR) => account_at(&key, 1),
-            Some(&PREFIX_BUCKET) => account_at(&key, 2),
-            Some(&PREFIX_NUMBER) => uuid::Uuid::from_slice(&value).ok().map(AccountId),
-            Some(&PREFIX_CDR) => decode::<CdrRow>(&key, &value).ok().map(|row| row.account),
-            _ => None, // the checkpoint
-        };
-        if let Some(account) = account {
-            let hasher = hashers.entry(account).or_default();
-            hasher.update((key.len() as u32).to_le_bytes());
-            hasher.update(&key);
-            hasher.update((value.len() as u32).to_le_bytes());
-            hasher.update(&value);
+        let Some(&prefix) = key.first() else { continue };
+        match prefix {
+            PREFIX_POSTING => {
+                let account = account_at(&key, 1).ok_or_else(|| corrupt(&key))?;
+                for e in decode::<Vec<PostingEntry>>(&key, &value)? {
+                    add(account, prefix, &encode(&e));
+                }
+            }
+            PREFIX_ACCOUNT_CDR => {
+                let account = account_at(&key, 1).ok_or_else(|| corrupt(&key))?;
+                for e in decode::<Vec<CdrEntry>>(&key, &value)? {
+                    add(account, prefix, &encode(&e));
+                }
+            }
+            PREFIX_EVENT => {
+                let account = account_at(&key, 1).ok_or_else(|| corrupt(&key))?;
+                for e in decode::<Vec<(u64, EventRow)>>(&key, &value)? {
+                    add(account, prefix, &encode(&e));
+                }
+            }
+            PREFIX_ACCOUNT | PREFIX_BUCKET | PREFIX_NUMBER | PREFIX_CDR => {
+                let account = match prefix {
+                    PREFIX_ACCOUNT => account_at(&key, 1),
+                    PREFIX_BUCKET => account_at(&key, 2),
+                    PREFIX_NUMBER => uuid::Uuid::from_slice(&value).ok().map(AccountId),
+                    _ => decode::<CdrRow>(&key, &value).ok().map(|row| row.account),
+                }
+                .ok_or_else(|| corrupt(&key))?;
+                let mut item = key.to_vec();
+                item.extend_from_slice(&value);
+                add(account, prefix, &item);
+            }
+            _ => {} // the checkpoint
         }
     }
-    Ok(hashers.into_iter().map(|(a, h)| (a, h.finalize().into())).collect())
+    Ok(sums)
+}
+
+fn corrupt(key: &[u8]) -> ProjectionError {
+    ProjectionError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: "no account in the key".into() }
 }
 
 fn account_at(key: &[u8], offset: usize) -> Option<AccountId> {

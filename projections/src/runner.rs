@@ -52,10 +52,14 @@ impl ReadModels {
     }
 
     /// Applies events (in log order, after the checkpoint) and moves the checkpoint.
+    /// Events at or before the checkpoint are skipped: a redelivered event is never
+    /// applied twice.
     pub(crate) fn apply_chunk(&self, chunk: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let Some(last) = chunk.last() else { return Ok(()) };
+        let checkpoint = read_checkpoint(&self.tree)?;
+        let fresh: Vec<&RecordedEvent> = chunk.iter().filter(|e| e.position > checkpoint).collect();
+        let Some(last) = fresh.last() else { return Ok(()) };
         let mut writer = ChunkWriter::new(&self.tree);
-        for event in chunk {
+        for event in &fresh {
             writer.apply(event)?;
         }
         writer.commit(last.position)?;
@@ -66,12 +70,25 @@ impl ReadModels {
 
 /// A running projector and what it knows of its progress.
 pub struct Projector {
-    pub task: JoinHandle<Result<(), ProjectionError>>,
+    task: JoinHandle<Result<(), ProjectionError>>,
+    stop: watch::Sender<bool>,
     last_recorded_at: Arc<AtomicI64>,
     models: ReadModels,
 }
 
 impl Projector {
+    /// Stops between two chunks and waits: the chunk being applied is finished and
+    /// committed first, so no write is left behind the stop.
+    pub async fn stop(self) -> Result<(), ProjectionError> {
+        let _ = self.stop.send(true);
+        self.task.await.map_err(|e| ProjectionError::Storage(e.to_string()))?
+    }
+
+    /// True if the projector has stopped (after a storage failure, or `stop`).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Events and seconds the models are behind `head` (the store's next position).
     pub fn lag(&self, head: u64) -> Lag {
         let events = head.saturating_sub(1).saturating_sub(self.models.position());
@@ -94,9 +111,17 @@ pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projec
     let last_recorded_at = Arc::new(AtomicI64::new(chrono_now_micros()));
     let task_models = models.clone();
     let task_recorded = last_recorded_at.clone();
+    let (stop, mut stopping) = watch::channel(false);
     let task = tokio::spawn(async move {
         let mut events = store.subscribe_all(task_models.position() + 1).ready_chunks(CHUNK_EVENTS_MAX);
-        while let Some(chunk) = events.next().await {
+        loop {
+            let chunk = tokio::select! {
+                chunk = events.next() => match chunk {
+                    Some(chunk) => chunk,
+                    None => break,
+                },
+                _ = stopping.wait_for(|stop| *stop) => break,
+            };
             let chunk: Vec<RecordedEvent> = chunk.into_iter().collect::<Result<_, _>>()?;
             let recorded_at = chunk.last().map_or(Timestamp(0), |e| e.event.envelope.recorded_at);
             let models = task_models.clone();
@@ -107,5 +132,5 @@ pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projec
         }
         Ok(())
     });
-    Projector { task, last_recorded_at, models }
+    Projector { task, stop, last_recorded_at, models }
 }

@@ -11,10 +11,14 @@
 //! | `A` | account | [`AccountView`] |
 //! | `N` | number | account id |
 //! | `B` | level, account, bucket | per-category sums of postings by `occurred_at` |
-//! | `P` | account, occurred_at, position | one posting (category, amount) |
-//! | `E` | account, position | [`EventRow`]: an event concerning the account |
+//! | `P` | account, hour, chunk | the account's postings of that hour in that chunk |
+//! | `E` | account, chunk | the events of that chunk concerning the account ([`EventRow`]) |
 //! | `D` | CDR id | [`CdrRow`] |
-//! | `X` | account, start, position | CDR id |
+//! | `X` | account, hour, chunk | the account's CDRs that started in that hour, in that chunk |
+//!
+//! A chunk is named by its last position. Per-event lists are written once per chunk as
+//! one value ("pieces"), never rewritten: sled's cost is per insert, so one key per
+//! posting made replay insert-bound. Readers merge the pieces of an hour.
 //!
 //! Bucket sums exist at four sizes (an hour, a day, 32 days, 1024 days), so the sum of
 //! any period costs a few dozen reads whatever the account's history; only the partial
@@ -161,33 +165,48 @@ pub(crate) fn bucket_key(level: usize, account: AccountId, bucket: i64) -> [u8; 
     key
 }
 
-pub(crate) fn posting_key(account: AccountId, occurred_at: i64, position: u64) -> [u8; 33] {
+pub(crate) const HOUR_MICROS: i64 = BUCKET_MICROS[0];
+
+/// `prefix` + account + hour + chunk: one piece of an account's per-hour list.
+pub(crate) fn hour_piece_key(prefix: u8, account: AccountId, hour: i64, chunk: u64) -> [u8; 33] {
     let mut key = [0u8; 33];
-    key[0] = PREFIX_POSTING;
+    key[0] = prefix;
     key[1..17].copy_from_slice(account.0.as_bytes());
-    key[17..25].copy_from_slice(&time_bytes(occurred_at));
-    key[25..].copy_from_slice(&position.to_be_bytes());
+    key[17..25].copy_from_slice(&time_bytes(hour));
+    key[25..].copy_from_slice(&chunk.to_be_bytes());
     key
 }
 
-pub(crate) fn event_key(account: AccountId, position: u64) -> [u8; 25] {
+/// `E` + account + chunk: the piece of an account's audit trail a chunk wrote.
+pub(crate) fn event_piece_key(account: AccountId, chunk: u64) -> [u8; 25] {
     let mut key = [0u8; 25];
     key[0] = PREFIX_EVENT;
     key[1..17].copy_from_slice(account.0.as_bytes());
-    key[17..].copy_from_slice(&position.to_be_bytes());
+    key[17..].copy_from_slice(&chunk.to_be_bytes());
     key
+}
+
+/// One posting in a piece.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct PostingEntry {
+    pub occurred_at: i64,
+    pub position: u64,
+    pub category: Category,
+    pub amount: Amount,
+}
+
+/// One CDR in a piece: when it started, the event that charged it, its id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct CdrEntry {
+    pub start: i64,
+    pub position: u64,
+    pub id: String,
 }
 
 pub(crate) fn cdr_key(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
     key.push(PREFIX_CDR);
     key.extend_from_slice(id.as_bytes());
-    key
-}
-
-pub(crate) fn account_cdr_key(account: AccountId, start: i64, position: u64) -> [u8; 33] {
-    let mut key = posting_key(account, start, position);
-    key[0] = PREFIX_ACCOUNT_CDR;
     key
 }
 
@@ -206,12 +225,23 @@ pub(crate) struct ChunkWriter<'a> {
     tree: &'a sled::Tree,
     accounts: HashMap<AccountId, AccountView>,
     buckets: HashMap<[u8; 26], Sums>,
+    postings: HashMap<(AccountId, i64), Vec<PostingEntry>>,
+    cdrs: HashMap<(AccountId, i64), Vec<CdrEntry>>,
+    events: HashMap<AccountId, Vec<(u64, EventRow)>>,
     batch: sled::Batch,
 }
 
 impl<'a> ChunkWriter<'a> {
     pub(crate) fn new(tree: &'a sled::Tree) -> Self {
-        ChunkWriter { tree, accounts: HashMap::new(), buckets: HashMap::new(), batch: sled::Batch::default() }
+        ChunkWriter {
+            tree,
+            accounts: HashMap::new(),
+            buckets: HashMap::new(),
+            postings: HashMap::new(),
+            cdrs: HashMap::new(),
+            events: HashMap::new(),
+            batch: sled::Batch::default(),
+        }
     }
 
     fn account(&mut self, id: AccountId) -> Result<Option<&mut AccountView>, ProjectionError> {
@@ -297,8 +327,12 @@ impl<'a> ChunkWriter<'a> {
                     partner_cost: e.partner_cost,
                 };
                 self.batch.insert(cdr_key(&e.cdr.id), encode(&row));
-                self.batch
-                    .insert(account_cdr_key(e.account, e.cdr.start.micros(), position).as_slice(), e.cdr.id.as_bytes());
+                let start = e.cdr.start.micros();
+                self.cdrs.entry((e.account, start.div_euclid(HOUR_MICROS))).or_default().push(CdrEntry {
+                    start,
+                    position,
+                    id: e.cdr.id.clone(),
+                });
             }
             _ => {}
         }
@@ -312,10 +346,13 @@ impl<'a> ChunkWriter<'a> {
                 let bucket = occurred_at.micros().div_euclid(*size);
                 self.add_to_bucket(bucket_key(level, posting.account, bucket), posting.category, posting.amount)?;
             }
-            self.batch.insert(
-                posting_key(posting.account, occurred_at.micros(), position).as_slice(),
-                encode(&(posting.category, posting.amount)),
-            );
+            let occurred = occurred_at.micros();
+            self.postings.entry((posting.account, occurred.div_euclid(HOUR_MICROS))).or_default().push(PostingEntry {
+                occurred_at: occurred,
+                position,
+                category: posting.category,
+                amount: posting.amount,
+            });
             match per_account.iter_mut().find(|(a, _)| *a == posting.account) {
                 Some((_, list)) => list.push((posting.category, posting.amount)),
                 None => per_account.push((posting.account, vec![(posting.category, posting.amount)])),
@@ -339,7 +376,7 @@ impl<'a> ChunkWriter<'a> {
                 hash: envelope.hash,
                 postings,
             };
-            self.batch.insert(event_key(account, position).as_slice(), encode(&row));
+            self.events.entry(account).or_default().push((position, row));
         }
         Ok(())
     }
@@ -351,6 +388,16 @@ impl<'a> ChunkWriter<'a> {
         }
         for (key, sums) in &self.buckets {
             self.batch.insert(key.as_slice(), encode(sums));
+        }
+        for ((account, hour), entries) in &self.postings {
+            self.batch.insert(hour_piece_key(PREFIX_POSTING, *account, *hour, checkpoint).as_slice(), encode(entries));
+        }
+        for ((account, hour), entries) in &self.cdrs {
+            self.batch
+                .insert(hour_piece_key(PREFIX_ACCOUNT_CDR, *account, *hour, checkpoint).as_slice(), encode(entries));
+        }
+        for (account, rows) in &self.events {
+            self.batch.insert(event_piece_key(*account, checkpoint).as_slice(), encode(rows));
         }
         self.batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
         self.tree.apply_batch(self.batch)?;

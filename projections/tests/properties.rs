@@ -145,7 +145,7 @@ async fn project(world: &World) -> ReadModels {
     let projector = spawn_projector(models.clone(), world.store.clone() as Arc<dyn EventStore>);
     let last = world.log.last().unwrap().position;
     models.wait_for(last, Duration::from_secs(5)).await.unwrap();
-    projector.task.abort();
+    projector.stop().await.unwrap();
     models
 }
 
@@ -189,6 +189,43 @@ proptest! {
                         let next = models.statement(*account, to, at(45 * DAY_SECONDS), Some(position)).unwrap();
                         prop_assert_eq!(next.opening_balance, statement.closing_balance);
                     }
+                    // The lines behind the figures add up to them, page after page.
+                    let statement = models.statement(*account, from, to, None).unwrap();
+                    let mut by_category = [Amount::ZERO; 6];
+                    let mut cursor: Option<String> = None;
+                    let mut previous: Option<(Timestamp, u64)> = None;
+                    loop {
+                        let page = models.statement_lines(*account, from, to, None, cursor.as_deref(), 3).unwrap();
+                        for line in &page.items {
+                            prop_assert!(previous < Some((line.occurred_at, line.position)), "lines out of order");
+                            previous = Some((line.occurred_at, line.position));
+                            by_category[Category::ALL.iter().position(|c| *c == line.category).unwrap()] += line.amount;
+                        }
+                        match page.next_cursor {
+                            Some(next) => cursor = Some(next),
+                            None => break,
+                        }
+                    }
+                    prop_assert_eq!(by_category, [
+                        statement.payments, statement.adjustments, statement.call_charges,
+                        statement.other_charges, statement.transfers_in, statement.transfers_out,
+                    ]);
+                    // The audit trail lists every event concerning the account, in order.
+                    let expected: Vec<u64> = world.log.iter()
+                        .filter(|e| e.event.payload.accounts().contains(account))
+                        .map(|e| e.position)
+                        .collect();
+                    let mut listed = Vec::new();
+                    let mut after = 0;
+                    loop {
+                        let page = models.account_events(*account, after, 4).unwrap();
+                        listed.extend(page.items.iter().map(|(p, _)| *p));
+                        match page.next_cursor {
+                            Some(next) => after = next.parse().unwrap(),
+                            None => break,
+                        }
+                    }
+                    prop_assert_eq!(listed, expected);
                     // The statement over all time closes at the account's balance.
                     let all = models.statement(*account, at(-DAY_SECONDS), at(50 * DAY_SECONDS), None).unwrap();
                     let view = models.account(*account).unwrap().unwrap();
@@ -218,8 +255,7 @@ proptest! {
                 if cut > 0 {
                     models.wait_for(world.log[cut - 1].position, Duration::from_secs(5)).await.unwrap();
                 }
-                projector.task.abort();
-                let _ = projector.task.await;
+                projector.stop().await.unwrap();
                 start = start.max(cut);
             }
             prop_assert_eq!(start, world.log.len());
