@@ -3,17 +3,17 @@
 //! books. Criterion reports commands/s; each case also prints the latency p50/p99 of
 //! one command as its caller saw it.
 //!
-//! cargo bench -p tollbook-commands --bench write_path
+//! cargo bench -p tollbook-commands --features testing --bench write_path
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use commands::testing::sample_call;
 use commands::{EventStore, Ledger, SledStore};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use domain::rating::{CallDirection, RatedCdr};
 use domain::testing::{amount, meta, open_customer, open_partner};
-use domain::{AccountId, ChargeCall, Command, Timestamp};
+use domain::{AccountId, Command, Timestamp};
 use hdrhistogram::Histogram;
 
 // The server binary uses mimalloc too; measure what it runs.
@@ -56,28 +56,8 @@ fn mixed_command(book: &Book, n: u64) -> Command {
     match n % 3 {
         0 => Command::ReceivePayment { account: book.customer, amount: amount("1.5"), method: None, reference: None },
         1 => {
-            let start = Timestamp::from_seconds(1_767_225_600);
             let id = CDR_SEQUENCE.fetch_add(1, Ordering::Relaxed);
-            Command::ChargeCall(ChargeCall {
-                account: book.customer,
-                cdr: RatedCdr {
-                    id: format!("cdr-{id}"),
-                    caller: "15550001".into(),
-                    callee: "4930123456".into(),
-                    start,
-                    answer: Some(start),
-                    end: start.add_seconds(61),
-                    billable_seconds: 61,
-                    hangup_cause: 16,
-                    direction: CallDirection::Outbound,
-                    billed_seconds: 120,
-                    matched_prefix: Some("4930".into()),
-                    customer_tariff: None,
-                    partner_tariff: None,
-                },
-                customer_cost: amount("0.024"),
-                partner_cost: Some(amount("0.012")),
-            })
+            sample_call(book.customer, format!("cdr-{id}"), Timestamp::from_seconds(1_767_225_600))
         }
         _ => Command::MoveFunds { from: book.partner, to: book.customer, amount: amount("0.5"), note: None },
     }

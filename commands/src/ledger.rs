@@ -103,11 +103,12 @@ impl Ledger {
     pub async fn open_account(&self, open: OpenAccount, meta: CommandMeta) -> Result<CommandOutcome, CommandError> {
         let _turn = self.registration.lock().await;
         if let Some(existing) = self.account(&open.number) {
-            // The same request again (idempotency) is answered by the book; anything else is a duplicate.
-            let repeat = meta.idempotency.is_some() && existing.id == open.account;
-            if !repeat {
+            if meta.idempotency.is_none() {
                 return Err(DomainError::DuplicateAccountNumber(open.number).into());
             }
+            // A retried registration carries a fresh account id but the same key: the
+            // book that holds the number answers with the first result, or refuses.
+            return self.execute_in(existing.book, Command::OpenAccount(open), meta).await;
         }
         let book = match (open.kind, open.partner) {
             (AccountKind::Partner, _) => BookId::of_partner(open.account),

@@ -37,26 +37,7 @@ pub async fn append_synthetic_book(store: &dyn EventStore, events: u64, days: i6
         // Openings first, then a payment, a call and a move in turn.
         let command = opening.pop().unwrap_or_else(|| match (n - 2) % 3 {
             0 => Command::ReceivePayment { account: partner, amount: amount("3"), method: None, reference: None },
-            1 => Command::ChargeCall(ChargeCall {
-                account: customer,
-                cdr: RatedCdr {
-                    id: format!("cdr-{n}"),
-                    caller: "15550001".into(),
-                    callee: "4930123456".into(),
-                    start: occurred_at,
-                    answer: Some(occurred_at),
-                    end: occurred_at.add_seconds(61),
-                    billable_seconds: 61,
-                    hangup_cause: 16,
-                    direction: CallDirection::Outbound,
-                    billed_seconds: 120,
-                    matched_prefix: Some("4930".into()),
-                    customer_tariff: None,
-                    partner_tariff: None,
-                },
-                customer_cost: amount("0.024"),
-                partner_cost: Some(amount("0.012")),
-            }),
+            1 => sample_call(customer, format!("cdr-{n}"), occurred_at),
             _ => Command::MoveFunds { from: partner, to: customer, amount: amount("1"), note: None },
         });
         n += 1;
@@ -79,6 +60,31 @@ pub async fn append_synthetic_book(store: &dyn EventStore, events: u64, days: i6
     }
     flush_pending(store, book, &state, &mut pending).await;
     SyntheticBook { book, partner, customer }
+}
+
+/// An answered 61-second call to Berlin that started at `start`, billed as two minutes:
+/// 0.024 to the customer, 0.012 wholesale to its partner.
+pub fn sample_call(customer: AccountId, cdr_id: String, start: Timestamp) -> Command {
+    Command::ChargeCall(ChargeCall {
+        account: customer,
+        cdr: RatedCdr {
+            id: cdr_id,
+            caller: "15550001".into(),
+            callee: "4930123456".into(),
+            start,
+            answer: Some(start),
+            end: start.add_seconds(61),
+            billable_seconds: 61,
+            hangup_cause: 16,
+            direction: CallDirection::Outbound,
+            billed_seconds: 120,
+            matched_prefix: Some("4930".into()),
+            customer_tariff: None,
+            partner_tariff: None,
+        },
+        customer_cost: amount("0.024"),
+        partner_cost: Some(amount("0.012")),
+    })
 }
 
 async fn flush_pending(store: &dyn EventStore, book: BookId, state: &BookState, pending: &mut Vec<EncodedEvent>) {

@@ -168,3 +168,18 @@ async fn reversal_by_position_moves_the_money_back_once() {
     let nowhere = ledger.reverse(999, None, meta()).await;
     assert!(matches!(nowhere, Err(CommandError::UnknownPosition(999))), "{nowhere:?}");
 }
+
+#[tokio::test]
+async fn a_retried_registration_returns_the_first_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_in(dir.path()).await;
+    let partner = AccountId::new();
+    let first = ledger.execute(open_partner(partner, "P-1", "0"), with_key("reg-1", 7)).await.unwrap();
+    // The retry was built anew, with a new id, but the same key and request.
+    let retry = ledger.execute(open_partner(AccountId::new(), "P-1", "0"), with_key("reg-1", 7)).await.unwrap();
+    assert!(retry.repeated);
+    assert_eq!(retry.events, first.events);
+    let other_key = ledger.execute(open_partner(AccountId::new(), "P-1", "0"), with_key("reg-2", 7)).await;
+    assert!(matches!(other_key, Err(CommandError::Domain(DomainError::DuplicateAccountNumber(_)))), "{other_key:?}");
+    assert_eq!(ledger.account_count(), 1);
+}
