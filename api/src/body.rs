@@ -126,24 +126,11 @@ fn from_fields<T: DeserializeOwned>(pairs: Vec<(String, String)>) -> Result<Body
 }
 
 fn invalid_body<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> ApiError {
-    let path = error.path().to_string();
-    let field = (path != ".").then_some(path);
-    invalid_body_message(field, error.inner().to_string())
+    ApiError::undeserializable("invalid_body", Some(error.path().to_string()), error.inner().to_string())
 }
 
 fn invalid_body_message(field: Option<String>, message: String) -> ApiError {
-    // serde names a missing field only in its message, not in the path.
-    let field = field.or_else(|| missing_field(&message));
-    let api = ApiError::bad_request("invalid_body", "", message);
-    match field {
-        Some(field) => api.with_field(field),
-        None => ApiError { field: None, ..api },
-    }
-}
-
-fn missing_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
-    Some(rest.split('`').next()?.to_owned())
+    ApiError::undeserializable("invalid_body", field, message)
 }
 
 /// A whole number given as a JSON number or as text (forms have only text).

@@ -50,6 +50,22 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message).with_field(field)
     }
 
+    /// Input that did not deserialize: names the field from serde's path, or from its
+    /// message when the path cannot (a missing or unknown field is reported at the root).
+    pub fn undeserializable(code: &'static str, path: Option<String>, message: String) -> Self {
+        let named_in_message = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|prefix| message.strip_prefix(prefix))
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        let field = path.filter(|p| p != ".").or(named_in_message);
+        let api = ApiError::new(StatusCode::BAD_REQUEST, code, message);
+        match field {
+            Some(field) => api.with_field(field),
+            None => api,
+        }
+    }
+
     pub fn unauthorized() -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid credentials")
     }

@@ -8,7 +8,7 @@ use crate::error::ApiError;
 
 pub fn parse<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
-        .map_err(|e| ApiError::bad_request("invalid_query", "", e.to_string()))?;
+        .map_err(|e| ApiError::undeserializable("invalid_query", None, e.to_string()))?;
     // Through a map of strings, as form bodies go: a repeated parameter is refused, not
     // silently resolved one way or the other.
     let mut object = serde_json::Map::new();
@@ -18,14 +18,7 @@ pub fn parse<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
         }
     }
     serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|error| {
-        let path = error.path().to_string();
-        let message = error.inner().to_string();
-        let field = if path == "." {
-            message.strip_prefix("missing field `").and_then(|r| r.split('`').next()).unwrap_or("").to_owned()
-        } else {
-            path
-        };
-        ApiError::bad_request("invalid_query", field, message)
+        ApiError::undeserializable("invalid_query", Some(error.path().to_string()), error.inner().to_string())
     })
 }
 

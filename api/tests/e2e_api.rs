@@ -27,7 +27,7 @@ impl Drop for Server {
     }
 }
 
-async fn start() -> Server {
+async fn start(admin_key: Option<&str>) -> Server {
     let data = tempfile::tempdir().unwrap();
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -36,8 +36,10 @@ async fn start() -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_tollbook"))
         .args(["serve", "--data"])
         .arg(data.path())
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-key", ADMIN_KEY])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(admin_key.map(|key| ["--admin-key", key]).into_iter().flatten())
         .env_remove("TOLLBOOK_STORE")
+        .env_remove("TOLLBOOK_ADMIN_KEY")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -126,7 +128,7 @@ fn balance_of<'a>(body: &'a Value, number: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_end_to_end() {
-    let server = start().await;
+    let server = start(Some(ADMIN_KEY)).await;
     let api = Api { base: server.base.clone(), client: reqwest::Client::new() };
 
     // Credentials: none, wrong, and each accepted header.
@@ -171,6 +173,19 @@ async fn the_api_end_to_end() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["links"]["self"], "/api/v1/accounts/C1");
+
+    // Registration with an idempotency key repeats rather than failing as a duplicate.
+    let customer2 =
+        [("number", "C2"), ("name", "Customer Two"), ("kind", "customer"), ("partner", "P1"), ("currency", "USD")];
+    let (status, first) = api.post("/api/v1/accounts", Encoding::Multipart, &customer2, Some("reg-c2")).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = api.post("/api/v1/accounts", Encoding::Json, &customer2, Some("reg-c2")).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["repeated"], true);
+    assert_eq!(again["events"], first["events"]);
+    let (status, body) = api.post("/api/v1/accounts", Encoding::Json, &customer2, None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "duplicate_account_number");
 
     // A payment in each encoding; balances stay exact decimals.
     let payments =
@@ -257,6 +272,12 @@ async fn the_api_end_to_end() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["field"], "account", "{body}");
 
+    let (status, body) = api
+        .post("/api/v1/payments", Encoding::Form, &[("account", "P1"), ("amount", "1"), ("amuont", "2")], None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "amuont", "{body}");
+
     // 422: more than the customer has.
     let (status, body) =
         api.post("/api/v1/transfers", Encoding::Json, &[("from", "C1"), ("to", "P1"), ("amount", "1000")], None).await;
@@ -322,4 +343,16 @@ async fn the_api_end_to_end() {
     let (status, body) = api.get("/api/v1/accounts/NOPE").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "account_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_admin_key_every_api_request_is_unauthorized() {
+    let server = start(None).await;
+    let client = reqwest::Client::new();
+    for path in ["/api/v1", "/api/v1/accounts/P1"] {
+        let response = client.get(format!("{}{path}", server.base)).bearer_auth(ADMIN_KEY).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let response = client.get(format!("{}/health", server.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
