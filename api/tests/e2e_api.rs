@@ -336,6 +336,44 @@ async fn the_api_end_to_end() {
     let (_, account) = api.get("/api/v1/accounts/C1").await;
     assert_eq!(decimal(&s["closing_balance"]), decimal(&account["account"]["balance"]), "{s} {account}");
 
+    // A statement for a past period holds exactly what happened in it, by business time.
+    let (status, body) = api
+        .post(
+            "/api/v1/payments",
+            Encoding::Json,
+            &[("account", "P1"), ("amount", "7.77"), ("occurred_at", "2020-06-15T12:00:00Z")],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let position = body["position"].as_u64().unwrap();
+    let (status, body) =
+        api.get(&format!("/api/v1/accounts/P1/statement?from=2020-06-01&to=2020-07-01&min_position={position}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let s = &body["statement"];
+    // Compared as decimals: the read model may render an empty opening as `-0`.
+    assert_eq!(decimal(&s["opening_balance"]), Decimal::ZERO);
+    assert_eq!(s["payments"].to_string(), "7.77");
+    assert_eq!(s["closing_balance"].to_string(), "7.77");
+    let (status, body) =
+        api.get(&format!("/api/v1/accounts/P1/statement?from=2020-07-01&to=2100-01-01&min_position={position}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let s = &body["statement"];
+    assert_eq!(s["opening_balance"].to_string(), "7.77");
+    let closing = decimal(&s["opening_balance"]) + decimal(&s["payments"]) + decimal(&s["transfers_in"])
+        - decimal(&s["transfers_out"])
+        - decimal(&s["total_charges"]);
+    assert_eq!(closing, decimal(&s["closing_balance"]), "{s}");
+    assert_eq!(decimal(&s["payments"]), Decimal::from_str("16.40").unwrap());
+
+    // Unknown methods and paths answer in the API's error format.
+    let (status, body) = api.get("/api/v1/payments").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"], "method_not_allowed");
+    let (status, body) = api.get("/api/v1/nothing-here").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not_found");
+
     // Bad statement queries name the parameter.
     let (status, body) = api.get("/api/v1/accounts/C1/statement?from=yesterday&to=2100-01-01").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/transfers", post(transfers::create))
         .route("/api/v1/reversals", post(reversals::create))
         .route("/api/v1/{*rest}", axum::routing::any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
 }
 
@@ -61,6 +62,10 @@ async fn index(_caller: Caller) -> Json<serde_json::Value> {
 /// so that the API's shape is not shown to strangers.
 async fn not_found(_caller: Caller) -> ApiError {
     ApiError::not_found("not_found", "no such resource")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
 }
 
 /// The links of an account, shared by every answer about one.
