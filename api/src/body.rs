@@ -175,3 +175,78 @@ impl<'de> Visitor<'de> for WholeNumber {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use domain::Amount;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        account: String,
+        amount: Amount,
+        #[serde(default, deserialize_with = "optional_whole")]
+        position: Option<u64>,
+    }
+
+    fn optional_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        u64_from_text(d).map(Some)
+    }
+
+    async fn extract(content_type: &str, body: &str) -> Result<Sample, ApiError> {
+        let request = Request::builder()
+            .method("POST")
+            .header(CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        Body::<Sample>::from_request(request, &()).await.map(|Body(sample)| sample)
+    }
+
+    fn expected() -> Sample {
+        Sample { account: "C1".into(), amount: "10.10".parse().unwrap(), position: Some(7) }
+    }
+
+    #[tokio::test]
+    async fn json_form_and_multipart_give_the_same_struct() {
+        let json = extract("application/json; charset=utf-8", r#"{"account":"C1","amount":10.10,"position":7}"#);
+        assert_eq!(json.await.unwrap(), expected());
+        let form = extract("application/x-www-form-urlencoded", "account=C1&amount=10.10&position=7&");
+        assert_eq!(form.await.unwrap(), expected());
+        let multipart = "--XX\r\nContent-Disposition: form-data; name=\"account\"\r\n\r\nC1\r\n\
+             --XX\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n10.10\r\n\
+             --XX\r\nContent-Disposition: form-data; name=\"position\"\r\n\r\n7\r\n--XX--\r\n";
+        let sample = extract("multipart/form-data; boundary=XX", multipart).await.unwrap();
+        assert_eq!(sample, expected());
+        assert_eq!(sample.amount.to_string(), "10.10", "no float on the way");
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_field() {
+        let error = extract("application/json", r#"{"account":"C1","amount":"ten"}"#).await.unwrap_err();
+        assert_eq!(
+            (error.status, error.code, error.field.as_deref()),
+            (StatusCode::BAD_REQUEST, "invalid_body", Some("amount"))
+        );
+        let error = extract("application/x-www-form-urlencoded", "amount=1").await.unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("account"));
+        let error = extract("application/x-www-form-urlencoded", "account=C1&amount=1&account=C2").await.unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("account"));
+        let error = extract("application/x-www-form-urlencoded", "account=C1&amount=1&position=x").await.unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("position"));
+        let error = extract("application/json", r#"{"account":"C1","amount":1} trailing"#).await.unwrap_err();
+        assert_eq!(error.code, "invalid_body");
+    }
+
+    #[tokio::test]
+    async fn other_content_types_are_unsupported() {
+        for content_type in ["text/plain", "application/xml", ""] {
+            let error = extract(content_type, "account=C1").await.unwrap_err();
+            assert_eq!(error.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+            assert_eq!(error.code, "unsupported_media_type");
+        }
+    }
+}
