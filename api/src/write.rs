@@ -76,10 +76,6 @@ impl Write {
             idempotency,
         })
     }
-
-    pub fn idempotency_key(&self) -> Option<&str> {
-        self.idempotency_key.as_deref()
-    }
 }
 
 /// Parses an optional business time given as RFC 3339 or `YYYY-MM-DD`.

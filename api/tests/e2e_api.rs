@@ -186,6 +186,11 @@ async fn the_api_end_to_end() {
     let (status, body) = api.post("/api/v1/accounts", Encoding::Json, &customer2, None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "duplicate_account_number");
+    let customer3 =
+        [("number", "C3"), ("name", "Customer Three"), ("kind", "customer"), ("partner", "P1"), ("currency", "USD")];
+    let (status, body) = api.post("/api/v1/accounts", Encoding::Json, &customer3, Some("reg-c2")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "idempotency_key_reused");
 
     // A payment in each encoding; balances stay exact decimals.
     let payments =

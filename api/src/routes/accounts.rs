@@ -37,11 +37,18 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     let partner = request.partner.as_deref().map(|p| account_id(&state, "partner", p)).transpose()?;
     let meta = write.meta(&request, None)?;
-    // A retry must name the same account id for the ledger to recognise it as a repeat,
-    // so with an idempotency key the id derives from the key.
-    let account = match write.idempotency_key() {
-        Some(key) => {
-            let digest = Sha256::digest(format!("tollbook account {key}").as_bytes());
+    // A retry must name the same account id for the ledger to recognise it as a repeat, so
+    // with an idempotency key the id derives from the key and the request's digest. The
+    // digest is part of it so that a key reused for another registration (maybe in another
+    // book, which knows nothing of the first) can never give two accounts one id.
+    let account = match &meta.idempotency {
+        Some(idempotency) => {
+            let mut hasher = Sha256::new();
+            hasher.update(b"tollbook account id\n");
+            hasher.update(idempotency.key.as_bytes());
+            hasher.update(b"\n");
+            hasher.update(idempotency.request_digest);
+            let digest = hasher.finalize();
             let mut bytes = [0u8; 16];
             bytes.copy_from_slice(&digest[..16]);
             AccountId(uuid::Builder::from_custom_bytes(bytes).into_uuid())

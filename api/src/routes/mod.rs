@@ -1,4 +1,6 @@
-//! The `/api/v1` routes, one module per resource family.
+//! The `/api/v1` routes, one module per resource family. Every handler takes a `Caller`
+//! (or a `Write`, which holds one) even when it does not use it: that extractor is the
+//! authentication gate, so a handler without it would be open to anyone.
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
