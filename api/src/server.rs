@@ -18,6 +18,7 @@ pub const VIEWS_DIR: &str = "views";
 pub struct AppState {
     pub ledger: Arc<Ledger>,
     pub models: projections::ReadModels,
+    pub credentials: crate::auth::Credentials,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -28,8 +29,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let models = projections::ReadModels::open(&views)?;
     let projector = projections::spawn_projector(models.clone(), store.clone());
     let ledger = Arc::new(Ledger::open(store).await?);
-    let state = AppState { ledger: ledger.clone(), models };
-    let app = Router::new().route("/health", get(health)).with_state(state);
+    if args.admin_key.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!("no --admin-key configured: every /api/v1 request will be refused");
+    }
+    let credentials = crate::auth::Credentials::new(args.admin_key.as_deref());
+    let state = AppState { ledger: ledger.clone(), models, credentials };
+    let app = Router::new().route("/health", get(health)).merge(crate::routes::router()).with_state(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, data = %args.data_dir.display(), store = ?spec, "tollbook is ready");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;

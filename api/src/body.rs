@@ -1,0 +1,252 @@
+//! Request bodies: JSON, URL-encoded forms and multipart forms all become the same request
+//! struct, so that every write endpoint accepts what the design promises without each
+//! handler caring which one arrived.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header::CONTENT_TYPE;
+use serde::Deserializer;
+use serde::de::DeserializeOwned;
+use serde::de::{self, MapAccess, Visitor};
+
+use crate::error::ApiError;
+
+/// Largest request body accepted (413 above it), applied with `DefaultBodyLimit`.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// A request body of any accepted content type, deserialized into `T`.
+pub struct Body<T>(pub T);
+
+enum Kind {
+    Json,
+    Form,
+    Multipart,
+}
+
+fn kind_of(request: &Request) -> Result<Kind, ApiError> {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(Kind::Json),
+        "application/x-www-form-urlencoded" => Ok(Kind::Form),
+        "multipart/form-data" => Ok(Kind::Multipart),
+        "" => Err(ApiError::unsupported_media_type(
+            "a Content-Type is required: application/json, application/x-www-form-urlencoded or multipart/form-data",
+        )),
+        _ => Err(ApiError::unsupported_media_type(format!(
+            "`{}` is not accepted: use application/json, application/x-www-form-urlencoded or multipart/form-data",
+            essence.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match kind_of(&request)? {
+            Kind::Json => {
+                let bytes = read_bytes(request, state).await?;
+                let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+                let value = serde_path_to_error::deserialize(&mut deserializer).map_err(invalid_body)?;
+                deserializer.end().map_err(|e| invalid_body_message(None, e.to_string()))?;
+                Ok(Body(value))
+            }
+            Kind::Form => {
+                let bytes = read_bytes(request, state).await?;
+                let pairs: Vec<(String, String)> =
+                    serde_urlencoded::from_bytes(&bytes).map_err(|e| invalid_body_message(None, e.to_string()))?;
+                from_fields(pairs)
+            }
+            Kind::Multipart => {
+                let mut multipart = Multipart::from_request(request, state)
+                    .await
+                    .map_err(|rejection| invalid_body_message(None, rejection.body_text()))?;
+                let mut pairs = Vec::new();
+                loop {
+                    let field = match multipart.next_field().await {
+                        Ok(Some(field)) => field,
+                        Ok(None) => break,
+                        Err(error) => return Err(multipart_error(error)),
+                    };
+                    let Some(name) = field.name().map(str::to_owned) else {
+                        return Err(invalid_body_message(None, "a multipart part has no name".into()));
+                    };
+                    if field.file_name().is_some() {
+                        return Err(invalid_body_message(Some(name), "file parts are not accepted here".into()));
+                    }
+                    let text = field.text().await.map_err(multipart_error)?;
+                    pairs.push((name, text));
+                }
+                from_fields(pairs)
+            }
+        }
+    }
+}
+
+async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(BODY_BYTES_MAX)
+        } else {
+            invalid_body_message(None, rejection.body_text())
+        }
+    })
+}
+
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large(BODY_BYTES_MAX)
+    } else {
+        invalid_body_message(None, error.body_text())
+    }
+}
+
+/// Form fields are all text: they become a JSON object of strings, and the request
+/// structs accept numbers as strings (amounts do; see [`u64_from_text`] for the rest).
+fn from_fields<T: DeserializeOwned>(pairs: Vec<(String, String)>) -> Result<Body<T>, ApiError> {
+    let mut fields = BTreeMap::new();
+    for (name, value) in pairs {
+        // HTML forms send every input, filled or not: an empty optional field means "absent".
+        if value.is_empty() {
+            continue;
+        }
+        if fields.insert(name.clone(), serde_json::Value::String(value)).is_some() {
+            return Err(invalid_body_message(Some(name), "the field is given more than once".into()));
+        }
+    }
+    let object = serde_json::Value::Object(fields.into_iter().collect());
+    serde_path_to_error::deserialize(object).map(Body).map_err(invalid_body)
+}
+
+fn invalid_body<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> ApiError {
+    ApiError::undeserializable("invalid_body", Some(error.path().to_string()), error.inner().to_string())
+}
+
+fn invalid_body_message(field: Option<String>, message: String) -> ApiError {
+    ApiError::undeserializable("invalid_body", field, message)
+}
+
+/// A whole number given as a JSON number or as text (forms have only text).
+pub fn u64_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    deserializer.deserialize_any(WholeNumber)
+}
+
+struct WholeNumber;
+
+/// serde_json with `arbitrary_precision` hands numbers over as a one-entry map under this
+/// key, holding the number's text; `#[serde(untagged)]` cannot see through it.
+const JSON_NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+impl<'de> Visitor<'de> for WholeNumber {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a whole number")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom(format!("{v} is not a whole number")))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+        v.trim()
+            .parse()
+            .map_err(|_| E::custom(format!("`{}` is not a whole number", v.chars().take(32).collect::<String>())))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        match map.next_key::<String>()? {
+            Some(key) if key == JSON_NUMBER_TOKEN => {
+                let text: String = map.next_value()?;
+                self.visit_str(&text)
+            }
+            _ => Err(de::Error::custom("expected a whole number")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use domain::Amount;
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        account: String,
+        amount: Amount,
+        #[serde(default, deserialize_with = "optional_whole")]
+        position: Option<u64>,
+    }
+
+    fn optional_whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        u64_from_text(d).map(Some)
+    }
+
+    async fn extract(content_type: &str, body: &str) -> Result<Sample, ApiError> {
+        let request = Request::builder()
+            .method("POST")
+            .header(CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body.to_owned()))
+            .unwrap();
+        Body::<Sample>::from_request(request, &()).await.map(|Body(sample)| sample)
+    }
+
+    fn expected() -> Sample {
+        Sample { account: "C1".into(), amount: "10.10".parse().unwrap(), position: Some(7) }
+    }
+
+    #[tokio::test]
+    async fn json_form_and_multipart_give_the_same_struct() {
+        let json = extract("application/json; charset=utf-8", r#"{"account":"C1","amount":10.10,"position":7}"#);
+        assert_eq!(json.await.unwrap(), expected());
+        let form = extract("application/x-www-form-urlencoded", "account=C1&amount=10.10&position=7&");
+        assert_eq!(form.await.unwrap(), expected());
+        let multipart = "--XX\r\nContent-Disposition: form-data; name=\"account\"\r\n\r\nC1\r\n\
+             --XX\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n10.10\r\n\
+             --XX\r\nContent-Disposition: form-data; name=\"position\"\r\n\r\n7\r\n--XX--\r\n";
+        let sample = extract("multipart/form-data; boundary=XX", multipart).await.unwrap();
+        assert_eq!(sample, expected());
+        assert_eq!(sample.amount.to_string(), "10.10", "no float on the way");
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_field() {
+        let error = extract("application/json", r#"{"account":"C1","amount":"ten"}"#).await.unwrap_err();
+        assert_eq!(
+            (error.status, error.code, error.field.as_deref()),
+            (StatusCode::BAD_REQUEST, "invalid_body", Some("amount"))
+        );
+        let error = extract("application/x-www-form-urlencoded", "amount=1").await.unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("account"));
+        let error = extract("application/x-www-form-urlencoded", "account=C1&amount=1&account=C2").await.unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("account"));
+        let error = extract("application/x-www-form-urlencoded", "account=C1&amount=1&position=x").await.unwrap_err();
+        assert_eq!(error.field.as_deref(), Some("position"));
+        let error = extract("application/json", r#"{"account":"C1","amount":1} trailing"#).await.unwrap_err();
+        assert_eq!(error.code, "invalid_body");
+    }
+
+    #[tokio::test]
+    async fn other_content_types_are_unsupported() {
+        for content_type in ["text/plain", "application/xml", ""] {
+            let error = extract(content_type, "account=C1").await.unwrap_err();
+            assert_eq!(error.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+            assert_eq!(error.code, "unsupported_media_type");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! What every write endpoint shares: the command's metadata (actor, times, idempotency)
+//! and the rendering of its outcome.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use commands::CommandOutcome;
+use domain::{Amount, CommandMeta, EventId, Idempotency, Timestamp};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// The header a client sends to make a write safe to retry.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The request-level context of a write: who asks, and how to recognise a repeat.
+pub struct Write {
+    pub caller: Caller,
+    idempotency_key: Option<String>,
+    method: Method,
+    path: String,
+}
+
+impl FromRequestParts<AppState> for Write {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let idempotency_key = match parts.headers.get(IDEMPOTENCY_KEY_HEADER) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| {
+                        ApiError::bad_request("invalid_header", "Idempotency-Key", "the Idempotency-Key must be ASCII")
+                    })?
+                    .to_owned(),
+            ),
+        };
+        // The original URI: the digest must not change if the router is ever nested.
+        let path = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |u| u.0.path()).to_owned();
+        Ok(Write { caller, idempotency_key, method: parts.method.clone(), path })
+    }
+}
+
+impl Write {
+    /// The command's metadata. The idempotency digest covers the method, the path and the
+    /// parsed request, so the same key with the same request in another content type still
+    /// counts as a repeat, and with another request as a conflict.
+    pub fn meta<R: Serialize>(&self, request: &R, occurred_at: Option<Timestamp>) -> Result<CommandMeta, ApiError> {
+        let now = Timestamp::from_micros(chrono::Utc::now().timestamp_micros());
+        let idempotency = match &self.idempotency_key {
+            None => None,
+            Some(key) => {
+                let canonical = serde_json::to_vec(request).map_err(|e| ApiError::internal(&e))?;
+                let mut hasher = Sha256::new();
+                hasher.update(self.method.as_str().as_bytes());
+                hasher.update(b" ");
+                hasher.update(self.path.as_bytes());
+                hasher.update(b"\n");
+                hasher.update(&canonical);
+                Some(Idempotency { key: key.clone(), request_digest: hasher.finalize().into() })
+            }
+        };
+        Ok(CommandMeta {
+            occurred_at: occurred_at.unwrap_or(now),
+            recorded_at: now,
+            actor: self.caller.actor(),
+            idempotency,
+        })
+    }
+}
+
+/// Parses an optional business time given as RFC 3339 or `YYYY-MM-DD`.
+pub fn parse_time(field: &'static str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse(t).ok_or_else(|| {
+            ApiError::bad_request("invalid_field", field, format!("{field}: expected RFC 3339 or YYYY-MM-DD"))
+        })
+    })
+    .transpose()
+}
+
+#[derive(Serialize)]
+struct EventOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    position: u64,
+    event_id: EventId,
+}
+
+#[derive(Serialize)]
+struct BalanceOut {
+    account: String,
+    balance: Amount,
+    credit_limit: Amount,
+    available: Amount,
+}
+
+#[derive(Serialize)]
+struct WriteBody {
+    status: &'static str,
+    repeated: bool,
+    /// The global position to pass as `min_position` to read what this write did.
+    position: Option<u64>,
+    events: Vec<EventOut>,
+    balances: Vec<BalanceOut>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    links: BTreeMap<&'static str, String>,
+}
+
+/// Renders an accepted command: its events, the balances after it and its position.
+pub fn respond(
+    state: &AppState,
+    status: StatusCode,
+    outcome: CommandOutcome,
+    links: BTreeMap<&'static str, String>,
+) -> Response {
+    let events = outcome
+        .events
+        .iter()
+        .map(|e| EventOut {
+            kind: e.event.payload.type_name(),
+            position: e.position,
+            event_id: e.event.envelope.event_id,
+        })
+        .collect();
+    let balances = outcome
+        .balances
+        .iter()
+        .map(|b| BalanceOut {
+            // The index always knows an account a command just touched; the id is a fallback.
+            account: state.ledger.account_by_id(b.account).map_or_else(|| b.account.to_string(), |a| a.number),
+            balance: b.balance,
+            credit_limit: b.credit_limit,
+            available: b.available,
+        })
+        .collect();
+    let body =
+        WriteBody { status: "ok", repeated: outcome.repeated, position: outcome.position(), events, balances, links };
+    (status, Json(body)).into_response()
+}
+
+/// The account behind a number given in a request, or 404 naming the field.
+pub fn account_id(state: &AppState, field: &'static str, number: &str) -> Result<domain::AccountId, ApiError> {
+    state.ledger.account(number).map(|a| a.id).ok_or_else(|| {
+        ApiError::not_found("account_not_found", format!("account `{number}` not found")).with_field(field)
+    })
+}
