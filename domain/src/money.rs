@@ -163,8 +163,10 @@ impl std::ops::Sub for Amount {
 
 impl std::ops::Neg for Amount {
     type Output = Amount;
+    /// Zero stays zero: a decimal keeps the sign of a negated zero, and `-0` in a
+    /// statement or an event would read as a debt of nothing.
     fn neg(self) -> Amount {
-        Amount(-self.0)
+        if self.0.is_zero() { self } else { Amount(-self.0) }
     }
 }
 
@@ -205,8 +207,12 @@ impl FromStr for Amount {
 impl Serialize for Amount {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
-            // A JSON number holding exactly the decimal's digits.
-            let number = serde_json::Number::from_str(&self.0.to_string()).map_err(serde::ser::Error::custom)?;
+            // A JSON number holding exactly the decimal's digits; never `-0`.
+            let mut value = self.0;
+            if value.is_zero() {
+                value.set_sign_positive(true);
+            }
+            let number = serde_json::Number::from_str(&value.to_string()).map_err(serde::ser::Error::custom)?;
             number.serialize(s)
         } else {
             self.0.serialize().serialize(s)
@@ -279,6 +285,7 @@ fn parse_wire(text: &str) -> Result<Amount, DomainError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Category;
 
     #[test]
     fn json_round_trip_keeps_every_digit() {
@@ -290,6 +297,16 @@ mod tests {
         let a: Amount = serde_json::from_str("0.1").unwrap();
         let b: Amount = serde_json::from_str("0.2").unwrap();
         assert_eq!(serde_json::to_string(&(a + b)).unwrap(), "0.3");
+    }
+
+    #[test]
+    fn zero_is_never_negative() {
+        let zero: Amount = "0.00".parse().unwrap();
+        assert_eq!((-zero).to_string(), "0.00");
+        let mut negative_zero = Decimal::new(0, 2);
+        negative_zero.set_sign_negative(true);
+        assert_eq!(serde_json::to_string(&Amount(negative_zero)).unwrap(), "0.00");
+        assert_eq!(Category::TransfersOut.balance_effect(zero).to_string(), "0.00");
     }
 
     #[test]
