@@ -16,6 +16,10 @@ use crate::error::ApiError;
 /// Largest request body accepted (413 above it), applied with `DefaultBodyLimit`.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
 
+pub const JSON: &str = "application/json";
+pub const FORM: &str = "application/x-www-form-urlencoded";
+pub const MULTIPART: &str = "multipart/form-data";
+
 /// A request body of any accepted content type, deserialized into `T`.
 pub struct Body<T>(pub T);
 
@@ -29,9 +33,9 @@ fn kind_of(request: &Request) -> Result<Kind, ApiError> {
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
-        "application/json" => Ok(Kind::Json),
-        "application/x-www-form-urlencoded" => Ok(Kind::Form),
-        "multipart/form-data" => Ok(Kind::Multipart),
+        JSON => Ok(Kind::Json),
+        FORM => Ok(Kind::Form),
+        MULTIPART => Ok(Kind::Multipart),
         "" => Err(ApiError::unsupported_media_type(
             "a Content-Type is required: application/json, application/x-www-form-urlencoded or multipart/form-data",
         )),

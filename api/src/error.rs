@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use commands::CommandError;
 use domain::{DomainError, ErrorKind};
@@ -15,6 +15,9 @@ use serde::Serialize;
 /// they may name files, hosts or internal state.
 const INTERNAL_MESSAGE: &str = "internal error; the operator has been told";
 
+/// Seconds a client is asked to wait before retrying after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -23,11 +26,19 @@ pub struct ApiError {
     pub field: Option<Cow<'static, str>>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error answer: a machine code to match on, a human message, and the input field
+/// at fault when there is one.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "error", "error": "insufficient_funds", "message": "account 0190... has 4.00 available, 10 requested"}))]
+pub struct ErrorBody<'a> {
+    /// Always `error`.
+    #[schema(example = "error")]
     status: &'static str,
+    /// A stable machine code, such as `invalid_body`, `unauthorized`, `account_not_found`,
+    /// `idempotency_key_reused`, `insufficient_funds`.
     error: &'static str,
     message: &'a str,
+    /// The request field (or query parameter, or header) at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }
@@ -66,8 +77,25 @@ impl ApiError {
         }
     }
 
+    /// No credential, or one that stands for nobody (unknown, expired, revoked, or used
+    /// from an address it is not allowed from): the answer does not say which.
     pub fn unauthorized() -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid credentials")
+    }
+
+    /// A login or refresh whose secret did not match.
+    pub fn invalid_credentials() -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "the login and secret do not match")
+    }
+
+    /// The caller is known but its role does not allow this action. Only for actions whose
+    /// refusal reveals nothing about another tenant; a foreign object is a 404.
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn overloaded() -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is overloaded, retry later")
     }
 
     pub fn not_found(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
@@ -92,6 +120,10 @@ impl ApiError {
 
     /// A technical failure: logged in full, answered with a generic message.
     pub fn internal(error: &dyn std::error::Error) -> Self {
+        Self::internal_message(error.to_string())
+    }
+
+    pub fn internal_message(error: String) -> Self {
         tracing::error!(%error, "request failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", INTERNAL_MESSAGE)
     }
@@ -101,7 +133,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
             ErrorBody { status: "error", error: self.code, message: &self.message, field: self.field.as_deref() };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -125,9 +164,7 @@ impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
         match error {
             CommandError::Domain(domain) => domain.into(),
-            CommandError::Overloaded => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the ledger is overloaded, retry later")
-            }
+            CommandError::Overloaded => ApiError::overloaded(),
             CommandError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the ledger is shutting down")
             }

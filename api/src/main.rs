@@ -9,6 +9,7 @@ mod auth;
 mod body;
 mod error;
 mod maintenance;
+mod openapi;
 mod query;
 mod routes;
 mod server;
@@ -71,12 +72,69 @@ pub struct ServeArgs {
     /// The operator's admin key (a bearer credential with every right).
     #[arg(long = "admin-key", env = "TOLLBOOK_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// How long a session's access token is good for: seconds, or a number with `s`, `m`,
+    /// `h` or `d` (`2d`, `30m`). The refresh token gets a new one.
+    #[arg(long = "session-lifetime", env = "TOLLBOOK_SESSION_LIFETIME", default_value = "2d")]
+    pub session_lifetime: Lifetime,
+}
+
+/// A duration given as `172800`, `90s`, `30m`, `48h` or `2d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetime(pub std::time::Duration);
+
+/// The longest lifetime accepted: a year. Longer-lived credentials are API tokens.
+const LIFETIME_SECONDS_MAX: u64 = 366 * 24 * 3600;
+
+impl std::str::FromStr for Lifetime {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (digits, unit_seconds) = match text.char_indices().last() {
+            Some((i, 's')) => (&text[..i], 1),
+            Some((i, 'm')) => (&text[..i], 60),
+            Some((i, 'h')) => (&text[..i], 3600),
+            Some((i, 'd')) => (&text[..i], 86_400),
+            _ => (text, 1),
+        };
+        let count: u64 =
+            digits.parse().map_err(|_| format!("`{text}` is not a duration such as 3600, 90s, 30m, 48h, 2d"))?;
+        let seconds = count.checked_mul(unit_seconds).filter(|s| (1..=LIFETIME_SECONDS_MAX).contains(s));
+        seconds
+            .map(|s| Lifetime(std::time::Duration::from_secs(s)))
+            .ok_or_else(|| format!("`{text}`: between 1 second and 366 days"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lifetime;
+
+    #[test]
+    fn lifetimes() {
+        let seconds = |text: &str| text.parse::<Lifetime>().map(|l| l.0.as_secs());
+        assert_eq!(seconds("2d"), Ok(172_800));
+        assert_eq!(seconds("48h"), Ok(172_800));
+        assert_eq!(seconds("30m"), Ok(1800));
+        assert_eq!(seconds("90s"), Ok(90));
+        assert_eq!(seconds("3600"), Ok(3600));
+        assert!(seconds("0").is_err());
+        assert!(seconds("400d").is_err());
+        assert!(seconds("2w").is_err());
+        assert!(seconds("").is_err());
+    }
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TOLLBOOK_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLBOOK_LOG").unwrap_or_else(|_| "info".into());
+    // Logs go to stderr: stdout carries only what a script may read (the bound address).
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // One JSON object a line, for log collectors; text for people.
+    if std::env::var("TOLLBOOK_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {

@@ -8,7 +8,7 @@ use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use commands::CommandOutcome;
+use commands::{AccountRef, CommandOutcome};
 use domain::{Amount, CommandMeta, EventId, Idempotency, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -33,6 +33,7 @@ impl FromRequestParts<AppState> for Write {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_writer()?;
         let idempotency_key = match parts.headers.get(IDEMPOTENCY_KEY_HEADER) {
             None => None,
             Some(value) => Some(
@@ -72,7 +73,7 @@ impl Write {
         Ok(CommandMeta {
             occurred_at: occurred_at.unwrap_or(now),
             recorded_at: now,
-            actor: self.caller.actor(),
+            actor: self.caller.actor.clone(),
             idempotency,
         })
     }
@@ -88,30 +89,47 @@ pub fn parse_time(field: &'static str, text: Option<&str>) -> Result<Option<Time
     .transpose()
 }
 
-#[derive(Serialize)]
-struct EventOut {
+/// An event a write produced.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EventOut {
+    /// The event's type, such as `PaymentReceived` or `FundsMoved`.
     #[serde(rename = "type")]
     kind: &'static str,
+    /// Its position in the global log: what a reversal names.
     position: u64,
+    #[schema(value_type = uuid::Uuid)]
     event_id: EventId,
 }
 
-#[derive(Serialize)]
-struct BalanceOut {
+/// An account's balance right after the write.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BalanceOut {
+    /// The account number.
     account: String,
+    #[schema(schema_with = crate::openapi::amount_out)]
     balance: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
     credit_limit: Amount,
+    /// `balance + credit_limit`: what may still be spent.
+    #[schema(schema_with = crate::openapi::amount_out)]
     available: Amount,
 }
 
-#[derive(Serialize)]
-struct WriteBody {
+/// The answer to every ledger write: what it recorded, the balances it left and where in
+/// the log it stands, so that the client can read its own write.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WriteBody {
+    #[schema(example = "ok")]
     status: &'static str,
+    /// True when this answers a repeat of an earlier request (same `Idempotency-Key` and
+    /// body): `events` and `position` are the first request's and nothing new was recorded.
     repeated: bool,
-    /// The global position to pass as `min_position` to read what this write did.
+    /// The global position to pass as `min_position` to read what this write did; null
+    /// when the write changed nothing.
     position: Option<u64>,
     events: Vec<EventOut>,
     balances: Vec<BalanceOut>,
+    /// Related resources.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     links: BTreeMap<&'static str, String>,
 }
@@ -148,9 +166,31 @@ pub fn respond(
     (status, Json(body)).into_response()
 }
 
-/// The account behind a number given in a request, or 404 naming the field.
-pub fn account_id(state: &AppState, field: &'static str, number: &str) -> Result<domain::AccountId, ApiError> {
-    state.ledger.account(number).map(|a| a.id).ok_or_else(|| {
+/// The account a request names, if the caller may see it. An account the caller may not
+/// see answers exactly like one that does not exist.
+pub fn visible_account(
+    state: &AppState,
+    caller: &Caller,
+    field: &'static str,
+    number: &str,
+) -> Result<AccountRef, ApiError> {
+    state.ledger.account(number).filter(|account| caller.sees(account)).ok_or_else(|| {
         ApiError::not_found("account_not_found", format!("account `{number}` not found")).with_field(field)
     })
+}
+
+/// The account a request names, if the caller may post to it or change it: 404 when the
+/// caller may not see it, 403 when it may see it but not manage it (a partner's own account).
+pub fn managed_account(
+    state: &AppState,
+    caller: &Caller,
+    field: &'static str,
+    number: &str,
+) -> Result<AccountRef, ApiError> {
+    let account = visible_account(state, caller, field, number)?;
+    if caller.manages(&account) {
+        Ok(account)
+    } else {
+        Err(ApiError::forbidden(format!("account `{number}` is managed by the operator")).with_field(field))
+    }
 }

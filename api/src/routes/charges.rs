@@ -5,29 +5,51 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use domain::{Amount, Command};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::account_links;
 use crate::body::Body;
 use crate::error::ApiError;
+use crate::openapi::{IdempotencyKey, WriteErrors};
 use crate::server::AppState;
-use crate::write::{Write, account_id, parse_time, respond};
+use crate::write::{Write, WriteBody, managed_account, parse_time, respond};
 
-#[derive(Deserialize, Serialize)]
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChargeRequest {
+    #[schema(example = "C-1001")]
     account: String,
+    /// Greater than zero; refused (422) if it would take the account past its credit limit.
+    #[schema(schema_with = crate::openapi::amount_in)]
     amount: Amount,
     /// When the charge applies (business time); now when absent.
     occurred_at: Option<String>,
+    #[schema(example = "monthly DID rental")]
     description: Option<String>,
 }
 
+/// Post a charge other than a call.
+#[utoipa::path(
+    post,
+    path = "/api/v1/charges",
+    operation_id = "create_charge",
+    tag = "money",
+    params(IdempotencyKey),
+    request_body = ChargeRequest,
+    responses((status = 201, description = "Recorded", body = WriteBody), WriteErrors)
+)]
 pub async fn create(
     State(state): State<AppState>,
     write: Write,
     Body(request): Body<ChargeRequest>,
 ) -> Result<Response, ApiError> {
-    let account = account_id(&state, "account", &request.account)?;
+    let account = managed_account(&state, &write.caller, "account", &request.account)?.id;
     let occurred_at = parse_time("occurred_at", request.occurred_at.as_deref())?;
     let meta = write.meta(&request, occurred_at)?;
     let command = Command::PostCharge { account, amount: request.amount, description: request.description };

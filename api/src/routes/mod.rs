@@ -1,63 +1,120 @@
-//! The `/api/v1` routes, one module per resource family. Every handler takes a `Caller`
-//! (or a `Write`, which holds one) even when it does not use it: that extractor is the
-//! authentication gate, so a handler without it would be open to anyone.
+//! The `/api/v1` routes, one module per resource family, each with its handlers, its
+//! request and response types and their OpenAPI annotations. Every handler of a protected
+//! resource takes a `Caller` (or a `Write`, which holds one) even when it does not use it:
+//! that extractor is the authentication gate, so a handler without it would be open to
+//! anyone.
+//!
+//! Families still to come (account lists, CDRs, the audit trail) each become one more
+//! module here and one more `merge` in [`router`].
 
+use std::collections::BTreeMap;
+
+use axum::Json;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::body::BODY_BYTES_MAX;
 use crate::error::ApiError;
+use crate::openapi::{ApiDoc, AuthenticatedErrors};
 use crate::server::AppState;
 
 mod accounts;
 mod adjustments;
 mod charges;
+mod operations;
 mod payments;
 mod reversals;
+mod sessions;
 mod statements;
+mod tokens;
 mod transfers;
+mod users;
+
+pub use operations::{Metrics, metrics_layer};
 
 pub const API_ROOT: &str = "/api/v1";
+/// Items in one page of a list, when the client does not say.
+pub const PAGE_SIZE_DEFAULT: usize = 100;
+/// Items in one page of a list at most; a larger `limit` is refused (400).
+pub const PAGE_SIZE_MAX: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(API_ROOT, get(index))
-        .route("/api/v1/accounts", post(accounts::register))
-        .route("/api/v1/accounts/{number}", get(accounts::show))
-        .route("/api/v1/accounts/{number}/status", post(accounts::change_status))
-        .route("/api/v1/accounts/{number}/credit-limit", post(accounts::change_credit_limit))
-        .route("/api/v1/accounts/{number}/statement", get(statements::show))
-        .route("/api/v1/payments", post(payments::create))
-        .route("/api/v1/adjustments", post(adjustments::create))
-        .route("/api/v1/charges", post(charges::create))
-        .route("/api/v1/transfers", post(transfers::create))
-        .route("/api/v1/reversals", post(reversals::create))
+/// Related resources, by relation name.
+pub type Links = BTreeMap<&'static str, String>;
+
+/// Every route, with the OpenAPI document describing them.
+pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::{Modify, OpenApi};
+    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(index))
+        .merge(accounts::router())
+        .merge(statements::router())
+        .merge(payments::router())
+        .merge(adjustments::router())
+        .merge(charges::router())
+        .merge(transfers::router())
+        .merge(reversals::router())
+        .merge(users::router())
+        .merge(tokens::router())
+        .merge(sessions::router())
+        .merge(operations::router())
+        .split_for_parts();
+    crate::openapi::Conventions.modify(&mut openapi);
+    let api = api
         .route("/api/v1/{*rest}", axum::routing::any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX));
+    (api, openapi)
 }
 
-async fn index(_caller: Caller) -> Json<serde_json::Value> {
-    Json(json!({
-        "status": "ok",
-        "links": {
-            "self": API_ROOT,
-            "accounts": "/api/v1/accounts",
-            "account": "/api/v1/accounts/{number}",
-            "account_status": "/api/v1/accounts/{number}/status",
-            "account_credit_limit": "/api/v1/accounts/{number}/credit-limit",
-            "statement": "/api/v1/accounts/{number}/statement{?from,to,as_of}",
-            "payments": "/api/v1/payments",
-            "adjustments": "/api/v1/adjustments",
-            "charges": "/api/v1/charges",
-            "transfers": "/api/v1/transfers",
-            "reversals": "/api/v1/reversals",
-            "health": "/health",
-        }
-    }))
+#[derive(Serialize, ToSchema)]
+pub struct IndexOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// The resources, by name; `{…}` marks a path parameter, `{?…}` query parameters.
+    links: BTreeMap<&'static str, String>,
+}
+
+/// The resources of the API, as links.
+#[utoipa::path(
+    get,
+    path = "/api/v1",
+    operation_id = "index",
+    tag = "operations",
+    responses((status = 200, description = "Links to the resources", body = IndexOut), AuthenticatedErrors)
+)]
+pub async fn index(_caller: Caller) -> Json<IndexOut> {
+    let links = [
+        ("self", API_ROOT),
+        ("me", "/api/v1/me"),
+        ("accounts", "/api/v1/accounts"),
+        ("account", "/api/v1/accounts/{number}{?min_position}"),
+        ("account_status", "/api/v1/accounts/{number}/status"),
+        ("account_credit_limit", "/api/v1/accounts/{number}/credit-limit"),
+        ("account_tariff", "/api/v1/accounts/{number}/tariff"),
+        ("statement", "/api/v1/accounts/{number}/statement{?from,to,as_of,min_position}"),
+        ("payments", "/api/v1/payments"),
+        ("adjustments", "/api/v1/adjustments"),
+        ("charges", "/api/v1/charges"),
+        ("transfers", "/api/v1/transfers"),
+        ("reversals", "/api/v1/reversals"),
+        ("users", "/api/v1/users{?after,limit}"),
+        ("user", "/api/v1/users/{login}"),
+        ("tokens", "/api/v1/tokens{?user}"),
+        ("token", "/api/v1/tokens/{id}"),
+        ("sessions", "/api/v1/sessions"),
+        ("session_refresh", "/api/v1/sessions/refresh"),
+        ("session", "/api/v1/sessions/{id}"),
+        ("jwks", sessions::JWKS_PATH),
+        ("openapi", crate::openapi::OPENAPI_PATH),
+        ("docs", crate::openapi::DOCS_PATH),
+        ("health", "/health"),
+        ("metrics", "/metrics"),
+    ];
+    Json(IndexOut { status: "ok", links: links.into_iter().map(|(name, path)| (name, path.to_owned())).collect() })
 }
 
 /// Unknown paths under the API answer in the API's error format, after authentication
@@ -70,13 +127,22 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed()
 }
 
+/// A `limit` within bounds.
+pub fn page_size(limit: u64) -> Result<usize, ApiError> {
+    match usize::try_from(limit) {
+        Ok(limit) if (1..=PAGE_SIZE_MAX).contains(&limit) => Ok(limit),
+        _ => Err(ApiError::bad_request("invalid_query", "limit", format!("limit: 1 to {PAGE_SIZE_MAX}"))),
+    }
+}
+
 /// The links of an account, shared by every answer about one.
-pub fn account_links(number: &str) -> std::collections::BTreeMap<&'static str, String> {
+pub fn account_links(number: &str) -> Links {
     let base = format!("/api/v1/accounts/{number}");
     [
         ("statement", format!("{base}/statement")),
         ("status", format!("{base}/status")),
         ("credit_limit", format!("{base}/credit-limit")),
+        ("tariff", format!("{base}/tariff")),
         ("self", base),
     ]
     .into_iter()

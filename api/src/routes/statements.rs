@@ -4,21 +4,34 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use domain::Timestamp;
+use domain::{Amount, Currency, Timestamp};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::account_links;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::ReadErrors;
 use crate::query;
 use crate::server::AppState;
+use crate::write::visible_account;
 
-#[derive(Deserialize)]
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StatementQuery {
+    /// The period's start (inclusive), by business time: RFC 3339 or YYYY-MM-DD.
     from: String,
+    /// The period's end (exclusive).
     to: String,
-    /// The global position to report as of (events recorded later are left out).
+    /// The global position to report as of (events recorded later are left out), so that
+    /// an old statement can be reproduced exactly.
     #[serde(default, deserialize_with = "query::optional_u64")]
     as_of: Option<u64>,
     /// Wait until the read models reflect this position (read your writes).
@@ -26,10 +39,45 @@ struct StatementQuery {
     min_position: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct StatementOut {
+/// The statement of one account for `[from, to)`.
+/// `total_charges = call_charges + other_charges + adjustments` and
+/// `closing_balance = opening_balance + payments + transfers_in - transfers_out - total_charges`.
+#[derive(Serialize, ToSchema)]
+pub struct StatementBody {
+    number: String,
+    #[schema(schema_with = crate::openapi::currency)]
+    currency: Currency,
+    #[schema(schema_with = crate::openapi::timestamp)]
+    from: Timestamp,
+    #[schema(schema_with = crate::openapi::timestamp)]
+    to: Timestamp,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    opening_balance: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    payments: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    adjustments: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    call_charges: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    other_charges: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    total_charges: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    transfers_in: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    transfers_out: Amount,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    closing_balance: Amount,
+    /// The global log position this statement reflects.
+    position: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatementOut {
+    #[schema(example = "ok")]
     status: &'static str,
-    statement: projections::Statement,
+    statement: StatementBody,
     links: BTreeMap<&'static str, String>,
 }
 
@@ -39,22 +87,44 @@ fn time(field: &'static str, text: &str) -> Result<Timestamp, ApiError> {
     })
 }
 
+/// An account's balance statement for a period, with the identities above holding.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{number}/statement",
+    operation_id = "show_statement",
+    tag = "statements",
+    params(("number" = String, Path, description = "The account number"), StatementQuery),
+    responses((status = 200, description = "The statement", body = StatementOut), ReadErrors)
+)]
 pub async fn show(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<impl Serialize>, ApiError> {
+) -> Result<Json<StatementOut>, ApiError> {
     let query: StatementQuery = query::parse(raw.as_deref())?;
     let from = time("from", &query.from)?;
     let to = time("to", &query.to)?;
+    let account = visible_account(&state, &caller, "number", &number)?;
     if let Some(position) = query.min_position {
         state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
     }
-    let view = state
-        .models
-        .account_by_number(&number)?
-        .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{number}` not found")))?;
-    let statement = state.models.statement(view.id, from, to, query.as_of)?;
+    let s = state.models.statement(account.id, from, to, query.as_of)?;
+    let statement = StatementBody {
+        number: s.number,
+        currency: s.currency,
+        from: s.from,
+        to: s.to,
+        opening_balance: s.opening_balance,
+        payments: s.payments,
+        adjustments: s.adjustments,
+        call_charges: s.call_charges,
+        other_charges: s.other_charges,
+        total_charges: s.total_charges,
+        transfers_in: s.transfers_in,
+        transfers_out: s.transfers_out,
+        closing_balance: s.closing_balance,
+        position: s.position,
+    };
     Ok(Json(StatementOut { status: "ok", statement, links: account_links(&number) }))
 }

@@ -5,29 +5,57 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use domain::{Amount, Command};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::body::Body;
 use crate::error::ApiError;
+use crate::openapi::{IdempotencyKey, WriteErrors};
 use crate::server::AppState;
-use crate::write::{Write, account_id, parse_time, respond};
+use crate::write::{Write, WriteBody, parse_time, respond, visible_account};
 
-#[derive(Deserialize, Serialize)]
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
+    /// The account the money leaves: the partner, or one of its customers.
+    #[schema(example = "P-1")]
     from: String,
+    /// The account the money reaches: one of the partner's customers, or the partner.
+    #[schema(example = "C-1001")]
     to: String,
+    /// Greater than zero; refused (422) past the `from` account's credit limit.
+    #[schema(schema_with = crate::openapi::amount_in)]
     amount: Amount,
     occurred_at: Option<String>,
     note: Option<String>,
 }
 
+/// Move funds between a partner and one of its own customers, in either direction, in one
+/// atomic event.
+#[utoipa::path(
+    post,
+    path = "/api/v1/transfers",
+    operation_id = "create_transfer",
+    tag = "money",
+    params(IdempotencyKey),
+    request_body = TransferRequest,
+    responses((status = 201, description = "Moved", body = WriteBody), WriteErrors)
+)]
 pub async fn create(
     State(state): State<AppState>,
     write: Write,
     Body(request): Body<TransferRequest>,
 ) -> Result<Response, ApiError> {
-    let from = account_id(&state, "from", &request.from)?;
-    let to = account_id(&state, "to", &request.to)?;
+    // Both sides must be in the caller's sight; that the pair is a partner and its own
+    // customer is the ledger's rule, and within a partner's book it always holds for a
+    // move that involves the partner itself.
+    let from = visible_account(&state, &write.caller, "from", &request.from)?.id;
+    let to = visible_account(&state, &write.caller, "to", &request.to)?.id;
     let occurred_at = parse_time("occurred_at", request.occurred_at.as_deref())?;
     let meta = write.meta(&request, occurred_at)?;
     let command = Command::MoveFunds { from, to, amount: request.amount, note: request.note };

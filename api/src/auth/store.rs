@@ -1,0 +1,412 @@
+//! Durable authentication data: users, API tokens, sessions and the signing key, in their
+//! own sled database beside the ledger (`<data>/auth`). None of it is money, so it is kept
+//! as plain records rather than events; every change is flushed before it is answered.
+//!
+//! Secrets never rest here in the clear: passwords as argon2 hashes, API and refresh tokens
+//! as SHA-256 digests (they are 256 random bits, so a fast hash is enough to make a stolen
+//! copy of this database useless for signing in).
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use domain::AccountId;
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use uuid::Uuid;
+
+/// Where the auth database lives inside the data directory.
+pub const AUTH_DIR: &str = "auth";
+
+const USERS: &str = "users";
+const TOKENS: &str = "tokens";
+const TOKEN_IDS: &str = "token_ids";
+const SESSIONS: &str = "sessions";
+const REFRESH: &str = "refresh";
+const KEYS: &str = "keys";
+
+/// What a user may do: see [`crate::auth::Caller`] for the rights of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Partner,
+    Customer,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub login: String,
+    pub role: Role,
+    /// The account a partner or customer user acts for.
+    pub account: Option<AccountId>,
+    /// That account's number (numbers never change), for tokens and answers.
+    pub account_number: Option<String>,
+    /// PHC string (argon2id); a user without one signs in with API tokens only.
+    pub password_hash: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub login: String,
+    pub description: Option<String>,
+    /// The token's first characters, so that a person can tell their tokens apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Empty: any address.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub login: String,
+    pub created_at: DateTime<Utc>,
+    /// When the refresh token stops working, and with it the session.
+    pub expires_at: DateTime<Utc>,
+    /// Bumped by every refresh: access tokens carry it, so the pair a refresh replaces
+    /// stops working at once, not only when it expires.
+    pub generation: u64,
+    /// The digest of the current refresh token, to drop its index entry on logout.
+    pub refresh_digest: [u8; 32],
+    /// A session opened with a restricted API token keeps the token's restriction.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+/// A refresh that did not go through.
+#[derive(Debug)]
+pub enum RefreshFailure {
+    /// Unknown, already used, or the session has ended.
+    Invalid,
+    /// The session has ended (reported as `Invalid` once it is dropped).
+    Ended(Box<SessionRecord>),
+    Storage(String),
+}
+
+pub fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// True when `ip` may use a credential restricted to `allowed` (empty: no restriction).
+/// An unknown peer address is refused by any restriction.
+pub fn ip_allowed(allowed: &[IpNet], ip: Option<IpAddr>) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    // An IPv4 client reaching an IPv6 socket shows up as ::ffff:a.b.c.d.
+    let ip = ip.map(|ip| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    });
+    ip.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip)))
+}
+
+#[derive(Clone)]
+pub struct AuthStore {
+    db: sled::Db,
+    users: sled::Tree,
+    tokens: sled::Tree,
+    token_ids: sled::Tree,
+    sessions: sled::Tree,
+    refresh: sled::Tree,
+    keys: sled::Tree,
+}
+
+type StoreResult<T> = Result<T, sled::Error>;
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("auth records always serialize")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| sled::Error::Unsupported(format!("corrupt auth record: {e}")))
+}
+
+impl AuthStore {
+    pub fn open(path: &std::path::Path) -> StoreResult<Self> {
+        let db = sled::open(path)?;
+        Ok(AuthStore {
+            users: db.open_tree(USERS)?,
+            tokens: db.open_tree(TOKENS)?,
+            token_ids: db.open_tree(TOKEN_IDS)?,
+            sessions: db.open_tree(SESSIONS)?,
+            refresh: db.open_tree(REFRESH)?,
+            keys: db.open_tree(KEYS)?,
+            db,
+        })
+    }
+
+    /// Makes every change so far durable; called before any change is acknowledged.
+    async fn flush(&self) -> StoreResult<()> {
+        self.db.flush_async().await.map(|_| ())
+    }
+
+    pub fn key(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.keys.get(name)?.map(|v| v.to_vec()))
+    }
+
+    /// Stores a key unless one is there already; returns the one that is kept.
+    pub fn key_or_insert(&self, name: &str, fresh: &[u8]) -> StoreResult<Vec<u8>> {
+        match self.keys.compare_and_swap(name, None as Option<&[u8]>, Some(fresh))? {
+            Ok(()) => {
+                self.db.flush()?;
+                Ok(fresh.to_vec())
+            }
+            Err(existing) => Ok(existing.current.map(|v| v.to_vec()).unwrap_or_default()),
+        }
+    }
+
+    // Users.
+
+    pub fn user(&self, login: &str) -> StoreResult<Option<UserRecord>> {
+        self.users.get(login)?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Inserts a user unless the login is taken; false when it is.
+    pub async fn insert_user(&self, user: &UserRecord) -> StoreResult<bool> {
+        let inserted =
+            self.users.compare_and_swap(user.login.as_bytes(), None as Option<&[u8]>, Some(encode(user)))?.is_ok();
+        self.flush().await?;
+        Ok(inserted)
+    }
+
+    /// Users in login order after `after`, at most `limit`.
+    pub fn users(&self, after: Option<&str>, limit: usize) -> StoreResult<Vec<UserRecord>> {
+        let range = match after {
+            Some(after) => {
+                self.users.range::<&[u8], _>((std::ops::Bound::Excluded(after.as_bytes()), std::ops::Bound::Unbounded))
+            }
+            None => self.users.iter(),
+        };
+        range.take(limit).map(|entry| entry.and_then(|(_, v)| decode(&v))).collect()
+    }
+
+    /// Removes a user with every token and session of theirs; false if there was none.
+    pub async fn remove_user(&self, login: &str) -> StoreResult<bool> {
+        if self.users.remove(login)?.is_none() {
+            return Ok(false);
+        }
+        for token in self.tokens_of(Some(login))? {
+            self.remove_token_record(token.id)?;
+        }
+        for session in self.sessions_of(login)? {
+            self.remove_session_record(&session)?;
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    // API tokens.
+
+    pub async fn insert_token(&self, record: &TokenRecord, token_digest: [u8; 32]) -> StoreResult<()> {
+        self.tokens.insert(token_digest, encode(record))?;
+        self.token_ids.insert(record.id.as_bytes(), &token_digest)?;
+        self.flush().await
+    }
+
+    pub fn token_by_digest(&self, token_digest: &[u8; 32]) -> StoreResult<Option<TokenRecord>> {
+        self.tokens.get(token_digest)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub fn token(&self, id: Uuid) -> StoreResult<Option<TokenRecord>> {
+        match self.token_ids.get(id.as_bytes())? {
+            Some(token_digest) => self.tokens.get(token_digest)?.map(|v| decode(&v)).transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// The tokens of one user, or of everyone, oldest first.
+    pub fn tokens_of(&self, login: Option<&str>) -> StoreResult<Vec<TokenRecord>> {
+        let mut tokens: Vec<TokenRecord> = self
+            .tokens
+            .iter()
+            .map(|entry| entry.and_then(|(_, v)| decode::<TokenRecord>(&v)))
+            .filter(|t| !matches!((t, login), (Ok(t), Some(login)) if t.login != login))
+            .collect::<StoreResult<_>>()?;
+        // Ids are UUIDv7: in creation order.
+        tokens.sort_by_key(|t| t.id);
+        Ok(tokens)
+    }
+
+    fn remove_token_record(&self, id: Uuid) -> StoreResult<bool> {
+        match self.token_ids.remove(id.as_bytes())? {
+            Some(token_digest) => Ok(self.tokens.remove(token_digest)?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    pub async fn remove_token(&self, id: Uuid) -> StoreResult<bool> {
+        let removed = self.remove_token_record(id)?;
+        self.flush().await?;
+        Ok(removed)
+    }
+
+    // Sessions.
+
+    pub async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        self.sessions.insert(session.id.as_bytes(), encode(session))?;
+        self.refresh.insert(session.refresh_digest, session.id.as_bytes())?;
+        self.flush().await
+    }
+
+    pub fn session(&self, id: Uuid) -> StoreResult<Option<SessionRecord>> {
+        self.sessions.get(id.as_bytes())?.map(|v| decode(&v)).transpose()
+    }
+
+    fn sessions_of(&self, login: &str) -> StoreResult<Vec<SessionRecord>> {
+        self.sessions
+            .iter()
+            .map(|entry| entry.and_then(|(_, v)| decode::<SessionRecord>(&v)))
+            .filter(|s| !matches!(s, Ok(s) if s.login != login))
+            .collect()
+    }
+
+    fn remove_session_record(&self, session: &SessionRecord) -> StoreResult<()> {
+        self.sessions.remove(session.id.as_bytes())?;
+        self.refresh.remove(session.refresh_digest)?;
+        Ok(())
+    }
+
+    pub async fn remove_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        self.remove_session_record(session)?;
+        self.flush().await
+    }
+
+    /// Swaps a session's refresh token for a new one and bumps its generation, in one
+    /// transaction: of two refreshes racing with the same token, exactly one wins.
+    pub async fn rotate_refresh(
+        &self,
+        old_digest: [u8; 32],
+        new_digest: [u8; 32],
+        now: DateTime<Utc>,
+    ) -> Result<SessionRecord, RefreshFailure> {
+        let outcome = (&self.sessions, &self.refresh).transaction(|(sessions, refresh)| {
+            let abort = |failure| Err(ConflictableTransactionError::Abort(failure));
+            let Some(id) = refresh.remove(&old_digest)? else { return abort(RefreshFailure::Invalid) };
+            let Some(bytes) = sessions.get(&id)? else { return abort(RefreshFailure::Invalid) };
+            let mut session: SessionRecord = match decode(&bytes) {
+                Ok(session) => session,
+                Err(e) => return abort(RefreshFailure::Storage(e.to_string())),
+            };
+            if session.expires_at <= now {
+                return abort(RefreshFailure::Ended(Box::new(session)));
+            }
+            session.generation += 1;
+            session.refresh_digest = new_digest;
+            sessions.insert(&id, encode(&session))?;
+            refresh.insert(&new_digest, &id)?;
+            Ok(session)
+        });
+        let session = match outcome {
+            Ok(session) => session,
+            // Dropped outside the transaction, which an abort rolls back.
+            Err(TransactionError::Abort(RefreshFailure::Ended(ended))) => {
+                self.remove_session(&ended).await.map_err(|e| RefreshFailure::Storage(e.to_string()))?;
+                return Err(RefreshFailure::Invalid);
+            }
+            Err(TransactionError::Abort(failure)) => return Err(failure),
+            Err(TransactionError::Storage(e)) => return Err(RefreshFailure::Storage(e.to_string())),
+        };
+        self.flush().await.map_err(|e| RefreshFailure::Storage(e.to_string()))?;
+        Ok(session)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(login: &str, refresh_digest: [u8; 32], expires_at: DateTime<Utc>) -> SessionRecord {
+        SessionRecord {
+            id: Uuid::now_v7(),
+            login: login.into(),
+            created_at: Utc::now(),
+            expires_at,
+            generation: 0,
+            refresh_digest,
+            allowed_ips: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_works_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let first = session("ann", digest("r1"), Utc::now() + chrono::Duration::hours(1));
+        store.insert_session(&first).await.unwrap();
+        let rotated = store.rotate_refresh(digest("r1"), digest("r2"), Utc::now()).await.unwrap();
+        assert_eq!((rotated.id, rotated.generation), (first.id, 1));
+        assert!(matches!(
+            store.rotate_refresh(digest("r1"), digest("r3"), Utc::now()).await.err(),
+            Some(RefreshFailure::Invalid)
+        ));
+        assert_eq!(store.rotate_refresh(digest("r2"), digest("r3"), Utc::now()).await.unwrap().generation, 2);
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_does_not_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let ended = session("ann", digest("r1"), Utc::now() - chrono::Duration::seconds(1));
+        store.insert_session(&ended).await.unwrap();
+        assert!(matches!(
+            store.rotate_refresh(digest("r1"), digest("r2"), Utc::now()).await.err(),
+            Some(RefreshFailure::Invalid)
+        ));
+        assert!(store.session(ended.id).unwrap().is_none(), "an ended session is dropped when found");
+    }
+
+    #[tokio::test]
+    async fn removing_a_user_revokes_its_tokens_and_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let user = UserRecord {
+            id: Uuid::now_v7(),
+            login: "ann".into(),
+            role: Role::Admin,
+            account: None,
+            account_number: None,
+            password_hash: None,
+            created_at: Utc::now(),
+        };
+        assert!(store.insert_user(&user).await.unwrap());
+        assert!(!store.insert_user(&user).await.unwrap(), "a login is taken once");
+        let token = TokenRecord {
+            id: Uuid::now_v7(),
+            login: "ann".into(),
+            description: None,
+            prefix: "tbk_x".into(),
+            created_at: Utc::now(),
+            expires_at: None,
+            allowed_ips: vec![],
+        };
+        store.insert_token(&token, digest("t1")).await.unwrap();
+        let live = session("ann", digest("r1"), Utc::now() + chrono::Duration::hours(1));
+        store.insert_session(&live).await.unwrap();
+        assert!(store.remove_user("ann").await.unwrap());
+        assert!(store.token_by_digest(&digest("t1")).unwrap().is_none());
+        assert!(store.token(token.id).unwrap().is_none());
+        assert!(store.session(live.id).unwrap().is_none());
+        assert!(matches!(
+            store.rotate_refresh(digest("r1"), digest("r2"), Utc::now()).await.err(),
+            Some(RefreshFailure::Invalid)
+        ));
+    }
+
+    #[test]
+    fn ip_allowlists() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+        assert!(ip_allowed(&[], None));
+        assert!(ip_allowed(&nets, Some("10.1.2.3".parse().unwrap())));
+        assert!(ip_allowed(&nets, Some("::ffff:10.1.2.3".parse().unwrap())));
+        assert!(ip_allowed(&nets, Some("2001:db8::1".parse().unwrap())));
+        assert!(!ip_allowed(&nets, Some("127.0.0.1".parse().unwrap())));
+        assert!(!ip_allowed(&nets, None));
+    }
+}

@@ -1,0 +1,249 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and the request and
+//! response types (utoipa), and the interactive docs page. The Swagger UI assets are
+//! compiled into the binary (`utoipa-swagger-ui`'s `vendored` feature), so the page works
+//! on a machine without internet access, and the build downloads nothing.
+//!
+//! Besides the schema helpers for domain types (which know nothing of OpenAPI), this module
+//! holds the error answers each kind of endpoint can give, so that the document lists them
+//! the way [`crate::error::ApiError`] produces them.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use crate::body::{BODY_BYTES_MAX, FORM, JSON, MULTIPART};
+
+/// Where the document and the docs page are served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+pub const DOCS_PATH: &str = "/api/v1/docs";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tollbook",
+        description = "An event-sourced balance ledger for VoIP operators, ISPs and their resellers.\n\n\
+            Credentials go in `Authorization: Bearer <token>`, `X-Auth-Token: <token>` or `token: <token>`: \
+            the operator's admin key, an API token (`tbk_…`) or a session's access token (a JWT; verify it \
+            with `/.well-known/jwks.json`).\n\n\
+            Every write accepts `application/json`, `application/x-www-form-urlencoded` and \
+            `multipart/form-data` alike, and an optional `Idempotency-Key` header. Amounts are exact \
+            decimals: JSON numbers (never read through a float) or strings.\n\n\
+            Errors are `{\"status\":\"error\",\"error\":\"<code>\",\"message\":\"…\",\"field\":\"…\"}`.",
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    tags(
+        (name = "accounts", description = "Partners and customers: register, details, status, credit limit, tariff"),
+        (name = "money", description = "Payments, adjustments, charges, fund moves and reversals"),
+        (name = "statements", description = "Balances by period, from the read models"),
+        (name = "auth", description = "Users, API tokens, sessions and the public key"),
+        (name = "operations", description = "Health, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Conventions every operation shares, applied to the generated document in one place
+/// once every route is in it: the security schemes and the three body encodings.
+pub struct Conventions;
+
+const SECURITY_SCHEMES: [&str; 3] = ["bearer", "x_auth_token", "token"];
+
+impl Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The admin key, an API token or a session's access token (JWT)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "x_auth_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Auth-Token"))),
+        );
+        components.add_security_scheme("token", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("token"))));
+        // Any one of the three headers will do: one requirement per scheme, as alternatives.
+        openapi.security = Some(
+            SECURITY_SCHEMES
+                .iter()
+                .map(|name| utoipa::openapi::security::SecurityRequirement::new(*name, Vec::<String>::new()))
+                .collect(),
+        );
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.post, &mut item.put, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                same_body_in_every_encoding(operation);
+            }
+        }
+    }
+}
+
+/// The handlers declare their body as JSON; the `Body` extractor takes the same fields as
+/// a URL-encoded or multipart form, so the document says so for every write.
+fn same_body_in_every_encoding(operation: &mut Operation) {
+    let Some(body) = operation.request_body.as_mut() else { return };
+    let Some(json_content) = body.content.get(JSON).cloned() else { return };
+    for encoding in [FORM, MULTIPART] {
+        body.content.entry(encoding.to_owned()).or_insert_with(|| json_content.clone());
+    }
+}
+
+/// An amount as the API takes it: an exact decimal, as a JSON number or a string.
+pub fn amount_in() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::Number, Type::String]))
+        .description(Some(
+            "An exact decimal amount, as a JSON number or a string (forms send strings); at most 5 decimal \
+             places. Never read through a floating-point number.",
+        ))
+        .examples([json!("25.50")])
+        .build()
+}
+
+/// An amount as the API writes it: a JSON number written from the decimal, exact.
+pub fn amount_out() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .description(Some("An exact decimal amount, written from the decimal (no floating-point rounding)."))
+        .examples([json!(25.5)])
+        .build()
+}
+
+pub fn currency() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[A-Z]{3}$"))
+        .description(Some("ISO 4217 currency code"))
+        .examples([json!("EUR")])
+        .build()
+}
+
+fn string_enum(values: &[&str], description: &str) -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .description(Some(description))
+        .build()
+}
+
+pub fn account_kind() -> utoipa::openapi::schema::Object {
+    string_enum(&["partner", "customer"], "A partner (reseller) or a customer")
+}
+
+pub fn account_status() -> utoipa::openapi::schema::Object {
+    string_enum(&["active", "suspended", "closed"], "Closed accounts accept only reversals")
+}
+
+pub fn timestamp() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime)))
+        .description(Some("RFC 3339, UTC"))
+        .build()
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+        .into()
+}
+
+/// The error answers, by status, as `ApiError` gives them.
+fn errors(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
+    statuses
+        .iter()
+        .map(|status| {
+            let description = match status {
+                400 => "Bad input: a malformed body, query or header; `field` names it".to_owned(),
+                401 => "No credential, or one that is unknown, expired, revoked or not allowed from this address"
+                    .to_owned(),
+                403 => "The caller's role does not allow this: a customer writing, a partner changing its own \
+                        account, or an operator-only resource"
+                    .to_owned(),
+                404 => "No such object, or one the caller may not see (the same answer)".to_owned(),
+                409 => "A conflict: a duplicate (account number, login), an `Idempotency-Key` reused with another \
+                        body, or a reversal of an already reversed entry"
+                    .to_owned(),
+                413 => format!("The body is larger than {BODY_BYTES_MAX} bytes"),
+                415 => "The Content-Type is none of JSON, URL-encoded form, multipart form".to_owned(),
+                422 => "A rule of the ledger refused it: insufficient funds, a closed account, another partner's \
+                        customer, …"
+                    .to_owned(),
+                500 => "A failure of the server; the details are in its log only".to_owned(),
+                503 => "Overloaded, shutting down, or the read models have not caught up; retry after the \
+                        `Retry-After` header's seconds"
+                    .to_owned(),
+                other => unreachable!("no description for status {other}"),
+            };
+            (status.to_string(), error_response(&description))
+        })
+        .collect()
+}
+
+macro_rules! error_set {
+    ($(#[$doc:meta])* $name:ident: $($status:literal),+) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                errors(&[$($status),+])
+            }
+        }
+    };
+}
+
+error_set!(
+    /// A read of the ledger or the read models.
+    ReadErrors: 400, 401, 404, 500, 503
+);
+error_set!(
+    /// A write to the ledger.
+    WriteErrors: 400, 401, 403, 404, 409, 413, 415, 422, 500, 503
+);
+error_set!(
+    /// Reads of operator-only resources (users, tokens).
+    AdminReadErrors: 400, 401, 403, 404, 500
+);
+error_set!(
+    /// Writes to operator-only resources (users, tokens).
+    AdminWriteErrors: 400, 401, 403, 404, 409, 413, 415, 500
+);
+error_set!(
+    /// Signing in and refreshing: no credential header, the secret is in the body.
+    SessionErrors: 400, 401, 413, 415, 500, 503
+);
+error_set!(
+    /// Reads that need only a credential.
+    AuthenticatedErrors: 401, 500
+);
+
+/// The `Idempotency-Key` header every ledger write takes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "only documents the header; `crate::write::Write` reads it")]
+pub struct IdempotencyKey {
+    /// Makes the write safe to retry: the same key with the same request answers the first
+    /// result (`repeated: true`); the same key with another request is a 409.
+    #[param(rename = "Idempotency-Key", max_length = 128)]
+    idempotency_key: Option<String>,
+}
+
+/// The `min_position` query parameter of reads that follow the read models.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "only documents the parameter; `crate::query` reads it")]
+pub struct MinPosition {
+    /// Wait (up to 5 s) until the read models reflect this global log position, such as the
+    /// `position` a write answered: read your own writes.
+    min_position: Option<u64>,
+}

@@ -1,0 +1,173 @@
+//! Operations: health (live and ready), Prometheus metrics and the request counters
+//! behind them. None of these needs a credential, and none shows tenant data: metrics
+//! are labelled by route template (`/api/v1/accounts/{number}`), never by account.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::server::AppState;
+
+const REQUESTS: &str = "tollbook_http_requests_total";
+const LATENCY: &str = "tollbook_http_request_duration_seconds";
+/// Latency buckets: fine below 10 ms, where a healthy ledger answers.
+const LATENCY_BUCKETS_SECONDS: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+/// Read models further behind the log than this are not ready to answer reads.
+pub const READY_LAG_EVENTS_MAX: u64 = 100_000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(live)).routes(routes!(ready)).routes(routes!(metrics))
+}
+
+/// The process-wide metrics recorder and what `/metrics` renders.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// Installs the recorder. One per process: `metrics` has one global recorder.
+    pub fn install() -> Result<Self, Box<dyn std::error::Error>> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(LATENCY.to_owned()), &LATENCY_BUCKETS_SECONDS)?
+            .install_recorder()?;
+        metrics::describe_counter!(REQUESTS, "HTTP requests answered, by method, route and status");
+        metrics::describe_histogram!(LATENCY, metrics::Unit::Seconds, "HTTP request latency, by method and route");
+        Ok(Metrics { handle })
+    }
+}
+
+/// Counts every request and times it, by route template.
+pub async fn metrics_layer(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method.to_string()), ("route", route)];
+    metrics::histogram!(LATENCY, &labels).record(started.elapsed().as_secs_f64());
+    let [method, route] = labels;
+    metrics::counter!(REQUESTS, &[method, route, ("status", status)]).increment(1);
+    response
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthOut {
+    /// `ok`, or `unavailable` when not ready.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// Accounts the ledger holds.
+    accounts: usize,
+    /// The global position the read models have reached.
+    read_models_position: u64,
+    /// Events the read models are behind the log.
+    read_models_lag_events: u64,
+}
+
+async fn readiness(state: &AppState) -> (StatusCode, HealthOut) {
+    let position = state.models.position();
+    let head = state.ledger.store().head().await.ok();
+    let lag = head.map_or(u64::MAX, |head| head.saturating_sub(1).saturating_sub(position));
+    let ready = head.is_some() && !state.projector_stopped() && lag <= READY_LAG_EVENTS_MAX;
+    let body = HealthOut {
+        status: if ready { "ok" } else { "unavailable" },
+        accounts: state.ledger.account_count(),
+        read_models_position: position,
+        read_models_lag_events: lag,
+    };
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, body)
+}
+
+/// Ready to serve: the store answers, the read models follow the log and are not far
+/// behind. 503 otherwise.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = HealthOut),
+        (status = 503, description = "Not ready", body = HealthOut)
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthOut>) {
+    let (status, body) = readiness(&state).await;
+    (status, Json(body))
+}
+
+/// The same as `/health`, under the name orchestrators expect for readiness.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "health_ready",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = HealthOut),
+        (status = 503, description = "Not ready", body = HealthOut)
+    )
+)]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<HealthOut>) {
+    health(State(state)).await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LiveOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// The process is up and answering.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "health_live",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Alive", body = LiveOut))
+)]
+pub async fn live() -> Json<LiveOut> {
+    Json(LiveOut { status: "ok" })
+}
+
+/// Prometheus metrics: requests by route and status, latency histograms, the ledger's
+/// durable appends and flushes (events per flush is the writers' batch size), read-model
+/// position and lag.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String))
+)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let position = state.models.position();
+    metrics::gauge!("tollbook_accounts").set(state.ledger.account_count() as f64);
+    metrics::gauge!("tollbook_read_models_position").set(position as f64);
+    if let Ok(head) = state.ledger.store().head().await {
+        metrics::gauge!("tollbook_log_head_position").set(head.saturating_sub(1) as f64);
+        metrics::gauge!("tollbook_read_models_lag_events").set(head.saturating_sub(1).saturating_sub(position) as f64);
+    }
+    if let Some(sled) = &state.sled_stats {
+        // The store counts; these mirror its counters. Events per flush is the book
+        // writers' batch size, as group commit makes it.
+        let stats = sled.stats();
+        metrics::counter!("tollbook_store_appends_total").absolute(stats.appends);
+        metrics::counter!("tollbook_store_events_total").absolute(stats.events);
+        metrics::counter!("tollbook_store_flushes_total").absolute(stats.flushes);
+        metrics::counter!("tollbook_store_flush_microseconds_total").absolute(stats.flush_micros_total);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.handle.render()).into_response()
+}
