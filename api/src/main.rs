@@ -106,25 +106,6 @@ impl std::str::FromStr for Lifetime {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Lifetime;
-
-    #[test]
-    fn lifetimes() {
-        let seconds = |text: &str| text.parse::<Lifetime>().map(|l| l.0.as_secs());
-        assert_eq!(seconds("2d"), Ok(172_800));
-        assert_eq!(seconds("48h"), Ok(172_800));
-        assert_eq!(seconds("30m"), Ok(1800));
-        assert_eq!(seconds("90s"), Ok(90));
-        assert_eq!(seconds("3600"), Ok(3600));
-        assert!(seconds("0").is_err());
-        assert!(seconds("400d").is_err());
-        assert!(seconds("2w").is_err());
-        assert!(seconds("").is_err());
-    }
-}
-
 fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLBOOK_LOG").unwrap_or_else(|_| "info".into());
     // Logs go to stderr: stdout carries only what a script may read (the bound address).
@@ -150,5 +131,24 @@ fn main() -> std::process::ExitCode {
             eprintln!("tollbook: {error}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lifetime;
+
+    #[test]
+    fn lifetimes() {
+        let seconds = |text: &str| text.parse::<Lifetime>().map(|l| l.0.as_secs());
+        assert_eq!(seconds("2d"), Ok(172_800));
+        assert_eq!(seconds("48h"), Ok(172_800));
+        assert_eq!(seconds("30m"), Ok(1800));
+        assert_eq!(seconds("90s"), Ok(90));
+        assert_eq!(seconds("3600"), Ok(3600));
+        assert!(seconds("0").is_err());
+        assert!(seconds("400d").is_err());
+        assert!(seconds("2w").is_err());
+        assert!(seconds("").is_err());
     }
 }

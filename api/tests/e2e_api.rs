@@ -1,61 +1,28 @@
 //! End to end: the real `tollbook serve` binary over HTTP, as a client sees it.
 
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::multipart::Form;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-const ADMIN_KEY: &str = "test-key";
-/// Long enough for a cold start of a debug build on a busy machine.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+mod common;
 
-/// Kills the server when the test ends, whether it passed or not.
+use common::ADMIN_KEY;
+
+/// A server with its data directory, both gone when the test ends.
 struct Server {
-    child: Child,
+    _server: common::Server,
     base: String,
     _data: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start(admin_key: Option<&str>) -> Server {
     let data = tempfile::tempdir().unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let child = Command::new(env!("CARGO_BIN_EXE_tollbook"))
-        .args(["serve", "--data"])
-        .arg(data.path())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(admin_key.map(|key| ["--admin-key", key]).into_iter().flatten())
-        .env_remove("TOLLBOOK_STORE")
-        .env_remove("TOLLBOOK_ADMIN_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server { child, base: format!("http://127.0.0.1:{port}"), _data: data };
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        if let Ok(response) = client.get(format!("{}/health", server.base)).send().await
-            && response.status() == StatusCode::OK
-        {
-            return server;
-        }
-        assert!(started.elapsed() < START_TIMEOUT, "the server did not become healthy");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let args: Vec<&str> = admin_key.map(|key| vec!["--admin-key", key]).unwrap_or_default();
+    let server = common::Server::start(data.path(), &args).await;
+    Server { base: server.base.clone(), _server: server, _data: data }
 }
 
 /// The three body encodings every write accepts.

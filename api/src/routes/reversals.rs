@@ -53,7 +53,7 @@ pub async fn create(
     let target = event_at(&state, request.position)
         .await?
         .filter(|target| may_see(&state, &write.caller, target))
-        .ok_or_else(|| CommandError::UnknownPosition(request.position))?;
+        .ok_or(CommandError::UnknownPosition(request.position))?;
     if !may_reverse(&state, &write.caller, &target) {
         return Err(ApiError::forbidden("this entry is the operator's to reverse").with_field("position"));
     }

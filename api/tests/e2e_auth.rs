@@ -1,0 +1,394 @@
+//! Every endpoint against every kind of wrong credential, on the real binary: no
+//! credential, a wrong token, an expired token, a token used from a non-allowed address,
+//! another partner's token and a customer's token. Each answer is checked for its status
+//! and for not carrying anything of the tenant it was aimed at.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ADMIN_KEY, Server, send};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// The tenant under attack: partner P1 and its customer C1, with distinctive data.
+const P1_NAME: &str = "Partner One Confidential";
+const C1_NAME: &str = "Customer One Confidential";
+const C1_PAYMENT: &str = "987.65432";
+
+struct Setup {
+    client: reqwest::Client,
+    server: Server,
+}
+
+impl Setup {
+    async fn call(
+        &self,
+        credential: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.server.url(path));
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        send(request).await
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Value) -> Value {
+        let (status, body) = self.call(Some(ADMIN_KEY), method, path, Some(&body)).await;
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn token_for(&self, user: &str, extra: Value) -> (String, String) {
+        let mut request = json!({"user": user, "description": "e2e"});
+        request.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let body = self.admin(Method::POST, "/api/v1/tokens", request).await;
+        (body["token"].as_str().unwrap().to_owned(), body["details"]["id"].as_str().unwrap().to_owned())
+    }
+}
+
+/// What a kind of caller gets from one endpoint.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// The same for every credential (public endpoints).
+    Always(u16),
+    /// 401 for rejected credentials; these statuses for another partner and a customer.
+    Protected { other_partner: u16, customer: u16 },
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let setup = Setup { client: reqwest::Client::new(), server };
+    let accounts = "/api/v1/accounts";
+    for (number, name, kind, partner) in [
+        ("P1", P1_NAME, "partner", None),
+        ("C1", C1_NAME, "customer", Some("P1")),
+        ("C1b", "Customer One B", "customer", Some("P1")),
+        ("P2", "Partner Two", "partner", None),
+        ("C2", "Customer Two", "customer", Some("P2")),
+    ] {
+        let body = json!({"number": number, "name": name, "kind": kind, "partner": partner, "currency": "EUR"});
+        setup.admin(Method::POST, accounts, body).await;
+    }
+    setup.admin(Method::POST, "/api/v1/payments", json!({"account": "P1", "amount": "500"})).await;
+    let payment = setup.admin(Method::POST, "/api/v1/payments", json!({"account": "C1", "amount": C1_PAYMENT})).await;
+    let c1_payment_position = payment["position"].as_u64().unwrap();
+    let c1_id = {
+        let body = setup
+            .admin(Method::GET, &format!("/api/v1/accounts/C1?min_position={c1_payment_position}"), json!(null))
+            .await;
+        body["account"]["id"].as_str().unwrap().to_owned()
+    };
+    let users = "/api/v1/users";
+    for (login, role, account) in
+        [("p1-user", "partner", "P1"), ("p2-user", "partner", "P2"), ("c1b-user", "customer", "C1b")]
+    {
+        let body = json!({"login": login, "password": "correct horse battery", "role": role, "account": account});
+        setup.admin(Method::POST, users, body).await;
+    }
+
+    // The credentials of the walk.
+    let (p1_token, p1_token_id) = setup.token_for("p1-user", json!({})).await;
+    let (p2_token, _) = setup.token_for("p2-user", json!({})).await;
+    let (c1b_token, _) = setup.token_for("c1b-user", json!({})).await;
+    let (outside_token, _) = setup.token_for("p1-user", json!({"allowed_ips": "10.0.0.0/8"})).await;
+    let (loopback_token, _) = setup.token_for("p1-user", json!({"allowed_ips": ["127.0.0.0/8"]})).await;
+    let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let (expiring_token, _) = setup.token_for("p1-user", json!({"expires_at": expires_at})).await;
+    let login = json!({"login": "p1-user", "password": "correct horse battery"});
+    let (status, session) = setup.call(None, Method::POST, "/api/v1/sessions", Some(&login)).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let p1_session = session["session_id"].as_str().unwrap().to_owned();
+    let p1_access = session["access_token"].as_str().unwrap().to_owned();
+
+    // Positive controls: P1's own credentials reach P1's book, from an allowed address too,
+    // and the expiring token works before it expires.
+    for credential in [&p1_token, &p1_access, &loopback_token, &expiring_token] {
+        let (status, body) = setup.call(Some(credential), Method::GET, "/api/v1/accounts/C1", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["account"]["name"], C1_NAME);
+    }
+    let (status, body) = setup.call(Some(&c1b_token), Method::GET, "/api/v1/accounts/C1b", None).await;
+    assert_eq!(status, StatusCode::OK, "a customer reads its own account: {body}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let rejected: [(&str, Option<&str>); 5] = [
+        ("no credential", None),
+        ("a wrong API token", Some("tbk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+        ("a forged JWT", Some("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJwMS11c2VyIn0.AAAA")),
+        ("an expired token", Some(&expiring_token)),
+        ("a token from a non-allowed address", Some(&outside_token)),
+    ];
+    let statement = "/api/v1/accounts/C1/statement?from=2000-01-01&to=2100-01-01";
+    let new_customer = json!({"number": "C9", "name": "x", "kind": "customer", "partner": "P1", "currency": "EUR"});
+    let amount = |account: &str| json!({"account": account, "amount": "1"});
+    let endpoints: Vec<(Method, String, Option<Value>, Expect)> = vec![
+        // Public: the same answer whoever asks, and nothing of any tenant in it.
+        (Method::GET, "/health".into(), None, Expect::Always(200)),
+        (Method::GET, "/health/live".into(), None, Expect::Always(200)),
+        (Method::GET, "/health/ready".into(), None, Expect::Always(200)),
+        (Method::GET, "/metrics".into(), None, Expect::Always(200)),
+        (Method::GET, "/api/v1/openapi.json".into(), None, Expect::Always(200)),
+        (Method::GET, "/api/v1/docs/".into(), None, Expect::Always(200)),
+        (Method::GET, "/.well-known/jwks.json".into(), None, Expect::Always(200)),
+        (
+            Method::POST,
+            "/api/v1/sessions".into(),
+            Some(json!({"login": "p1-user", "password": "guess guess"})),
+            Expect::Always(401),
+        ),
+        (
+            Method::POST,
+            "/api/v1/sessions/refresh".into(),
+            Some(json!({"refresh_token": "tbr_nothing"})),
+            Expect::Always(401),
+        ),
+        // Protected.
+        (Method::GET, "/api/v1".into(), None, Expect::Protected { other_partner: 200, customer: 200 }),
+        (Method::GET, "/api/v1/me".into(), None, Expect::Protected { other_partner: 200, customer: 200 }),
+        (Method::POST, accounts.into(), Some(new_customer), Expect::Protected { other_partner: 404, customer: 403 }),
+        (Method::GET, "/api/v1/accounts/P1".into(), None, Expect::Protected { other_partner: 404, customer: 404 }),
+        (Method::GET, "/api/v1/accounts/C1".into(), None, Expect::Protected { other_partner: 404, customer: 404 }),
+        (Method::GET, statement.into(), None, Expect::Protected { other_partner: 404, customer: 404 }),
+        (
+            Method::POST,
+            "/api/v1/accounts/C1/status".into(),
+            Some(json!({"status": "suspended"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts/C1/credit-limit".into(),
+            Some(json!({"credit_limit": "1000"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts/C1/tariff".into(),
+            Some(json!({"tariff": "01a211ed-0000-7000-8000-000000000000"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/payments".into(),
+            Some(amount("C1")),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/adjustments".into(),
+            Some(amount("C1")),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/charges".into(),
+            Some(amount("C1")),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/transfers".into(),
+            Some(json!({"from": "P1", "to": "C1", "amount": "1"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/reversals".into(),
+            Some(json!({"position": c1_payment_position})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::POST,
+            users.into(),
+            Some(json!({"login": "intruder", "password": "intruder password", "role": "admin"})),
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        (Method::GET, users.into(), None, Expect::Protected { other_partner: 403, customer: 403 }),
+        (Method::GET, "/api/v1/users/p1-user".into(), None, Expect::Protected { other_partner: 403, customer: 403 }),
+        (Method::DELETE, "/api/v1/users/p1-user".into(), None, Expect::Protected { other_partner: 403, customer: 403 }),
+        (
+            Method::POST,
+            "/api/v1/tokens".into(),
+            Some(json!({"user": "p1-user"})),
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        (
+            Method::GET,
+            "/api/v1/tokens?user=p1-user".into(),
+            None,
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/tokens/{p1_token_id}"),
+            None,
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/tokens/{p1_token_id}"),
+            None,
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/sessions/{p1_session}"),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+    ];
+
+    // What must never show up in an answer to someone outside P1's book.
+    let foreign = [P1_NAME, C1_NAME, C1_PAYMENT, &c1_id, &p1_token, &p1_access, &p1_token_id, &p1_token[..8]];
+    let check_clean = |who: &str, method: &Method, path: &str, body: &Value| {
+        let text = body.to_string();
+        for secret in foreign {
+            assert!(!text.contains(secret), "{who}: {method} {path} shows `{secret}`: {text}");
+        }
+    };
+
+    let mut walked = 0;
+    for (method, path, body, expect) in &endpoints {
+        for (who, credential) in &rejected {
+            let (status, answer) = setup.call(*credential, method.clone(), path, body.as_ref()).await;
+            let wanted = match expect {
+                Expect::Always(status) => *status,
+                Expect::Protected { .. } => 401,
+            };
+            assert_eq!(status.as_u16(), wanted, "{who}: {method} {path}: {answer}");
+            if wanted == 401 && matches!(expect, Expect::Protected { .. }) {
+                assert_eq!(answer["error"], "unauthorized", "{who}: {method} {path}");
+            }
+            check_clean(who, method, path, &answer);
+            walked += 1;
+        }
+        for (who, credential, customer) in [("another partner", &p2_token, false), ("a customer", &c1b_token, true)] {
+            let wanted = match (expect, customer) {
+                (Expect::Always(status), _) => *status,
+                (Expect::Protected { other_partner, .. }, false) => *other_partner,
+                (Expect::Protected { customer, .. }, true) => *customer,
+            };
+            let (status, answer) = setup.call(Some(credential), method.clone(), path, body.as_ref()).await;
+            assert_eq!(status.as_u16(), wanted, "{who}: {method} {path}: {answer}");
+            check_clean(who, method, path, &answer);
+            if status.as_u16() >= 400 && path.starts_with("/api/v1") && *path != "/api/v1/sessions" {
+                assert_eq!(answer["status"], "error", "{who}: {method} {path}: {answer}");
+            }
+            walked += 1;
+        }
+    }
+    assert_eq!(walked, endpoints.len() * 7);
+
+    // Nothing the walk sent changed P1's book, and P1's own credentials still work.
+    let (status, body) = setup.call(Some(&p1_access), Method::GET, "/api/v1/accounts/C1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["account"]["balance"].to_string(), C1_PAYMENT);
+    assert_eq!(body["account"]["status"], "active");
+    let (status, body) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/users/p1-user", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, &format!("/api/v1/tokens/{p1_token_id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/accounts/C9", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no account was registered by an intruder");
+    let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/users/intruder", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no user was created by an intruder");
+}
+
+/// What a partner may and may not do inside its own book, through a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_manages_its_customers_but_not_itself() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let setup = Setup { client: reqwest::Client::new(), server };
+    setup
+        .admin(
+            Method::POST,
+            "/api/v1/accounts",
+            json!({"number": "P1", "name": "P", "kind": "partner", "currency": "USD"}),
+        )
+        .await;
+    let paid = setup.admin(Method::POST, "/api/v1/payments", json!({"account": "P1", "amount": "100"})).await;
+    let operator_payment = paid["position"].as_u64().unwrap();
+    setup.admin(Method::POST, "/api/v1/users", json!({"login": "p1", "role": "partner", "account": "P1"})).await;
+    let (token, _) = setup.token_for("p1", json!({})).await;
+    let partner = |method: Method, path: &str, body: Value| {
+        let body = (!body.is_null()).then_some(body);
+        let setup = &setup;
+        let token = token.clone();
+        let path = path.to_owned();
+        async move { setup.call(Some(&token), method, &path, body.as_ref()).await }
+    };
+
+    // It registers customers of its own, and only customers.
+    let (status, body) = partner(
+        Method::POST,
+        "/api/v1/accounts",
+        json!({"number": "C1", "name": "C", "kind": "customer", "currency": "USD"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = partner(
+        Method::POST,
+        "/api/v1/accounts",
+        json!({"number": "P9", "name": "P", "kind": "partner", "currency": "USD"}),
+    )
+    .await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::FORBIDDEN, Some("kind")), "{body}");
+    let (_, me) = partner(Method::GET, "/api/v1/me", Value::Null).await;
+    assert_eq!((me["role"].as_str(), me["account"].as_str()), (Some("partner"), Some("P1")));
+    let (status, details) = partner(Method::GET, "/api/v1/accounts/C1", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{details}");
+    assert_eq!(details["account"]["partner"], "P1");
+    assert_eq!(details["links"]["partner"], "/api/v1/accounts/P1");
+
+    // Fund moves both ways, settings and money on its customer.
+    let (status, body) =
+        partner(Method::POST, "/api/v1/transfers", json!({"from": "P1", "to": "C1", "amount": "30"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) =
+        partner(Method::POST, "/api/v1/transfers", json!({"from": "C1", "to": "P1", "amount": "10"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let move_back = body["position"].as_u64().unwrap();
+    let (status, body) = partner(Method::POST, "/api/v1/accounts/C1/credit-limit", json!({"credit_limit": "5"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["balances"][0]["available"].to_string(), "25");
+    let (status, body) = partner(Method::POST, "/api/v1/charges", json!({"account": "C1", "amount": "2.5"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = partner(Method::POST, "/api/v1/reversals", json!({"position": move_back})).await;
+    assert_eq!(status, StatusCode::CREATED, "a partner reverses a move with its customer: {body}");
+
+    // But not on itself: a partner paying itself would make money.
+    for (path, body) in [
+        ("/api/v1/payments", json!({"account": "P1", "amount": "1000"})),
+        ("/api/v1/adjustments", json!({"account": "P1", "amount": "-1000"})),
+        ("/api/v1/accounts/P1/credit-limit", json!({"credit_limit": "1000000"})),
+        ("/api/v1/reversals", json!({"position": operator_payment})),
+    ] {
+        let (status, answer) = partner(Method::POST, path, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {answer}");
+    }
+    let (_, body) = partner(Method::GET, "/api/v1/accounts/P1", Value::Null).await;
+    // 100 paid by the operator, 30 out, 10 back, the 10 reversed.
+    assert_eq!(body["account"]["balance"].to_string(), "70", "{body}");
+    assert_eq!(body["account"]["credit_limit"].to_string(), "0");
+
+    // A tariff by id; a malformed id names the field.
+    let tariff = "01a211ed-0000-7000-8000-000000000001";
+    let (status, body) = partner(Method::POST, "/api/v1/accounts/C1/tariff", json!({"tariff": tariff})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["events"][0]["type"], "TariffAssigned");
+    let position = body["position"].as_u64().unwrap();
+    let (status, body) = partner(Method::POST, "/api/v1/accounts/C1/tariff", json!({"tariff": "cheap"})).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("tariff")), "{body}");
+    let (_, body) = partner(Method::GET, &format!("/api/v1/accounts/C1?min_position={position}"), Value::Null).await;
+    assert_eq!(body["account"]["tariff"], tariff, "{body}");
+}

@@ -1,0 +1,135 @@
+//! The OpenAPI document and the docs page, as the real binary serves them: 3.1, every
+//! reference resolves, every route the index links to is documented with its errors, every
+//! write in three encodings, and the docs page loads nothing from outside.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{ADMIN_KEY, Server, send};
+use serde_json::Value;
+
+fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(target)) => found.push(target),
+                    _ => refs(inner, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| refs(item, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_is_complete_and_the_docs_page_works_offline() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let client = reqwest::Client::new();
+    let (status, doc) = send(client.get(server.url("/api/v1/openapi.json"))).await;
+    assert!(status.is_success());
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    // Every reference points at a schema the document has.
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 50, "{}", found.len());
+    for target in found {
+        let name = target.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{target}"));
+        assert!(doc["components"]["schemas"][name].is_object(), "unresolved {target}");
+    }
+
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operation_ids = BTreeSet::new();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}"));
+            assert!(operation_ids.insert(id.to_owned()), "operationId {id} twice");
+            assert!(operation["summary"].is_string(), "{method} {path} has no summary");
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(responses.keys().any(|s| s.starts_with('2')), "{method} {path}: no success answer");
+            // Public operations say so with an empty requirement; the rest need a credential.
+            let public =
+                operation["security"].as_array().is_some_and(|s| s.iter().any(|r| r == &serde_json::json!({})));
+            if !public {
+                assert!(responses.contains_key("401"), "{method} {path} needs a credential but documents no 401");
+            }
+            if let Some(body) = operation.get("requestBody") {
+                let content = body["content"].as_object().unwrap();
+                for encoding in ["application/json", "application/x-www-form-urlencoded", "multipart/form-data"] {
+                    assert!(content.contains_key(encoding), "{method} {path}: no {encoding}");
+                }
+                for status in ["400", "413", "415"] {
+                    assert!(responses.contains_key(status), "{method} {path}: no {status}");
+                }
+            }
+            for (status, response) in responses {
+                // Health answers 503 with its own body, for probes that read it.
+                if (status.starts_with('4') || status.starts_with('5')) && !path.starts_with("/health") {
+                    let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+                }
+            }
+        }
+    }
+    assert!(operations >= 29, "{operations}");
+    for scheme in ["bearer", "x_auth_token", "token"] {
+        assert!(doc["components"]["securitySchemes"][scheme].is_object(), "{scheme}");
+    }
+
+    // Every resource the index names is in the document.
+    let (_, index) = send(client.get(server.url("/api/v1")).bearer_auth(ADMIN_KEY)).await;
+    for (name, link) in index["links"].as_object().unwrap() {
+        let path = link.as_str().unwrap().split("{?").next().unwrap();
+        // The document does not describe itself, nor the page that shows it.
+        if name == "docs" || name == "openapi" {
+            continue;
+        }
+        assert!(paths.contains_key(path), "the index links {name} = {path}, which the document lacks");
+    }
+
+    // The docs page and its scripts come from this server only.
+    let page = client.get(server.url("/api/v1/docs/")).send().await.unwrap().text().await.unwrap();
+    let initializer =
+        client.get(server.url("/api/v1/docs/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
+    assert!(initializer.contains("/api/v1/openapi.json"), "{initializer}");
+    for text in [&page, &initializer] {
+        assert!(!text.contains("http://") && !text.contains("https://"), "the page reaches outside: {text}");
+    }
+    for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js"] {
+        let response = client.get(server.url(&format!("/api/v1/docs/{asset}"))).send().await.unwrap();
+        assert!(response.status().is_success(), "{asset}");
+        assert!(response.bytes().await.unwrap().len() > 10_000, "{asset}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_route_template() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"number": "SECRET-NUMBER", "name": "n", "kind": "partner", "currency": "EUR"});
+    let (status, _) = send(client.post(server.url("/api/v1/accounts")).bearer_auth(ADMIN_KEY).json(&body)).await;
+    assert!(status.is_success());
+    let (status, _) = send(client.get(server.url("/api/v1/accounts/SECRET-NUMBER")).bearer_auth(ADMIN_KEY)).await;
+    assert!(status.is_success());
+    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .contains(r#"tollbook_http_requests_total{method="GET",route="/api/v1/accounts/{number}",status="200"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        r#"tollbook_http_request_duration_seconds_bucket{method="POST",route="/api/v1/accounts",le="0.01"}"#
+    ));
+    assert!(metrics.contains("tollbook_store_appends_total 1"), "{metrics}");
+    assert!(metrics.contains("tollbook_read_models_lag_events"), "{metrics}");
+    assert!(!metrics.contains("SECRET-NUMBER"), "metrics carry route templates, never account numbers");
+    let (status, live) = send(client.get(server.url("/health/live"))).await;
+    assert_eq!((status.as_u16(), live["status"].as_str()), (200, Some("ok")));
+}
