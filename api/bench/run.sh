@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# HTTP load test of the release binary with wrk: single writes (payments, fund moves)
+# and account-details reads. Starts its own server on a loopback port with a fresh data
+# directory, makes BOOKS partners with CUSTOMERS customers each, runs each scenario for
+# DURATION with CONNECTIONS connections, stops the server. Needs `wrk` (apt-get install wrk).
+#
+#   api/bench/run.sh                       # all scenarios
+#   CONNECTIONS=128 DURATION=30s api/bench/run.sh payment
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+here=api/bench
+bin=${BIN:-target/release/tollbook}
+export ADMIN_KEY=${ADMIN_KEY:-bench-key} BOOKS=${BOOKS:-10} CUSTOMERS=${CUSTOMERS:-10}
+connections=${CONNECTIONS:-64}
+duration=${DURATION:-15s}
+threads=${THREADS:-1}
+scenarios=${*:-payment transfer read}
+
+[ -x "$bin" ] || cargo build --release -p tollbook
+data=$(mktemp -d)
+out=$(mktemp)
+TOLLBOOK_LOG=${TOLLBOOK_LOG:-warn} "$bin" serve --data "$data" --listen 127.0.0.1:0 --admin-key "$ADMIN_KEY" >"$out" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data" "$out"' EXIT
+for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
+base=$(sed -n 's/^tollbook listening on //p' "$out")
+post() { curl -sf -o /dev/null -H "Authorization: Bearer $ADMIN_KEY" "$base$1" "${@:2}"; }
+for ((b = 0; b < BOOKS; b++)); do
+  post /api/v1/accounts -d number=P$b -d name=P$b -d kind=partner -d currency=EUR
+  post /api/v1/payments -d account=P$b -d amount=100000000
+  for ((c = 0; c < CUSTOMERS; c++)); do
+    post /api/v1/accounts -d number=C$b-$c -d name=C$b-$c -d kind=customer -d partner=P$b -d currency=EUR
+  done
+done
+echo "server $base: $BOOKS books x $CUSTOMERS customers; wrk -t$threads -c$connections -d$duration"
+for scenario in $scenarios; do
+  case $scenario in
+    payment | transfer) script=$here/write.lua ;;
+    read) script=$here/read.lua ;;
+    *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+  esac
+  echo "== $scenario"
+  KIND=$scenario wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$script" "$base"
+done
