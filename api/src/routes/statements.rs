@@ -18,9 +18,9 @@ use crate::server::AppState;
 struct StatementQuery {
     from: String,
     to: String,
-    /// The global position to report as of (events recorded later are left out).
-    #[serde(default, deserialize_with = "query::optional_u64")]
-    as_of: Option<u64>,
+    /// Report as the ledger knew it at this global position (a whole number) or ledger
+    /// time (RFC 3339 or YYYY-MM-DD): events recorded later are left out.
+    as_of: Option<String>,
     /// Wait until the read models reflect this position (read your writes).
     #[serde(default, deserialize_with = "query::optional_u64")]
     min_position: Option<u64>,
@@ -39,6 +39,13 @@ fn time(field: &'static str, text: &str) -> Result<Timestamp, ApiError> {
     })
 }
 
+fn as_of(text: &str) -> Result<projections::AsOf, ApiError> {
+    match text.parse::<u64>() {
+        Ok(position) => Ok(projections::AsOf::Position(position)),
+        Err(_) => time("as_of", text).map(projections::AsOf::Time),
+    }
+}
+
 pub async fn show(
     State(state): State<AppState>,
     _caller: Caller,
@@ -55,6 +62,7 @@ pub async fn show(
         .models
         .account_by_number(&number)?
         .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{number}` not found")))?;
-    let statement = state.models.statement(view.id, from, to, query.as_of)?;
+    let as_of = query.as_of.as_deref().map(as_of).transpose()?;
+    let statement = state.models.statement(view.id, from, to, as_of)?;
     Ok(Json(StatementOut { status: "ok", statement, links: account_links(&number) }))
 }
