@@ -178,19 +178,33 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<AccountView>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let start = match cursor {
-            Some(c) => {
-                let after = AccountId::parse(c).ok_or_else(bad_cursor)?;
-                let mut key = account_key(after);
-                key.push(0); // strictly after
-                key
+        let after = cursor.map(|c| AccountId::parse(c).ok_or_else(bad_cursor)).transpose()?;
+        // A partner's accounts are its book: read the book's index, not every account.
+        let book = filter.partner.map(domain::BookId::of_partner).or(filter.book);
+        let ids: Box<dyn Iterator<Item = Result<AccountId, ProjectionError>>> = match book {
+            Some(book) => {
+                let start = book_account_key(book, after.unwrap_or(AccountId(uuid::Uuid::nil())));
+                let end = book_account_key(book, AccountId(uuid::Uuid::max()));
+                Box::new(self.tree.range(start..=end).map(|entry| {
+                    let (key, _) = entry?;
+                    Ok(AccountId(uuid_from(&key[17..33]).expect("16 bytes")))
+                }))
             }
-            None => vec![PREFIX_ACCOUNT],
+            None => {
+                let start = after.map_or_else(|| account_key(AccountId(uuid::Uuid::nil())), account_key);
+                Box::new(self.tree.range(start..vec![PREFIX_ACCOUNT + 1]).map(|entry| {
+                    let (key, _) = entry?;
+                    Ok(AccountId(uuid_from(&key[1..17]).expect("16 bytes")))
+                }))
+            }
         };
         let mut items = Vec::new();
-        for entry in self.tree.range(start..vec![PREFIX_ACCOUNT + 1]) {
-            let (key, value) = entry?;
-            let view: AccountView = decode(&key, &value)?;
+        for id in ids {
+            let id = id?;
+            if Some(id) == after {
+                continue;
+            }
+            let Some(view) = self.account(id)? else { continue };
             let wanted = filter.partner.is_none_or(|p| view.partner == Some(p) || view.id == p)
                 && filter.status.is_none_or(|s| view.status == s)
                 && filter.book.is_none_or(|b| view.book == b);
