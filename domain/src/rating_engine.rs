@@ -214,7 +214,7 @@ fn billed_seconds(billable: u32, minimum: u32, first: u32, next: u32) -> Option<
 /// first so that the only inexact step is the one division.
 fn cost(price_per_minute: Decimal, connect_fee: Decimal, billed: u32) -> Option<Decimal> {
     // Whole minutes are the common case (60/60 tariffs) and skip the slow division.
-    let usage = if billed % 60 == 0 {
+    let usage = if billed.is_multiple_of(60) {
         price_per_minute.checked_mul(Decimal::from(billed / 60))?
     } else {
         price_per_minute.checked_mul(Decimal::from(billed))?.checked_div(Decimal::from(60u32))?
