@@ -13,7 +13,7 @@ use domain::event::Category;
 use domain::rating::{CallDirection, RatedCdr};
 use domain::testing::{meta, open_customer, open_partner};
 use domain::{AccountId, Amount, ChargeCall, Command, CommandMeta, Payload, RecordedEvent, Timestamp};
-use projections::{AsOf, CdrFilter, ReadModels, spawn_projector};
+use projections::{AccountFilter, AsOf, CdrFilter, ReadModels, spawn_projector};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -320,6 +320,25 @@ proptest! {
                 let no = models.cdrs(*account, from, to, &unanswered, None, 1000).unwrap().items.len();
                 prop_assert_eq!(all, yes + no);
             }
+            // The directory lists the partner's book, page by page, from its index.
+            let by_partner = AccountFilter { partner: Some(world.slots[0]), ..AccountFilter::default() };
+            let mut listed = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = models.accounts(&by_partner, cursor.as_deref(), 1).unwrap();
+                listed.extend(page.items.iter().map(|v| v.id));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            listed.sort();
+            let mut expected = world.slots.clone();
+            expected.sort();
+            prop_assert_eq!(listed, expected);
+            let everyone = models.accounts(&AccountFilter::default(), None, 10).unwrap();
+            prop_assert_eq!(everyone.items.len(), 3);
+            prop_assert!(everyone.next_cursor.is_none());
             Ok(())
         })?;
     }
