@@ -92,14 +92,7 @@ pub async fn show(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<impl Serialize>, ApiError> {
     let query: ShowQuery = query::parse(raw.as_deref())?;
-    if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
-    }
-    let position = state.models.position();
-    let view = state
-        .models
-        .account_by_number(&number)?
-        .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{number}` not found")))?;
+    let (view, position) = super::read_account(&state, &number, query.min_position).await?;
     let available = view.available();
     Ok(Json(AccountOut { status: "ok", account: view, available, position, links: account_links(&number) }))
 }

@@ -71,6 +71,25 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The links of an account, shared by every answer about one.
+/// Reads an account's view from the read models, first waiting until they reflect
+/// `min_position` when the caller gave one (read your writes). Also gives the position
+/// the models reflected before the read: the view reflects at least that much.
+pub async fn read_account(
+    state: &AppState,
+    number: &str,
+    min_position: Option<u64>,
+) -> Result<(projections::AccountView, u64), ApiError> {
+    if let Some(position) = min_position {
+        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+    }
+    let position = state.models.position();
+    let view = state
+        .models
+        .account_by_number(number)?
+        .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{number}` not found")))?;
+    Ok((view, position))
+}
+
 pub fn account_links(number: &str) -> std::collections::BTreeMap<&'static str, String> {
     let base = format!("/api/v1/accounts/{number}");
     [

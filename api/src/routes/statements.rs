@@ -55,13 +55,7 @@ pub async fn show(
     let query: StatementQuery = query::parse(raw.as_deref())?;
     let from = time("from", &query.from)?;
     let to = time("to", &query.to)?;
-    if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
-    }
-    let view = state
-        .models
-        .account_by_number(&number)?
-        .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{number}` not found")))?;
+    let (view, _) = super::read_account(&state, &number, query.min_position).await?;
     let as_of = query.as_of.as_deref().map(as_of).transpose()?;
     let statement = state.models.statement(view.id, from, to, as_of)?;
     Ok(Json(StatementOut { status: "ok", statement, links: account_links(&number) }))
