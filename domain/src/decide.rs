@@ -11,6 +11,7 @@ use crate::event::*;
 use crate::ids::{AccountId, BookId, EventId, TariffId, validate_identifier, validate_text};
 use crate::money::{Amount, INPUT_SCALE_MAX_DEFAULT};
 use crate::rating::Tariff;
+use crate::time::Timestamp;
 
 /// What the book remembers of an idempotency key: the request it came with and the
 /// events that request produced.
@@ -29,6 +30,9 @@ pub struct BookState {
     /// The version the next event will get (= number of events so far).
     pub next_version: u64,
     pub last_hash: Hash,
+    /// The ledger time of the book's last event. Ledger time never goes back within a
+    /// book, so "as the ledger knew it at time T" is a prefix of the book.
+    pub last_recorded_at: Timestamp,
     pub accounts: HashMap<AccountId, Account>,
     pub numbers: HashMap<String, AccountId>,
     /// CDR id to the version of the event that charged it.
@@ -44,6 +48,7 @@ impl BookState {
             book,
             next_version: 0,
             last_hash: GENESIS_HASH,
+            last_recorded_at: Timestamp::MIN,
             accounts: HashMap::new(),
             numbers: HashMap::new(),
             charged_cdrs: HashMap::new(),
@@ -449,6 +454,7 @@ pub fn evolve(state: &mut BookState, event: &Event) {
     debug_assert_eq!(envelope.version, state.next_version, "events are applied in stream order");
     state.next_version = envelope.version + 1;
     state.last_hash = envelope.hash;
+    state.last_recorded_at = state.last_recorded_at.max(envelope.recorded_at);
     if let Some(idempotency) = &envelope.idempotency {
         state.idempotency.insert(
             idempotency.key.clone(),
@@ -541,7 +547,8 @@ pub fn seal(
             book: state.book,
             version: state.next_version,
             occurred_at: meta.occurred_at,
-            recorded_at: meta.recorded_at,
+            // A clock that stepped back does not take ledger time back with it.
+            recorded_at: meta.recorded_at.max(state.last_recorded_at),
             actor: meta.actor.clone(),
             idempotency: if index == 0 { meta.idempotency.clone() } else { None },
             command_events,

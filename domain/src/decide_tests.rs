@@ -322,3 +322,13 @@ fn balance_alerts_fire_once_per_crossing_down() {
     scenario.apply(&move_funds(partner, customer, "10")).unwrap();
     assert!(alerts_of(&scenario.apply(&call(customer, "d", "9", Some("1"))).unwrap()).is_empty());
 }
+
+#[test]
+fn ledger_time_never_goes_back_within_a_book() {
+    let (partner, _, mut scenario) = partner_book();
+    let later = crate::CommandMeta { recorded_at: Timestamp::from_seconds(1_800_000_000), ..meta() };
+    let earlier = crate::CommandMeta { recorded_at: Timestamp::from_seconds(1_700_000_000), ..meta() };
+    scenario.apply_with(&pay(partner, "1"), &later).unwrap();
+    let stepped_back = scenario.apply_with(&pay(partner, "1"), &earlier).unwrap();
+    assert_eq!(stepped_back[0].envelope.recorded_at, later.recorded_at);
+}

@@ -58,6 +58,8 @@ pub enum DomainError {
     TariffCurrencyMismatch { account: String, tariff: String },
     #[error("credit limit must not be negative")]
     NegativeCreditLimit,
+    #[error("no rate of the tariff matches the number `{0}`")]
+    NoMatchingRate(String),
 }
 
 impl DomainError {
@@ -88,6 +90,7 @@ impl DomainError {
             IdempotencyKeyReused(_) => "idempotency_key_reused",
             TariffCurrencyMismatch { .. } => "currency_mismatch",
             NegativeCreditLimit => "invalid_credit_limit",
+            NoMatchingRate(_) => "no_matching_rate",
         }
     }
 

@@ -11,6 +11,7 @@ pub mod event;
 pub mod ids;
 pub mod money;
 pub mod rating;
+pub mod rating_engine;
 pub mod time;
 
 #[cfg(any(test, feature = "testing"))]

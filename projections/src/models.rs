@@ -81,6 +81,18 @@ impl Statement {
     }
 }
 
+/// An audit-trail row with its global position.
+type PositionedRow = (u64, EventRow);
+
+/// The point in the ledger's history a statement is reproduced at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// Everything up to and including this global position.
+    Position(u64),
+    /// Everything the ledger had recorded by this ledger time (`recorded_at`).
+    Time(Timestamp),
+}
+
 /// A posting behind a statement figure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StatementLine {
@@ -166,19 +178,33 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<AccountView>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let start = match cursor {
-            Some(c) => {
-                let after = AccountId::parse(c).ok_or_else(bad_cursor)?;
-                let mut key = account_key(after);
-                key.push(0); // strictly after
-                key
+        let after = cursor.map(|c| AccountId::parse(c).ok_or_else(bad_cursor)).transpose()?;
+        // A partner's accounts are its book: read the book's index, not every account.
+        let book = filter.partner.map(domain::BookId::of_partner).or(filter.book);
+        let ids: Box<dyn Iterator<Item = Result<AccountId, ProjectionError>>> = match book {
+            Some(book) => {
+                let start = book_account_key(book, after.unwrap_or(AccountId(uuid::Uuid::nil())));
+                let end = book_account_key(book, AccountId(uuid::Uuid::max()));
+                Box::new(self.tree.range(start..=end).map(|entry| {
+                    let (key, _) = entry?;
+                    Ok(AccountId(uuid_from(&key[17..33]).expect("16 bytes")))
+                }))
             }
-            None => vec![PREFIX_ACCOUNT],
+            None => {
+                let start = after.map_or_else(|| account_key(AccountId(uuid::Uuid::nil())), account_key);
+                Box::new(self.tree.range(start..vec![PREFIX_ACCOUNT + 1]).map(|entry| {
+                    let (key, _) = entry?;
+                    Ok(AccountId(uuid_from(&key[1..17]).expect("16 bytes")))
+                }))
+            }
         };
         let mut items = Vec::new();
-        for entry in self.tree.range(start..vec![PREFIX_ACCOUNT + 1]) {
-            let (key, value) = entry?;
-            let view: AccountView = decode(&key, &value)?;
+        for id in ids {
+            let id = id?;
+            if Some(id) == after {
+                continue;
+            }
+            let Some(view) = self.account(id)? else { continue };
             let wanted = filter.partner.is_none_or(|p| view.partner == Some(p) || view.id == p)
                 && filter.status.is_none_or(|s| view.status == s)
                 && filter.book.is_none_or(|b| view.book == b);
@@ -230,14 +256,14 @@ impl ReadModels {
     }
 
     /// The statement of `account` for `[from, to)`; with `as_of`, as the ledger knew it
-    /// at that global position (events recorded later are left out, whatever their
-    /// business time).
+    /// at that global position or ledger time (events recorded later are left out,
+    /// whatever their business time).
     pub fn statement(
         &self,
         account: AccountId,
         from: Timestamp,
         to: Timestamp,
-        as_of: Option<u64>,
+        as_of: Option<AsOf>,
     ) -> Result<Statement, ProjectionError> {
         if from > to {
             return Err(ProjectionError::InvalidQuery { field: "to", reason: "must not be before `from`".into() });
@@ -254,9 +280,18 @@ impl ReadModels {
         let mut opening = opening_sums.balance_effect();
         let mut period = self.sum_range(account, from.micros(), to.micros())?;
         let mut reflects = position;
-        if let Some(as_of) = as_of.filter(|p| *p < position) {
-            // Take back what was recorded after `as_of`: bounded by the account's events since.
-            for (_, row) in self.events_after(account, as_of)? {
+        let later = match as_of {
+            None => None,
+            Some(AsOf::Position(p)) if p >= position => None,
+            Some(AsOf::Position(p)) => Some((p, self.events_after(account, p)?)),
+            Some(AsOf::Time(t)) => {
+                let (known, later) = self.events_recorded_after(account, t)?;
+                Some((known.unwrap_or(0), later))
+            }
+        };
+        if let Some((known_position, later)) = later {
+            // Take back what was recorded later: bounded by the account's events since.
+            for (_, row) in later {
                 for (category, amount) in row.postings {
                     if row.occurred_at < from {
                         opening -= category.balance_effect(amount);
@@ -267,7 +302,7 @@ impl ReadModels {
                     }
                 }
             }
-            reflects = as_of;
+            reflects = known_position.min(position);
         }
         Ok(Statement::from_sums(&view, from, to, opening, &period, reflects))
     }
@@ -309,6 +344,31 @@ impl ReadModels {
             rows.extend(piece.into_iter().filter(|(p, _)| *p > position));
         }
         Ok(rows)
+    }
+
+    /// An account's events recorded after ledger time `time`, and the position of the
+    /// last one recorded at or before it. Ledger time never goes back within a book,
+    /// so these are a suffix of the account's events: read from the end.
+    fn events_recorded_after(
+        &self,
+        account: AccountId,
+        time: Timestamp,
+    ) -> Result<(Option<u64>, Vec<PositionedRow>), ProjectionError> {
+        let mut later = Vec::new();
+        let range = event_piece_key(account, 0)..=event_piece_key(account, u64::MAX);
+        for entry in self.tree.range(range).rev() {
+            let (key, value) = entry?;
+            let piece: Vec<(u64, EventRow)> = decode(&key, &value)?;
+            for (position, row) in piece.into_iter().rev() {
+                if row.recorded_at <= time {
+                    later.reverse();
+                    return Ok((Some(position), later));
+                }
+                later.push((position, row));
+            }
+        }
+        later.reverse();
+        Ok((None, later))
     }
 
     /// The postings behind a statement's figures, in business-time order.

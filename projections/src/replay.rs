@@ -146,10 +146,11 @@ fn checksums(tree: &sled::Tree) -> Result<BTreeMap<AccountId, [u64; 4]>, Project
                     add(account, prefix, &encode(&e));
                 }
             }
-            PREFIX_ACCOUNT | PREFIX_BUCKET | PREFIX_NUMBER | PREFIX_CDR => {
+            PREFIX_ACCOUNT | PREFIX_BUCKET | PREFIX_NUMBER | PREFIX_CDR | PREFIX_BOOK_ACCOUNT => {
                 let account = match prefix {
                     PREFIX_ACCOUNT => account_at(&key, 1),
                     PREFIX_BUCKET => account_at(&key, 2),
+                    PREFIX_BOOK_ACCOUNT => account_at(&key, 17),
                     PREFIX_NUMBER => uuid::Uuid::from_slice(&value).ok().map(AccountId),
                     _ => decode::<CdrRow>(&key, &value).ok().map(|row| row.account),
                 }

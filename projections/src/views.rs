@@ -15,6 +15,7 @@
 //! | `E` | account, chunk | the events of that chunk concerning the account ([`EventRow`]) |
 //! | `D` | CDR id | [`CdrRow`] |
 //! | `X` | account, hour, chunk | the account's CDRs that started in that hour, in that chunk |
+//! | `K` | book, account | — (the accounts of a book, for listings by partner) |
 //!
 //! A chunk is named by its last position. Per-event lists are written once per chunk as
 //! one value ("pieces"), never rewritten: sled's cost is per insert, so one key per
@@ -44,6 +45,7 @@ pub(crate) const PREFIX_POSTING: u8 = b'P';
 pub(crate) const PREFIX_EVENT: u8 = b'E';
 pub(crate) const PREFIX_CDR: u8 = b'D';
 pub(crate) const PREFIX_ACCOUNT_CDR: u8 = b'X';
+pub(crate) const PREFIX_BOOK_ACCOUNT: u8 = b'K';
 
 /// Bucket sizes in microseconds, finest first: an hour, a day, 32 days, 1024 days.
 pub(crate) const BUCKET_MICROS: [i64; 4] = [3_600_000_000, 86_400_000_000, 32 * 86_400_000_000, 1024 * 86_400_000_000];
@@ -203,6 +205,14 @@ pub(crate) struct CdrEntry {
     pub id: String,
 }
 
+pub(crate) fn book_account_key(book: BookId, account: AccountId) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = PREFIX_BOOK_ACCOUNT;
+    key[1..17].copy_from_slice(book.0.as_bytes());
+    key[17..].copy_from_slice(account.0.as_bytes());
+    key
+}
+
 pub(crate) fn cdr_key(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
     key.push(PREFIX_CDR);
@@ -281,6 +291,7 @@ impl<'a> ChunkWriter<'a> {
         match &event.payload {
             Payload::AccountOpened(e) => {
                 self.batch.insert(number_key(&e.number), e.account.0.as_bytes().as_slice());
+                self.batch.insert(book_account_key(envelope.book, e.account).as_slice(), &[]);
                 self.accounts.insert(
                     e.account,
                     AccountView {

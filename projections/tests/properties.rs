@@ -13,7 +13,7 @@ use domain::event::Category;
 use domain::rating::{CallDirection, RatedCdr};
 use domain::testing::{meta, open_customer, open_partner};
 use domain::{AccountId, Amount, ChargeCall, Command, CommandMeta, Payload, RecordedEvent, Timestamp};
-use projections::{CdrFilter, ReadModels, spawn_projector};
+use projections::{AccountFilter, AsOf, CdrFilter, ReadModels, spawn_projector};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -67,7 +67,8 @@ async fn build(ops: Vec<(Op, i64)>) -> World {
     ledger.execute(open_customer(slots[1], Some(partner), "C1", "20"), meta()).await.unwrap();
     ledger.execute(open_customer(slots[2], Some(partner), "C2", "0"), meta()).await.unwrap();
     for (n, (op, offset)) in ops.into_iter().enumerate() {
-        let when = CommandMeta { occurred_at: at(offset), ..meta() };
+        // Ledger time moves one second per command: `as_of` a time has something to cut.
+        let when = CommandMeta { occurred_at: at(offset), recorded_at: at(n as i64), ..meta() };
         let command = match op {
             Op::Pay { slot, cents: c } => {
                 Command::ReceivePayment { account: slots[slot], amount: cents(c), method: None, reference: None }
@@ -171,7 +172,7 @@ proptest! {
                 let (from, to) = (at(a.min(b) - DAY_SECONDS), at(a.max(b)));
                 for account in &world.slots {
                     for position in [last, as_of] {
-                        let statement = models.statement(*account, from, to, Some(position)).unwrap();
+                        let statement = models.statement(*account, from, to, Some(AsOf::Position(position))).unwrap();
                         let (opening, sums) = naive(&world.log, *account, from, to, position);
                         prop_assert_eq!(statement.opening_balance, opening);
                         let figures = [
@@ -186,9 +187,20 @@ proptest! {
                                 - statement.transfers_out - statement.total_charges
                         );
                         // The next period opens where this one closed.
-                        let next = models.statement(*account, to, at(45 * DAY_SECONDS), Some(position)).unwrap();
+                        let next =
+                            models.statement(*account, to, at(45 * DAY_SECONDS), Some(AsOf::Position(position))).unwrap();
                         prop_assert_eq!(next.opening_balance, statement.closing_balance);
                     }
+                    // As of a ledger time: exactly the events recorded by then.
+                    let cut = world.log[as_of_pick.index(world.log.len())].event.envelope.recorded_at;
+                    let known = world.log.iter().filter(|e| e.event.envelope.recorded_at <= cut).map(|e| e.position).max().unwrap();
+                    let by_time = models.statement(*account, from, to, Some(AsOf::Time(cut))).unwrap();
+                    let (opening, sums) = naive(&world.log, *account, from, to, known);
+                    prop_assert_eq!(by_time.opening_balance, opening);
+                    prop_assert_eq!([
+                        by_time.payments, by_time.adjustments, by_time.call_charges,
+                        by_time.other_charges, by_time.transfers_in, by_time.transfers_out,
+                    ], sums);
                     // The lines behind the figures add up to them, page after page.
                     let statement = models.statement(*account, from, to, None).unwrap();
                     let mut by_category = [Amount::ZERO; 6];
@@ -308,6 +320,25 @@ proptest! {
                 let no = models.cdrs(*account, from, to, &unanswered, None, 1000).unwrap().items.len();
                 prop_assert_eq!(all, yes + no);
             }
+            // The directory lists the partner's book, page by page, from its index.
+            let by_partner = AccountFilter { partner: Some(world.slots[0]), ..AccountFilter::default() };
+            let mut listed = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = models.accounts(&by_partner, cursor.as_deref(), 1).unwrap();
+                listed.extend(page.items.iter().map(|v| v.id));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            listed.sort();
+            let mut expected = world.slots.clone();
+            expected.sort();
+            prop_assert_eq!(listed, expected);
+            let everyone = models.accounts(&AccountFilter::default(), None, 10).unwrap();
+            prop_assert_eq!(everyone.items.len(), 3);
+            prop_assert!(everyone.next_cursor.is_none());
             Ok(())
         })?;
     }

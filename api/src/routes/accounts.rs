@@ -184,23 +184,7 @@ pub async fn show(
     let query: ShowQuery = query::parse(raw.as_deref())?;
     // Scope first, from the ledger's index: a foreign account is not looked up further.
     let account = visible_account(&state, &caller, "number", &number)?;
-    if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
-    }
-    let view = match state.models.account(account.id)? {
-        Some(view) => view,
-        // The ledger has the account but the read models have not seen it yet: a client
-        // that just registered it should find it, so wait for them to catch up.
-        None => {
-            let head = state.ledger.store().head().await.map_err(|e| ApiError::internal(&e))?;
-            state.models.wait_for(head.saturating_sub(1), projections::models::WAIT_FOR_POSITION_MAX).await?;
-            state
-                .models
-                .account(account.id)?
-                .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{number}` not found")))?
-        }
-    };
-    let position = state.models.position();
+    let (view, position) = super::read_account(&state, &account, query.min_position).await?;
     let partner = view.partner.and_then(|id| state.ledger.account_by_id(id)).map(|p| p.number);
     let mut links = account_links(&number);
     if let Some(partner) = &partner {

@@ -135,6 +135,34 @@ pub fn page_size(limit: u64) -> Result<usize, ApiError> {
     }
 }
 
+/// Reads an account's view from the read models, first waiting until they reflect
+/// `min_position` when the caller gave one (read your writes). `account` comes from the
+/// ledger and has passed the caller's scope. Also gives the position the models reflected
+/// before the read: the view reflects at least that much.
+pub async fn read_account(
+    state: &AppState,
+    account: &commands::AccountRef,
+    min_position: Option<u64>,
+) -> Result<(projections::AccountView, u64), ApiError> {
+    if let Some(position) = min_position {
+        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+    }
+    let position = state.models.position();
+    if let Some(view) = state.models.account(account.id)? {
+        return Ok((view, position));
+    }
+    // The ledger has the account but the read models have not seen it yet: a client that
+    // just registered it should find it, so wait for them to catch up with the log.
+    let head = state.ledger.store().head().await.map_err(|e| ApiError::internal(&e))?;
+    let position =
+        state.models.wait_for(head.saturating_sub(1), projections::models::WAIT_FOR_POSITION_MAX).await?.max(position);
+    let view = state
+        .models
+        .account(account.id)?
+        .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{}` not found", account.number)))?;
+    Ok((view, position))
+}
+
 /// The links of an account, shared by every answer about one.
 pub fn account_links(number: &str) -> Links {
     let base = format!("/api/v1/accounts/{number}");

@@ -30,10 +30,10 @@ struct StatementQuery {
     from: String,
     /// The period's end (exclusive).
     to: String,
-    /// The global position to report as of (events recorded later are left out), so that
-    /// an old statement can be reproduced exactly.
-    #[serde(default, deserialize_with = "query::optional_u64")]
-    as_of: Option<u64>,
+    /// Report as the ledger knew it at this global position (a whole number) or ledger
+    /// time (RFC 3339 or YYYY-MM-DD): events recorded later are left out, so that an old
+    /// statement can be reproduced exactly.
+    as_of: Option<String>,
     /// Wait until the read models reflect this position (read your writes).
     #[serde(default, deserialize_with = "query::optional_u64")]
     min_position: Option<u64>,
@@ -87,6 +87,13 @@ fn time(field: &'static str, text: &str) -> Result<Timestamp, ApiError> {
     })
 }
 
+fn as_of(text: &str) -> Result<projections::AsOf, ApiError> {
+    match text.parse::<u64>() {
+        Ok(position) => Ok(projections::AsOf::Position(position)),
+        Err(_) => time("as_of", text).map(projections::AsOf::Time),
+    }
+}
+
 /// An account's balance statement for a period, with the identities above holding.
 #[utoipa::path(
     get,
@@ -105,11 +112,10 @@ pub async fn show(
     let query: StatementQuery = query::parse(raw.as_deref())?;
     let from = time("from", &query.from)?;
     let to = time("to", &query.to)?;
+    let as_of = query.as_of.as_deref().map(as_of).transpose()?;
     let account = visible_account(&state, &caller, "number", &number)?;
-    if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
-    }
-    let s = state.models.statement(account.id, from, to, query.as_of)?;
+    let (view, _) = super::read_account(&state, &account, query.min_position).await?;
+    let s = state.models.statement(view.id, from, to, as_of)?;
     let statement = StatementBody {
         number: s.number,
         currency: s.currency,
