@@ -144,6 +144,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The auth database failing is the operator's problem, never the caller's.
+impl From<sled::Error> for ApiError {
+    fn from(error: sled::Error) -> Self {
+        ApiError::internal(&error)
+    }
+}
+
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         let status = match error.kind() {

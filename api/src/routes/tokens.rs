@@ -118,10 +118,6 @@ pub struct NewTokenResponse {
     details: TokenOut,
 }
 
-fn storage(error: sled::Error) -> ApiError {
-    ApiError::internal(&error)
-}
-
 fn token_not_found() -> ApiError {
     ApiError::not_found("token_not_found", "no such token")
 }
@@ -142,7 +138,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<NewTokenResponse>), ApiError> {
     caller.require_admin()?;
     let store = &state.auth.store;
-    if store.user(&request.user).map_err(storage)?.is_none() {
+    if store.user(&request.user)?.is_none() {
         return Err(
             ApiError::not_found("user_not_found", format!("user `{}` not found", request.user)).with_field("user")
         );
@@ -171,7 +167,7 @@ pub async fn create(
             format!("at most {ALLOWED_IPS_MAX} networks"),
         ));
     }
-    if store.tokens_of(Some(&request.user)).map_err(storage)?.len() >= TOKENS_PER_USER_MAX {
+    if store.tokens_of(Some(&request.user))?.len() >= TOKENS_PER_USER_MAX {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "too_many_tokens",
@@ -216,7 +212,7 @@ pub async fn list(
 ) -> Result<Json<TokenList>, ApiError> {
     caller.require_admin()?;
     let query: ListQuery = query::parse(raw.as_deref())?;
-    let tokens = state.auth.store.tokens_of(query.user.as_deref()).map_err(storage)?;
+    let tokens = state.auth.store.tokens_of(query.user.as_deref())?;
     Ok(Json(TokenList { status: "ok", tokens: tokens.iter().map(TokenOut::from_record).collect() }))
 }
 
@@ -246,7 +242,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     caller.require_admin()?;
-    let record = state.auth.store.token(token_id(&id)?).map_err(storage)?.ok_or_else(token_not_found)?;
+    let record = state.auth.store.token(token_id(&id)?)?.ok_or_else(token_not_found)?;
     Ok(Json(TokenResponse { status: "ok", details: TokenOut::from_record(&record) }))
 }
 
@@ -266,7 +262,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
-    if state.auth.store.remove_token(token_id(&id)?).await.map_err(storage)? {
+    if state.auth.store.remove_token(token_id(&id)?).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(token_not_found())

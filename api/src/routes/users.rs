@@ -83,10 +83,6 @@ fn user_not_found(login: &str) -> ApiError {
     ApiError::not_found("user_not_found", format!("user `{login}` not found")).with_field("login")
 }
 
-fn storage(error: sled::Error) -> ApiError {
-    ApiError::internal(&error)
-}
-
 /// Create a user. The password is stored only as an argon2id hash.
 #[utoipa::path(
     post,
@@ -156,7 +152,7 @@ pub async fn create(
         password_hash,
         created_at: Utc::now(),
     };
-    if !state.auth.store.insert_user(&user).await.map_err(storage)? {
+    if !state.auth.store.insert_user(&user).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, "duplicate_login", format!("login `{}` is taken", user.login))
             .with_field("login"));
     }
@@ -202,7 +198,7 @@ pub async fn list(
     let query: ListQuery = query::parse(raw.as_deref())?;
     let limit = page_size(query.limit.unwrap_or(PAGE_SIZE_DEFAULT as u64))?;
     // One more than asked tells whether there is a next page.
-    let mut users = state.auth.store.users(query.after.as_deref(), limit + 1).map_err(storage)?;
+    let mut users = state.auth.store.users(query.after.as_deref(), limit + 1)?;
     let next = (users.len() > limit).then(|| {
         users.truncate(limit);
         users.last().map(|u| u.login.clone())
@@ -225,7 +221,7 @@ pub async fn show(
     Path(login): Path<String>,
 ) -> Result<Json<UserResponse>, ApiError> {
     caller.require_admin()?;
-    let user = state.auth.store.user(&login).map_err(storage)?.ok_or_else(|| user_not_found(&login))?;
+    let user = state.auth.store.user(&login)?.ok_or_else(|| user_not_found(&login))?;
     Ok(Json(UserResponse { status: "ok", user: UserOut::from_record(&user) }))
 }
 
@@ -244,9 +240,5 @@ pub async fn remove(
     Path(login): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
-    if state.auth.store.remove_user(&login).await.map_err(storage)? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(user_not_found(&login))
-    }
+    if state.auth.store.remove_user(&login).await? { Ok(StatusCode::NO_CONTENT) } else { Err(user_not_found(&login)) }
 }
