@@ -142,6 +142,13 @@ pub fn u64_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, 
     deserializer.deserialize_any(WholeNumber)
 }
 
+/// An optional whole number that fits a `u32`, as a JSON number or as text; use with
+/// `#[serde(default)]`.
+pub fn optional_u32_from_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    let value = u64_from_text(deserializer)?;
+    u32::try_from(value).map(Some).map_err(|_| de::Error::custom(format!("{value} is too large")))
+}
+
 struct WholeNumber;
 
 /// serde_json with `arbitrary_precision` hands numbers over as a one-entry map under this

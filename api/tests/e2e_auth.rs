@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use common::{ADMIN_KEY, Server, send};
 use reqwest::{Method, StatusCode};
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 /// The tenant under attack: partner P1 and its customer C1, with distinctive data.
@@ -103,6 +106,16 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     let (loopback_token, _) = setup.token_for("p1-user", json!({"allowed_ips": ["127.0.0.0/8"]})).await;
     let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let (expiring_token, _) = setup.token_for("p1-user", json!({"expires_at": expires_at})).await;
+    // P1's retail tariff and a call of C1's, both P1's business only.
+    let tariff = json!({"name": format!("{P1_NAME} retail"), "currency": "EUR", "rates": [{"prefix": "1", "price_per_minute": "1"}]});
+    let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/tariffs", Some(&tariff)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let p1_tariff = body["links"]["tariff"].as_str().unwrap().to_owned();
+    let call = json!({"id": "c1-call", "account": "C1", "callee": "1555", "start": "2026-03-01T10:00:00Z",
+        "answer": "2026-03-01T10:00:00Z", "end": "2026-03-01T10:01:00Z", "cost": "0.5", "partner_cost": "0.2"});
+    let charged = setup.admin(Method::POST, "/api/v1/cdrs", call.clone()).await;
+    let c1_balance = (Decimal::from_str(C1_PAYMENT).unwrap() - Decimal::new(5, 1)).to_string();
+    setup.admin(Method::GET, &format!("/api/v1/accounts/C1?min_position={}", charged["position"]), json!(null)).await;
     let login = json!({"login": "p1-user", "password": "correct horse battery"});
     let (status, session) = setup.call(None, Method::POST, "/api/v1/sessions", Some(&login)).await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
@@ -245,7 +258,51 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
             None,
             Expect::Protected { other_partner: 404, customer: 404 },
         ),
+        // Lists answer with the caller's own accounts only.
+        (Method::GET, accounts.into(), None, Expect::Protected { other_partner: 200, customer: 200 }),
+        (
+            Method::GET,
+            "/api/v1/accounts/C1/events".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::GET,
+            "/api/v1/accounts/C1/statement/lines?from=2000-01-01&to=2100-01-01".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (Method::GET, "/api/v1/accounts/C1/cdrs".into(), None, Expect::Protected { other_partner: 404, customer: 404 }),
+        (
+            Method::GET,
+            "/api/v1/accounts/C1/cdrs/c1-call".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/cdrs".into(),
+            Some(json!({"id": "c1-call-2", "account": "C1", "callee": "1555", "start": "2026-03-01T10:00:00Z",
+                "answer": "2026-03-01T10:00:00Z", "end": "2026-03-01T10:01:00Z", "cost": "0.5", "partner_cost": "0.2"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        // Another partner publishes tariffs of its own; it never sees P1's.
+        (
+            Method::POST,
+            "/api/v1/tariffs".into(),
+            Some(json!({"name": "P2 retail", "currency": "EUR", "rates": [{"prefix": "1", "price_per_minute": "2"}]})),
+            Expect::Protected { other_partner: 201, customer: 403 },
+        ),
+        (Method::GET, "/api/v1/tariffs".into(), None, Expect::Protected { other_partner: 200, customer: 200 }),
+        (Method::GET, p1_tariff.clone(), None, Expect::Protected { other_partner: 404, customer: 404 }),
+        (
+            Method::POST,
+            format!("{p1_tariff}/versions"),
+            Some(tariff.clone()),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
     ];
+    assert_covers_every_operation(&setup, &endpoints).await;
 
     // What must never show up in an answer to someone outside P1's book.
     let foreign = [P1_NAME, C1_NAME, C1_PAYMENT, &c1_id, &p1_token, &p1_access, &p1_token_id, &p1_token[..8]];
@@ -291,7 +348,7 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     // Nothing the walk sent changed P1's book, and P1's own credentials still work.
     let (status, body) = setup.call(Some(&p1_access), Method::GET, "/api/v1/accounts/C1", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["account"]["balance"].to_string(), C1_PAYMENT);
+    assert_eq!(body["account"]["balance"].to_string(), c1_balance, "no call was charged by an intruder");
     assert_eq!(body["account"]["status"], "active");
     let (status, body) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/users/p1-user", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -301,6 +358,26 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     assert_eq!(status, StatusCode::NOT_FOUND, "no account was registered by an intruder");
     let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/users/intruder", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no user was created by an intruder");
+}
+
+/// Fails if the OpenAPI document lists an operation the walk does not call: a new
+/// endpoint cannot escape the credential checks by being forgotten here.
+async fn assert_covers_every_operation(setup: &Setup, endpoints: &[(Method, String, Option<Value>, Expect)]) {
+    let (status, document) = setup.call(None, Method::GET, "/api/v1/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let matches = |template: &str, path: &str| {
+        let path = path.split('?').next().unwrap();
+        let (template, path): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+        template.len() == path.len()
+            && template.iter().zip(&path).all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')))
+    };
+    for (template, operations) in document["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let walked = endpoints.iter().any(|(m, path, _, _)| *m == method && matches(template, path));
+            assert!(walked, "the walk misses {method} {template}");
+        }
+    }
 }
 
 /// What a partner may and may not do inside its own book, through a session.
@@ -381,8 +458,15 @@ async fn a_partner_manages_its_customers_but_not_itself() {
     assert_eq!(body["account"]["balance"].to_string(), "70", "{body}");
     assert_eq!(body["account"]["credit_limit"].to_string(), "0");
 
-    // A tariff by id; a malformed id names the field.
-    let tariff = "01a211ed-0000-7000-8000-000000000001";
+    // A tariff by id; an unknown one is not found, a malformed id names the field.
+    let unknown = "01a211ed-0000-7000-8000-000000000001";
+    let (status, body) = partner(Method::POST, "/api/v1/accounts/C1/tariff", json!({"tariff": unknown})).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("tariff_not_found")), "{body}");
+    let rates = json!([{"prefix": "1", "price_per_minute": "0.1"}]);
+    let (status, body) =
+        partner(Method::POST, "/api/v1/tariffs", json!({"name": "R", "currency": "USD", "rates": rates})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let tariff = body["links"]["tariff"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     let (status, body) = partner(Method::POST, "/api/v1/accounts/C1/tariff", json!({"tariff": tariff})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["events"][0]["type"], "TariffAssigned");

@@ -5,14 +5,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use domain::cdr::{CdrInput, RatingParty, rate_call};
+use domain::rating::Tariff;
 use domain::{
-    AccountId, AccountKind, BookId, BookState, Command, CommandMeta, DomainError, OpenAccount, Payload, RecordedEvent,
+    AccountId, AccountKind, AssignedTariff, BookId, BookState, ChargeCall, Command, CommandMeta, Currency, DomainError,
+    OpenAccount, Payload, RecordedEvent, TariffId,
 };
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
 use crate::error::{CommandError, StoreError};
 use crate::store::{EventStore, READ_EVENTS_MAX};
+use crate::tariffs::{TariffCatalog, TariffHistory};
 use crate::writer::{self, BookHandle, CommandOutcome, CommitHook};
 
 /// Where an account lives: enough to route a command and to check a tenant.
@@ -23,6 +27,9 @@ pub struct AccountRef {
     pub kind: AccountKind,
     pub partner: Option<AccountId>,
     pub book: BookId,
+    pub currency: Currency,
+    /// The tariff that rates the account's calls.
+    pub tariff: Option<TariffId>,
 }
 
 #[derive(Default)]
@@ -34,18 +41,28 @@ struct AccountIndex {
 impl AccountIndex {
     fn apply(&mut self, events: &[RecordedEvent]) {
         for recorded in events {
-            if let Payload::AccountOpened(opened) = &recorded.event.payload {
-                self.id_of.insert(opened.number.clone(), opened.account);
-                self.by_id.insert(
-                    opened.account,
-                    AccountRef {
-                        id: opened.account,
-                        number: opened.number.clone(),
-                        kind: opened.kind,
-                        partner: opened.partner,
-                        book: recorded.event.envelope.book,
-                    },
-                );
+            match &recorded.event.payload {
+                Payload::AccountOpened(opened) => {
+                    self.id_of.insert(opened.number.clone(), opened.account);
+                    self.by_id.insert(
+                        opened.account,
+                        AccountRef {
+                            id: opened.account,
+                            number: opened.number.clone(),
+                            kind: opened.kind,
+                            partner: opened.partner,
+                            book: recorded.event.envelope.book,
+                            currency: opened.currency,
+                            tariff: None,
+                        },
+                    );
+                }
+                Payload::TariffAssigned(assigned) => {
+                    if let Some(account) = self.by_id.get_mut(&assigned.account) {
+                        account.tariff = assigned.tariff;
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -56,6 +73,7 @@ type WriterSlot = Arc<OnceCell<(BookHandle, Arc<Mutex<Option<JoinHandle<()>>>>)>
 pub struct Ledger {
     store: Arc<dyn EventStore>,
     index: Arc<RwLock<AccountIndex>>,
+    tariffs: Arc<RwLock<TariffCatalog>>,
     writers: Mutex<HashMap<BookId, WriterSlot>>,
     /// Account numbers are unique ledger-wide, across books: registrations take turns.
     registration: tokio::sync::Mutex<()>,
@@ -65,16 +83,19 @@ impl Ledger {
     /// Opens the ledger over `store`, rebuilding the account index from the log.
     pub async fn open(store: Arc<dyn EventStore>) -> Result<Self, CommandError> {
         let mut index = AccountIndex::default();
+        let mut tariffs = TariffCatalog::default();
         let mut from = 1;
         loop {
             let events = store.read_all(from, READ_EVENTS_MAX).await?;
             let Some(last) = events.last() else { break };
             from = last.position + 1;
             index.apply(&events);
+            tariffs.apply(&events);
         }
         Ok(Ledger {
             store,
             index: Arc::new(RwLock::new(index)),
+            tariffs: Arc::new(RwLock::new(tariffs)),
             writers: Mutex::new(HashMap::new()),
             registration: tokio::sync::Mutex::new(()),
         })
@@ -152,6 +173,76 @@ impl Ledger {
         Ok(first.book)
     }
 
+    /// A tariff's history, if it was published.
+    pub fn tariff(&self, id: TariffId) -> Option<TariffHistory> {
+        self.tariffs.read().expect("tariffs lock").get(id).cloned()
+    }
+
+    /// Every published tariff that `keep` keeps.
+    pub fn tariffs(&self, keep: impl Fn(&TariffHistory) -> bool) -> Vec<TariffHistory> {
+        self.tariffs.read().expect("tariffs lock").iter().filter(|t| keep(t)).cloned().collect()
+    }
+
+    /// Publishes a tariff in `book`, or a new version of it in the book that published
+    /// the first.
+    pub async fn publish_tariff(
+        &self,
+        book: BookId,
+        tariff: Tariff,
+        meta: CommandMeta,
+    ) -> Result<CommandOutcome, CommandError> {
+        let book = self.tariff(tariff.id).map_or(book, |history| history.book);
+        self.execute_in(book, Command::PublishTariff(Box::new(tariff)), meta).await
+    }
+
+    /// Assigns a published tariff to an account (or removes its tariff).
+    pub async fn assign_tariff(
+        &self,
+        account: AccountId,
+        tariff: Option<TariffId>,
+        meta: CommandMeta,
+    ) -> Result<CommandOutcome, CommandError> {
+        let tariff = tariff
+            .map(|id| {
+                let history = self.tariff(id).ok_or(DomainError::TariffNotFound(id))?;
+                Ok::<_, DomainError>(AssignedTariff { id, book: history.book, currency: history.current().currency })
+            })
+            .transpose()?;
+        self.execute(Command::AssignTariff { account, tariff }, meta).await
+    }
+
+    /// Rates a CDR with the tariffs in force when the call started: the customer's for
+    /// its cost, its partner's for the partner's wholesale cost.
+    pub fn rate(&self, cdr: &CdrInput) -> Result<ChargeCall, CommandError> {
+        let customer = self.account(&cdr.account).ok_or_else(|| CommandError::UnknownAccount(cdr.account.clone()))?;
+        if customer.kind != AccountKind::Customer {
+            return Err(DomainError::NotACustomer(customer.id).into());
+        }
+        let partner = customer.partner.map(|id| self.account_by_id(id).ok_or(DomainError::AccountNotFound(id)));
+        let partner = partner.transpose()?;
+        let catalog = self.tariffs.read().expect("tariffs lock");
+        let in_force = |account: &AccountRef| {
+            account.tariff.and_then(|id| catalog.get(id)).and_then(|history| history.in_force(cdr.start))
+        };
+        let party = |account: &AccountRef| RatingParty {
+            account: account.id,
+            currency: account.currency,
+            tariff: in_force(account).map(|v| &**v),
+        };
+        let partner_party = partner.as_ref().map(party);
+        Ok(rate_call(cdr, &party(&customer), partner_party.as_ref())?)
+    }
+
+    /// Rates and charges one CDR. A CDR id the book has already charged is a repeat:
+    /// the outcome of its first charge, marked `repeated`.
+    /// The charge's business time is the call's start, whenever the CDR arrives: the
+    /// statement of a period and the CDR list of that period (by start) must agree.
+    pub async fn charge_cdr(&self, cdr: &CdrInput, meta: CommandMeta) -> Result<CommandOutcome, CommandError> {
+        let charge = self.rate(cdr)?;
+        let meta = CommandMeta { occurred_at: cdr.start, ..meta };
+        self.execute(Command::ChargeCall(charge), meta).await
+    }
+
     /// Reverses the event at `position` of the global log.
     pub async fn reverse(
         &self,
@@ -194,8 +285,11 @@ impl Ledger {
         let (handle, _) = slot
             .get_or_try_init(|| async {
                 let state = writer::load_book(&*self.store, book).await?;
-                let index = self.index.clone();
-                let hook: CommitHook = Arc::new(move |events| index.write().expect("index lock").apply(events));
+                let (index, tariffs) = (self.index.clone(), self.tariffs.clone());
+                let hook: CommitHook = Arc::new(move |events| {
+                    index.write().expect("index lock").apply(events);
+                    tariffs.write().expect("tariffs lock").apply(events);
+                });
                 let (handle, task) = writer::spawn_writer(self.store.clone(), state, Some(hook));
                 Ok::<_, CommandError>((handle, Arc::new(Mutex::new(Some(task)))))
             })

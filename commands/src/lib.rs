@@ -3,8 +3,10 @@
 
 pub mod chain;
 pub mod error;
+pub mod ingest;
 pub mod ledger;
 pub mod store;
+pub mod tariffs;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod writer;
@@ -16,4 +18,5 @@ pub use ledger::{AccountRef, Ledger};
 pub use store::kurrentdb::KurrentDbStore;
 pub use store::sled::{SledStats, SledStore};
 pub use store::{Appended, EventStore, ExpectedVersion, StoreSpec, open_store};
+pub use tariffs::{TariffCatalog, TariffHistory};
 pub use writer::{BalanceAfter, CommandOutcome};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountKind, AccountStatus};
 use crate::event::{Actor, Event, Idempotency};
-use crate::ids::{AccountId, TariffId};
+use crate::ids::{AccountId, BookId, TariffId};
 use crate::money::{Amount, Currency};
 use crate::rating::{RatedCdr, Tariff};
 use crate::time::Timestamp;
@@ -38,7 +38,7 @@ pub enum Command {
     },
     AssignTariff {
         account: AccountId,
-        tariff: Option<TariffId>,
+        tariff: Option<AssignedTariff>,
     },
     ReceivePayment {
         account: AccountId,
@@ -80,6 +80,16 @@ pub struct OpenAccount {
     pub partner: Option<AccountId>,
     pub currency: Currency,
     pub credit_limit: Amount,
+}
+
+/// A tariff as the ledger's catalog knows it, for the rules of assigning it: tariffs
+/// live in the book that published them, which the account's book may not be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AssignedTariff {
+    pub id: TariffId,
+    /// The book that published the tariff.
+    pub book: BookId,
+    pub currency: Currency,
 }
 
 /// A CDR with its costs already computed (by rating, or by the switch).

@@ -89,14 +89,14 @@ pub fn decide(state: &BookState, command: &Command, meta: &CommandMeta) -> Resul
         }
     }
     validate_text("actor", &meta.actor)?;
-    let mut decision = decide_command(state, command)?;
+    let mut decision = decide_command(state, command, meta)?;
     if let Decision::Accept(events) = &mut decision {
         push_alerts(state, events);
     }
     Ok(decision)
 }
 
-fn decide_command(state: &BookState, command: &Command) -> Result<Decision, DomainError> {
+fn decide_command(state: &BookState, command: &Command, meta: &CommandMeta) -> Result<Decision, DomainError> {
     match command {
         Command::OpenAccount(open) => open_account(state, open),
         Command::ChangeStatus { account, status, reason } => change_status(state, *account, *status, reason),
@@ -114,10 +114,26 @@ fn decide_command(state: &BookState, command: &Command) -> Result<Decision, Doma
         }
         Command::AssignTariff { account, tariff } => {
             let acc = open_account_ref(state, *account)?;
-            if acc.tariff == *tariff {
+            if let Some(tariff) = tariff {
+                // A partner's own calls are priced by the operator (wholesale); a
+                // customer's by its book (the partner's retail list) or the operator.
+                let allowed =
+                    tariff.book == BookId::OPERATOR || (acc.kind == AccountKind::Customer && tariff.book == state.book);
+                if !allowed {
+                    return Err(DomainError::TariffNotFound(tariff.id));
+                }
+                if tariff.currency != acc.currency {
+                    return Err(DomainError::TariffCurrencyMismatch {
+                        account: acc.currency.as_str().to_owned(),
+                        tariff: tariff.currency.as_str().to_owned(),
+                    });
+                }
+            }
+            let tariff = tariff.map(|t| t.id);
+            if acc.tariff == tariff {
                 return Ok(Decision::Accept(vec![]));
             }
-            accept(Payload::TariffAssigned(TariffAssigned { account: *account, tariff: *tariff }))
+            accept(Payload::TariffAssigned(TariffAssigned { account: *account, tariff }))
         }
         Command::ConfigureAlerts { account, balance_below, call_cost_above } => {
             let acc = open_account_ref(state, *account)?;
@@ -165,11 +181,29 @@ fn decide_command(state: &BookState, command: &Command) -> Result<Decision, Doma
         Command::ChargeCall(charge) => charge_call(state, charge),
         Command::MoveFunds { from, to, amount, note } => move_funds(state, *from, *to, *amount, note),
         Command::ReverseEntry { target, reason } => reverse_entry(state, target, reason),
-        Command::PublishTariff(tariff) => {
-            validate_text("name", &tariff.name)?;
-            accept(Payload::TariffPublished(TariffPublished { tariff: (**tariff).clone() }))
+        Command::PublishTariff(tariff) => publish_tariff(state, tariff, meta),
+    }
+}
+
+/// A tariff's first version may start at any time (importing old CDRs needs old
+/// prices); a replacement starts after the version it replaces and not before now, so
+/// that every call already rated keeps the price it was rated with.
+fn publish_tariff(state: &BookState, tariff: &Tariff, meta: &CommandMeta) -> Result<Decision, DomainError> {
+    validate_text("name", &tariff.name)?;
+    crate::rating_engine::CompiledTariff::compile(tariff)?;
+    if let Some(current) = state.tariffs.get(&tariff.id) {
+        if tariff.currency != current.currency {
+            return Err(DomainError::TariffCurrencyMismatch {
+                account: current.currency.as_str().to_owned(),
+                tariff: tariff.currency.as_str().to_owned(),
+            });
+        }
+        let after = current.effective_from.max(meta.recorded_at);
+        if tariff.effective_from <= current.effective_from || tariff.effective_from < meta.recorded_at {
+            return Err(DomainError::TariffVersionNotLater { tariff: tariff.id, after: after.to_rfc3339() });
         }
     }
+    accept(Payload::TariffPublished(TariffPublished { tariff: tariff.clone() }))
 }
 
 fn accept(payload: Payload) -> Result<Decision, DomainError> {

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::ids::{AccountId, EventId};
+use crate::ids::{AccountId, EventId, TariffId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DomainError {
@@ -60,6 +60,12 @@ pub enum DomainError {
     NegativeCreditLimit,
     #[error("no rate of the tariff matches the number `{0}`")]
     NoMatchingRate(String),
+    #[error("the {role} account {account} has no tariff in force when the call started")]
+    NoTariff { account: AccountId, role: &'static str },
+    #[error("tariff {0} does not exist")]
+    TariffNotFound(TariffId),
+    #[error("a new version of tariff {tariff} must take effect after {after}, the start of its current one")]
+    TariffVersionNotLater { tariff: TariffId, after: String },
 }
 
 impl DomainError {
@@ -91,6 +97,9 @@ impl DomainError {
             TariffCurrencyMismatch { .. } => "currency_mismatch",
             NegativeCreditLimit => "invalid_credit_limit",
             NoMatchingRate(_) => "no_matching_rate",
+            NoTariff { .. } => "no_tariff",
+            TariffNotFound(_) => "tariff_not_found",
+            TariffVersionNotLater { .. } => "tariff_version_not_later",
         }
     }
 
@@ -101,7 +110,7 @@ impl DomainError {
             InvalidAmount(_) | InvalidCurrency(_) | InvalidField { .. } | AmountNotPositive | NegativeCreditLimit => {
                 ErrorKind::BadInput
             }
-            AccountNotFound(_) | EventNotFound(_) => ErrorKind::NotFound,
+            AccountNotFound(_) | EventNotFound(_) | TariffNotFound(_) => ErrorKind::NotFound,
             DuplicateAccountNumber(_) | DuplicateAccount(_) | AlreadyReversed(_) | IdempotencyKeyReused(_) => {
                 ErrorKind::Conflict
             }
@@ -118,6 +127,9 @@ impl DomainError {
             InvalidField { field, .. } => Some(field),
             NegativeCreditLimit => Some("credit_limit"),
             DuplicateAccountNumber(_) => Some("number"),
+            NoMatchingRate(_) => Some("callee"),
+            TariffNotFound(_) => Some("tariff"),
+            TariffVersionNotLater { .. } => Some("effective_from"),
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 //! HTTP — the same functions decide commands live, in replay and in property tests.
 
 pub mod account;
+pub mod cdr;
 pub mod command;
 pub mod decide;
 #[cfg(test)]
@@ -18,7 +19,7 @@ pub mod time;
 pub mod testing;
 
 pub use account::{Account, AccountKind, AccountStatus};
-pub use command::{ChargeCall, Command, CommandMeta, OpenAccount};
+pub use command::{AssignedTariff, ChargeCall, Command, CommandMeta, OpenAccount};
 pub use decide::{BookState, Decision, IdempotencyRecord, decide, evolve, seal};
 pub use error::{DomainError, ErrorKind};
 pub use event::{Category, Envelope, Event, Hash, Idempotency, Payload, Posting, RecordedEvent};

@@ -1,9 +1,11 @@
 //! The read models' front door: queries over the views, and waiting for a position.
 
+use std::ops::ControlFlow;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use domain::event::Category;
-use domain::{AccountId, AccountStatus, Amount, Currency, Timestamp};
+use domain::{AccountId, AccountStatus, Amount, BookId, Currency, Timestamp};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -20,6 +22,22 @@ pub const WAIT_FOR_POSITION_MAX: Duration = Duration::from_secs(5);
 pub struct ReadModels {
     pub(crate) tree: sled::Tree,
     pub(crate) applied: watch::Sender<u64>,
+    /// sled has no snapshots: a query that reads several keys (a statement reads the
+    /// account view, bucket sums and postings) holds this shared while a chunk's batch
+    /// lands under it exclusively, so the query sees one position, never half of a chunk.
+    pub(crate) landing: Arc<RwLock<()>>,
+}
+
+impl ReadModels {
+    pub(crate) fn over(tree: sled::Tree, applied: watch::Sender<u64>) -> Self {
+        ReadModels { tree, applied, landing: Arc::new(RwLock::new(())) }
+    }
+
+    /// Holds off chunk commits for as long as the guard lives.
+    fn consistent(&self) -> RwLockReadGuard<'_, ()> {
+        // A poisoned lock guards no data (only the order of reads and commits).
+        self.landing.read().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The statement (balance by period) of an account for `[from, to)` by `occurred_at`.
@@ -108,6 +126,7 @@ pub struct AccountFilter {
     pub partner: Option<AccountId>,
     pub status: Option<AccountStatus>,
     pub book: Option<domain::BookId>,
+    pub kind: Option<domain::AccountKind>,
 }
 
 /// Filters of a CDR listing.
@@ -207,7 +226,8 @@ impl ReadModels {
             let Some(view) = self.account(id)? else { continue };
             let wanted = filter.partner.is_none_or(|p| view.partner == Some(p) || view.id == p)
                 && filter.status.is_none_or(|s| view.status == s)
-                && filter.book.is_none_or(|b| view.book == b);
+                && filter.book.is_none_or(|b| view.book == b)
+                && filter.kind.is_none_or(|k| view.kind == k);
             if !wanted {
                 continue;
             }
@@ -243,11 +263,12 @@ impl ReadModels {
                 None => {
                     let hour = cursor.div_euclid(HOUR_MICROS);
                     let end = ((hour + 1) * HOUR_MICROS).min(to);
-                    for (_, entries) in self.hour_pieces::<PostingEntry>(PREFIX_POSTING, account, hour, hour)? {
+                    self.visit_hours::<PostingEntry>(PREFIX_POSTING, account, hour, hour, |entries| {
                         for e in entries.iter().filter(|e| e.occurred_at >= cursor && e.occurred_at < end) {
                             sums.add(e.category, e.amount);
                         }
-                    }
+                        ControlFlow::Continue(())
+                    })?;
                     cursor = end;
                 }
             }
@@ -268,7 +289,7 @@ impl ReadModels {
         if from > to {
             return Err(ProjectionError::InvalidQuery { field: "to", reason: "must not be before `from`".into() });
         }
-        // Read the account view and sums at one consistent point of the tree.
+        let _consistent = self.consistent();
         let view = self.account(account)?.ok_or_else(|| ProjectionError::AccountNotFound(account.to_string()))?;
         let position = self.position();
         let history_start = view.first_occurred_at.map_or(from.micros(), |t| t.micros());
@@ -309,29 +330,41 @@ impl ReadModels {
 
     /// The pieces of an account's per-hour list (`P` or `X`) for hours `first..=last`,
     /// merged per hour and sorted.
-    fn hour_pieces<T: for<'de> serde::Deserialize<'de> + Ord>(
+    /// Visits an account's pieces of `prefix` hour by hour, oldest first, each hour's
+    /// entries merged and sorted, until `visit` says stop: a page of a long history reads
+    /// only the hours it shows.
+    fn visit_hours<T: for<'de> serde::Deserialize<'de> + Ord>(
         &self,
         prefix: u8,
         account: AccountId,
         first_hour: i64,
         last_hour: i64,
-    ) -> Result<Vec<(i64, Vec<T>)>, ProjectionError> {
-        let mut hours: Vec<(i64, Vec<T>)> = Vec::new();
+        mut visit: impl FnMut(Vec<T>) -> ControlFlow<()>,
+    ) -> Result<(), ProjectionError> {
         let range =
             hour_piece_key(prefix, account, first_hour, 0)..=hour_piece_key(prefix, account, last_hour, u64::MAX);
+        let mut current: Option<(i64, Vec<T>)> = None;
         for entry in self.tree.range(range) {
             let (key, value) = entry?;
             let hour = time_from_bytes(&key[17..25]);
             let piece: Vec<T> = decode(&key, &value)?;
-            match hours.last_mut() {
+            match &mut current {
                 Some((h, entries)) if *h == hour => entries.extend(piece),
-                _ => hours.push((hour, piece)),
+                _ => {
+                    if let Some((_, mut entries)) = current.replace((hour, piece)) {
+                        entries.sort();
+                        if visit(entries).is_break() {
+                            return Ok(());
+                        }
+                    }
+                }
             }
         }
-        for (_, entries) in &mut hours {
+        if let Some((_, mut entries)) = current {
             entries.sort();
+            let _ = visit(entries);
         }
-        Ok(hours)
+        Ok(())
     }
 
     /// An account's events recorded after `position`, in log order.
@@ -382,10 +415,13 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<StatementLine>, ProjectionError> {
         let limit = check_limit(limit)?;
+        let _consistent = self.consistent();
         let after = cursor.map(parse_time_cursor).transpose()?;
-        let (first, last) = (from.micros().div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
+        let start = after.map_or(from.micros(), |(time, _)| time.max(from.micros()));
+        let (first, last) = (start.div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
         let mut items = Vec::new();
-        for (_, entries) in self.hour_pieces::<PostingEntry>(PREFIX_POSTING, account, first, last)? {
+        let mut next_cursor = None;
+        self.visit_hours::<PostingEntry>(PREFIX_POSTING, account, first, last, |entries| {
             for e in entries {
                 let in_period = e.occurred_at >= from.micros() && e.occurred_at < to.micros();
                 let past_cursor = after.is_none_or(|c| (e.occurred_at, e.position) > c);
@@ -393,9 +429,9 @@ impl ReadModels {
                     continue;
                 }
                 if items.len() == limit {
-                    let next_cursor =
+                    next_cursor =
                         items.last().map(|l: &StatementLine| format!("{}-{}", l.occurred_at.micros(), l.position));
-                    return Ok(Page { items, next_cursor });
+                    return ControlFlow::Break(());
                 }
                 items.push(StatementLine {
                     position: e.position,
@@ -404,8 +440,9 @@ impl ReadModels {
                     amount: e.amount,
                 });
             }
-        }
-        Ok(Page { items, next_cursor: None })
+            ControlFlow::Continue(())
+        })?;
+        Ok(Page { items, next_cursor })
     }
 
     /// The events concerning `account`, in log order, after `after_position`.
@@ -416,6 +453,7 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<(u64, EventRow)>, ProjectionError> {
         let limit = check_limit(limit)?;
+        let _consistent = self.consistent();
         let mut items = Vec::new();
         let range = event_piece_key(account, after_position.saturating_add(1))..=event_piece_key(account, u64::MAX);
         for entry in self.tree.range(range) {
@@ -432,12 +470,15 @@ impl ReadModels {
         Ok(Page { items, next_cursor: None })
     }
 
-    pub fn cdr(&self, id: &str) -> Result<Option<CdrRow>, ProjectionError> {
-        let key = cdr_key(id);
+    /// The CDR `id` of `book`: ids are the switch's, unique within a book only, so the
+    /// same id in two tenants' books names two different calls.
+    pub fn cdr(&self, book: BookId, id: &str) -> Result<Option<CdrRow>, ProjectionError> {
+        let key = cdr_key(book, id);
         self.tree.get(&key)?.map(|bytes| decode(&key, &bytes)).transpose()
     }
 
-    /// CDRs of `account` that started in `[from, to)`, oldest first, filtered.
+    /// CDRs of `account` that started in `[from, to)`, oldest first, filtered: a
+    /// customer's calls, or for a partner the calls of its customers it paid wholesale.
     pub fn cdrs(
         &self,
         account: AccountId,
@@ -448,19 +489,33 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<CdrRow>, ProjectionError> {
         let limit = check_limit(limit)?;
+        let _consistent = self.consistent();
         let after = cursor.map(parse_time_cursor).transpose()?;
-        let (first, last) = (from.micros().div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
+        let start = after.map_or(from.micros(), |(time, _)| time.max(from.micros()));
+        let (first, last) = (start.div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
         let mut items = Vec::new();
-        for (_, entries) in self.hour_pieces::<CdrEntry>(PREFIX_ACCOUNT_CDR, account, first, last)? {
+        let mut next_cursor = None;
+        let mut failure = None;
+        self.visit_hours::<CdrEntry>(PREFIX_ACCOUNT_CDR, account, first, last, |entries| {
             for e in entries {
                 let in_period = e.start >= from.micros() && e.start < to.micros();
                 if !in_period || after.is_some_and(|c| (e.start, e.position) <= c) {
                     continue;
                 }
-                let row = self.cdr(&e.id)?.ok_or_else(|| ProjectionError::Corrupt {
-                    key: e.id.clone(),
-                    reason: "listed for the account but missing from the CDR store".into(),
-                })?;
+                let row = match self.cdr(e.book, &e.id) {
+                    Ok(Some(row)) => row,
+                    Ok(None) => {
+                        failure = Some(ProjectionError::Corrupt {
+                            key: e.id.clone(),
+                            reason: "listed for the account but missing from the CDR store".into(),
+                        });
+                        return ControlFlow::Break(());
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        return ControlFlow::Break(());
+                    }
+                };
                 let wanted = filter.answered.is_none_or(|a| row.cdr.answered() == a)
                     && filter.hangup_cause.is_none_or(|c| row.cdr.hangup_cause == c)
                     && filter.destination_prefix.as_deref().is_none_or(|p| row.cdr.callee.starts_with(p));
@@ -468,13 +523,17 @@ impl ReadModels {
                     continue;
                 }
                 if items.len() == limit {
-                    let next_cursor = items.last().map(|r: &CdrRow| format!("{}-{}", r.cdr.start.micros(), r.position));
-                    return Ok(Page { items, next_cursor });
+                    next_cursor = items.last().map(|r: &CdrRow| format!("{}-{}", r.cdr.start.micros(), r.position));
+                    return ControlFlow::Break(());
                 }
                 items.push(row);
             }
+            ControlFlow::Continue(())
+        })?;
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(Page { items, next_cursor }),
         }
-        Ok(Page { items, next_cursor: None })
     }
 }
 

@@ -31,7 +31,7 @@ async fn rebuild_into(
 ) -> Result<(ReplayReport, BTreeSet<BookId>), ProjectionError> {
     tree.clear()?;
     let (applied, _) = tokio::sync::watch::channel(0);
-    let models = ReadModels { tree, applied };
+    let models = ReadModels::over(tree, applied);
     let head = store.head().await?;
     let end = up_to.map_or(head, |p| p + 1);
     let mut books = BTreeSet::new();

@@ -48,7 +48,7 @@ impl ReadModels {
         let tree = db.open_tree(tree_name(generation(db)?))?;
         let checkpoint = read_checkpoint(&tree)?;
         let (applied, _) = watch::channel(checkpoint);
-        Ok(ReadModels { tree, applied })
+        Ok(ReadModels::over(tree, applied))
     }
 
     /// Applies events (in log order, after the checkpoint) and moves the checkpoint.
@@ -62,6 +62,7 @@ impl ReadModels {
         for event in &fresh {
             writer.apply(event)?;
         }
+        let _landing = self.landing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         writer.commit(last.position)?;
         self.applied.send_replace(last.position);
         Ok(())

@@ -13,8 +13,8 @@
 //! | `B` | level, account, bucket | per-category sums of postings by `occurred_at` |
 //! | `P` | account, hour, chunk | the account's postings of that hour in that chunk |
 //! | `E` | account, chunk | the events of that chunk concerning the account ([`EventRow`]) |
-//! | `D` | CDR id | [`CdrRow`] |
-//! | `X` | account, hour, chunk | the account's CDRs that started in that hour, in that chunk |
+//! | `D` | book, CDR id | [`CdrRow`] (CDR ids are unique within a book, not across books) |
+//! | `X` | account, hour, chunk | the account's CDRs that started in that hour, in that chunk: a customer's calls, and for a partner its customers' calls it paid wholesale |
 //! | `K` | book, account | — (the accounts of a book, for listings by partner) |
 //!
 //! A chunk is named by its last position. Per-event lists are written once per chunk as
@@ -197,11 +197,12 @@ pub(crate) struct PostingEntry {
     pub amount: Amount,
 }
 
-/// One CDR in a piece: when it started, the event that charged it, its id.
+/// One CDR in a piece: when it started, the event that charged it, where it is stored.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct CdrEntry {
     pub start: i64,
     pub position: u64,
+    pub book: BookId,
     pub id: String,
 }
 
@@ -213,9 +214,10 @@ pub(crate) fn book_account_key(book: BookId, account: AccountId) -> [u8; 33] {
     key
 }
 
-pub(crate) fn cdr_key(id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + id.len());
+pub(crate) fn cdr_key(book: BookId, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17 + id.len());
     key.push(PREFIX_CDR);
+    key.extend_from_slice(book.0.as_bytes());
     key.extend_from_slice(id.as_bytes());
     key
 }
@@ -337,13 +339,14 @@ impl<'a> ChunkWriter<'a> {
                     partner: e.partner,
                     partner_cost: e.partner_cost,
                 };
-                self.batch.insert(cdr_key(&e.cdr.id), encode(&row));
+                self.batch.insert(cdr_key(envelope.book, &e.cdr.id), encode(&row));
                 let start = e.cdr.start.micros();
-                self.cdrs.entry((e.account, start.div_euclid(HOUR_MICROS))).or_default().push(CdrEntry {
-                    start,
-                    position,
-                    id: e.cdr.id.clone(),
-                });
+                let entry = CdrEntry { start, position, book: envelope.book, id: e.cdr.id.clone() };
+                let hour = start.div_euclid(HOUR_MICROS);
+                if let Some(partner) = e.partner {
+                    self.cdrs.entry((partner, hour)).or_default().push(entry.clone());
+                }
+                self.cdrs.entry((e.account, hour)).or_default().push(entry);
             }
             _ => {}
         }

@@ -24,7 +24,7 @@ use crate::write::{Write, WriteBody, managed_account, respond, visible_account};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(register))
+        .routes(routes!(register, list))
         .routes(routes!(show))
         .routes(routes!(change_status))
         .routes(routes!(change_credit_limit))
@@ -119,6 +119,118 @@ pub async fn register(
     Ok(respond(&state, StatusCode::CREATED, outcome, account_links(&request.number)))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// `active`, `suspended` or `closed`.
+    #[param(value_type = Option<String>)]
+    status: Option<AccountStatus>,
+    /// `partner` or `customer`.
+    #[param(value_type = Option<String>)]
+    kind: Option<AccountKind>,
+    /// A partner's number: the partner and its customers.
+    partner: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1 to 1000 (100 by default).
+    #[serde(default, deserialize_with = "crate::query::optional_u64")]
+    limit: Option<u64>,
+    /// Wait until the read models reflect this position (read your writes).
+    #[serde(default, deserialize_with = "crate::query::optional_u64")]
+    min_position: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountListOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// Oldest first.
+    accounts: Vec<AccountDetails>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+    /// The global log position the read models reflected when answering.
+    position: u64,
+}
+
+/// The accounts the caller may see, oldest first, filtered: the operator sees every
+/// account, a partner itself and its customers, a customer itself.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts",
+    operation_id = "list_accounts",
+    tag = "accounts",
+    params(ListQuery),
+    responses((status = 200, description = "A page of accounts", body = AccountListOut), ReadErrors)
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<AccountListOut>, ApiError> {
+    let query: ListQuery = query::parse(raw.as_deref())?;
+    let limit = super::page_size(query.limit.unwrap_or(super::PAGE_SIZE_DEFAULT as u64))?;
+    let partner =
+        query.partner.as_deref().map(|number| visible_account(&state, &caller, "partner", number)).transpose()?;
+    if let Some(partner) = &partner
+        && partner.kind != AccountKind::Partner
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "partner",
+            format!("`{}` is not a partner", partner.number),
+        ));
+    }
+    if let Some(position) = query.min_position {
+        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+    }
+    let position = state.models.position();
+    let mut filter = projections::AccountFilter {
+        partner: partner.map(|p| p.id),
+        status: query.status,
+        book: None,
+        kind: query.kind,
+    };
+    let page = match caller.scope {
+        Scope::Admin => state.models.accounts(&filter, query.cursor.as_deref(), limit)?,
+        Scope::Partner(own) => {
+            filter.partner = Some(own);
+            state.models.accounts(&filter, query.cursor.as_deref(), limit)?
+        }
+        // A customer's list is itself, if it passes the filters.
+        Scope::Customer(own) => {
+            let view = state.models.account(own)?.filter(|v| {
+                query.cursor.is_none()
+                    && filter.status.is_none_or(|s| v.status == s)
+                    && filter.kind.is_none_or(|k| v.kind == k)
+                    && filter.partner.is_none_or(|p| v.partner == Some(p))
+            });
+            projections::Page { items: view.into_iter().collect(), next_cursor: None }
+        }
+    };
+    let accounts = page.items.into_iter().map(|view| details(&state, view)).collect();
+    Ok(Json(AccountListOut { status: "ok", accounts, next_cursor: page.next_cursor, position }))
+}
+
+fn details(state: &AppState, view: projections::AccountView) -> AccountDetails {
+    let partner = view.partner.and_then(|id| state.ledger.account_by_id(id)).map(|p| p.number);
+    let available = view.available();
+    AccountDetails {
+        number: view.number,
+        id: view.id,
+        name: view.name,
+        kind: view.kind,
+        partner,
+        currency: view.currency,
+        status: view.status,
+        balance: view.balance,
+        credit_limit: view.credit_limit,
+        available,
+        tariff: view.tariff,
+        opened_at: view.opened_at,
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ShowQuery {
@@ -185,26 +297,11 @@ pub async fn show(
     // Scope first, from the ledger's index: a foreign account is not looked up further.
     let account = visible_account(&state, &caller, "number", &number)?;
     let (view, position) = super::read_account(&state, &account, query.min_position).await?;
-    let partner = view.partner.and_then(|id| state.ledger.account_by_id(id)).map(|p| p.number);
+    let account = details(&state, view);
     let mut links = account_links(&number);
-    if let Some(partner) = &partner {
+    if let Some(partner) = &account.partner {
         links.insert("partner", format!("/api/v1/accounts/{partner}"));
     }
-    let available = view.available();
-    let account = AccountDetails {
-        number: view.number,
-        id: view.id,
-        name: view.name,
-        kind: view.kind,
-        partner,
-        currency: view.currency,
-        status: view.status,
-        balance: view.balance,
-        credit_limit: view.credit_limit,
-        available,
-        tariff: view.tariff,
-        opened_at: view.opened_at,
-    };
     Ok(Json(AccountOut { status: "ok", account, position, links }))
 }
 
@@ -304,7 +401,10 @@ pub async fn assign_tariff(
                 .ok_or_else(|| ApiError::bad_request("invalid_field", "tariff", "tariff: expected a tariff id (UUID)"))
         })
         .transpose()?;
+    if let Some(id) = tariff {
+        super::tariffs::visible_tariff(&state, &write.caller, id)?;
+    }
     let meta = write.meta(&request, None)?;
-    let outcome = state.ledger.execute(Command::AssignTariff { account, tariff }, meta).await?;
+    let outcome = state.ledger.assign_tariff(account, tariff, meta).await?;
     Ok(respond(&state, StatusCode::OK, outcome, account_links(&number)))
 }

@@ -3,9 +3,6 @@
 //! resource takes a `Caller` (or a `Write`, which holds one) even when it does not use it:
 //! that extractor is the authentication gate, so a handler without it would be open to
 //! anyone.
-//!
-//! Families still to come (account lists, CDRs, the audit trail) each become one more
-//! module here and one more `merge` in [`router`].
 
 use std::collections::BTreeMap;
 
@@ -24,12 +21,15 @@ use crate::server::AppState;
 
 mod accounts;
 mod adjustments;
+mod audit;
+mod cdrs;
 mod charges;
 mod operations;
 mod payments;
 mod reversals;
 mod sessions;
 mod statements;
+mod tariffs;
 mod tokens;
 mod transfers;
 mod users;
@@ -52,6 +52,9 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(index))
         .merge(accounts::router())
         .merge(statements::router())
+        .merge(audit::router())
+        .merge(cdrs::router())
+        .merge(tariffs::router())
         .merge(payments::router())
         .merge(adjustments::router())
         .merge(charges::router())
@@ -90,12 +93,22 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
     let links = [
         ("self", API_ROOT),
         ("me", "/api/v1/me"),
-        ("accounts", "/api/v1/accounts"),
+        ("accounts", "/api/v1/accounts{?status,kind,partner,cursor,limit}"),
         ("account", "/api/v1/accounts/{number}{?min_position}"),
         ("account_status", "/api/v1/accounts/{number}/status"),
         ("account_credit_limit", "/api/v1/accounts/{number}/credit-limit"),
         ("account_tariff", "/api/v1/accounts/{number}/tariff"),
         ("statement", "/api/v1/accounts/{number}/statement{?from,to,as_of,min_position}"),
+        ("statement_lines", "/api/v1/accounts/{number}/statement/lines{?from,to,category,cursor,limit}"),
+        ("account_events", "/api/v1/accounts/{number}/events{?after,limit}"),
+        (
+            "account_cdrs",
+            "/api/v1/accounts/{number}/cdrs{?from,to,answered,hangup_cause,destination,cursor,limit,format}",
+        ),
+        ("account_cdr", "/api/v1/accounts/{number}/cdrs/{id}"),
+        ("cdrs", "/api/v1/cdrs"),
+        ("tariffs", "/api/v1/tariffs"),
+        ("tariff", "/api/v1/tariffs/{id}"),
         ("payments", "/api/v1/payments"),
         ("adjustments", "/api/v1/adjustments"),
         ("charges", "/api/v1/charges"),
@@ -168,6 +181,9 @@ pub fn account_links(number: &str) -> Links {
     let base = format!("/api/v1/accounts/{number}");
     [
         ("statement", format!("{base}/statement")),
+        ("statement_lines", format!("{base}/statement/lines")),
+        ("events", format!("{base}/events")),
+        ("cdrs", format!("{base}/cdrs")),
         ("status", format!("{base}/status")),
         ("credit_limit", format!("{base}/credit-limit")),
         ("tariff", format!("{base}/tariff")),

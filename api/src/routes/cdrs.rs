@@ -1,0 +1,719 @@
+//! Call detail records: post one or a batch (JSON, CSV, forms), rated and charged with
+//! the tariffs in force; read one, or an account's list with filters, as JSON or CSV.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use commands::{AccountRef, CommandError};
+use domain::cdr::CdrInput;
+use domain::rating::CallDirection;
+use domain::{Amount, DomainError, EventId, Timestamp};
+use futures::StreamExt;
+use projections::{CdrFilter, CdrRow};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::page_size;
+use crate::auth::{Caller, Scope};
+use crate::body::{FORM, JSON, MULTIPART};
+use crate::error::ApiError;
+use crate::openapi::{IdempotencyKey, ReadErrors, WriteErrors};
+use crate::query;
+use crate::server::AppState;
+use crate::write::{Write, visible_account};
+
+/// Largest CDR upload: a CSV of about 200,000 CDRs. Bigger files go through
+/// `tollbook import cdrs`, or in several requests.
+pub const CDR_UPLOAD_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// CDRs in one request at most.
+pub const CDRS_PER_REQUEST_MAX: usize = 200_000;
+pub const CSV: &str = "text/csv";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        .layer(DefaultBodyLimit::max(CDR_UPLOAD_BYTES_MAX))
+        .routes(routes!(list))
+        .routes(routes!(show))
+}
+
+/// What happened to one posted CDR.
+#[derive(Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CdrResult {
+    /// Rated and charged (an unanswered call is charged 0 and kept).
+    Charged,
+    /// Its id was charged before: nothing new was recorded.
+    Duplicate,
+    /// Refused; `error` says why. Nothing was recorded.
+    Rejected,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RowError {
+    /// A machine code, as in error answers.
+    error: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CdrOutcomeOut {
+    /// The CDR's place in the request: its index in a JSON array, from 0.
+    index: usize,
+    /// Its line in a CSV upload (the header is line 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<u64>,
+    /// The CDR id, when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    result: CdrResult,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    customer_cost: Option<Amount>,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partner_cost: Option<Amount>,
+    /// The global position of the event that charged it (the first charge, for a duplicate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<RowError>,
+}
+
+#[derive(Serialize, ToSchema, Default)]
+pub struct UploadSummary {
+    received: usize,
+    charged: usize,
+    duplicate: usize,
+    rejected: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UploadOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+    summary: UploadSummary,
+    /// The highest position written: pass it as `min_position` to read the charges.
+    position: Option<u64>,
+    results: Vec<CdrOutcomeOut>,
+}
+
+/// A CDR as posted: each field as text or a JSON number. See the CSV columns for the meaning.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[allow(dead_code, reason = "documents the fields; uploads are read field by field into `CdrInput`")]
+pub struct CdrIn {
+    /// Unique within the account's book: a repeated id is a duplicate, charged once.
+    #[schema(example = "sw1-000123")]
+    id: String,
+    /// The number of the customer account the call is charged to.
+    #[schema(example = "C-1001")]
+    account: String,
+    caller: Option<String>,
+    #[schema(example = "4930123456")]
+    callee: String,
+    #[schema(schema_with = crate::openapi::timestamp)]
+    start: String,
+    /// Absent for a call that was not answered.
+    answer: Option<String>,
+    #[schema(schema_with = crate::openapi::timestamp)]
+    end: String,
+    /// What the switch billed; `end - answer` in whole seconds when absent.
+    billable_seconds: Option<u32>,
+    /// A Q.850 code (`16`) or name (`normal_clearing`), or a SIP status (`sip:486`); 16 when absent.
+    hangup_cause: Option<String>,
+    /// `outbound` (default) or `inbound`.
+    direction: Option<String>,
+    /// A cost already rated by the switch: the customer's tariff is then not used.
+    #[schema(schema_with = crate::openapi::amount_in)]
+    cost: Option<String>,
+    /// The partner's wholesale cost, already rated.
+    #[schema(schema_with = crate::openapi::amount_in)]
+    partner_cost: Option<String>,
+}
+
+/// One CDR, or a batch of them.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "documents the JSON body; uploads are read field by field")]
+pub enum CdrUpload {
+    One(Box<CdrIn>),
+    Many(Vec<CdrIn>),
+}
+
+/// One parsed upload row, before charging.
+struct Row {
+    index: usize,
+    line: Option<u64>,
+    parsed: Result<CdrInput, ApiError>,
+}
+
+/// Post CDRs: one JSON object, a JSON array, a CSV file (`text/csv`, or a multipart file
+/// part) with the header `id,account,caller,callee,start,answer,end,billable_seconds,hangup_cause,direction,cost,partner_cost`,
+/// or one CDR as form fields. Each CDR is rated with the tariffs in force at its start
+/// and charged; a bad CDR rejects only itself. One CDR (object or form) answers 201
+/// (charged), 200 (duplicate) or its error; a batch answers 200 with a result per CDR.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cdrs",
+    operation_id = "post_cdrs",
+    tag = "cdrs",
+    params(IdempotencyKey),
+    request_body(content(
+        (CdrUpload = "application/json"),
+        (String = "text/csv"),
+        (CdrIn = "application/x-www-form-urlencoded"),
+        (CdrIn = "multipart/form-data")
+    )),
+    responses(
+        (status = 200, description = "A batch's results, or a duplicate", body = UploadOut),
+        (status = 201, description = "The one CDR was charged", body = UploadOut),
+        WriteErrors
+    )
+)]
+pub async fn upload(State(state): State<AppState>, write: Write, request: Request) -> Result<Response, ApiError> {
+    let (rows, single) = read_upload(request, &state).await?;
+    if rows.len() > CDRS_PER_REQUEST_MAX {
+        return Err(ApiError::bad_request(
+            "too_many_cdrs",
+            "body",
+            format!("{} CDRs in one request; at most {CDRS_PER_REQUEST_MAX}", rows.len()),
+        ));
+    }
+    // Scope before anything is charged: an account the caller may not post to is
+    // rejected like one that does not exist.
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .map(|row| Row {
+            parsed: row.parsed.and_then(|cdr| {
+                crate::write::managed_account(&state, &write.caller, "account", &cdr.account).map(|_| cdr)
+            }),
+            ..row
+        })
+        .collect();
+    if single && let Some(Err(_)) = rows.first().map(|r| &r.parsed) {
+        let Some(Row { parsed: Err(error), .. }) = rows.into_iter().next() else { unreachable!() };
+        return Err(error);
+    }
+    let cdrs: Vec<CdrInput> = rows.iter().filter_map(|r| r.parsed.as_ref().ok().cloned()).collect();
+    let meta = if single { write.meta(&cdrs[0].id, None)? } else { write.meta(&(), None)? };
+    let outcomes = if single {
+        vec![state.ledger.charge_cdr(&cdrs[0], meta).await]
+    } else {
+        state.ledger.charge_cdrs(cdrs, &meta).await
+    };
+    let mut outcomes = outcomes.into_iter();
+    let mut summary = UploadSummary { received: rows.len(), ..UploadSummary::default() };
+    let mut results = Vec::with_capacity(rows.len());
+    let mut position = None;
+    for row in rows {
+        let id = row.parsed.as_ref().ok().map(|c| c.id.clone());
+        let mut out = CdrOutcomeOut {
+            index: row.index,
+            line: row.line,
+            id,
+            result: CdrResult::Rejected,
+            customer_cost: None,
+            partner_cost: None,
+            position: None,
+            error: None,
+        };
+        let outcome = match row.parsed {
+            Err(error) => Err(error),
+            Ok(_) => outcomes.next().expect("one outcome per charged CDR").map_err(cdr_error),
+        };
+        match outcome {
+            Ok(outcome) => {
+                let charged = outcome.events.iter().find_map(|e| match &e.event.payload {
+                    domain::Payload::CallCharged(call) => Some((e.position, call)),
+                    _ => None,
+                });
+                if let Some((at, call)) = charged {
+                    out.customer_cost = Some(call.customer_cost);
+                    out.partner_cost = call.partner_cost;
+                    out.position = Some(at);
+                }
+                out.result = if outcome.repeated { CdrResult::Duplicate } else { CdrResult::Charged };
+                position = position.max(outcome.position());
+            }
+            Err(error) if single => return Err(error),
+            Err(error) => {
+                out.error = Some(RowError {
+                    error: error.code,
+                    message: error.message.into_owned(),
+                    field: error.field.map(|f| f.into_owned()),
+                });
+            }
+        }
+        match out.result {
+            CdrResult::Charged => summary.charged += 1,
+            CdrResult::Duplicate => summary.duplicate += 1,
+            CdrResult::Rejected => summary.rejected += 1,
+        }
+        results.push(out);
+    }
+    let status = if single && summary.charged == 1 { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(UploadOut { status: "ok", summary, position, results })).into_response())
+}
+
+/// A CDR's refusal as its row reports it; an account not found is the `account` field's.
+fn cdr_error(error: CommandError) -> ApiError {
+    let error = ApiError::from(error);
+    if error.code == "account_not_found" && error.field.is_none() { error.with_field("account") } else { error }
+}
+
+fn row_error(error: DomainError) -> ApiError {
+    ApiError::from(error)
+}
+
+/// The upload's rows, and whether it was one CDR (answered as one write).
+async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bool), ApiError> {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        JSON => {
+            let bytes = read_bytes(request, state).await?;
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::undeserializable("invalid_body", None, e.to_string()))?;
+            match value {
+                serde_json::Value::Array(items) => {
+                    let rows = items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, item)| Row { index, line: None, parsed: from_json(&item) })
+                        .collect();
+                    Ok((rows, false))
+                }
+                object @ serde_json::Value::Object(_) => {
+                    Ok((vec![Row { index: 0, line: None, parsed: from_json(&object) }], true))
+                }
+                _ => Err(ApiError::bad_request("invalid_body", "body", "a CDR object or an array of CDR objects")),
+            }
+        }
+        CSV => {
+            let bytes = read_bytes(request, state).await?;
+            Ok((from_csv(&bytes)?, false))
+        }
+        FORM => {
+            let bytes = read_bytes(request, state).await?;
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+                .map_err(|e| ApiError::undeserializable("invalid_body", None, e.to_string()))?;
+            Ok((vec![Row { index: 0, line: None, parsed: from_pairs(&pairs) }], true))
+        }
+        MULTIPART => {
+            let mut multipart = Multipart::from_request(request, state)
+                .await
+                .map_err(|rejection| ApiError::undeserializable("invalid_body", None, rejection.body_text()))?;
+            let mut pairs = Vec::new();
+            let mut file = None;
+            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+                let name = field.name().unwrap_or_default().to_owned();
+                if field.file_name().is_some() || name == "file" {
+                    if file.is_some() {
+                        return Err(ApiError::bad_request("invalid_body", name, "one CSV file per request"));
+                    }
+                    file = Some(field.bytes().await.map_err(multipart_error)?);
+                } else {
+                    pairs.push((name, field.text().await.map_err(multipart_error)?));
+                }
+            }
+            match file {
+                Some(_) if !pairs.is_empty() => {
+                    Err(ApiError::bad_request("invalid_body", pairs[0].0.clone(), "either a CSV file or CDR fields"))
+                }
+                Some(bytes) => Ok((from_csv(&bytes)?, false)),
+                None => Ok((vec![Row { index: 0, line: None, parsed: from_pairs(&pairs) }], true)),
+            }
+        }
+        "" => Err(ApiError::unsupported_media_type("a Content-Type is required")),
+        other => Err(ApiError::unsupported_media_type(format!(
+            "`{}` is not accepted: use application/json, text/csv, application/x-www-form-urlencoded or \
+             multipart/form-data",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::payload_too_large(CDR_UPLOAD_BYTES_MAX)
+        } else {
+            ApiError::undeserializable("invalid_body", None, rejection.body_text())
+        }
+    })
+}
+
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large(CDR_UPLOAD_BYTES_MAX)
+    } else {
+        ApiError::undeserializable("invalid_body", None, error.body_text())
+    }
+}
+
+fn from_csv(bytes: &[u8]) -> Result<Vec<Row>, ApiError> {
+    let mut table = commands::ingest::cdr_table(bytes).map_err(row_error)?;
+    let mut rows = Vec::new();
+    while let Some((line, parsed)) = commands::ingest::next_cdr(&mut table) {
+        rows.push(Row { index: rows.len(), line: Some(line), parsed: parsed.map_err(row_error) });
+    }
+    Ok(rows)
+}
+
+fn from_pairs(pairs: &[(String, String)]) -> Result<CdrInput, ApiError> {
+    if let Some((name, _)) = pairs.iter().find(|(name, _)| !domain::cdr::CDR_FIELDS.contains(&name.as_str())) {
+        return Err(ApiError::bad_request("invalid_body", name.clone(), format!("unknown field `{name}`")));
+    }
+    CdrInput::from_fields(|name| pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())).map_err(row_error)
+}
+
+fn from_json(value: &serde_json::Value) -> Result<CdrInput, ApiError> {
+    let serde_json::Value::Object(object) = value else {
+        return Err(ApiError::bad_request("invalid_body", "body", "each CDR is a JSON object"));
+    };
+    let mut pairs = Vec::with_capacity(object.len());
+    for (name, value) in object {
+        let text = match value {
+            serde_json::Value::Null => continue,
+            serde_json::Value::String(text) => text.clone(),
+            // With `arbitrary_precision` a number's text is exactly what was sent.
+            serde_json::Value::Number(number) => number.to_string(),
+            _ => return Err(ApiError::bad_request("invalid_body", name.clone(), "expected text or a number")),
+        };
+        pairs.push((name.clone(), text));
+    }
+    from_pairs(&pairs)
+}
+
+/// A CDR as the ledger keeps it.
+#[derive(Serialize, ToSchema)]
+pub struct CdrOut {
+    id: String,
+    /// The number of the account the call was charged to.
+    account: String,
+    caller: String,
+    callee: String,
+    #[schema(schema_with = crate::openapi::timestamp)]
+    start: Timestamp,
+    #[schema(schema_with = crate::openapi::timestamp)]
+    answer: Option<Timestamp>,
+    #[schema(schema_with = crate::openapi::timestamp)]
+    end: Timestamp,
+    billable_seconds: u32,
+    /// Seconds after the tariff's minimum and increments.
+    billed_seconds: u32,
+    answered: bool,
+    /// Q.850 release cause.
+    hangup_cause: u16,
+    /// Its Q.850 name, for the common causes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hangup_cause_name: Option<&'static str>,
+    #[schema(value_type = String, example = "outbound")]
+    direction: CallDirection,
+    /// The destination prefix that priced the call.
+    matched_prefix: Option<String>,
+    #[schema(schema_with = crate::openapi::amount_out)]
+    customer_cost: Amount,
+    /// The partner's wholesale cost; never shown to a customer.
+    #[schema(schema_with = crate::openapi::amount_out)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partner_cost: Option<Amount>,
+    /// The global position of the `CallCharged` event.
+    position: u64,
+    #[schema(value_type = uuid::Uuid)]
+    event_id: EventId,
+}
+
+fn render(state: &AppState, caller: &Caller, row: CdrRow) -> CdrOut {
+    let account = state.ledger.account_by_id(row.account).map_or_else(|| row.account.to_string(), |a| a.number);
+    let partner_cost = match caller.scope {
+        Scope::Customer(_) => None,
+        _ => row.partner_cost,
+    };
+    CdrOut {
+        answered: row.cdr.answered(),
+        hangup_cause_name: domain::rating_engine::q850_name(row.cdr.hangup_cause),
+        id: row.cdr.id,
+        account,
+        caller: row.cdr.caller,
+        callee: row.cdr.callee,
+        start: row.cdr.start,
+        answer: row.cdr.answer,
+        end: row.cdr.end,
+        billable_seconds: row.cdr.billable_seconds,
+        billed_seconds: row.cdr.billed_seconds,
+        hangup_cause: row.cdr.hangup_cause,
+        direction: row.cdr.direction,
+        matched_prefix: row.cdr.matched_prefix,
+        customer_cost: row.customer_cost,
+        partner_cost,
+        position: row.position,
+        event_id: row.event_id,
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Calls that started at or after this time (RFC 3339 or YYYY-MM-DD); all when absent.
+    from: Option<String>,
+    /// Calls that started before this time.
+    to: Option<String>,
+    /// `true` for answered calls only, `false` for unanswered ones.
+    answered: Option<String>,
+    /// A Q.850 code or name, or a SIP status (`sip:486`).
+    hangup_cause: Option<String>,
+    /// Callee numbers starting with these digits.
+    destination: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1 to 1000 (100 by default); ignored for CSV, which streams every CDR.
+    #[serde(default, deserialize_with = "query::optional_u64")]
+    limit: Option<u64>,
+    /// `csv` for a CSV file (or send `Accept: text/csv`).
+    format: Option<String>,
+    /// Wait until the read models reflect this position (read your writes).
+    #[serde(default, deserialize_with = "query::optional_u64")]
+    min_position: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CdrListOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+    cdrs: Vec<CdrOut>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+    links: BTreeMap<&'static str, String>,
+}
+
+struct ListRequest {
+    account: AccountRef,
+    from: Timestamp,
+    to: Timestamp,
+    filter: CdrFilter,
+    csv: bool,
+}
+
+fn list_request(
+    state: &AppState,
+    caller: &Caller,
+    number: &str,
+    query: &ListQuery,
+    headers: &HeaderMap,
+) -> Result<ListRequest, ApiError> {
+    let time = |field: &'static str, text: Option<&str>, default: Timestamp| {
+        crate::write::parse_time(field, text)
+            .map(|t| t.unwrap_or(default))
+            .map_err(|e| ApiError { code: "invalid_query", ..e })
+    };
+    let from = time("from", query.from.as_deref(), Timestamp::MIN)?;
+    let to = time("to", query.to.as_deref(), Timestamp::MAX)?;
+    let answered = match query.answered.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(ApiError::bad_request("invalid_query", "answered", "answered: `true` or `false`")),
+    };
+    let hangup_cause = query
+        .hangup_cause
+        .as_deref()
+        .map(domain::rating_engine::parse_hangup_cause)
+        .transpose()
+        .map_err(|e| ApiError { code: "invalid_query", ..ApiError::from(e) })?;
+    if let Some(prefix) = &query.destination
+        && !prefix.bytes().all(|b| b.is_ascii_digit() || b == b'+')
+    {
+        return Err(ApiError::bad_request("invalid_query", "destination", "destination: digits"));
+    }
+    let csv = match query.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(_) => return Err(ApiError::bad_request("invalid_query", "format", "format: `json` or `csv`")),
+        None => headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains(CSV)),
+    };
+    let account = visible_account(state, caller, "number", number)?;
+    let filter = CdrFilter { answered, hangup_cause, destination_prefix: query.destination.clone() };
+    Ok(ListRequest { account, from, to, filter, csv })
+}
+
+/// An account's CDRs by start time, oldest first, with filters; a customer's calls, or
+/// for a partner its customers' calls with its wholesale cost. As JSON pages, or with
+/// `format=csv` (or `Accept: text/csv`) as one streamed CSV file in the upload format
+/// (plus `billed_seconds`, `matched_prefix`, `position`), which `POST /api/v1/cdrs`,
+/// `tollbook import cdrs` and reconciliation read back.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{number}/cdrs",
+    operation_id = "list_cdrs",
+    tag = "cdrs",
+    params(("number" = String, Path, description = "The account number"), ListQuery),
+    responses(
+        (status = 200, description = "A page of CDRs, or the CSV file",
+         content((CdrListOut = "application/json"), (String = "text/csv"))),
+        ReadErrors
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(number): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let query: ListQuery = query::parse(raw.as_deref())?;
+    let request = list_request(&state, &caller, &number, &query, &headers)?;
+    if let Some(position) = query.min_position {
+        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+    }
+    if request.csv {
+        return Ok(csv_response(state, caller, request));
+    }
+    let limit = page_size(query.limit.unwrap_or(super::PAGE_SIZE_DEFAULT as u64))?;
+    let page = state.models.cdrs(
+        request.account.id,
+        request.from,
+        request.to,
+        &request.filter,
+        query.cursor.as_deref(),
+        limit,
+    )?;
+    let cdrs = page.items.into_iter().map(|row| render(&state, &caller, row)).collect();
+    let links = [("account", format!("/api/v1/accounts/{number}"))].into_iter().collect();
+    Ok(Json(CdrListOut { status: "ok", cdrs, next_cursor: page.next_cursor, links }).into_response())
+}
+
+fn csv_record(cdr: &CdrOut) -> Vec<String> {
+    let time = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    let direction = match cdr.direction {
+        CallDirection::Outbound => "outbound",
+        CallDirection::Inbound => "inbound",
+    };
+    vec![
+        cdr.id.clone(),
+        cdr.account.clone(),
+        cdr.caller.clone(),
+        cdr.callee.clone(),
+        cdr.start.to_rfc3339(),
+        time(cdr.answer),
+        cdr.end.to_rfc3339(),
+        cdr.billable_seconds.to_string(),
+        cdr.hangup_cause.to_string(),
+        direction.to_owned(),
+        cdr.customer_cost.to_string(),
+        cdr.partner_cost.map(|c| c.to_string()).unwrap_or_default(),
+        cdr.billed_seconds.to_string(),
+        cdr.matched_prefix.clone().unwrap_or_default(),
+        cdr.position.to_string(),
+    ]
+}
+
+/// Streams every CDR of the list, a page at a time: a million CDRs never sit in memory.
+fn csv_response(state: AppState, caller: Caller, request: ListRequest) -> Response {
+    let columns = domain::cdr::CDR_FIELDS.iter().chain(&commands::ingest::CDR_EXPORT_EXTRA_FIELDS);
+    let header = csv_line(columns.map(|f| (*f).to_owned()).collect());
+    let pages = futures::stream::unfold(Some(None::<String>), move |cursor| {
+        let (state, caller) = (state.clone(), caller.clone());
+        let (account, from, to, filter) = (request.account.id, request.from, request.to, request.filter.clone());
+        async move {
+            let cursor = cursor?;
+            let page = tokio::task::spawn_blocking(move || {
+                state.models.cdrs(account, from, to, &filter, cursor.as_deref(), projections::PAGE_SIZE_MAX).map(
+                    |page| {
+                        let mut text = String::new();
+                        for row in page.items {
+                            text.push_str(&csv_line(csv_record(&render(&state, &caller, row))));
+                        }
+                        (text, page.next_cursor)
+                    },
+                )
+            })
+            .await;
+            match page {
+                Ok(Ok((text, next))) => Some((Ok::<_, std::io::Error>(Bytes::from(text)), next.map(Some))),
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "a CDR export stopped");
+                    Some((Err(std::io::Error::other(error.to_string())), None))
+                }
+                Err(error) => Some((Err(std::io::Error::other(error.to_string())), None)),
+            }
+        }
+    });
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(header)) }).chain(pages);
+    (
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"cdrs.csv\""),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn csv_line(fields: Vec<String>) -> String {
+    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    writer.write_record(&fields).expect("writing to a Vec cannot fail");
+    String::from_utf8(writer.into_inner().expect("a Vec flushes")).expect("the fields were UTF-8")
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CdrShowOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+    cdr: CdrOut,
+    links: BTreeMap<&'static str, String>,
+}
+
+/// One CDR of an account, with its costs and the event that charged it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/accounts/{number}/cdrs/{id}",
+    operation_id = "show_cdr",
+    tag = "cdrs",
+    params(
+        ("number" = String, Path, description = "The account number"),
+        ("id" = String, Path, description = "The CDR id"),
+        crate::openapi::MinPosition
+    ),
+    responses((status = 200, description = "The CDR", body = CdrShowOut), ReadErrors)
+)]
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((number, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<CdrShowOut>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ShowQuery {
+        #[serde(default, deserialize_with = "query::optional_u64")]
+        min_position: Option<u64>,
+    }
+    let query: ShowQuery = query::parse(raw.as_deref())?;
+    let account = visible_account(&state, &caller, "number", &number)?;
+    if let Some(position) = query.min_position {
+        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+    }
+    let not_found = || ApiError::not_found("cdr_not_found", format!("CDR `{id}` not found")).with_field("id");
+    let row = state.models.cdr(account.book, &id)?.ok_or_else(not_found)?;
+    // The book holds the CDRs of all its customers: only this account's (or, for a
+    // partner, those it paid wholesale) answer here.
+    if row.account != account.id && row.partner != Some(account.id) {
+        return Err(not_found());
+    }
+    let links =
+        [("account", format!("/api/v1/accounts/{number}")), ("self", format!("/api/v1/accounts/{number}/cdrs/{id}"))]
+            .into_iter()
+            .collect();
+    Ok(Json(CdrShowOut { status: "ok", cdr: render(&state, &caller, row), links }))
+}

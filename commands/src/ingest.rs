@@ -1,0 +1,281 @@
+//! Bulk input: CSV files of CDRs, payments and tariff rates, read row by row (a bad
+//! row rejects only itself), and charging many CDRs at once. Shared by the HTTP API and
+//! the `tollbook import` command, so that a file gets the same answer either way.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use domain::cdr::CdrInput;
+use domain::rating::Rate;
+use domain::{Amount, CommandMeta, DomainError};
+use futures::StreamExt;
+
+use crate::error::CommandError;
+use crate::ledger::Ledger;
+use crate::writer::CommandOutcome;
+
+/// CDRs charged at once: enough to fill a writer's batch, few enough never to overflow
+/// its queue.
+pub const CDRS_IN_FLIGHT_MAX: usize = 2048;
+
+/// The columns of a payments file. `id` is the payment's idempotency key, which makes a
+/// rerun of the same file record nothing twice.
+pub const PAYMENT_FIELDS: [&str; 6] = ["id", "account", "amount", "occurred_at", "method", "reference"];
+
+/// The columns of a tariff's rate table.
+pub const RATE_FIELDS: [&str; 6] = [
+    "prefix",
+    "price_per_minute",
+    "connect_fee",
+    "minimum_seconds",
+    "first_increment_seconds",
+    "next_increment_seconds",
+];
+
+/// A CSV file with a header row naming its columns, any order, any subset of `known`
+/// that includes `required`.
+pub struct CsvTable<R: Read> {
+    reader: csv::Reader<R>,
+    columns: HashMap<String, usize>,
+    record: csv::StringRecord,
+}
+
+impl<R: Read> CsvTable<R> {
+    pub fn open(input: R, known: &[&str], required: &[&str]) -> Result<Self, DomainError> {
+        let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(input);
+        let headers = reader.headers().map_err(|e| header_error(format!("unreadable header row: {e}")))?.clone();
+        let mut columns = HashMap::new();
+        for (index, name) in headers.iter().enumerate() {
+            let name = name.trim_start_matches('\u{feff}').to_ascii_lowercase();
+            if !known.contains(&name.as_str()) {
+                let shown: String = name.chars().take(40).collect();
+                return Err(header_error(format!("unknown column `{shown}`; known: {}", known.join(", "))));
+            }
+            if columns.insert(name.clone(), index).is_some() {
+                return Err(header_error(format!("column `{name}` appears twice")));
+            }
+        }
+        if let Some(missing) = required.iter().find(|name| !columns.contains_key(**name)) {
+            return Err(header_error(format!("column `{missing}` is required")));
+        }
+        Ok(CsvTable { reader, columns, record: csv::StringRecord::new() })
+    }
+
+    /// The next row, parsed with `parse` from its named fields, with its line number
+    /// (the header is line 1). `None` at the end of the file.
+    pub fn next_row<T>(
+        &mut self,
+        parse: impl FnOnce(RowFields<'_>) -> Result<T, DomainError>,
+    ) -> Option<(u64, Result<T, DomainError>)> {
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => None,
+            Ok(true) => {
+                let line = self.record.position().map_or(0, |p| p.line());
+                Some((line, parse(RowFields { record: &self.record, columns: &self.columns })))
+            }
+            Err(error) => {
+                let line = error.position().map_or(0, |p| p.line());
+                // A row that is not valid CSV (bad UTF-8, a broken quote) rejects itself;
+                // an I/O failure ends the file.
+                if matches!(error.kind(), csv::ErrorKind::Io(_)) {
+                    return None;
+                }
+                Some((
+                    line,
+                    Err(DomainError::InvalidField { field: "line", reason: format!("not valid CSV: {error}") }),
+                ))
+            }
+        }
+    }
+
+    /// Bytes read so far, for progress.
+    pub fn bytes_read(&self) -> u64 {
+        self.reader.position().byte()
+    }
+}
+
+/// One row's fields by column name; an empty field counts as absent.
+pub struct RowFields<'r> {
+    record: &'r csv::StringRecord,
+    columns: &'r HashMap<String, usize>,
+}
+
+impl<'r> RowFields<'r> {
+    pub fn get(&self, name: &str) -> Option<&'r str> {
+        self.columns.get(name).and_then(|index| self.record.get(*index)).filter(|v| !v.is_empty())
+    }
+}
+
+fn header_error(reason: String) -> DomainError {
+    DomainError::InvalidField { field: "header", reason }
+}
+
+/// Columns a CDR export adds after [`domain::cdr::CDR_FIELDS`]: what rating and the
+/// ledger decided. A CDR file may carry them (an export read back); they are not input.
+pub const CDR_EXPORT_EXTRA_FIELDS: [&str; 3] = ["billed_seconds", "matched_prefix", "position"];
+
+/// A CDR file: the columns of [`domain::cdr::CDR_FIELDS`], and those of an export.
+pub fn cdr_table<R: Read>(input: R) -> Result<CsvTable<R>, DomainError> {
+    let known: Vec<&str> = domain::cdr::CDR_FIELDS.iter().chain(&CDR_EXPORT_EXTRA_FIELDS).copied().collect();
+    CsvTable::open(input, &known, &["id", "account", "callee", "start", "end"])
+}
+
+pub fn next_cdr<R: Read>(table: &mut CsvTable<R>) -> Option<(u64, Result<CdrInput, DomainError>)> {
+    table.next_row(|fields| CdrInput::from_fields(|name| fields.get(name)))
+}
+
+/// A payment as a file row gives it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PaymentRow {
+    pub id: String,
+    pub account: String,
+    pub amount: Amount,
+    pub occurred_at: Option<domain::Timestamp>,
+    pub method: Option<String>,
+    pub reference: Option<String>,
+}
+
+pub fn payment_table<R: Read>(input: R) -> Result<CsvTable<R>, DomainError> {
+    CsvTable::open(input, &PAYMENT_FIELDS, &["id", "account", "amount"])
+}
+
+pub fn next_payment<R: Read>(table: &mut CsvTable<R>) -> Option<(u64, Result<PaymentRow, DomainError>)> {
+    table.next_row(|fields| {
+        let get = |name: &str| fields.get(name);
+        let required = |name: &'static str| {
+            get(name).ok_or(DomainError::InvalidField { field: name, reason: "is required".into() })
+        };
+        let id = required("id")?.to_owned();
+        domain::ids::validate_identifier("id", &id)?;
+        let amount = Amount::parse_input(required("amount")?, domain::money::INPUT_SCALE_MAX_DEFAULT)?;
+        let occurred_at = get("occurred_at")
+            .map(|text| {
+                domain::Timestamp::parse(text).ok_or(DomainError::InvalidField {
+                    field: "occurred_at",
+                    reason: "expected RFC 3339 or YYYY-MM-DD".into(),
+                })
+            })
+            .transpose()?;
+        Ok(PaymentRow {
+            id,
+            account: required("account")?.to_owned(),
+            amount,
+            occurred_at,
+            method: get("method").map(str::to_owned),
+            reference: get("reference").map(str::to_owned),
+        })
+    })
+}
+
+/// A tariff's rate table from CSV text; the first bad row refuses the whole table, since
+/// a tariff with a hole in it would misprice calls.
+pub fn rates_from_csv(text: &str) -> Result<Vec<Rate>, DomainError> {
+    let mut table = CsvTable::open(text.as_bytes(), &RATE_FIELDS, &["prefix", "price_per_minute"])?;
+    let mut rates = Vec::new();
+    while let Some((line, rate)) = table.next_row(|fields| {
+        let get = |name: &str| fields.get(name);
+        let seconds = |name: &'static str, default: u32| {
+            get(name)
+                .map(|text| {
+                    text.parse::<u32>().map_err(|_| DomainError::InvalidField {
+                        field: name,
+                        reason: format!("`{text}` is not a whole number of seconds"),
+                    })
+                })
+                .unwrap_or(Ok(default))
+        };
+        let amount = |name: &'static str| {
+            get(name)
+                .map(|text| {
+                    Amount::parse_input(text, domain::rating_engine::ROUNDING_DECIMALS_MAX)
+                        .map_err(|e| DomainError::InvalidField { field: name, reason: e.to_string() })
+                })
+                .unwrap_or(Ok(Amount::ZERO))
+        };
+        Ok(Rate {
+            prefix: get("prefix").unwrap_or_default().to_owned(),
+            price_per_minute: amount("price_per_minute")?,
+            connect_fee: amount("connect_fee")?,
+            minimum_seconds: seconds("minimum_seconds", 0)?,
+            first_increment_seconds: seconds("first_increment_seconds", 60)?,
+            next_increment_seconds: seconds("next_increment_seconds", 60)?,
+        })
+    }) {
+        rates.push(rate.map_err(|e| DomainError::InvalidField {
+            field: "rates",
+            reason: format!("line {line}: {}", e.field().map_or_else(|| e.to_string(), |f| format!("{f}: {e}"))),
+        })?);
+    }
+    Ok(rates)
+}
+
+impl Ledger {
+    /// Rates and charges many CDRs, concurrently so that the book writers batch them,
+    /// and answers per CDR in input order. `meta` is each charge's metadata; CDRs need
+    /// no idempotency key, their ids already make a repeat a duplicate.
+    pub async fn charge_cdrs(
+        &self,
+        cdrs: Vec<CdrInput>,
+        meta: &CommandMeta,
+    ) -> Vec<Result<CommandOutcome, CommandError>> {
+        futures::stream::iter(cdrs)
+            .map(|cdr| {
+                let meta = CommandMeta { idempotency: None, ..meta.clone() };
+                async move { self.charge_cdr(&cdr, meta).await }
+            })
+            .buffered(CDRS_IN_FLIGHT_MAX)
+            .collect()
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cdr_file_reads_row_by_row_and_a_bad_row_rejects_only_itself() {
+        let file = "ID,account,callee,start,end,answer\n\
+                    a,C-1,4930,2026-01-01T00:00:00Z,2026-01-01T00:01:00Z,2026-01-01T00:00:01Z\n\
+                    b,C-1,4930,not-a-time,2026-01-01T00:01:00Z,\n\
+                    c,C-1,4930,2026-01-01T00:00:00Z,2026-01-01T00:00:30Z\n";
+        let mut table = cdr_table(file.as_bytes()).unwrap();
+        let rows: Vec<_> = std::iter::from_fn(|| next_cdr(&mut table)).collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].1.as_ref().unwrap().billable_seconds, 59);
+        assert_eq!(rows[1].0, 3);
+        assert_eq!(rows[1].1.as_ref().unwrap_err().field(), Some("start"));
+        assert_eq!(rows[2].1.as_ref().unwrap().answer, None);
+    }
+
+    #[test]
+    fn headers_are_checked() {
+        let unknown = cdr_table("id,account,callee,start,end,colour\n".as_bytes()).err().unwrap();
+        assert!(unknown.to_string().contains("colour"), "{unknown}");
+        let missing = cdr_table("id,account,start,end\n".as_bytes()).err().unwrap();
+        assert!(missing.to_string().contains("callee"), "{missing}");
+        assert_eq!(missing.field(), Some("header"));
+    }
+
+    #[test]
+    fn rates_read_with_defaults_and_name_the_bad_line() {
+        let rates =
+            rates_from_csv("prefix,price_per_minute,first_increment_seconds\n49,0.10,30\n4930,0.05,\n").unwrap();
+        assert_eq!(rates.len(), 2);
+        assert_eq!((rates[0].first_increment_seconds, rates[0].next_increment_seconds), (30, 60));
+        assert_eq!(rates[1].connect_fee, Amount::ZERO);
+        let error = rates_from_csv("prefix,price_per_minute\n49,0.10\n33,cheap\n").unwrap_err();
+        assert_eq!(error.field(), Some("rates"));
+        assert!(error.to_string().contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn payments_read_with_their_idempotency_key() {
+        let file = "id,account,amount,occurred_at\np-1,C-1,10.50,2026-02-01\np-2,C-1,ten,\n";
+        let mut table = payment_table(file.as_bytes()).unwrap();
+        let first = next_payment(&mut table).unwrap().1.unwrap();
+        assert_eq!((first.id.as_str(), first.amount), ("p-1", "10.50".parse().unwrap()));
+        assert!(next_payment(&mut table).unwrap().1.is_err());
+        assert!(next_payment(&mut table).is_none());
+    }
+}
