@@ -93,8 +93,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     std::io::stdout().flush()?;
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown({
-            // Live streams never end by themselves: they are told to close, or graceful
-            // shutdown would wait for them forever.
+            // Live streams never end by themselves: they are told to close with 1001
+            // (going away), so that clients know to reconnect and resume, rather than
+            // seeing the connection drop when the process exits.
             let notify = notify.clone();
             async move {
                 shutdown_signal().await;

@@ -303,3 +303,21 @@ async fn alerts_arrive_with_the_operators_message() {
     assert_eq!(received[1]["event"]["message"], "Name of C-1 (C-1) fell to 9 EUR, under 10 EUR [balance_below]");
     assert_eq!(received[1]["event"]["data"]["alert"], json!({"balance_below": {"threshold": 10}}));
 }
+
+#[tokio::test]
+async fn stopping_the_server_closes_open_streams_with_going_away() {
+    let ledger = Ledger::start().await;
+    let (mut socket, _) = ledger.connect(ADMIN_KEY, "").await;
+    let Ledger { server, _data: data, .. } = ledger;
+    let stopped = tokio::task::spawn_blocking(move || server.stop());
+    tokio::time::timeout(Duration::from_secs(20), stopped).await.expect("SIGTERM did not stop the server").unwrap();
+    let closed = loop {
+        match tokio::time::timeout(MESSAGE_TIMEOUT, socket.next()).await.expect("no close in time") {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1001), "going away");
+    drop(data);
+}
