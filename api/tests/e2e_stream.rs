@@ -321,3 +321,26 @@ async fn stopping_the_server_closes_open_streams_with_going_away() {
     assert_eq!(closed.map(|f| u16::from(f.code)), Some(1001), "going away");
     drop(data);
 }
+
+#[tokio::test]
+async fn a_revoked_credential_receives_nothing_more() {
+    let ledger = Ledger::start().await;
+    ledger.register("C-1", "customer", None).await;
+    let token = ledger.token_for("c1", "customer", "C-1").await;
+    let (mut socket, _) = ledger.connect(&token, "").await;
+    let before = ledger.pay("C-1", "1").await;
+    assert_eq!(positions(&events_until(&mut socket, before).await), vec![before]);
+    let (status, _) = send(ledger.client.delete(ledger.server.url("/api/v1/users/c1")).bearer_auth(ADMIN_KEY)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The stream checks its credential at most a second before it sends an event.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ledger.pay("C-1", "2").await;
+    let closed = loop {
+        match tokio::time::timeout(MESSAGE_TIMEOUT, socket.next()).await.expect("no close in time") {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(Message::Ping(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(closed.map(|f| u16::from(f.code)), Some(1008), "policy violation");
+}

@@ -6,7 +6,7 @@
 //! position received, or P if none came) continues with no gap and no repeat, because the
 //! stream follows the durable log itself, not a buffer that a disconnect could lose.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Caller, peer_ip};
+use crate::auth::{Caller, peer_ip, presented_credential};
 use crate::error::ApiError;
 use crate::notify::filter::split_kinds;
 use crate::notify::{Audience, EventFilter};
@@ -35,6 +35,12 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// A client that takes longer than this to take one message is disconnected: it would
 /// hold a log reader open for nothing.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How stale the check of a stream's credential may be before an event is sent: a revoked
+/// token, an ended session or a removed user stops receiving within this time (the check
+/// is a digest lookup, or a signature check for a session, so not once per event).
+const CREDENTIAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The close code for a credential that stopped being valid.
+const POLICY_VIOLATION: u16 = 1008;
 /// Clients send nothing but control frames; anything larger is refused.
 const INCOMING_MESSAGE_BYTES_MAX: usize = 4096;
 
@@ -86,10 +92,11 @@ pub struct Subscribed {
     )
 )]
 pub async fn stream(State(state): State<AppState>, mut parts: Parts) -> Result<Response, ApiError> {
-    let caller = authenticate(&mut parts, &state).await?;
+    let presented = authenticate(&parts, &state)?;
+    let caller = &presented.caller;
     let query: StreamQuery = query::parse(parts.uri.query())?;
     let kinds = query.kinds.as_deref().map(split_kinds).unwrap_or_default();
-    let filter = EventFilter::parse(&state, &caller, query.book.as_deref(), query.account.as_deref(), &kinds)?;
+    let filter = EventFilter::parse(&state, caller, query.book.as_deref(), query.account.as_deref(), &kinds)?;
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state).await.map_err(|rejection| {
         ApiError::bad_request(
             "websocket_required",
@@ -101,15 +108,30 @@ pub async fn stream(State(state): State<AppState>, mut parts: Parts) -> Result<R
         Some(from) => from,
         None => state.ledger.store().head().await.map_err(|e| ApiError::internal(&e))?,
     };
-    let audience = Audience::of(&caller);
+    let audience = Audience::of(caller);
     Ok(upgrade
         .protocols([PROTOCOL])
         .max_message_size(INCOMING_MESSAGE_BYTES_MAX)
-        .on_upgrade(move |socket| follow(socket, state, audience, filter, from)))
+        .on_upgrade(move |socket| follow(socket, state, presented, audience, filter, from)))
+}
+
+/// A caller with the credential it presented, so that an open stream can check that the
+/// credential still stands for the same caller (not revoked, expired, or re-scoped).
+struct Presented {
+    caller: Caller,
+    credential: String,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl Presented {
+    /// Whether the credential still stands for a caller with the same scope.
+    fn still_valid(&self, state: &AppState) -> bool {
+        matches!(state.auth.authenticate(&self.credential, self.peer), Ok(Some(now)) if now.scope == self.caller.scope)
+    }
 }
 
 /// The caller, from the usual credential headers or, for browsers, the subprotocol.
-async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+fn authenticate(parts: &Parts, state: &AppState) -> Result<Presented, ApiError> {
     let offered = parts
         .headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
@@ -117,10 +139,12 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Caller, Api
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .find_map(|protocol| protocol.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX).map(str::to_owned));
-    match offered {
-        Some(credential) => state.auth.authenticate(&credential, peer_ip(parts))?.ok_or_else(ApiError::unauthorized),
-        None => Caller::from_request_parts(parts, state).await,
-    }
+    let credential = offered
+        .or_else(|| presented_credential(&parts.headers).map(str::to_owned))
+        .ok_or_else(ApiError::unauthorized)?;
+    let peer = peer_ip(parts);
+    let caller = state.auth.authenticate(&credential, peer)?.ok_or_else(ApiError::unauthorized)?;
+    Ok(Presented { caller, credential, peer })
 }
 
 async fn send(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
@@ -145,19 +169,33 @@ async fn stopping(closing: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 /// Sends the log's events from `from` on until the client leaves or the server stops.
-async fn follow(mut socket: WebSocket, state: AppState, audience: Audience, filter: EventFilter, from: u64) {
+async fn follow(
+    mut socket: WebSocket,
+    state: AppState,
+    presented: Presented,
+    audience: Audience,
+    filter: EventFilter,
+    from: u64,
+) {
     if send_json(&mut socket, &Subscribed { status: "subscribed", from }).await.is_err() {
         return;
     }
     let mut events = state.ledger.store().subscribe_all(from);
     let mut closing = state.notify.closing();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut checked_at = Instant::now();
     loop {
         tokio::select! {
             item = events.next() => match item {
                 Some(Ok(recorded)) => {
                     if !(audience.sees(&recorded.event) && filter.matches(&recorded.event)) {
                         continue;
+                    }
+                    if checked_at.elapsed() >= CREDENTIAL_CHECK_INTERVAL {
+                        if !presented.still_valid(&state) {
+                            return close(&mut socket, POLICY_VIOLATION, "the credential is no longer valid").await;
+                        }
+                        checked_at = Instant::now();
                     }
                     let message = state.notify.renderer.render(&recorded, audience);
                     if send_json(&mut socket, &message).await.is_err() {
@@ -179,6 +217,10 @@ async fn follow(mut socket: WebSocket, state: AppState, audience: Audience, filt
             // 1001: going away.
             () = stopping(&mut closing) => return close(&mut socket, 1001, "the server is stopping").await,
             _ = ping.tick() => {
+                if !presented.still_valid(&state) {
+                    return close(&mut socket, POLICY_VIOLATION, "the credential is no longer valid").await;
+                }
+                checked_at = Instant::now();
                 if send(&mut socket, Message::Ping(Vec::new().into())).await.is_err() {
                     return;
                 }
