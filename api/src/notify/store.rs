@@ -164,11 +164,14 @@ impl NotifyStore {
 
     /// The next position a subscription will look at.
     pub fn cursor(&self, id: Uuid) -> StoreResult<Option<u64>> {
-        Ok(self.cursors.get(id.as_bytes())?.map(|v| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&v[..8.min(v.len())]);
-            u64::from_be_bytes(bytes)
-        }))
+        self.cursors
+            .get(id.as_bytes())?
+            .map(|v| {
+                <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| sled::Error::Unsupported("corrupt webhook cursor".into()))
+            })
+            .transpose()
     }
 
     /// Moves the cursor past events the subscription does not want.
@@ -226,5 +229,61 @@ impl NotifyStore {
 fn flatten(error: TransactionError<sled::Error>) -> sled::Error {
     match error {
         TransactionError::Abort(e) | TransactionError::Storage(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(from: u64) -> WebhookRecord {
+        WebhookRecord {
+            id: Uuid::now_v7(),
+            url: "http://127.0.0.1:9/hook".into(),
+            description: None,
+            audience: Audience::All,
+            filter: EventFilter::default(),
+            secret: "whsec_test".into(),
+            created_at: Utc::now(),
+            created_by: "admin".into(),
+            from,
+        }
+    }
+
+    fn outcome(position: u64, status: DeliveryStatus) -> DeliveryRecord {
+        DeliveryRecord { position, event_id: Uuid::now_v7(), kind: "PaymentReceived".into(), status, attempts: vec![] }
+    }
+
+    #[tokio::test]
+    async fn an_outcome_moves_the_cursor_and_a_deleted_webhook_stays_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NotifyStore::open(dir.path()).unwrap();
+        let record = webhook(7);
+        store.insert_webhook(&record).await.unwrap();
+        assert_eq!(store.cursor(record.id).unwrap(), Some(7));
+        store.record_pending(record.id, &outcome(9, DeliveryStatus::Pending)).unwrap();
+        assert_eq!(store.cursor(record.id).unwrap(), Some(7), "an attempt in progress does not move the cursor");
+        store.record_outcome(record.id, &outcome(9, DeliveryStatus::Failed)).unwrap();
+        store.record_outcome(record.id, &outcome(12, DeliveryStatus::Delivered)).unwrap();
+        assert_eq!(store.cursor(record.id).unwrap(), Some(13));
+        let log = store.deliveries(record.id, None, 10).unwrap();
+        assert_eq!(
+            log.iter().map(|d| (d.position, d.status)).collect::<Vec<_>>(),
+            vec![(9, DeliveryStatus::Failed), (12, DeliveryStatus::Delivered)]
+        );
+        assert_eq!(store.deliveries(record.id, Some(9), 10).unwrap().len(), 1, "a page starts after `after`");
+        store.advance_cursor(record.id, 20).unwrap();
+        assert_eq!(store.cursor(record.id).unwrap(), Some(20));
+
+        let other = webhook(1);
+        store.insert_webhook(&other).await.unwrap();
+        assert!(store.remove_webhook(record.id).await.unwrap());
+        // A worker that outlived the delete must not bring anything back.
+        store.record_outcome(record.id, &outcome(21, DeliveryStatus::Delivered)).unwrap();
+        store.advance_cursor(record.id, 30).unwrap();
+        assert_eq!(store.cursor(record.id).unwrap(), None);
+        assert!(store.deliveries(record.id, None, 10).unwrap().is_empty());
+        assert_eq!(store.webhooks().unwrap().iter().map(|w| w.id).collect::<Vec<_>>(), vec![other.id]);
+        assert!(!store.remove_webhook(record.id).await.unwrap());
     }
 }
