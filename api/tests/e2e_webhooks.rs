@@ -268,6 +268,9 @@ async fn a_receiver_failing_for_a_while_gets_everything_after_it_recovers() {
     assert!(first_attempts[..6].iter().all(|a| a["status_code"] == 500 && a["error"].is_string()));
     assert_eq!(first_attempts[6]["status_code"], 200);
     assert!(log.iter().all(|d| d["status"] == "delivered"));
+    let metrics = api.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tollbook_webhook_deliveries_total{status=\"delivered\"} 5"), "{metrics}");
+    assert!(metrics.contains("tollbook_webhook_attempts_total 11"), "{metrics}");
 }
 
 #[tokio::test]

@@ -34,6 +34,11 @@ const OUTCOMES_PER_LOG_TRIM: u64 = 1024;
 /// Wait before following the log again after the store failed.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
+/// Webhook POSTs made, retries included.
+pub const ATTEMPTS_METRIC: &str = "tollbook_webhook_attempts_total";
+/// Webhook deliveries finished, by `status` (`delivered`, `failed`).
+pub const DELIVERIES_METRIC: &str = "tollbook_webhook_deliveries_total";
+
 #[derive(Clone, Copy, Debug)]
 pub struct DeliveryConfig {
     /// One request's time limit, connecting included.
@@ -141,12 +146,15 @@ impl Worker {
                 record.attempts.remove(0);
             }
             record.attempts.push(attempt);
+            metrics::counter!(ATTEMPTS_METRIC).increment(1);
             if delivered {
+                metrics::counter!(DELIVERIES_METRIC, "status" => "delivered").increment(1);
                 record.status = DeliveryStatus::Delivered;
                 return record;
             }
             if started.elapsed() + wait > self.config.retry_for {
                 tracing::warn!(webhook = %id, position = recorded.position, "delivery failed; moving on");
+                metrics::counter!(DELIVERIES_METRIC, "status" => "failed").increment(1);
                 record.status = DeliveryStatus::Failed;
                 return record;
             }

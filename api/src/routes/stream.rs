@@ -39,6 +39,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// token, an ended session or a removed user stops receiving within this time (the check
 /// is a digest lookup, or a signature check for a session, so not once per event).
 const CREDENTIAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Live streams open now.
+const STREAMS_METRIC: &str = "tollbook_streams_open";
 /// The close code for a credential that stopped being valid.
 const POLICY_VIOLATION: u16 = 1008;
 /// Clients send nothing but control frames; anything larger is refused.
@@ -177,6 +179,15 @@ async fn follow(
     filter: EventFilter,
     from: u64,
 ) {
+    // Counted down when this function returns, however it returns.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            metrics::gauge!(STREAMS_METRIC).decrement(1.0);
+        }
+    }
+    metrics::gauge!(STREAMS_METRIC).increment(1.0);
+    let _open = Open;
     if send_json(&mut socket, &Subscribed { status: "subscribed", from }).await.is_err() {
         return;
     }
