@@ -9,6 +9,7 @@ mod auth;
 mod body;
 mod error;
 mod maintenance;
+mod notify;
 mod openapi;
 mod query;
 mod routes;
@@ -76,6 +77,18 @@ pub struct ServeArgs {
     /// `h` or `d` (`2d`, `30m`). The refresh token gets a new one.
     #[arg(long = "session-lifetime", env = "TOLLBOOK_SESSION_LIFETIME", default_value = "2d")]
     pub session_lifetime: Lifetime,
+    /// How long one webhook request may take, connecting included.
+    #[arg(long = "webhook-timeout", env = "TOLLBOOK_WEBHOOK_TIMEOUT", default_value = "10s")]
+    pub webhook_timeout: Lifetime,
+    /// How long a webhook delivery is retried before it is marked failed and the
+    /// subscription moves on to the next event.
+    #[arg(long = "webhook-retry-for", env = "TOLLBOOK_WEBHOOK_RETRY_FOR", default_value = "1h")]
+    pub webhook_retry_for: Lifetime,
+    /// The first wait between two webhook attempts, in milliseconds; each next wait
+    /// doubles, up to ten minutes.
+    #[arg(long = "webhook-backoff-ms", env = "TOLLBOOK_WEBHOOK_BACKOFF_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub webhook_backoff_ms: u64,
 }
 
 /// A duration given as `172800`, `90s`, `30m`, `48h` or `2d`.

@@ -41,6 +41,8 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "money", description = "Payments, adjustments, charges, fund moves and reversals"),
         (name = "statements", description = "Balances by period, from the read models"),
         (name = "auth", description = "Users, API tokens, sessions and the public key"),
+        (name = "alerts", description = "Alert thresholds per account and the operator's message templates"),
+        (name = "events", description = "The live event stream (WebSocket) and webhooks"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]

@@ -15,6 +15,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::ServeArgs;
 use crate::auth::{Auth, AuthStore};
 use crate::error::ApiError;
+use crate::notify::{DeliveryConfig, Notify, NotifyStore};
 use crate::openapi::{DOCS_PATH, OPENAPI_PATH};
 use crate::routes::{Metrics, metrics_layer};
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The sled store's counters, when the log is on sled.
     pub sled_stats: Option<Arc<SledStore>>,
+    /// Webhooks, alert templates and the event form the stream shares.
+    pub notify: Arc<Notify>,
     projector: Arc<Mutex<Option<projections::Projector>>>,
 }
 
@@ -63,10 +66,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let auth_store = AuthStore::open(&args.data_dir.join(crate::auth::store::AUTH_DIR))?;
     let auth = Arc::new(Auth::open(auth_store, args.admin_key.as_deref(), args.session_lifetime.0)?);
+    let notify_store = NotifyStore::open(&args.data_dir.join(crate::notify::store::NOTIFY_DIR))?;
+    let delivery = DeliveryConfig {
+        timeout: args.webhook_timeout.0,
+        retry_for: args.webhook_retry_for.0,
+        backoff_first: std::time::Duration::from_millis(args.webhook_backoff_ms),
+        backoff_max: std::time::Duration::from_secs(600),
+    };
+    let notify = Arc::new(Notify::open(notify_store, ledger.clone(), models.clone(), delivery)?);
+    notify.start_all()?;
     let state = AppState {
         ledger: ledger.clone(),
         models,
         auth,
+        notify: notify.clone(),
         metrics: Metrics::install()?,
         sled_stats,
         projector: Arc::new(Mutex::new(Some(projector))),
@@ -79,8 +92,19 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     println!("tollbook listening on http://{bound}");
     std::io::stdout().flush()?;
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown({
+            // Live streams never end by themselves: they are told to close with 1001
+            // (going away), so that clients know to reconnect and resume, rather than
+            // seeing the connection drop when the process exits.
+            let notify = notify.clone();
+            async move {
+                shutdown_signal().await;
+                notify.begin_shutdown();
+            }
+        })
         .await?;
+    // Deliveries stop mid-way if need be: their cursors have not moved past them.
+    notify.stop_all();
     ledger.shutdown().await;
     let projector = state.projector.lock().expect("projector lock").take();
     if let Some(projector) = projector {

@@ -116,6 +116,10 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     let charged = setup.admin(Method::POST, "/api/v1/cdrs", call.clone()).await;
     let c1_balance = (Decimal::from_str(C1_PAYMENT).unwrap() - Decimal::new(5, 1)).to_string();
     setup.admin(Method::GET, &format!("/api/v1/accounts/C1?min_position={}", charged["position"]), json!(null)).await;
+    let hook = json!({"url": "http://127.0.0.1:9/p1-hook", "account": "C1", "description": P1_NAME});
+    let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/webhooks", Some(&hook)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let p1_hook = format!("/api/v1/webhooks/{}", body["webhook"]["id"].as_str().unwrap());
     let login = json!({"login": "p1-user", "password": "correct horse battery"});
     let (status, session) = setup.call(None, Method::POST, "/api/v1/sessions", Some(&login)).await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
@@ -301,6 +305,43 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
             Some(tariff.clone()),
             Expect::Protected { other_partner: 404, customer: 403 },
         ),
+        // Alerts: thresholds are the account's, templates the operator's.
+        (
+            Method::GET,
+            "/api/v1/accounts/C1/alerts".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts/C1/alerts".into(),
+            Some(json!({"balance_below": "10"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (Method::GET, "/api/v1/alert-templates".into(), None, Expect::Protected { other_partner: 403, customer: 403 }),
+        (
+            Method::POST,
+            "/api/v1/alert-templates".into(),
+            Some(json!({"balance_below": "{account_name}"})),
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        // The live stream and webhooks: another tenant's account or webhook does not exist.
+        (
+            Method::GET,
+            "/api/v1/stream?account=C1".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/webhooks".into(),
+            Some(hook.clone()),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (Method::GET, "/api/v1/webhooks".into(), None, Expect::Protected { other_partner: 200, customer: 403 }),
+        (Method::GET, p1_hook.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
+        (Method::GET, format!("{p1_hook}/deliveries"), None, Expect::Protected { other_partner: 404, customer: 403 }),
+        (Method::DELETE, p1_hook.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
     ];
     assert_covers_every_operation(&setup, &endpoints).await;
 
@@ -358,6 +399,11 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     assert_eq!(status, StatusCode::NOT_FOUND, "no account was registered by an intruder");
     let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/users/intruder", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no user was created by an intruder");
+    let (status, body) = setup.call(Some(&p1_token), Method::GET, &p1_hook, None).await;
+    assert_eq!(status, StatusCode::OK, "P1's webhook survived the walk: {body}");
+    let (_, body) = setup.call(Some(&p1_token), Method::GET, "/api/v1/accounts/C1/alerts", None).await;
+    assert_eq!(body["account"], "C1", "{body}");
+    assert!(body["balance_below"].is_null(), "no threshold was set by an intruder: {body}");
 }
 
 /// Fails if the OpenAPI document lists an operation the walk does not call: a new

@@ -332,3 +332,100 @@ fn ledger_time_never_goes_back_within_a_book() {
     let stepped_back = scenario.apply_with(&pay(partner, "1"), &earlier).unwrap();
     assert_eq!(stepped_back[0].envelope.recorded_at, later.recorded_at);
 }
+
+/// The balance alerts `events` raised, by kind.
+fn balance_alerts(events: &[Event]) -> Vec<&'static str> {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Payload::AlertRaised(a) if !matches!(a.alert, Alert::CallCostAbove { .. }) => Some(a.alert.kind()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn down_through_the_threshold_back_up_and_down_again_is_two_alerts() {
+    let customer = AccountId::new();
+    let mut scenario = given(BookId::OPERATOR, &[open_customer(customer, None, "C-1", "100"), pay(customer, "20")]);
+    let configure =
+        Command::ConfigureAlerts { account: customer, balance_below: Some(amount("10")), call_cost_above: None };
+    scenario.apply(&configure).unwrap();
+    let mut raised = Vec::new();
+    // 20 -> 10: at the threshold is not below it.
+    raised.extend(balance_alerts(&scenario.apply(&charge(customer, "10")).unwrap()));
+    assert!(raised.is_empty(), "reaching the threshold is not crossing it");
+    // 10 -> 9.99: down through it.
+    raised.extend(balance_alerts(&scenario.apply(&call(customer, "a", "0.01", None)).unwrap()));
+    // 9.99 -> 5: still below.
+    raised.extend(balance_alerts(&scenario.apply(&charge(customer, "4.99")).unwrap()));
+    // 5 -> 15: back up; 15 -> 2: down again.
+    raised.extend(balance_alerts(&scenario.apply(&pay(customer, "10")).unwrap()));
+    raised.extend(balance_alerts(&scenario.apply(&call(customer, "b", "13", None)).unwrap()));
+    assert_eq!(raised, vec!["balance_below", "balance_below"]);
+    let alert = scenario.log.iter().rev().find_map(|e| match &e.payload {
+        Payload::AlertRaised(a) => Some(a.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        alert,
+        Some(AlertRaised {
+            account: customer,
+            alert: Alert::BalanceBelow { threshold: amount("10") },
+            balance: amount("2"),
+            credit_limit: amount("100"),
+        }),
+        "the alert carries the balance right after the crossing"
+    );
+}
+
+mod crossing_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::money::Amount;
+
+    fn of_cents(cents: i64) -> Amount {
+        Amount(rust_decimal::Decimal::new(cents, 2))
+    }
+
+    proptest! {
+        /// Whatever the walk of payments, charges and calls, an account gets exactly one
+        /// balance alert per step from at or above the threshold to below it, and one
+        /// credit-limit alert per step from within the limit to beyond it.
+        #[test]
+        fn one_alert_per_crossing(
+            threshold_cents in -2_000i64..2_000,
+            steps in proptest::collection::vec((-3_000i64..3_000, 0u8..3), 1..60),
+        ) {
+            let customer = AccountId::new();
+            let mut scenario = given(BookId::OPERATOR, &[open_customer(customer, None, "C-1", "50")]);
+            let threshold = of_cents(threshold_cents);
+            let configure =
+                Command::ConfigureAlerts { account: customer, balance_below: Some(threshold), call_cost_above: None };
+            scenario.apply(&configure).unwrap();
+            let limit = amount("-50");
+            let (mut expected_below, mut expected_limit, mut raised) = (0, 0, Vec::new());
+            for (index, (cents, how)) in steps.into_iter().enumerate() {
+                if cents == 0 {
+                    continue;
+                }
+                let step = of_cents(cents.abs());
+                let before = scenario.balance(customer);
+                let command = match (cents > 0, how) {
+                    (true, _) => pay(customer, &step.to_string()),
+                    // A manual charge may not pass the credit limit; a call always goes through.
+                    (false, 0) if before - step >= limit => charge(customer, &step.to_string()),
+                    (false, _) => call(customer, &format!("cdr-{index}"), &step.to_string(), None),
+                };
+                let events = scenario.apply(&command).unwrap();
+                let after = scenario.balance(customer);
+                expected_below += usize::from(before >= threshold && after < threshold);
+                expected_limit += usize::from(before >= limit && after < limit);
+                raised.extend(balance_alerts(&events));
+            }
+            prop_assert_eq!(raised.iter().filter(|k| **k == "balance_below").count(), expected_below);
+            prop_assert_eq!(raised.iter().filter(|k| **k == "credit_limit_reached").count(), expected_limit);
+        }
+    }
+}

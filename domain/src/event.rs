@@ -278,6 +278,23 @@ impl Alert {
 }
 
 impl Payload {
+    /// Every [`Payload::type_name`], for clients that filter events by kind.
+    pub const TYPE_NAMES: [&'static str; 13] = [
+        "AccountOpened",
+        "AccountStatusChanged",
+        "CreditLimitChanged",
+        "TariffAssigned",
+        "PaymentReceived",
+        "AdjustmentPosted",
+        "ChargePosted",
+        "CallCharged",
+        "FundsMoved",
+        "EntryReversed",
+        "TariffPublished",
+        "AlertsConfigured",
+        "AlertRaised",
+    ];
+
     /// The event's type name, stable forever (KurrentDB's event type).
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -106,7 +106,7 @@ impl Caller {
 }
 
 /// The credential a request presents, from whichever header carries it.
-fn presented_credential(headers: &HeaderMap) -> Option<&str> {
+pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

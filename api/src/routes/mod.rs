@@ -21,6 +21,7 @@ use crate::server::AppState;
 
 mod accounts;
 mod adjustments;
+mod alerts;
 mod audit;
 mod cdrs;
 mod charges;
@@ -29,10 +30,12 @@ mod payments;
 mod reversals;
 mod sessions;
 mod statements;
+mod stream;
 mod tariffs;
 mod tokens;
 mod transfers;
 mod users;
+mod webhooks;
 
 pub use operations::{Metrics, metrics_layer};
 
@@ -64,6 +67,9 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tokens::router())
         .merge(sessions::router())
         .merge(operations::router())
+        .merge(alerts::router())
+        .merge(stream::router())
+        .merge(webhooks::router())
         .split_for_parts();
     crate::openapi::Conventions.modify(&mut openapi);
     let api = api
@@ -98,6 +104,12 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("account_status", "/api/v1/accounts/{number}/status"),
         ("account_credit_limit", "/api/v1/accounts/{number}/credit-limit"),
         ("account_tariff", "/api/v1/accounts/{number}/tariff"),
+        ("account_alerts", "/api/v1/accounts/{number}/alerts"),
+        ("alert_templates", "/api/v1/alert-templates"),
+        ("stream", "/api/v1/stream{?from,book,account,kinds}"),
+        ("webhooks", "/api/v1/webhooks"),
+        ("webhook", "/api/v1/webhooks/{id}"),
+        ("webhook_deliveries", "/api/v1/webhooks/{id}/deliveries{?after,limit}"),
         ("statement", "/api/v1/accounts/{number}/statement{?from,to,as_of,min_position}"),
         ("statement_lines", "/api/v1/accounts/{number}/statement/lines{?from,to,category,cursor,limit}"),
         ("account_events", "/api/v1/accounts/{number}/events{?after,limit}"),
@@ -187,6 +199,7 @@ pub fn account_links(number: &str) -> Links {
         ("status", format!("{base}/status")),
         ("credit_limit", format!("{base}/credit-limit")),
         ("tariff", format!("{base}/tariff")),
+        ("alerts", format!("{base}/alerts")),
         ("self", base),
     ]
     .into_iter()
