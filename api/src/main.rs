@@ -10,6 +10,7 @@ mod body;
 mod error;
 mod maintenance;
 mod openapi;
+mod portal;
 mod query;
 mod routes;
 mod server;
@@ -76,6 +77,17 @@ pub struct ServeArgs {
     /// `h` or `d` (`2d`, `30m`). The refresh token gets a new one.
     #[arg(long = "session-lifetime", env = "TOLLBOOK_SESSION_LIFETIME", default_value = "2d")]
     pub session_lifetime: Lifetime,
+    /// How long a portal login link may be used (once): as for `--session-lifetime`.
+    #[arg(long = "login-link-lifetime", env = "TOLLBOOK_LOGIN_LINK_LIFETIME", default_value = "15m")]
+    pub login_link_lifetime: Lifetime,
+    /// The address customers reach this server at, such as `https://billing.example.com`,
+    /// for the URLs of login links. Without it, the address a request for a link was sent to.
+    #[arg(long = "public-url", env = "TOLLBOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Always mark the portal's session cookie `Secure` (behind a TLS proxy that does not
+    /// send `X-Forwarded-Proto`). It is so anyway when the public URL or the request is HTTPS.
+    #[arg(long = "secure-cookies", env = "TOLLBOOK_SECURE_COOKIES")]
+    pub secure_cookies: bool,
 }
 
 /// A duration given as `172800`, `90s`, `30m`, `48h` or `2d`.

@@ -41,6 +41,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "money", description = "Payments, adjustments, charges, fund moves and reversals"),
         (name = "statements", description = "Balances by period, from the read models"),
         (name = "auth", description = "Users, API tokens, sessions and the public key"),
+        (name = "portal", description = "Login links to the customer portal (the portal's pages are under `/portal`)"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]

@@ -25,13 +25,14 @@ use crate::server::AppState;
 mod accounts;
 mod adjustments;
 mod charges;
+mod login_links;
 mod operations;
 mod payments;
 mod reversals;
 mod sessions;
-mod statements;
+pub mod statements;
 mod tokens;
-mod transfers;
+pub mod transfers;
 mod users;
 
 pub use operations::{Metrics, metrics_layer};
@@ -56,6 +57,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(adjustments::router())
         .merge(charges::router())
         .merge(transfers::router())
+        .merge(login_links::router())
         .merge(reversals::router())
         .merge(users::router())
         .merge(tokens::router())
@@ -95,7 +97,8 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("account_status", "/api/v1/accounts/{number}/status"),
         ("account_credit_limit", "/api/v1/accounts/{number}/credit-limit"),
         ("account_tariff", "/api/v1/accounts/{number}/tariff"),
-        ("statement", "/api/v1/accounts/{number}/statement{?from,to,as_of,min_position}"),
+        ("statement", "/api/v1/accounts/{number}/statement{?from,to,as_of,min_position,format}"),
+        ("login_link", "/api/v1/accounts/{number}/login-link"),
         ("payments", "/api/v1/payments"),
         ("adjustments", "/api/v1/adjustments"),
         ("charges", "/api/v1/charges"),
