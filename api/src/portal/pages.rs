@@ -525,7 +525,10 @@ pub async fn statement(
         money(s.transfers_out),
         money(s.total_charges)
     );
-    let points = balance_points(&state, view.id, period.from, period.to)?;
+    // The chart stops at tomorrow: the days still to come have no balance yet.
+    let tomorrow = Timestamp::from_micros(midnight(Utc::now().date_naive()).micros() + DAY_MICROS);
+    let chart_to = period.to.min(tomorrow).max(period.from);
+    let points = balance_points(&state, view.id, period.from, chart_to)?;
     let last_day = Timestamp::from_micros(period.to.micros() - DAY_MICROS);
     let page = templates::StatementPage {
         frame: frame(&visitor, &state, &number, "statement"),
