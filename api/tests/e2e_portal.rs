@@ -376,3 +376,58 @@ async fn the_statement_page_and_its_csv_add_up() {
     assert!(csv_text.starts_with("record,name,amount,currency,position,occurred_at\n"), "{csv_text}");
     assert!(csv_text.contains(&format!("figure,closing_balance,{C1_BALANCE},EUR,")), "{csv_text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_csv_longer_than_a_chunk_streams_every_line_and_honours_as_of() {
+    const PAYMENTS: usize = 1_234;
+    let data = tempfile::tempdir().unwrap();
+    let mut book = book(data.path(), &[]).await;
+    // More postings than one chunk of the stream holds, posted a few at a time.
+    let mut positions = Vec::new();
+    for chunk in (0..PAYMENTS).collect::<Vec<_>>().chunks(32) {
+        let requests = chunk.iter().map(|_| {
+            let request = book
+                .client
+                .post(book.server.url("/api/v1/payments"))
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({"account": "D1", "amount": "0.01"}));
+            common::send(request)
+        });
+        for (status, answer) in futures::future::join_all(requests).await {
+            assert_eq!(status, StatusCode::CREATED, "{answer}");
+            positions.push(answer["position"].as_u64().unwrap());
+        }
+    }
+    positions.sort_unstable();
+    book.position = *positions.last().unwrap();
+    book.settle().await;
+    let csv_of = |query: String| {
+        let request = book
+            .client
+            .get(book.server.url(&format!("/api/v1/accounts/D1/statement?from=2000-01-01&to=2100-01-01{query}")))
+            .bearer_auth(ADMIN_KEY)
+            .header("accept", "text/csv");
+        async move {
+            let text = request.send().await.unwrap().text().await.unwrap();
+            let rows: Vec<Vec<String>> = csv::Reader::from_reader(text.as_bytes())
+                .records()
+                .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+                .collect();
+            rows
+        }
+    };
+    let check = |rows: &[Vec<String>], expected_lines: usize| {
+        let lines: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "line").collect();
+        assert_eq!(lines.len(), expected_lines);
+        let sum: rust_decimal::Decimal = lines.iter().map(|r| r[2].parse::<rust_decimal::Decimal>().unwrap()).sum();
+        let figure = rows.iter().find(|r| r[0] == "figure" && r[1] == "payments").unwrap();
+        assert_eq!(figure[2].parse::<rust_decimal::Decimal>().unwrap(), sum, "the lines add up to the figure");
+        let statement_position: u64 = figure[4].parse().unwrap();
+        assert!(lines.iter().all(|r| r[4].parse::<u64>().unwrap() <= statement_position));
+    };
+    check(&csv_of(String::new()).await, PAYMENTS);
+    // As the ledger knew it halfway: only what was recorded by then, figures and lines alike.
+    let halfway = positions[PAYMENTS / 2];
+    let earlier = positions.iter().filter(|p| **p <= halfway).count();
+    check(&csv_of(format!("&as_of={halfway}")).await, earlier);
+}
