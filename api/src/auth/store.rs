@@ -519,6 +519,47 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn a_login_link_ends_once_and_an_expired_one_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let link = |expires_at| LoginLinkRecord {
+            id: Uuid::now_v7(),
+            account: AccountId(Uuid::now_v7()),
+            account_number: "C1".into(),
+            issued_by: "admin".into(),
+            created_at: now,
+            expires_at,
+            state: LinkState::Issued,
+            changed_at: None,
+        };
+        let live = link(now + chrono::Duration::minutes(15));
+        store.insert_login_link(&live).await.unwrap();
+        assert_eq!(store.end_login_link(live.id, LinkState::Used, now).await, Ok(live.clone()));
+        assert_eq!(store.end_login_link(live.id, LinkState::Used, now).await, Err(LinkFailure::Used));
+        assert_eq!(store.end_login_link(live.id, LinkState::Revoked, now).await, Err(LinkFailure::Used));
+        assert_eq!(store.login_link(live.id).unwrap().unwrap().state, LinkState::Used);
+
+        let expired = link(now - chrono::Duration::seconds(1));
+        store.insert_login_link(&expired).await.unwrap();
+        assert_eq!(store.end_login_link(expired.id, LinkState::Used, now).await, Err(LinkFailure::Expired));
+        // An expired link may still be revoked (nothing changes for its holder).
+        assert!(store.end_login_link(expired.id, LinkState::Revoked, now).await.is_ok());
+        assert_eq!(store.end_login_link(expired.id, LinkState::Used, now).await, Err(LinkFailure::Revoked));
+        assert_eq!(store.end_login_link(Uuid::now_v7(), LinkState::Used, now).await, Err(LinkFailure::Unknown));
+
+        // Racing uses of one link: exactly one wins.
+        let raced = link(now + chrono::Duration::minutes(15));
+        store.insert_login_link(&raced).await.unwrap();
+        let attempts = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.end_login_link(raced.id, LinkState::Used, Utc::now()).await })
+        });
+        let outcomes = futures::future::join_all(attempts).await;
+        assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(Ok(_)))).count(), 1);
+    }
+
     #[test]
     fn ip_allowlists() {
         let nets: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
