@@ -53,6 +53,8 @@ async fn browser(driver: &Driver) -> Client {
             // Root in a container has no sandbox to offer; /dev/shm is small there.
             "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                      "--window-size=1000,1400", "--lang=en-US"],
+            // The portal must work with JavaScript off: the pages run none of theirs.
+            "prefs": {"profile.managed_default_content_settings.javascript": 2},
         }),
     );
     let started = Instant::now();
@@ -109,6 +111,13 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
     let client = browser(&driver).await;
     let (month, _, _) = this_month();
 
+    // Pages' scripts really are off in this browser.
+    client
+        .goto("data:text/html,<p id=probe>off</p><script>document.getElementById('probe').textContent='on'</script>")
+        .await
+        .unwrap();
+    assert_eq!(text(&client, "#probe").await, "off", "JavaScript is disabled for pages");
+
     // A customer opens its login link and lands on its overview.
     let link = book.link("C1").await;
     client.goto(&link).await.unwrap();
@@ -139,6 +148,15 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
         std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/portal-statement.png"), &png)
             .unwrap();
     }
+
+    // At a phone's width nothing runs off the side of the page (wide tables scroll alone).
+    client.set_window_size(390, 844).await.unwrap();
+    let overflow = client
+        .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(overflow.as_i64(), Some(0), "the statement page is wider than a phone");
+    client.set_window_size(1000, 1400).await.unwrap();
 
     // Follow a figure to the postings behind it, and a posting to its event.
     click_through(&client, Locator::Css("#figure-payments a")).await;
