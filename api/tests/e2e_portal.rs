@@ -329,6 +329,22 @@ async fn the_statement_page_and_its_csv_add_up() {
     ] {
         assert_eq!(text_of(&html, &format!("figure-{figure}")), amount, "{figure}");
     }
+    // A free range gives the same figures for the same days; a range that ends before it
+    // starts is refused with a page saying so.
+    let (status, range) =
+        page(&book.server, &session, &format!("/portal/accounts/C1/statement?from={from}&to={to}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&range, "figure-closing_balance"), C1_BALANCE);
+    let (status, refused) =
+        page(&book.server, &session, &format!("/portal/accounts/C1/statement?from={to}&to={from}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused.contains("must come after"), "{refused}");
+    // Before any money moved, nothing: the opening balance of this month is the closing of
+    // the last.
+    let (status, earlier) = page(&book.server, &session, "/portal/accounts/C1/statement?month=2001-02").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text_of(&earlier, "figure-closing_balance"), "0.00");
+
     // The payments figure links to its postings, which add up to it.
     let href = html.split("id=\"figure-payments\"><a href=\"").nth(1).unwrap().split('"').next().unwrap();
     let (status, lines) = page(&book.server, &session, &unescape(href)).await;
