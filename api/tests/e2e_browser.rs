@@ -201,6 +201,8 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
     click_through(&client, Locator::Id("move-submit")).await;
     assert_eq!(text(&client, "#balance").await, "450.00 EUR");
     assert_eq!(text(&client, "[data-customer-balance=C2]").await, "17.00");
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/portal-partner.png"), png).unwrap();
 
     // Signing out ends the session: the pages lead to the login page.
     click_through(&client, Locator::Css("header button")).await;

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use domain::{Amount, Timestamp};
 
+use super::pages::money;
+
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 220.0;
 const LEFT: f64 = 70.0;
@@ -20,6 +22,11 @@ fn as_f64(amount: Amount) -> f64 {
 
 fn date(time: Timestamp) -> String {
     time.to_rfc3339().chars().take(10).collect()
+}
+
+/// The last day a point at `time` closes: a balance at midnight is the previous day's close.
+fn closing_day(time: Timestamp) -> String {
+    date(Timestamp::from_micros(time.micros().saturating_sub(1)))
 }
 
 fn escape(text: &str) -> String {
@@ -43,10 +50,11 @@ pub fn balance_svg(points: &[(Timestamp, Amount)], currency: &str, title_id: &st
     let x = |t: Timestamp| LEFT + (t.micros() as f64 - t0) / t_span * plot_w;
     let y = |a: f64| TOP + (high_f - a) / span * plot_h;
     let currency = escape(currency);
+    let (first, last, low_text, high_text) = (money(*first), money(*last), money(low), money(high));
     let description = format!(
-        "Balance from {first} {currency} on {} to {last} {currency} on {}; lowest {low}, highest {high}.",
+        "Balance from {first} {currency} on {} to {last} {currency} at the end of {}; lowest {low_text}, highest {high_text}.",
         date(*first_time),
-        date(*last_time)
+        closing_day(*last_time)
     );
     let mut svg = String::new();
     let _ = write!(
@@ -61,7 +69,7 @@ pub fn balance_svg(points: &[(Timestamp, Amount)], currency: &str, title_id: &st
         r = WIDTH - RIGHT,
         zero = y(0.0)
     );
-    for (value, label) in [(high_f, high), (low_f, low)] {
+    for (value, label) in [(high_f, &high_text), (low_f, &low_text)] {
         let _ = write!(
             svg,
             r##"<text x="{tx}" y="{ty:.1}" font-size="12" text-anchor="end" fill="#57606a">{label}</text>"##,
@@ -73,7 +81,7 @@ pub fn balance_svg(points: &[(Timestamp, Amount)], currency: &str, title_id: &st
         svg,
         r##"<text x="{LEFT}" y="{ty}" font-size="12" fill="#57606a">{}</text><text x="{rx}" y="{ty}" font-size="12" text-anchor="end" fill="#57606a">{}</text>"##,
         date(*first_time),
-        date(*last_time),
+        closing_day(*last_time),
         ty = HEIGHT - 8.0,
         rx = WIDTH - RIGHT
     );
@@ -104,7 +112,9 @@ mod tests {
         ];
         let svg = balance_svg(&points, "EUR", "t");
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
-        assert!(svg.contains("Balance from 0 EUR on 1970-01-01 to -20 EUR on 1970-01-03; lowest -20, highest 100.50."));
+        assert!(svg.contains(
+            "Balance from 0.00 EUR on 1970-01-01 to -20.00 EUR at the end of 1970-01-02; lowest -20.00, highest 100.50."
+        ));
         let polyline = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
         let coordinates: Vec<(f64, f64)> = polyline
             .split(' ')
