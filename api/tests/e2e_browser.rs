@@ -141,7 +141,7 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
     assert_eq!(text(&client, "#figure-closing_balance").await, C1_BALANCE);
     let png = client.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/portal-statement.png");
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-statement.png");
     std::fs::write(&target, &png).unwrap();
     // `UPDATE_SCREENSHOTS=1` refreshes the README's picture.
     if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
@@ -202,7 +202,7 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
     assert_eq!(text(&client, "#balance").await, "450.00 EUR");
     assert_eq!(text(&client, "[data-customer-balance=C2]").await, "17.00");
     let png = client.screenshot().await.unwrap();
-    std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/portal-partner.png"), png).unwrap();
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-partner.png"), png).unwrap();
 
     // Signing out ends the session: the pages lead to the login page.
     click_through(&client, Locator::Css("header button")).await;
