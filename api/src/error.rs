@@ -94,6 +94,21 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// A login link this server did not sign (altered, truncated, made up).
+    pub fn login_link_invalid() -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "login_link_invalid", "this login link is not valid")
+    }
+
+    /// A login link that was genuine but can no longer be used (used, expired, revoked).
+    pub fn login_link_gone(code: &'static str, message: &'static str) -> Self {
+        ApiError::new(StatusCode::GONE, code, message)
+    }
+
+    /// A portal form without its session's CSRF token.
+    pub fn csrf_mismatch() -> Self {
+        ApiError::forbidden("the form has expired or did not come from this site; reload the page and try again")
+    }
+
     pub fn overloaded() -> Self {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the server is overloaded, retry later")
     }

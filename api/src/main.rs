@@ -11,6 +11,7 @@ mod error;
 mod maintenance;
 mod notify;
 mod openapi;
+mod portal;
 mod query;
 mod routes;
 mod server;
@@ -89,6 +90,17 @@ pub struct ServeArgs {
     #[arg(long = "webhook-backoff-ms", env = "TOLLBOOK_WEBHOOK_BACKOFF_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub webhook_backoff_ms: u64,
+    /// How long a portal login link may be used (once): as for `--session-lifetime`.
+    #[arg(long = "login-link-lifetime", env = "TOLLBOOK_LOGIN_LINK_LIFETIME", default_value = "15m")]
+    pub login_link_lifetime: Lifetime,
+    /// The address customers reach this server at, such as `https://billing.example.com`,
+    /// for the URLs of login links. Without it, the address a request for a link was sent to.
+    #[arg(long = "public-url", env = "TOLLBOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Always mark the portal's session cookie `Secure` (behind a TLS proxy that does not
+    /// send `X-Forwarded-Proto`). It is so anyway when the public URL or the request is HTTPS.
+    #[arg(long = "secure-cookies", env = "TOLLBOOK_SECURE_COOKIES")]
+    pub secure_cookies: bool,
 }
 
 /// A duration given as `172800`, `90s`, `30m`, `48h` or `2d`.

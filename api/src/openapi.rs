@@ -43,6 +43,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "auth", description = "Users, API tokens, sessions and the public key"),
         (name = "alerts", description = "Alert thresholds per account and the operator's message templates"),
         (name = "events", description = "The live event stream (WebSocket) and webhooks"),
+        (name = "portal", description = "Login links to the customer portal (the portal's pages are under `/portal`)"),
         (name = "operations", description = "Health, metrics, this document"),
     )
 )]

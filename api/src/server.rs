@@ -65,7 +65,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!("no --admin-key configured: only users' tokens and sessions can sign in");
     }
     let auth_store = AuthStore::open(&args.data_dir.join(crate::auth::store::AUTH_DIR))?;
-    let auth = Arc::new(Auth::open(auth_store, args.admin_key.as_deref(), args.session_lifetime.0)?);
+    let portal = crate::auth::PortalSettings {
+        login_link_lifetime: args.login_link_lifetime.0,
+        public_url: args.public_url.as_deref().map(|url| url.trim_end_matches('/').to_owned()),
+        secure_cookies: args.secure_cookies,
+        session_lifetime: args.session_lifetime.0,
+    };
+    let auth =
+        Arc::new(Auth::open(auth_store, args.admin_key.as_deref(), args.session_lifetime.0)?.with_portal(portal));
     let notify_store = NotifyStore::open(&args.data_dir.join(crate::notify::store::NOTIFY_DIR))?;
     let delivery = DeliveryConfig {
         timeout: args.webhook_timeout.0,
@@ -125,6 +132,7 @@ pub fn app(state: AppState) -> Router {
         .url(OPENAPI_PATH, openapi)
         .config(utoipa_swagger_ui::Config::from(OPENAPI_PATH).validator_url("none"));
     api.merge(docs)
+        .merge(crate::portal::router())
         .layer(axum::middleware::from_fn(metrics_layer))
         .layer(
             TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)).on_response(

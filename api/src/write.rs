@@ -56,27 +56,39 @@ impl Write {
     /// parsed request, so the same key with the same request in another content type still
     /// counts as a repeat, and with another request as a conflict.
     pub fn meta<R: Serialize>(&self, request: &R, occurred_at: Option<Timestamp>) -> Result<CommandMeta, ApiError> {
-        let now = Timestamp::from_micros(chrono::Utc::now().timestamp_micros());
-        let idempotency = match &self.idempotency_key {
-            None => None,
-            Some(key) => {
-                let canonical = serde_json::to_vec(request).map_err(|e| ApiError::internal(&e))?;
-                let mut hasher = Sha256::new();
-                hasher.update(self.method.as_str().as_bytes());
-                hasher.update(b" ");
-                hasher.update(self.path.as_bytes());
-                hasher.update(b"\n");
-                hasher.update(&canonical);
-                Some(Idempotency { key: key.clone(), request_digest: hasher.finalize().into() })
-            }
-        };
-        Ok(CommandMeta {
-            occurred_at: occurred_at.unwrap_or(now),
-            recorded_at: now,
-            actor: self.caller.actor.clone(),
-            idempotency,
-        })
+        let idempotency = self.idempotency_key.as_deref().map(|key| (key, &self.method, self.path.as_str()));
+        command_meta(&self.caller, idempotency, request, occurred_at)
     }
+}
+
+/// A command's metadata for `caller`; with an idempotency key, the method and path of the
+/// request it came with. Shared with the portal's forms, which carry their own key.
+pub fn command_meta<R: Serialize>(
+    caller: &Caller,
+    idempotency: Option<(&str, &Method, &str)>,
+    request: &R,
+    occurred_at: Option<Timestamp>,
+) -> Result<CommandMeta, ApiError> {
+    let now = Timestamp::from_micros(chrono::Utc::now().timestamp_micros());
+    let idempotency = match idempotency {
+        None => None,
+        Some((key, method, path)) => {
+            let canonical = serde_json::to_vec(request).map_err(|e| ApiError::internal(&e))?;
+            let mut hasher = Sha256::new();
+            hasher.update(method.as_str().as_bytes());
+            hasher.update(b" ");
+            hasher.update(path.as_bytes());
+            hasher.update(b"\n");
+            hasher.update(&canonical);
+            Some(Idempotency { key: key.to_owned(), request_digest: hasher.finalize().into() })
+        }
+    };
+    Ok(CommandMeta {
+        occurred_at: occurred_at.unwrap_or(now),
+        recorded_at: now,
+        actor: caller.actor.clone(),
+        idempotency,
+    })
 }
 
 /// Parses an optional business time given as RFC 3339 or `YYYY-MM-DD`.

@@ -120,6 +120,9 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/webhooks", Some(&hook)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let p1_hook = format!("/api/v1/webhooks/{}", body["webhook"]["id"].as_str().unwrap());
+    let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/accounts/C1/login-link", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let p1_link = format!("/api/v1/login-links/{}", body["id"].as_str().unwrap());
     let login = json!({"login": "p1-user", "password": "correct horse battery"});
     let (status, session) = setup.call(None, Method::POST, "/api/v1/sessions", Some(&login)).await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
@@ -342,6 +345,15 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
         (Method::GET, p1_hook.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
         (Method::GET, format!("{p1_hook}/deliveries"), None, Expect::Protected { other_partner: 404, customer: 403 }),
         (Method::DELETE, p1_hook.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
+        // Portal login links: made by the operator or the account's partner only.
+        (
+            Method::POST,
+            "/api/v1/accounts/C1/login-link".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (Method::GET, p1_link.clone(), None, Expect::Protected { other_partner: 404, customer: 404 }),
+        (Method::DELETE, p1_link.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
     ];
     assert_covers_every_operation(&setup, &endpoints).await;
 
@@ -401,6 +413,8 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     assert_eq!(status, StatusCode::NOT_FOUND, "no user was created by an intruder");
     let (status, body) = setup.call(Some(&p1_token), Method::GET, &p1_hook, None).await;
     assert_eq!(status, StatusCode::OK, "P1's webhook survived the walk: {body}");
+    let (status, body) = setup.call(Some(&p1_token), Method::GET, &p1_link, None).await;
+    assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("issued")), "no one revoked P1's link: {body}");
     let (_, body) = setup.call(Some(&p1_token), Method::GET, "/api/v1/accounts/C1/alerts", None).await;
     assert_eq!(body["account"], "C1", "{body}");
     assert!(body["balance_below"].is_null(), "no threshold was set by an intruder: {body}");
@@ -488,6 +502,7 @@ async fn a_partner_manages_its_customers_but_not_itself() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = partner(Method::POST, "/api/v1/reversals", json!({"position": move_back})).await;
     assert_eq!(status, StatusCode::CREATED, "a partner reverses a move with its customer: {body}");
+    let reversed_at = body["position"].as_u64().unwrap();
 
     // But not on itself: a partner paying itself would make money.
     for (path, body) in [
@@ -499,7 +514,7 @@ async fn a_partner_manages_its_customers_but_not_itself() {
         let (status, answer) = partner(Method::POST, path, body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {answer}");
     }
-    let (_, body) = partner(Method::GET, "/api/v1/accounts/P1", Value::Null).await;
+    let (_, body) = partner(Method::GET, &format!("/api/v1/accounts/P1?min_position={reversed_at}"), Value::Null).await;
     // 100 paid by the operator, 30 out, 10 back, the 10 reversed.
     assert_eq!(body["account"]["balance"].to_string(), "70", "{body}");
     assert_eq!(body["account"]["credit_limit"].to_string(), "0");

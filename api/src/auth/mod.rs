@@ -25,15 +25,22 @@ use crate::error::ApiError;
 use crate::server::AppState;
 
 pub mod jwt;
+pub mod links;
 pub mod store;
 
-pub use store::{AuthStore, Role, SessionRecord, TokenRecord, UserRecord};
+pub use store::{
+    AuthStore, LinkState, LoginLinkRecord, PortalSessionRecord, Role, SessionRecord, TokenRecord, UserRecord,
+};
 
 /// The headers a credential may arrive in, besides `Authorization: Bearer`.
 const TOKEN_HEADERS: [&str; 2] = ["x-auth-token", "token"];
 /// API tokens start with this, so that they are recognisable in logs and secret scanners.
 pub const API_TOKEN_PREFIX: &str = "tbk_";
 const REFRESH_TOKEN_PREFIX: &str = "tbr_";
+/// Portal session cookies start with this.
+const PORTAL_SESSION_PREFIX: &str = "tbp_";
+/// How long a login link may be used, unless configured otherwise.
+pub const LOGIN_LINK_LIFETIME_DEFAULT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Random bytes in an API or refresh token: 256 bits, beyond guessing.
 const TOKEN_RANDOM_BYTES: usize = 32;
 /// How long a session lasts without activity: its refresh token's lifetime.
@@ -164,6 +171,27 @@ pub struct Auth {
     /// unknown login takes as long to refuse as a wrong password.
     decoy_hash: String,
     random: ring::rand::SystemRandom,
+    links: links::LinkSigner,
+    pub portal: PortalSettings,
+}
+
+/// How the customer portal hands out links and cookies.
+#[derive(Clone, Debug)]
+pub struct PortalSettings {
+    pub login_link_lifetime: std::time::Duration,
+    /// The address customers reach the server at (`https://billing.example.com`), for the
+    /// URL of a login link; without it, the address the request was sent to.
+    pub public_url: Option<String>,
+    /// Always mark the session cookie `Secure`: for a server behind a TLS proxy that does
+    /// not say `X-Forwarded-Proto`. It is marked so anyway when the request came over TLS.
+    pub secure_cookies: bool,
+    /// How long a portal session lasts.
+    pub session_lifetime: std::time::Duration,
+}
+
+/// A portal session just opened: the cookie's value, given to the browser this once.
+pub struct PortalLogin {
+    pub cookie: String,
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -181,6 +209,8 @@ impl Auth {
         access_lifetime: std::time::Duration,
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let keys = jwt::SigningKeys::load_or_create(&store)?;
+        let random = ring::rand::SystemRandom::new();
+        let links = links::LinkSigner::load_or_create(&store, &random)?;
         // An empty key would let an empty `token:` header in.
         let admin_key_digest = admin_key.filter(|k| !k.is_empty()).map(store::digest);
         Ok(Auth {
@@ -190,8 +220,20 @@ impl Auth {
             access_lifetime: Duration::from_std(access_lifetime)?,
             password_checks: Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_IN_FLIGHT_MAX)),
             decoy_hash: hash_password("decoy password, never valid")?,
-            random: ring::rand::SystemRandom::new(),
+            random,
+            links,
+            portal: PortalSettings {
+                login_link_lifetime: LOGIN_LINK_LIFETIME_DEFAULT,
+                public_url: None,
+                secure_cookies: false,
+                session_lifetime: access_lifetime,
+            },
         })
+    }
+
+    pub fn with_portal(mut self, portal: PortalSettings) -> Self {
+        self.portal = portal;
+        self
     }
 
     pub fn jwks(&self) -> jwt::Jwks {
@@ -355,6 +397,132 @@ impl Auth {
         };
         self.store.insert_token(&record, store::digest(&token)).await.map_err(internal)?;
         Ok(NewToken { record, token })
+    }
+}
+
+impl Auth {
+    /// Issues a login link for `account`; the caller's right to is checked by the route.
+    pub async fn issue_login_link(
+        &self,
+        issued_by: &str,
+        account: &AccountRef,
+    ) -> Result<(LoginLinkRecord, String), ApiError> {
+        let created_at = now();
+        // Whole seconds: the token carries seconds, and the record must agree with it.
+        let expires_at = DateTime::from_timestamp(
+            (created_at + Duration::from_std(self.portal.login_link_lifetime).map_err(internal)?).timestamp(),
+            0,
+        )
+        .ok_or_else(|| internal("login link expiry out of range"))?;
+        let link = LoginLinkRecord {
+            id: Uuid::now_v7(),
+            account: account.id,
+            account_number: account.number.clone(),
+            issued_by: issued_by.to_owned(),
+            created_at,
+            expires_at,
+            state: LinkState::Issued,
+            changed_at: None,
+        };
+        self.store.insert_login_link(&link).await.map_err(internal)?;
+        let token = self.links.sign(link.id, expires_at.timestamp());
+        Ok((link, token))
+    }
+
+    pub fn login_link(&self, id: Uuid) -> Result<Option<LoginLinkRecord>, ApiError> {
+        self.store.login_link(id).map_err(internal)
+    }
+
+    /// Revokes an unused link: it can no longer open a session.
+    pub async fn revoke_login_link(&self, id: Uuid) -> Result<LoginLinkRecord, ApiError> {
+        self.store.end_login_link(id, LinkState::Revoked, now()).await.map_err(link_refusal)
+    }
+
+    /// Uses a login link: marks it used (once, durably) and opens a portal session for its
+    /// account. A token this server did not sign is refused before the store is read.
+    pub async fn open_login_link(&self, token: &str) -> Result<PortalLogin, ApiError> {
+        let (id, expires_at) = self.links.verify(token).ok_or_else(ApiError::login_link_invalid)?;
+        if expires_at <= now().timestamp() {
+            return Err(link_refusal(store::LinkFailure::Expired));
+        }
+        let link = self.store.end_login_link(id, LinkState::Used, now()).await.map_err(link_refusal)?;
+        self.open_portal_session(link.account, None, format!("link:{}", link.id)).await
+    }
+
+    /// Signs a user in to the portal with a login and password. Only partners and
+    /// customers have a portal: the operator's users are refused like a wrong password,
+    /// so the page tells no one which logins are the operator's.
+    pub async fn portal_password_login(&self, login: &str, password: String) -> Result<PortalLogin, ApiError> {
+        let user = self.store.user(login).map_err(internal)?;
+        let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        let checked = hash.is_some();
+        let matches = self.check_password(password, hash.unwrap_or_else(|| self.decoy_hash.clone())).await?;
+        let account = user.as_ref().filter(|u| u.role != Role::Admin).and_then(|u| u.account);
+        match (checked && matches, account, user) {
+            (true, Some(account), Some(user)) => {
+                self.open_portal_session(account, Some(user.login.clone()), format!("user:{}", user.login)).await
+            }
+            _ => Err(ApiError::invalid_credentials()),
+        }
+    }
+
+    async fn open_portal_session(
+        &self,
+        account: AccountId,
+        login: Option<String>,
+        actor: String,
+    ) -> Result<PortalLogin, ApiError> {
+        let cookie = self.random_token(PORTAL_SESSION_PREFIX)?;
+        let created_at = now();
+        let session = PortalSessionRecord {
+            id: Uuid::now_v7(),
+            account,
+            login,
+            actor,
+            csrf_token: self.random_token("")?,
+            created_at,
+            expires_at: created_at + Duration::from_std(self.portal.session_lifetime).map_err(internal)?,
+        };
+        self.store.insert_portal_session(store::digest(&cookie), &session).await.map_err(internal)?;
+        Ok(PortalLogin { cookie })
+    }
+
+    /// The live portal session a cookie stands for. A password session ends with its user.
+    pub fn portal_session(&self, cookie: &str) -> Result<Option<PortalSessionRecord>, ApiError> {
+        if !cookie.starts_with(PORTAL_SESSION_PREFIX) {
+            return Ok(None);
+        }
+        let Some(session) = self.store.portal_session(&store::digest(cookie)).map_err(internal)? else {
+            return Ok(None);
+        };
+        if session.expires_at <= now() {
+            return Ok(None);
+        }
+        if let Some(login) = &session.login {
+            let user = self.store.user(login).map_err(internal)?;
+            if user.is_none_or(|u| u.account != Some(session.account)) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(session))
+    }
+
+    pub async fn portal_logout(&self, cookie: &str) -> Result<(), ApiError> {
+        self.store.remove_portal_session(&store::digest(cookie)).await.map_err(internal)
+    }
+}
+
+fn link_refusal(failure: store::LinkFailure) -> ApiError {
+    match failure {
+        store::LinkFailure::Unknown => ApiError::login_link_invalid(),
+        store::LinkFailure::Used => {
+            ApiError::login_link_gone("login_link_used", "this login link has already been used")
+        }
+        store::LinkFailure::Revoked => {
+            ApiError::login_link_gone("login_link_revoked", "this login link has been revoked")
+        }
+        store::LinkFailure::Expired => ApiError::login_link_gone("login_link_expired", "this login link has expired"),
+        store::LinkFailure::Storage(e) => internal(e),
     }
 }
 

@@ -26,6 +26,8 @@ const TOKEN_IDS: &str = "token_ids";
 const SESSIONS: &str = "sessions";
 const REFRESH: &str = "refresh";
 const KEYS: &str = "keys";
+const LOGIN_LINKS: &str = "login_links";
+const PORTAL_SESSIONS: &str = "portal_sessions";
 
 /// What a user may do: see [`crate::auth::Caller`] for the rights of each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -79,6 +81,57 @@ pub struct SessionRecord {
     pub allowed_ips: Vec<IpNet>,
 }
 
+/// Where a login link stands. A link leaves `Issued` once, so it opens one session at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Issued,
+    Used,
+    Revoked,
+}
+
+/// A login link as issued. The token in the URL is signed and names this record; the
+/// record says whether it may still be used, which a signature alone cannot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginLinkRecord {
+    pub id: Uuid,
+    pub account: AccountId,
+    pub account_number: String,
+    /// Who asked for it (the actor recorded on events).
+    pub issued_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub state: LinkState,
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
+/// Why a login link did not open a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkFailure {
+    Unknown,
+    Used,
+    Revoked,
+    Expired,
+    Storage(String),
+}
+
+/// A browser session of the portal, found by the digest of its cookie.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortalSessionRecord {
+    pub id: Uuid,
+    /// The account the session acts for.
+    pub account: AccountId,
+    /// The user who signed in with a password; none for a login link. A user's session
+    /// ends when the user is removed.
+    pub login: Option<String>,
+    /// Recorded on the events the session's forms produce.
+    pub actor: String,
+    /// The token every form of this session must carry (CSRF).
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A refresh that did not go through.
 #[derive(Debug)]
 pub enum RefreshFailure {
@@ -116,6 +169,8 @@ pub struct AuthStore {
     sessions: sled::Tree,
     refresh: sled::Tree,
     keys: sled::Tree,
+    login_links: sled::Tree,
+    portal_sessions: sled::Tree,
 }
 
 type StoreResult<T> = Result<T, sled::Error>;
@@ -138,6 +193,8 @@ impl AuthStore {
             sessions: db.open_tree(SESSIONS)?,
             refresh: db.open_tree(REFRESH)?,
             keys: db.open_tree(KEYS)?,
+            login_links: db.open_tree(LOGIN_LINKS)?,
+            portal_sessions: db.open_tree(PORTAL_SESSIONS)?,
             db,
         })
     }
@@ -278,6 +335,69 @@ impl AuthStore {
         self.flush().await
     }
 
+    // Login links and portal sessions.
+
+    pub async fn insert_login_link(&self, link: &LoginLinkRecord) -> StoreResult<()> {
+        self.login_links.insert(link.id.as_bytes(), encode(link))?;
+        self.flush().await
+    }
+
+    pub fn login_link(&self, id: Uuid) -> StoreResult<Option<LoginLinkRecord>> {
+        self.login_links.get(id.as_bytes())?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Moves a link out of `Issued` into `to`, durably, with a compare-and-swap: of two
+    /// requests racing with the same link, exactly one wins. Gives the link as it was.
+    pub async fn end_login_link(
+        &self,
+        id: Uuid,
+        to: LinkState,
+        now: DateTime<Utc>,
+    ) -> Result<LoginLinkRecord, LinkFailure> {
+        let storage = |e: sled::Error| LinkFailure::Storage(e.to_string());
+        loop {
+            let Some(current) = self.login_links.get(id.as_bytes()).map_err(storage)? else {
+                return Err(LinkFailure::Unknown);
+            };
+            let link: LoginLinkRecord = decode(&current).map_err(storage)?;
+            match link.state {
+                LinkState::Used => return Err(LinkFailure::Used),
+                LinkState::Revoked => return Err(LinkFailure::Revoked),
+                LinkState::Issued if to == LinkState::Used && link.expires_at <= now => {
+                    return Err(LinkFailure::Expired);
+                }
+                LinkState::Issued => {}
+            }
+            let ended = LoginLinkRecord { state: to, changed_at: Some(now), ..link.clone() };
+            let swapped = self
+                .login_links
+                .compare_and_swap(id.as_bytes(), Some(current), Some(encode(&ended)))
+                .map_err(storage)?;
+            if swapped.is_ok() {
+                self.flush().await.map_err(storage)?;
+                return Ok(link);
+            }
+        }
+    }
+
+    pub async fn insert_portal_session(
+        &self,
+        cookie_digest: [u8; 32],
+        session: &PortalSessionRecord,
+    ) -> StoreResult<()> {
+        self.portal_sessions.insert(cookie_digest, encode(session))?;
+        self.flush().await
+    }
+
+    pub fn portal_session(&self, cookie_digest: &[u8; 32]) -> StoreResult<Option<PortalSessionRecord>> {
+        self.portal_sessions.get(cookie_digest)?.map(|v| decode(&v)).transpose()
+    }
+
+    pub async fn remove_portal_session(&self, cookie_digest: &[u8; 32]) -> StoreResult<()> {
+        self.portal_sessions.remove(cookie_digest)?;
+        self.flush().await
+    }
+
     /// Swaps a session's refresh token for a new one and bumps its generation, in one
     /// transaction: of two refreshes racing with the same token, exactly one wins.
     pub async fn rotate_refresh(
@@ -397,6 +517,47 @@ mod tests {
             store.rotate_refresh(digest("r1"), digest("r2"), Utc::now()).await.err(),
             Some(RefreshFailure::Invalid)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_login_link_ends_once_and_an_expired_one_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let link = |expires_at| LoginLinkRecord {
+            id: Uuid::now_v7(),
+            account: AccountId(Uuid::now_v7()),
+            account_number: "C1".into(),
+            issued_by: "admin".into(),
+            created_at: now,
+            expires_at,
+            state: LinkState::Issued,
+            changed_at: None,
+        };
+        let live = link(now + chrono::Duration::minutes(15));
+        store.insert_login_link(&live).await.unwrap();
+        assert_eq!(store.end_login_link(live.id, LinkState::Used, now).await, Ok(live.clone()));
+        assert_eq!(store.end_login_link(live.id, LinkState::Used, now).await, Err(LinkFailure::Used));
+        assert_eq!(store.end_login_link(live.id, LinkState::Revoked, now).await, Err(LinkFailure::Used));
+        assert_eq!(store.login_link(live.id).unwrap().unwrap().state, LinkState::Used);
+
+        let expired = link(now - chrono::Duration::seconds(1));
+        store.insert_login_link(&expired).await.unwrap();
+        assert_eq!(store.end_login_link(expired.id, LinkState::Used, now).await, Err(LinkFailure::Expired));
+        // An expired link may still be revoked (nothing changes for its holder).
+        assert!(store.end_login_link(expired.id, LinkState::Revoked, now).await.is_ok());
+        assert_eq!(store.end_login_link(expired.id, LinkState::Used, now).await, Err(LinkFailure::Revoked));
+        assert_eq!(store.end_login_link(Uuid::now_v7(), LinkState::Used, now).await, Err(LinkFailure::Unknown));
+
+        // Racing uses of one link: exactly one wins.
+        let raced = link(now + chrono::Duration::minutes(15));
+        store.insert_login_link(&raced).await.unwrap();
+        let attempts = (0..8).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.end_login_link(raced.id, LinkState::Used, Utc::now()).await })
+        });
+        let outcomes = futures::future::join_all(attempts).await;
+        assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(Ok(_)))).count(), 1);
     }
 
     #[test]

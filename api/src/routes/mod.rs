@@ -25,15 +25,16 @@ mod alerts;
 mod audit;
 mod cdrs;
 mod charges;
+mod login_links;
 mod operations;
 mod payments;
 mod reversals;
 mod sessions;
-mod statements;
+pub mod statements;
 mod stream;
 mod tariffs;
 mod tokens;
-mod transfers;
+pub mod transfers;
 mod users;
 mod webhooks;
 
@@ -62,6 +63,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(adjustments::router())
         .merge(charges::router())
         .merge(transfers::router())
+        .merge(login_links::router())
         .merge(reversals::router())
         .merge(users::router())
         .merge(tokens::router())
@@ -110,7 +112,7 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("webhooks", "/api/v1/webhooks"),
         ("webhook", "/api/v1/webhooks/{id}"),
         ("webhook_deliveries", "/api/v1/webhooks/{id}/deliveries{?after,limit}"),
-        ("statement", "/api/v1/accounts/{number}/statement{?from,to,as_of,min_position}"),
+        ("statement", "/api/v1/accounts/{number}/statement{?from,to,as_of,min_position,format}"),
         ("statement_lines", "/api/v1/accounts/{number}/statement/lines{?from,to,category,cursor,limit}"),
         ("account_events", "/api/v1/accounts/{number}/events{?after,limit}"),
         (
@@ -121,6 +123,7 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("cdrs", "/api/v1/cdrs"),
         ("tariffs", "/api/v1/tariffs"),
         ("tariff", "/api/v1/tariffs/{id}"),
+        ("login_link", "/api/v1/accounts/{number}/login-link"),
         ("payments", "/api/v1/payments"),
         ("adjustments", "/api/v1/adjustments"),
         ("charges", "/api/v1/charges"),

@@ -3,8 +3,12 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use domain::{Amount, Currency, Timestamp};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -37,6 +41,9 @@ struct StatementQuery {
     /// Wait until the read models reflect this position (read your writes).
     #[serde(default, deserialize_with = "query::optional_u64")]
     min_position: Option<u64>,
+    /// `json` (the default) or `csv`: the figures and every posting behind them, streamed.
+    /// `Accept: text/csv` asks for CSV too.
+    format: Option<String>,
 }
 
 /// The statement of one account for `[from, to)`.
@@ -101,21 +108,38 @@ fn as_of(text: &str) -> Result<projections::AsOf, ApiError> {
     operation_id = "show_statement",
     tag = "statements",
     params(("number" = String, Path, description = "The account number"), StatementQuery),
-    responses((status = 200, description = "The statement", body = StatementOut), ReadErrors)
+    responses(
+        (status = 200, description = "The statement", body = StatementOut,
+            content_type = "application/json"),
+        (status = 200, description = "The statement as CSV: `record,name,amount,currency,position,occurred_at`; \
+            `period` rows (from, to), `figure` rows (each figure, at the statement's position), then one \
+            `line` row per posting behind the figures", body = String, content_type = "text/csv"),
+        ReadErrors
+    )
 )]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<StatementOut>, ApiError> {
+) -> Result<Response, ApiError> {
     let query: StatementQuery = query::parse(raw.as_deref())?;
+    let csv = match query.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(_) => return Err(ApiError::bad_request("invalid_query", "format", "format: `json` or `csv`")),
+        None => wants_csv(&headers),
+    };
     let from = time("from", &query.from)?;
     let to = time("to", &query.to)?;
     let as_of = query.as_of.as_deref().map(as_of).transpose()?;
     let account = visible_account(&state, &caller, "number", &number)?;
     let (view, _) = super::read_account(&state, &account, query.min_position).await?;
     let s = state.models.statement(view.id, from, to, as_of)?;
+    if csv {
+        return Ok(csv_response(&state, s));
+    }
     let statement = StatementBody {
         number: s.number,
         currency: s.currency,
@@ -132,5 +156,112 @@ pub async fn show(
         closing_balance: s.closing_balance,
         position: s.position,
     };
-    Ok(Json(StatementOut { status: "ok", statement, links: account_links(&number) }))
+    Ok(Json(StatementOut { status: "ok", statement, links: account_links(&number) }).into_response())
+}
+
+/// True when the client's `Accept` names CSV before (or without) JSON.
+fn wants_csv(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let position = |media: &str| accept.to_ascii_lowercase().find(media);
+    match (position("text/csv"), position("application/json")) {
+        (Some(csv), Some(json)) => csv < json,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Postings read from the read models per chunk of a CSV statement.
+const CSV_LINES_PER_CHUNK: usize = projections::PAGE_SIZE_MAX;
+
+/// A statement as CSV, streamed: the figures first, then the postings behind them a page
+/// at a time, so that an account with millions of postings never sits in memory. Lines
+/// recorded after the statement's position are left out, so the lines always add up to
+/// the figures, even with `as_of` or while new events arrive.
+pub fn csv_response(state: &AppState, statement: projections::Statement) -> Response {
+    let filename: String = format!(
+        "statement-{}-{}-{}.csv",
+        statement.number,
+        statement.from.to_rfc3339().get(..10).unwrap_or(""),
+        statement.to.to_rfc3339().get(..10).unwrap_or("")
+    )
+    .chars()
+    .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+    .collect();
+    let head = statement_csv_head(&statement);
+    let models = state.models.clone();
+    // (the next page's cursor, whether the lines are done)
+    let lines = futures::stream::try_unfold((None::<String>, false), move |(cursor, done)| {
+        let models = models.clone();
+        let statement = statement.clone();
+        async move {
+            if done {
+                return Ok(None);
+            }
+            let page = models
+                .statement_lines(
+                    statement.account,
+                    statement.from,
+                    statement.to,
+                    None,
+                    cursor.as_deref(),
+                    CSV_LINES_PER_CHUNK,
+                )
+                .map_err(std::io::Error::other)?;
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            for line in page.items.iter().filter(|l| l.position <= statement.position) {
+                writer
+                    .write_record([
+                        "line",
+                        line.category.as_str(),
+                        &line.amount.to_string(),
+                        statement.currency.as_str(),
+                        &line.position.to_string(),
+                        &line.occurred_at.to_rfc3339(),
+                    ])
+                    .map_err(std::io::Error::other)?;
+            }
+            let bytes = writer.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?;
+            let done = page.next_cursor.is_none();
+            Ok::<_, std::io::Error>(Some((Bytes::from(bytes), (page.next_cursor, done))))
+        }
+    });
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(lines);
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// The header row, the period and the figures.
+fn statement_csv_head(s: &projections::Statement) -> Bytes {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let currency = s.currency.as_str();
+    let position = s.position.to_string();
+    let mut rows: Vec<[String; 6]> = vec![
+        ["record", "name", "amount", "currency", "position", "occurred_at"].map(str::to_owned),
+        ["period".into(), "from".into(), String::new(), currency.into(), String::new(), s.from.to_rfc3339()],
+        ["period".into(), "to".into(), String::new(), currency.into(), String::new(), s.to.to_rfc3339()],
+    ];
+    let figures = [
+        ("opening_balance", s.opening_balance),
+        ("payments", s.payments),
+        ("transfers_in", s.transfers_in),
+        ("transfers_out", s.transfers_out),
+        ("call_charges", s.call_charges),
+        ("other_charges", s.other_charges),
+        ("adjustments", s.adjustments),
+        ("total_charges", s.total_charges),
+        ("closing_balance", s.closing_balance),
+    ];
+    for (name, amount) in figures {
+        rows.push(["figure".into(), name.into(), amount.to_string(), currency.into(), position.clone(), String::new()]);
+    }
+    for row in rows {
+        writer.write_record(&row).expect("writing to memory");
+    }
+    Bytes::from(writer.into_inner().expect("writing to memory"))
 }

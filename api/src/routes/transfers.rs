@@ -3,12 +3,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use domain::{Amount, Command};
+use commands::CommandOutcome;
+use domain::{Amount, Command, CommandMeta};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::Caller;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, WriteErrors};
@@ -24,15 +26,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct TransferRequest {
     /// The account the money leaves: the partner, or one of its customers.
     #[schema(example = "P-1")]
-    from: String,
+    pub from: String,
     /// The account the money reaches: one of the partner's customers, or the partner.
     #[schema(example = "C-1001")]
-    to: String,
+    pub to: String,
     /// Greater than zero; refused (422) past the `from` account's credit limit.
     #[schema(schema_with = crate::openapi::amount_in)]
-    amount: Amount,
-    occurred_at: Option<String>,
-    note: Option<String>,
+    pub amount: Amount,
+    pub occurred_at: Option<String>,
+    pub note: Option<String>,
 }
 
 /// Move funds between a partner and one of its own customers, in either direction, in one
@@ -51,18 +53,29 @@ pub async fn create(
     write: Write,
     Body(request): Body<TransferRequest>,
 ) -> Result<Response, ApiError> {
-    // Both sides must be in the caller's sight; that the pair is a partner and its own
-    // customer is the ledger's rule, and within a partner's book it always holds for a
-    // move that involves the partner itself.
-    let from = visible_account(&state, &write.caller, "from", &request.from)?.id;
-    let to = visible_account(&state, &write.caller, "to", &request.to)?.id;
     let occurred_at = parse_time("occurred_at", request.occurred_at.as_deref())?;
     let meta = write.meta(&request, occurred_at)?;
-    let command = Command::MoveFunds { from, to, amount: request.amount, note: request.note };
-    let outcome = state.ledger.execute(command, meta).await?;
+    let outcome = move_funds(&state, &write.caller, &request, meta).await?;
     let links =
         [("from", format!("/api/v1/accounts/{}", request.from)), ("to", format!("/api/v1/accounts/{}", request.to))]
             .into_iter()
             .collect();
     Ok(respond(&state, StatusCode::CREATED, outcome, links))
+}
+
+/// Moves funds for `caller`: the one path of every fund move, from the API or the portal.
+pub async fn move_funds(
+    state: &AppState,
+    caller: &Caller,
+    request: &TransferRequest,
+    meta: CommandMeta,
+) -> Result<CommandOutcome, ApiError> {
+    caller.require_writer()?;
+    // Both sides must be in the caller's sight; that the pair is a partner and its own
+    // customer is the ledger's rule, and within a partner's book it always holds for a
+    // move that involves the partner itself.
+    let from = visible_account(state, caller, "from", &request.from)?.id;
+    let to = visible_account(state, caller, "to", &request.to)?.id;
+    let command = Command::MoveFunds { from, to, amount: request.amount, note: request.note.clone() };
+    Ok(state.ledger.execute(command, meta).await?)
 }
