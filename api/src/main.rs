@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod auth;
 mod body;
 mod error;
+mod import;
 mod maintenance;
 mod notify;
 mod openapi;
@@ -41,6 +42,14 @@ enum CliCommand {
     /// Check every book's hash chain and compare the read models with a fresh replay;
     /// exits non-zero on any difference (with the server stopped).
     Verify(DataArgs),
+    /// Import a CSV file of CDRs or payments into a stopped server's data directory:
+    /// resumable (a rerun skips what is in), with a progress bar and a summary.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
+    /// Compare an outside file with the ledger and report the differences (exit 1 when
+    /// there are any).
+    #[command(subcommand)]
+    Reconcile(import::ReconcileCommand),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -148,6 +157,8 @@ fn main() -> std::process::ExitCode {
             CliCommand::Serve(args) => server::serve(args).await,
             CliCommand::Replay(args) => maintenance::replay(args).await,
             CliCommand::Verify(args) => maintenance::verify(args).await,
+            CliCommand::Import(command) => import::import(command).await,
+            CliCommand::Reconcile(command) => import::reconcile(command).await,
         }
     });
     match result {

@@ -10,7 +10,7 @@ use crate::server::VIEWS_DIR;
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-async fn open(args: &DataArgs) -> Result<(Arc<dyn EventStore>, sled::Db), Box<dyn std::error::Error>> {
+pub async fn open(args: &DataArgs) -> Result<(Arc<dyn EventStore>, sled::Db), Box<dyn std::error::Error>> {
     let spec = crate::store_spec(&args.data_dir, &args.store);
     if let StoreSpec::Sled(events) = &spec
         && !events.exists()

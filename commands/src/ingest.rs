@@ -7,8 +7,9 @@ use std::io::Read;
 
 use domain::cdr::CdrInput;
 use domain::rating::Rate;
-use domain::{Amount, CommandMeta, DomainError};
+use domain::{Amount, Command, CommandMeta, DomainError, Idempotency};
 use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
 use crate::error::CommandError;
 use crate::ledger::Ledger;
@@ -222,6 +223,42 @@ impl Ledger {
             .map(|cdr| {
                 let meta = CommandMeta { idempotency: None, ..meta.clone() };
                 async move { self.charge_cdr(&cdr, meta).await }
+            })
+            .buffered(CDRS_IN_FLIGHT_MAX)
+            .collect()
+            .await
+    }
+}
+
+impl Ledger {
+    /// Records many payments, concurrently, answering per row in input order. Each row's
+    /// `id` is its idempotency key: a rerun of the same file records nothing twice, and
+    /// the same id with another row is refused (`idempotency_key_reused`).
+    pub async fn receive_payments(
+        &self,
+        rows: Vec<PaymentRow>,
+        meta: &CommandMeta,
+    ) -> Vec<Result<CommandOutcome, CommandError>> {
+        futures::stream::iter(rows)
+            .map(|row| {
+                let meta = meta.clone();
+                async move {
+                    let account =
+                        self.account(&row.account).ok_or_else(|| CommandError::UnknownAccount(row.account.clone()))?;
+                    let digest: [u8; 32] = Sha256::digest(postcard::to_allocvec(&row).expect("a row encodes")).into();
+                    let meta = CommandMeta {
+                        occurred_at: row.occurred_at.unwrap_or(meta.occurred_at),
+                        idempotency: Some(Idempotency { key: row.id, request_digest: digest }),
+                        ..meta
+                    };
+                    let command = Command::ReceivePayment {
+                        account: account.id,
+                        amount: row.amount,
+                        method: row.method,
+                        reference: row.reference,
+                    };
+                    self.execute(command, meta).await
+                }
             })
             .buffered(CDRS_IN_FLIGHT_MAX)
             .collect()

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod models;
+pub mod reconcile;
 pub mod replay;
 pub mod runner;
 mod views;

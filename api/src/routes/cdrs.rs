@@ -342,7 +342,7 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
     }
 }
 
-async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
+pub(super) async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(CDR_UPLOAD_BYTES_MAX)
@@ -352,7 +352,7 @@ async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiErro
     })
 }
 
-fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+pub(super) fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::payload_too_large(CDR_UPLOAD_BYTES_MAX)
     } else {

@@ -28,6 +28,7 @@ mod charges;
 mod login_links;
 mod operations;
 mod payments;
+mod reconciliations;
 mod reversals;
 mod sessions;
 pub mod statements;
@@ -58,6 +59,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(statements::router())
         .merge(audit::router())
         .merge(cdrs::router())
+        .merge(reconciliations::router())
         .merge(tariffs::router())
         .merge(payments::router())
         .merge(adjustments::router())
@@ -121,6 +123,7 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ),
         ("account_cdr", "/api/v1/accounts/{number}/cdrs/{id}"),
         ("cdrs", "/api/v1/cdrs"),
+        ("reconciliations", "/api/v1/reconciliations{?from,to,format}"),
         ("tariffs", "/api/v1/tariffs"),
         ("tariff", "/api/v1/tariffs/{id}"),
         ("login_link", "/api/v1/accounts/{number}/login-link"),

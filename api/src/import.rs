@@ -1,0 +1,445 @@
+//! `tollbook import cdrs|payments FILE.csv` and `tollbook reconcile cdrs FILE.csv`:
+//! bulk work on a stopped server's data directory. An import charges row by row (a bad
+//! row rejects only itself, into `FILE.rejects.csv`), is resumable (a rerun finds what is
+//! in: CDR ids are duplicates, payment ids are idempotency keys), and leaves the read
+//! models caught up with what it wrote.
+
+use std::io::{BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use commands::ingest::{self, CsvTable};
+use commands::{CommandError, CommandOutcome, EventStore, Ledger};
+use domain::{CommandMeta, DomainError, Timestamp};
+use indicatif::{ProgressBar, ProgressStyle};
+use projections::ReadModels;
+
+use crate::DataArgs;
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Rows charged at once: enough to keep the book writers' batches full.
+const IMPORT_CHUNK_ROWS: usize = 16_384;
+
+#[derive(clap::Subcommand)]
+pub enum ImportCommand {
+    /// CDRs in the CSV format of `POST /api/v1/cdrs`: rated with the tariffs in force at
+    /// each call's start and charged.
+    Cdrs(ImportArgs),
+    /// Payments with the columns `id,account,amount,occurred_at,method,reference`; `id`
+    /// is the payment's idempotency key.
+    Payments(ImportArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The CSV file, with a header row.
+    pub file: PathBuf,
+    /// Where to write the rejected rows (line, id, error, field, message); by default
+    /// next to the file, as FILE.rejects.csv.
+    #[arg(long = "rejects")]
+    pub rejects: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ReconcileCommand {
+    /// Compares an outside CDR file (the columns of a CDR upload; `cost` and
+    /// `partner_cost` are compared when present) with the ledger's CDRs of a period.
+    Cdrs(ReconcileArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReconcileArgs {
+    pub file: PathBuf,
+    /// The period's start (inclusive) by call start: RFC 3339 or YYYY-MM-DD.
+    #[arg(long = "from")]
+    pub from: String,
+    /// The period's end (exclusive).
+    #[arg(long = "to")]
+    pub to: String,
+    /// `human` (a summary and the differences), `json` (the whole report) or `csv` (one
+    /// line per difference).
+    #[arg(long = "format", default_value = "human")]
+    pub format: ReportFormat,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Human,
+    Json,
+    Csv,
+}
+
+/// What an import did, row by row.
+#[derive(Default)]
+struct Tally {
+    rows: u64,
+    charged: u64,
+    duplicate: u64,
+    rejected: u64,
+}
+
+/// The ledger and read models of a data directory, with a projector following the log
+/// while the import writes, so that projecting overlaps charging.
+struct Workspace {
+    store: Arc<dyn EventStore>,
+    views: sled::Db,
+    models: ReadModels,
+    projector: projections::Projector,
+    ledger: Ledger,
+}
+
+impl Workspace {
+    async fn open(data: &DataArgs) -> Result<Self, Box<dyn std::error::Error>> {
+        let (store, views) = crate::maintenance::open(data).await?;
+        let models = ReadModels::open(&views)?;
+        let projector = projections::spawn_projector(models.clone(), store.clone());
+        let ledger = Ledger::open(store.clone()).await?;
+        Ok(Workspace { store, views, models, projector, ledger })
+    }
+
+    /// Waits until the read models hold everything written, then stops.
+    async fn close(self) -> CliResult {
+        self.ledger.shutdown().await;
+        let last = self.store.head().await?.saturating_sub(1);
+        while self.models.position() < last {
+            if self.projector.is_finished() {
+                return Err("the read models stopped following the log; see the log above".into());
+            }
+            let _ = self.models.wait_for(last, Duration::from_secs(1)).await;
+        }
+        self.projector.stop().await?;
+        self.views.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn bytes_bar(length: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_micros(chrono::Utc::now().timestamp_micros())
+}
+
+/// The rejects file, created on the first rejected row only.
+struct Rejects {
+    path: PathBuf,
+    writer: Option<csv::Writer<std::fs::File>>,
+}
+
+impl Rejects {
+    fn new(file: &Path, chosen: Option<PathBuf>) -> Self {
+        let path = chosen.unwrap_or_else(|| {
+            let mut name = file.as_os_str().to_owned();
+            name.push(".rejects.csv");
+            PathBuf::from(name)
+        });
+        Rejects { path, writer: None }
+    }
+
+    fn add(&mut self, line: u64, id: Option<&str>, error: &str, field: Option<&str>, message: &str) -> CliResult {
+        if self.writer.is_none() {
+            let mut writer = csv::Writer::from_path(&self.path)?;
+            writer.write_record(["line", "id", "error", "field", "message"])?;
+            self.writer = Some(writer);
+        }
+        let writer = self.writer.as_mut().expect("just created");
+        writer.write_record([&line.to_string(), id.unwrap_or(""), error, field.unwrap_or(""), message])?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Option<PathBuf>, Box<dyn std::error::Error>> {
+        match self.writer {
+            Some(mut writer) => {
+                writer.flush()?;
+                Ok(Some(self.path))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// A refusal that belongs to its row; anything else (storage, overload) stops the import.
+fn row_refusal(error: CommandError) -> Result<(&'static str, Option<&'static str>, String), CommandError> {
+    match error {
+        CommandError::Domain(domain) => Ok((domain.code(), domain.field(), domain.to_string())),
+        CommandError::UnknownAccount(number) => {
+            Ok(("account_not_found", Some("account"), format!("account `{number}` not found")))
+        }
+        other => Err(other),
+    }
+}
+
+fn domain_refusal(error: &DomainError) -> (&'static str, Option<&'static str>, String) {
+    (error.code(), error.field(), error.to_string())
+}
+
+pub async fn import(command: ImportCommand) -> CliResult {
+    let (args, cdrs) = match command {
+        ImportCommand::Cdrs(args) => (args, true),
+        ImportCommand::Payments(args) => (args, false),
+    };
+    let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let length = file.metadata()?.len();
+    let input = BufReader::with_capacity(1 << 20, file);
+    let mut table = if cdrs { ingest::cdr_table(input) } else { ingest::payment_table(input) }
+        .map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let workspace = Workspace::open(&args.data).await?;
+    let mut rejects = Rejects::new(&args.file, args.rejects.clone());
+    let bar = bytes_bar(length, if cdrs { "importing CDRs" } else { "importing payments" });
+    let started = Instant::now();
+    let actor =
+        format!("import:{}", args.file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
+    let mut tally = Tally::default();
+    loop {
+        let chunk = if cdrs {
+            import_cdr_chunk(&workspace.ledger, &mut table, &actor, &mut tally, &mut rejects).await?
+        } else {
+            import_payment_chunk(&workspace.ledger, &mut table, &actor, &mut tally, &mut rejects).await?
+        };
+        bar.set_position(table.bytes_read());
+        if chunk == 0 {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let charged_at = started.elapsed();
+    workspace.close().await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let done = if cdrs { "charged" } else { "recorded" };
+    println!(
+        "{} rows in {seconds:.2} s ({:.0} rows/s; written in {:.2} s, then the read models caught up): \
+         {} {done}, {} already in, {} rejected",
+        tally.rows,
+        tally.rows as f64 / seconds.max(1e-9),
+        charged_at.as_secs_f64(),
+        tally.charged,
+        tally.duplicate,
+        tally.rejected
+    );
+    if let Some(path) = rejects.finish()? {
+        println!("rejected rows: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Charges the next chunk of CDR rows; answers how many rows it read.
+async fn import_cdr_chunk<R: std::io::Read>(
+    ledger: &Ledger,
+    table: &mut CsvTable<R>,
+    actor: &str,
+    tally: &mut Tally,
+    rejects: &mut Rejects,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut rows = Vec::with_capacity(IMPORT_CHUNK_ROWS);
+    while rows.len() < IMPORT_CHUNK_ROWS {
+        let Some((line, row)) = ingest::next_cdr(table) else { break };
+        match row {
+            Ok(cdr) => rows.push((line, cdr)),
+            Err(error) => {
+                let (code, field, message) = domain_refusal(&error);
+                rejects.add(line, None, code, field, &message)?;
+                tally.rejected += 1;
+                tally.rows += 1;
+            }
+        }
+    }
+    let read = rows.len();
+    let (lines, cdrs): (Vec<u64>, Vec<_>) = rows.into_iter().unzip();
+    let ids: Vec<String> = cdrs.iter().map(|c| c.id.clone()).collect();
+    let meta = CommandMeta { occurred_at: now(), recorded_at: now(), actor: actor.to_owned(), idempotency: None };
+    let outcomes = ledger.charge_cdrs(cdrs, &meta).await;
+    tally_outcomes(outcomes, &lines, &ids, tally, rejects)?;
+    Ok(read)
+}
+
+async fn import_payment_chunk<R: std::io::Read>(
+    ledger: &Ledger,
+    table: &mut CsvTable<R>,
+    actor: &str,
+    tally: &mut Tally,
+    rejects: &mut Rejects,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut rows = Vec::with_capacity(IMPORT_CHUNK_ROWS);
+    while rows.len() < IMPORT_CHUNK_ROWS {
+        let Some((line, row)) = ingest::next_payment(table) else { break };
+        match row {
+            Ok(payment) => rows.push((line, payment)),
+            Err(error) => {
+                let (code, field, message) = domain_refusal(&error);
+                rejects.add(line, None, code, field, &message)?;
+                tally.rejected += 1;
+                tally.rows += 1;
+            }
+        }
+    }
+    let read = rows.len();
+    let (lines, payments): (Vec<u64>, Vec<_>) = rows.into_iter().unzip();
+    let ids: Vec<String> = payments.iter().map(|p: &ingest::PaymentRow| p.id.clone()).collect();
+    let meta = CommandMeta { occurred_at: now(), recorded_at: now(), actor: actor.to_owned(), idempotency: None };
+    let outcomes = ledger.receive_payments(payments, &meta).await;
+    tally_outcomes(outcomes, &lines, &ids, tally, rejects)?;
+    Ok(read)
+}
+
+fn tally_outcomes(
+    outcomes: Vec<Result<CommandOutcome, CommandError>>,
+    lines: &[u64],
+    ids: &[String],
+    tally: &mut Tally,
+    rejects: &mut Rejects,
+) -> CliResult {
+    for ((outcome, line), id) in outcomes.into_iter().zip(lines).zip(ids) {
+        tally.rows += 1;
+        match outcome {
+            Ok(outcome) if outcome.repeated => tally.duplicate += 1,
+            Ok(_) => tally.charged += 1,
+            Err(error) => {
+                let (code, field, message) = row_refusal(error)?;
+                rejects.add(*line, Some(id), code, field, &message)?;
+                tally.rejected += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn reconcile(command: ReconcileCommand) -> CliResult {
+    let ReconcileCommand::Cdrs(args) = command;
+    let time = |flag: &str, text: &str| {
+        Timestamp::parse(text).ok_or_else(|| format!("--{flag}: `{text}` is not RFC 3339 or YYYY-MM-DD"))
+    };
+    let (from, to) = (time("from", &args.from)?, time("to", &args.to)?);
+    if from > to {
+        return Err("--to is before --from".into());
+    }
+    let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let (calls, unreadable) = projections::reconcile::file_calls(BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let workspace = Workspace::open(&args.data).await?;
+    let models = workspace.models.clone();
+    workspace.close().await?;
+    let accounts = projections::reconcile::customer_accounts(&models, &projections::AccountFilter::default())?;
+    let ledger = projections::reconcile::ledger_calls(&models, &accounts, from, to)?;
+    let mut report = projections::reconcile::reconcile(from, to, calls, ledger);
+    report.unreadable = unreadable;
+    let mut out = std::io::stdout().lock();
+    match args.format {
+        ReportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        ReportFormat::Csv => out.write_all(&report_csv(&report)?)?,
+        ReportFormat::Human => write!(out, "{}", report_text(&report))?,
+    }
+    if report.is_clean() { Ok(()) } else { Err("the file and the ledger differ".into()) }
+}
+
+/// One line per difference, in the columns of `difference,account,id,start,file_cost,ledger_cost,file_partner_cost,ledger_partner_cost,line`.
+pub fn report_csv(report: &projections::reconcile::Report) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use projections::reconcile::CallRecord;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record([
+        "difference",
+        "account",
+        "id",
+        "start",
+        "file_cost",
+        "ledger_cost",
+        "file_partner_cost",
+        "ledger_partner_cost",
+        "line",
+    ])?;
+    let amount = |a: Option<domain::Amount>| a.map(|a| a.to_string()).unwrap_or_default();
+    let mut row = |kind: &str, file: Option<&CallRecord>, ledger: Option<&CallRecord>| {
+        let either = file.or(ledger).expect("one side at least");
+        writer.write_record([
+            kind.to_owned(),
+            either.account.clone(),
+            either.id.clone(),
+            either.start.to_rfc3339(),
+            amount(file.and_then(|f| f.cost)),
+            amount(ledger.and_then(|l| l.cost)),
+            amount(file.and_then(|f| f.partner_cost)),
+            amount(ledger.and_then(|l| l.partner_cost)),
+            file.and_then(|f| f.line).map(|l| l.to_string()).unwrap_or_default(),
+        ])
+    };
+    for call in &report.missing_in_ledger {
+        row("missing_in_ledger", Some(call), None)?;
+    }
+    for call in &report.missing_in_file {
+        row("missing_in_file", None, Some(call))?;
+    }
+    for difference in &report.cost_differs {
+        row("cost_differs", Some(&difference.file), Some(&difference.ledger))?;
+    }
+    for call in &report.repeated_in_file {
+        row("repeated_in_file", Some(call), None)?;
+    }
+    Ok(writer.into_inner()?)
+}
+
+/// The summary a person reads first, then the differences.
+pub fn report_text(report: &projections::reconcile::Report) -> String {
+    let t = &report.totals;
+    let mut text = format!(
+        "reconciliation of {} to {}\n\
+         file:   {} calls, cost {}, partner cost {}\n\
+         ledger: {} calls, cost {}, partner cost {}\n\
+         matched {}, missing in the ledger {}, missing in the file {}, cost differs {}\n",
+        report.from.to_rfc3339(),
+        report.to.to_rfc3339(),
+        t.file_calls,
+        t.file_cost,
+        t.file_partner_cost,
+        t.ledger_calls,
+        t.ledger_cost,
+        t.ledger_partner_cost,
+        report.matched,
+        report.missing_in_ledger.len(),
+        report.missing_in_file.len(),
+        report.cost_differs.len(),
+    );
+    if report.outside_period > 0 {
+        text += &format!("{} file rows started outside the period (not compared)\n", report.outside_period);
+    }
+    for call in &report.missing_in_ledger {
+        text += &format!("missing in the ledger: {} {} (line {})\n", call.account, call.id, call.line.unwrap_or(0));
+    }
+    for call in &report.missing_in_file {
+        text += &format!("missing in the file:   {} {}\n", call.account, call.id);
+    }
+    for d in &report.cost_differs {
+        let cost = |a: Option<domain::Amount>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        text += &format!(
+            "cost differs:          {} {}: file {} / {}, ledger {} / {} (cost / partner cost)\n",
+            d.ledger.account,
+            d.ledger.id,
+            cost(d.file.cost),
+            cost(d.file.partner_cost),
+            cost(d.ledger.cost),
+            cost(d.ledger.partner_cost)
+        );
+    }
+    for call in &report.repeated_in_file {
+        text += &format!("repeated in the file:  {} {} (line {})\n", call.account, call.id, call.line.unwrap_or(0));
+    }
+    for row in &report.unreadable {
+        text += &format!("unreadable line {}: {}\n", row.line, row.message);
+    }
+    if report.is_clean() {
+        text += "no differences\n";
+    }
+    text
+}

@@ -1,0 +1,146 @@
+//! Reconciliation: an outside CDR file against the ledger's CDRs of a period.
+
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use domain::Timestamp;
+use projections::AccountFilter;
+use projections::reconcile::{self, Report};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::cdrs::{CDR_UPLOAD_BYTES_MAX, CSV, multipart_error, read_bytes};
+use crate::auth::{Caller, Scope};
+use crate::body::MULTIPART;
+use crate::error::ApiError;
+use crate::openapi::ReadErrors;
+use crate::query;
+use crate::server::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create)).layer(axum::extract::DefaultBodyLimit::max(CDR_UPLOAD_BYTES_MAX))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ReconcileQuery {
+    /// The period's start (inclusive) by call start: RFC 3339 or YYYY-MM-DD.
+    from: String,
+    /// The period's end (exclusive).
+    to: String,
+    /// `json` (default) or `csv` (one line per difference); or send `Accept: text/csv`.
+    format: Option<String>,
+    /// Wait until the read models reflect this position (read your writes).
+    #[serde(default, deserialize_with = "query::optional_u64")]
+    min_position: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReconciliationOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// True when nothing differs.
+    clean: bool,
+    /// matched, missing_in_ledger, missing_in_file, cost_differs (both sides' costs),
+    /// outside_period, repeated_in_file, unreadable rows and totals.
+    #[schema(value_type = Object)]
+    report: Report,
+}
+
+/// Compare a CDR file (the CSV columns of a CDR upload, as `text/csv` or a multipart
+/// file; `cost` and `partner_cost` are compared when present) with the CDRs the ledger
+/// charged to the caller's customer accounts in `[from, to)`. Nothing is written.
+#[utoipa::path(
+    post,
+    path = "/api/v1/reconciliations",
+    operation_id = "reconcile_cdrs",
+    tag = "cdrs",
+    params(ReconcileQuery),
+    request_body(content((String = "text/csv"), (String = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "The report", content((ReconciliationOut = "application/json"), (String = "text/csv"))),
+        ReadErrors
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let query: ReconcileQuery = query::parse(raw.as_deref())?;
+    let time = |field: &'static str, text: &str| {
+        Timestamp::parse(text).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", field, format!("{field}: expected RFC 3339 or YYYY-MM-DD"))
+        })
+    };
+    let (from, to) = (time("from", &query.from)?, time("to", &query.to)?);
+    if from > to {
+        return Err(ApiError::bad_request("invalid_query", "to", "to: must not be before `from`"));
+    }
+    let accept_csv = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(CSV));
+    let csv = match query.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(_) => return Err(ApiError::bad_request("invalid_query", "format", "format: `json` or `csv`")),
+        None => accept_csv,
+    };
+    let file = read_file(request, &state).await?;
+    let (calls, unreadable) = reconcile::file_calls(file.as_ref()).map_err(ApiError::from)?;
+    if let Some(position) = query.min_position {
+        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+    }
+    let models = state.models.clone();
+    let scope = caller.scope;
+    let report = tokio::task::spawn_blocking(move || {
+        let accounts = match scope {
+            Scope::Admin => reconcile::customer_accounts(&models, &AccountFilter::default())?,
+            Scope::Partner(partner) => {
+                reconcile::customer_accounts(&models, &AccountFilter { partner: Some(partner), ..Default::default() })?
+            }
+            Scope::Customer(own) => models.account(own)?.map(|v| vec![(v.id, v.number)]).unwrap_or_default(),
+        };
+        // Rows naming accounts the caller may not see compare as missing in the ledger,
+        // exactly like rows of accounts that do not exist.
+        let ledger = reconcile::ledger_calls(&models, &accounts, from, to)?;
+        let mut report = reconcile::reconcile(from, to, calls, ledger);
+        report.unreadable = unreadable;
+        Ok::<_, projections::ProjectionError>(report)
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))??;
+    if csv {
+        let body = crate::import::report_csv(&report).map_err(|e| ApiError::internal_message(e.to_string()))?;
+        return Ok((StatusCode::OK, [(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response());
+    }
+    Ok(Json(ReconciliationOut { status: "ok", clean: report.is_clean(), report }).into_response())
+}
+
+async fn read_file(request: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        CSV => read_bytes(request, state).await,
+        MULTIPART => {
+            let mut multipart = Multipart::from_request(request, state)
+                .await
+                .map_err(|rejection| ApiError::undeserializable("invalid_body", None, rejection.body_text()))?;
+            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+                if field.file_name().is_some() || field.name() == Some("file") {
+                    return field.bytes().await.map_err(multipart_error);
+                }
+            }
+            Err(ApiError::bad_request("invalid_body", "file", "file: a CSV file part is required"))
+        }
+        _ => Err(ApiError::unsupported_media_type("send the CDR file as text/csv or as a multipart file part")),
+    }
+}
