@@ -345,6 +345,14 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
         (Method::GET, p1_hook.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
         (Method::GET, format!("{p1_hook}/deliveries"), None, Expect::Protected { other_partner: 404, customer: 403 }),
         (Method::DELETE, p1_hook.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
+        // A reconciliation takes a CSV file: a JSON body is refused whoever sends it
+        // (the scoped comparison is checked after the walk).
+        (
+            Method::POST,
+            "/api/v1/reconciliations?from=2026-01-01&to=2027-01-01".into(),
+            Some(json!({})),
+            Expect::Protected { other_partner: 415, customer: 415 },
+        ),
         // Portal login links: made by the operator or the account's partner only.
         (
             Method::POST,
@@ -411,6 +419,24 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     assert_eq!(status, StatusCode::NOT_FOUND, "no account was registered by an intruder");
     let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/users/intruder", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no user was created by an intruder");
+    // Reconciling a file that names C1's call: P1 matches it; P2 and a customer of P1's
+    // find it missing from their ledger and see nothing of C1's.
+    let file = "id,account,callee,start,answer,end,cost\n\
+                c1-call,C1,1555,2026-03-01T10:00:00Z,2026-03-01T10:00:00Z,2026-03-01T10:01:00Z,0.5\n";
+    for (credential, matched) in [(&p1_token, 1), (&p2_token, 0), (&c1b_token, 0)] {
+        let request = setup
+            .client
+            .post(setup.server.url("/api/v1/reconciliations?from=2026-01-01&to=2027-01-01"))
+            .bearer_auth(credential)
+            .header("content-type", "text/csv")
+            .body(file);
+        let (status, report) = send(request).await;
+        assert_eq!((status, &report["report"]["matched"]), (StatusCode::OK, &json!(matched)), "{report}");
+        if matched == 0 {
+            assert_eq!(report["report"]["missing_in_file"], json!([]), "{report}");
+            assert_eq!(report["report"]["totals"]["ledger_calls"], 0, "{report}");
+        }
+    }
     let (status, body) = setup.call(Some(&p1_token), Method::GET, &p1_hook, None).await;
     assert_eq!(status, StatusCode::OK, "P1's webhook survived the walk: {body}");
     let (status, body) = setup.call(Some(&p1_token), Method::GET, &p1_link, None).await;
