@@ -195,8 +195,6 @@ pub async fn import(command: ImportCommand) -> CliResult {
     let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let length = file.metadata()?.len();
     let input = BufReader::with_capacity(1 << 20, file);
-    let mut table = if cdrs { ingest::cdr_table(input) } else { ingest::payment_table(input) }
-        .map_err(|e| format!("{}: {e}", args.file.display()))?;
     let workspace = Workspace::open(&args.data).await?;
     let mut rejects = Rejects::new(&args.file, args.rejects.clone());
     let bar = bytes_bar(length, if cdrs { "importing CDRs" } else { "importing payments" });
@@ -204,17 +202,50 @@ pub async fn import(command: ImportCommand) -> CliResult {
     let actor =
         format!("import:{}", args.file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()));
     let mut tally = Tally::default();
-    loop {
-        let chunk = if cdrs {
-            import_cdr_chunk(&workspace.ledger, &mut table, &actor, &mut tally, &mut rejects).await?
-        } else {
-            import_payment_chunk(&workspace.ledger, &mut table, &actor, &mut tally, &mut rejects).await?
-        };
-        bar.set_position(table.bytes_read());
-        if chunk == 0 {
-            break;
+    // The file is parsed (and CDRs validated) on a thread of its own, a chunk ahead of
+    // the chunk being charged.
+    let (chunks, mut parsed) = tokio::sync::mpsc::channel::<Chunk>(2);
+    let reader = if cdrs {
+        let table = ingest::cdr_table(input).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        std::thread::spawn(move || read_chunks(table, ingest::next_cdr, Row::Cdr, chunks))
+    } else {
+        let table = ingest::payment_table(input).map_err(|e| format!("{}: {e}", args.file.display()))?;
+        std::thread::spawn(move || read_chunks(table, ingest::next_payment, Row::Payment, chunks))
+    };
+    while let Some(chunk) = parsed.recv().await {
+        let mut lines = Vec::with_capacity(chunk.rows.len());
+        let mut ids = Vec::with_capacity(chunk.rows.len());
+        let (mut cdr_rows, mut payment_rows) = (Vec::new(), Vec::new());
+        for (line, row) in chunk.rows {
+            match row {
+                Err(error) => {
+                    let (code, field, message) = domain_refusal(&error);
+                    rejects.add(line, None, code, field, &message)?;
+                    tally.rejected += 1;
+                    tally.rows += 1;
+                }
+                Ok(Row::Cdr(cdr)) => {
+                    lines.push(line);
+                    ids.push(cdr.id.clone());
+                    cdr_rows.push(cdr);
+                }
+                Ok(Row::Payment(payment)) => {
+                    lines.push(line);
+                    ids.push(payment.id.clone());
+                    payment_rows.push(payment);
+                }
+            }
         }
+        let meta = CommandMeta { occurred_at: now(), recorded_at: now(), actor: actor.clone(), idempotency: None };
+        let outcomes = if cdrs {
+            workspace.ledger.charge_cdrs(cdr_rows, &meta).await
+        } else {
+            workspace.ledger.receive_payments(payment_rows, &meta).await
+        };
+        tally_outcomes(outcomes, &lines, &ids, &mut tally, &mut rejects)?;
+        bar.set_position(chunk.bytes_read);
     }
+    reader.join().map_err(|_| "the file reader failed")??;
     bar.finish_and_clear();
     let charged_at = started.elapsed();
     workspace.close().await?;
@@ -236,63 +267,43 @@ pub async fn import(command: ImportCommand) -> CliResult {
     Ok(())
 }
 
-/// Charges the next chunk of CDR rows; answers how many rows it read.
-async fn import_cdr_chunk<R: std::io::Read>(
-    ledger: &Ledger,
-    table: &mut CsvTable<R>,
-    actor: &str,
-    tally: &mut Tally,
-    rejects: &mut Rejects,
-) -> Result<usize, Box<dyn std::error::Error>> {
-    let mut rows = Vec::with_capacity(IMPORT_CHUNK_ROWS);
-    while rows.len() < IMPORT_CHUNK_ROWS {
-        let Some((line, row)) = ingest::next_cdr(table) else { break };
-        match row {
-            Ok(cdr) => rows.push((line, cdr)),
-            Err(error) => {
-                let (code, field, message) = domain_refusal(&error);
-                rejects.add(line, None, code, field, &message)?;
-                tally.rejected += 1;
-                tally.rows += 1;
-            }
-        }
-    }
-    let read = rows.len();
-    let (lines, cdrs): (Vec<u64>, Vec<_>) = rows.into_iter().unzip();
-    let ids: Vec<String> = cdrs.iter().map(|c| c.id.clone()).collect();
-    let meta = CommandMeta { occurred_at: now(), recorded_at: now(), actor: actor.to_owned(), idempotency: None };
-    let outcomes = ledger.charge_cdrs(cdrs, &meta).await;
-    tally_outcomes(outcomes, &lines, &ids, tally, rejects)?;
-    Ok(read)
+/// A row of an import file, parsed.
+enum Row {
+    Cdr(domain::cdr::CdrInput),
+    Payment(ingest::PaymentRow),
 }
 
-async fn import_payment_chunk<R: std::io::Read>(
-    ledger: &Ledger,
-    table: &mut CsvTable<R>,
-    actor: &str,
-    tally: &mut Tally,
-    rejects: &mut Rejects,
-) -> Result<usize, Box<dyn std::error::Error>> {
-    let mut rows = Vec::with_capacity(IMPORT_CHUNK_ROWS);
-    while rows.len() < IMPORT_CHUNK_ROWS {
-        let Some((line, row)) = ingest::next_payment(table) else { break };
-        match row {
-            Ok(payment) => rows.push((line, payment)),
-            Err(error) => {
-                let (code, field, message) = domain_refusal(&error);
-                rejects.add(line, None, code, field, &message)?;
-                tally.rejected += 1;
-                tally.rows += 1;
-            }
+/// Parsed rows with their lines, and how far into the file they reach.
+struct Chunk {
+    rows: Vec<(u64, Result<Row, DomainError>)>,
+    bytes_read: u64,
+}
+
+type NextRow<R, T> = fn(&mut CsvTable<R>) -> Option<(u64, Result<T, DomainError>)>;
+
+/// Reads the whole file in chunks into `chunks`; stops early if the importer is gone.
+fn read_chunks<R: std::io::Read, T>(
+    mut table: CsvTable<R>,
+    next: NextRow<R, T>,
+    wrap: fn(T) -> Row,
+    chunks: tokio::sync::mpsc::Sender<Chunk>,
+) -> Result<(), String> {
+    loop {
+        let mut rows = Vec::with_capacity(IMPORT_CHUNK_ROWS);
+        while rows.len() < IMPORT_CHUNK_ROWS {
+            let Some((line, row)) = next(&mut table) else { break };
+            rows.push((line, row.map(wrap)));
+        }
+        if rows.is_empty() {
+            return match table.io_failure() {
+                Some(failure) => Err(format!("reading the file failed after {} bytes: {failure}", table.bytes_read())),
+                None => Ok(()),
+            };
+        }
+        if chunks.blocking_send(Chunk { rows, bytes_read: table.bytes_read() }).is_err() {
+            return Ok(());
         }
     }
-    let read = rows.len();
-    let (lines, payments): (Vec<u64>, Vec<_>) = rows.into_iter().unzip();
-    let ids: Vec<String> = payments.iter().map(|p: &ingest::PaymentRow| p.id.clone()).collect();
-    let meta = CommandMeta { occurred_at: now(), recorded_at: now(), actor: actor.to_owned(), idempotency: None };
-    let outcomes = ledger.receive_payments(payments, &meta).await;
-    tally_outcomes(outcomes, &lines, &ids, tally, rejects)?;
-    Ok(read)
 }
 
 fn tally_outcomes(

@@ -39,6 +39,7 @@ pub struct CsvTable<R: Read> {
     reader: csv::Reader<R>,
     columns: HashMap<String, usize>,
     record: csv::StringRecord,
+    io_failure: Option<String>,
 }
 
 impl<R: Read> CsvTable<R> {
@@ -59,7 +60,7 @@ impl<R: Read> CsvTable<R> {
         if let Some(missing) = required.iter().find(|name| !columns.contains_key(**name)) {
             return Err(header_error(format!("column `{missing}` is required")));
         }
-        Ok(CsvTable { reader, columns, record: csv::StringRecord::new() })
+        Ok(CsvTable { reader, columns, record: csv::StringRecord::new(), io_failure: None })
     }
 
     /// The next row, parsed with `parse` from its named fields, with its line number
@@ -77,8 +78,9 @@ impl<R: Read> CsvTable<R> {
             Err(error) => {
                 let line = error.position().map_or(0, |p| p.line());
                 // A row that is not valid CSV (bad UTF-8, a broken quote) rejects itself;
-                // an I/O failure ends the file.
+                // an I/O failure ends the reading, and `io_failure` tells the file was cut.
                 if matches!(error.kind(), csv::ErrorKind::Io(_)) {
+                    self.io_failure = Some(error.to_string());
                     return None;
                 }
                 Some((
@@ -87,6 +89,11 @@ impl<R: Read> CsvTable<R> {
                 ))
             }
         }
+    }
+
+    /// Why the reading ended before the end of the file, if it did.
+    pub fn io_failure(&self) -> Option<&str> {
+        self.io_failure.as_deref()
     }
 
     /// Bytes read so far, for progress.

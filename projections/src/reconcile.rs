@@ -91,6 +91,9 @@ pub fn file_calls<R: std::io::Read>(input: R) -> Result<(Vec<CallRecord>, Vec<Un
             }),
         }
     }
+    if let Some(failure) = table.io_failure() {
+        return Err(domain::DomainError::InvalidField { field: "file", reason: format!("unreadable: {failure}") });
+    }
     Ok((calls, unreadable))
 }
 
