@@ -110,6 +110,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .await?;
+    // Upgraded connections outlive the HTTP server: let the streams finish their closing
+    // handshakes before the process exits and the kernel resets their sockets.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), notify.streams_closed()).await;
     // Deliveries stop mid-way if need be: their cursors have not moved past them.
     notify.stop_all();
     ledger.shutdown().await;

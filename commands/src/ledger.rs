@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use domain::cdr::{CdrInput, RatingParty, rate_call};
 use domain::rating::Tariff;
 use domain::{
-    AccountId, AccountKind, AssignedTariff, BookId, BookState, ChargeCall, Command, CommandMeta, Currency, DomainError,
-    OpenAccount, Payload, RecordedEvent, TariffId,
+    AccountId, AccountKind, Amount, AssignedTariff, BookId, BookState, ChargeCall, Command, CommandMeta, Currency,
+    DomainError, OpenAccount, Payload, RecordedEvent, TariffId,
 };
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -30,6 +30,10 @@ pub struct AccountRef {
     pub currency: Currency,
     /// The tariff that rates the account's calls.
     pub tariff: Option<TariffId>,
+    /// Alert when the balance goes below this.
+    pub alert_balance_below: Option<Amount>,
+    /// Alert for each call costing more than this.
+    pub alert_call_cost_above: Option<Amount>,
 }
 
 #[derive(Default)]
@@ -54,12 +58,20 @@ impl AccountIndex {
                             book: recorded.event.envelope.book,
                             currency: opened.currency,
                             tariff: None,
+                            alert_balance_below: None,
+                            alert_call_cost_above: None,
                         },
                     );
                 }
                 Payload::TariffAssigned(assigned) => {
                     if let Some(account) = self.by_id.get_mut(&assigned.account) {
                         account.tariff = assigned.tariff;
+                    }
+                }
+                Payload::AlertsConfigured(configured) => {
+                    if let Some(account) = self.by_id.get_mut(&configured.account) {
+                        account.alert_balance_below = configured.balance_below;
+                        account.alert_call_cost_above = configured.call_cost_above;
                     }
                 }
                 _ => {}

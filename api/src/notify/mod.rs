@@ -99,6 +99,11 @@ impl Notify {
     }
 
     /// Resolves once the server begins to shut down.
+    /// Resolves once every live stream has ended (each holds a `closing` receiver).
+    pub async fn streams_closed(&self) {
+        self.closing.closed().await;
+    }
+
     pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closing.subscribe()
     }

@@ -162,7 +162,20 @@ async fn send_json<T: Serialize>(socket: &mut WebSocket, value: &T) -> Result<()
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let _ = send(socket, Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+    if send(socket, Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await.is_err() {
+        return;
+    }
+    // Finish the closing handshake: dropping the connection with the client's bytes
+    // unread makes the kernel reset it, and a reset can discard the close frame before
+    // the client reads it. A client that does not answer within a second is left.
+    let drained = async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drained).await;
 }
 
 /// Resolves when the server begins to shut down (or is gone).
