@@ -60,6 +60,7 @@ with open(sys.argv[1], "w") as f:
             end = (start + datetime.timedelta(seconds=3 + i % 600)).strftime("%Y-%m-%dT%H:%M:%SZ")
             f.write(f"cdr-{i},{account},4940,49{i % prefixes:04d}{i % 1000:03d},{s},{answer},{end},16\n")
 PY
+[ -n "${KEEP:-}" ] && cp -r "$data" "$KEEP/data" && cp "$work/cdrs.csv" "$KEEP/cdrs.csv"
 echo "$CDRS CDRs ($(du -h "$work/cdrs.csv" | cut -f1)), $BOOKS books x $CUSTOMERS customers, $PREFIXES prefixes"
 /usr/bin/time -f "wall %e s, max RSS %M KiB" "$bin" import cdrs "$work/cdrs.csv" --data "$data"
 echo "== rerun (everything already in)"
