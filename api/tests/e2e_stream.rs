@@ -346,3 +346,44 @@ async fn a_revoked_credential_receives_nothing_more() {
     };
     assert_eq!(closed.map(|f| u16::from(f.code)), Some(1008), "policy violation");
 }
+
+/// A costly call, posted as a CDR, alerts once with the call's destination, its billed
+/// duration as mm:ss and its cost with the currency; a cheap one does not; and the
+/// customer's own stream shows the alert but never the partner's wholesale cost.
+#[tokio::test]
+async fn a_costly_call_alerts_with_destination_duration_and_cost() {
+    let ledger = Ledger::start().await;
+    ledger.register("P-1", "partner", None).await;
+    ledger.register("C-1", "customer", Some("P-1")).await;
+    ledger.write("/api/v1/accounts/C-1/alerts", json!({"call_cost_above": "1.50"})).await;
+    ledger.pay("C-1", "100").await;
+    ledger.pay("P-1", "100").await;
+    let customer = ledger.token_for("c1", "customer", "C-1").await;
+    let (mut alerts, _) = ledger.connect(ADMIN_KEY, "?kinds=AlertRaised").await;
+    let (mut own, _) = ledger.connect(&customer, "?kinds=CallCharged,AlertRaised").await;
+    let call = |id: &str, cost: &str| {
+        json!({"id": id, "account": "C-1", "callee": "4930123456", "start": "2026-05-04T10:00:00Z",
+               "answer": "2026-05-04T10:00:00Z", "end": "2026-05-04T10:12:34Z", "cost": cost, "partner_cost": "0.42"})
+    };
+    for (id, cost) in [("cheap", "1.50"), ("costly", "2.75")] {
+        let (status, body) =
+            send(ledger.client.post(ledger.server.url("/api/v1/cdrs")).bearer_auth(ADMIN_KEY).json(&call(id, cost)))
+                .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let alert = next_json(&mut alerts).await;
+    assert_eq!(alert["event"]["type"], "AlertRaised", "{alert}");
+    assert_eq!(
+        alert["event"]["message"], "Name of C-1 (C-1): a call to 4930123456 lasting 12:34 cost 2.75 EUR, over 1.50 EUR",
+        "{alert}"
+    );
+    // The customer sees both charges and the alert, with no wholesale cost anywhere.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_json(&mut own).await);
+    }
+    let kinds: Vec<&str> = seen.iter().map(|m| m["event"]["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["CallCharged", "CallCharged", "AlertRaised"]);
+    let text = serde_json::to_string(&seen).unwrap();
+    assert!(!text.contains("partner_cost") && !text.contains("0.42"), "{text}");
+}
