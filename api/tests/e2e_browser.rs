@@ -101,6 +101,9 @@ async fn text(client: &Client, css: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
+    // The WebDriver client's TLS stack is built with two crypto providers in this
+    // workspace (reqwest's ring, hyper-rustls' default aws-lc-rs): it must be told which.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Never skipped: `scripts/test` installs Chromium and chromedriver when missing.
     let driver = start_driver().expect("no chromedriver: apt-get install chromium chromium-driver (scripts/test does)");
     let data = tempfile::tempdir().unwrap();
