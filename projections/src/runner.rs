@@ -62,8 +62,9 @@ impl ReadModels {
         for event in &fresh {
             writer.apply(event)?;
         }
+        let batch = writer.into_batch(last.position)?;
         let _landing = self.landing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writer.commit(last.position)?;
+        self.tree.apply_batch(batch)?;
         self.applied.send_replace(last.position);
         Ok(())
     }
