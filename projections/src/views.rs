@@ -280,6 +280,9 @@ impl Hasher for FxHasher {
 
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// A key and its value, to be written.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// An account's postings of one hour in one chunk, and their sums.
 #[derive(Default)]
 pub(crate) struct HourPiece {
@@ -293,7 +296,7 @@ pub(crate) struct HourPiece {
 #[derive(Default)]
 pub(crate) struct Pieces {
     /// Keys written as they are: the number and book indexes, the CDR store.
-    rows: Vec<(Vec<u8>, Vec<u8>)>,
+    rows: Vec<KeyValue>,
     accounts: Vec<AccountView>,
     hours: FastMap<(AccountId, i64), HourPiece>,
     cdrs: FastMap<(AccountId, i64), Vec<CdrEntry>>,
@@ -308,7 +311,7 @@ impl Pieces {
         self,
         tree: &sled::Tree,
         checkpoint: u64,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
+    ) -> Result<Vec<KeyValue>, ProjectionError> {
         let mut buckets: FastMap<[u8; 26], Sums> = FastMap::default();
         for ((account, hour), piece) in &self.hours {
             for (level, size) in BUCKET_MICROS.iter().enumerate() {
