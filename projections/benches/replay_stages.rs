@@ -2,6 +2,9 @@
 //! decoding the log alone, then full replays with each stage's busy time.
 //!
 //! cargo bench -p tollbook-projections --bench replay_stages
+//!
+//! With `TOLLBOOK_BENCH_DATA=DIR` the log is written to `DIR/events` and kept, for
+//! `tollbook replay --data DIR`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +36,9 @@ fn process_cpu_seconds() -> f64 {
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path().join("events")).unwrap());
+    let kept = std::env::var_os("TOLLBOOK_BENCH_DATA").map(std::path::PathBuf::from);
+    let events_dir = kept.as_ref().map_or_else(|| dir.path().join("events"), |d| d.join("events"));
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(events_dir).unwrap());
     let events = book_events();
     runtime.block_on(append_synthetic_book(&*store, events, 365));
     let views = sled::Config::new().path(dir.path().join("views")).cache_capacity(512 << 20).open().unwrap();

@@ -307,11 +307,7 @@ impl Pieces {
     /// The key-value writes of these pieces for a chunk ending at `checkpoint`, sorted by
     /// key (later writes of a key after earlier ones), without the checkpoint itself.
     /// Bucket sums are added to what `tree` holds: of every bucket key, one read.
-    pub(crate) fn into_writes(
-        self,
-        tree: &sled::Tree,
-        checkpoint: u64,
-    ) -> Result<Vec<KeyValue>, ProjectionError> {
+    pub(crate) fn into_writes(self, tree: &sled::Tree, checkpoint: u64) -> Result<Vec<KeyValue>, ProjectionError> {
         let mut buckets: FastMap<[u8; 26], Sums> = FastMap::default();
         for ((account, hour), piece) in &self.hours {
             for (level, size) in BUCKET_MICROS.iter().enumerate() {
