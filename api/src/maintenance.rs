@@ -51,6 +51,15 @@ pub async fn replay(args: DataArgs) -> CliResult {
         seconds,
         report.events as f64 / seconds.max(1e-9)
     );
+    let stages = report.stages;
+    let ms = |micros: u64| micros / 1000;
+    println!(
+        "stages: read and decode {} ms (wall); CPU: apply {} ms, encode {} ms, sled inserts {} ms",
+        ms(stages.read_micros),
+        ms(stages.apply_micros),
+        ms(stages.encode_micros),
+        ms(stages.insert_micros)
+    );
     Ok(())
 }
 

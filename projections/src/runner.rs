@@ -62,10 +62,30 @@ impl ReadModels {
         for event in &fresh {
             writer.apply(event)?;
         }
+        let batch = writer.into_batch(last.position)?;
         let _landing = self.landing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writer.commit(last.position)?;
+        self.tree.apply_batch(batch)?;
         self.applied.send_replace(last.position);
         Ok(())
+    }
+}
+
+impl ReadModels {
+    /// How far the models are behind the durable log: the events not applied yet, and
+    /// the age of the oldest of them by ledger time (0 when caught up). Costs one read
+    /// of the log when behind.
+    pub async fn lag(&self, store: &dyn EventStore) -> Result<Lag, ProjectionError> {
+        let head = store.head().await?;
+        let position = self.position();
+        let events = head.saturating_sub(1).saturating_sub(position);
+        if events == 0 {
+            return Ok(Lag { events: 0, seconds: 0 });
+        }
+        let oldest = store.read_all(position + 1, 1).await?;
+        let seconds = oldest
+            .first()
+            .map_or(0, |e| (chrono_now_micros() - e.event.envelope.recorded_at.micros()).max(0) / 1_000_000);
+        Ok(Lag { events, seconds })
     }
 }
 
@@ -134,4 +154,35 @@ pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projec
         Ok(())
     });
     Projector { task, stop, last_recorded_at, models }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use commands::SledStore;
+    use commands::testing::append_synthetic_book;
+
+    use super::*;
+
+    /// Lag counts the events not applied yet and ages the oldest of them by its ledger
+    /// time (the synthetic book is recorded at 2026-01-01T00:00:00Z); caught up, both are 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lag_counts_unapplied_events_and_the_age_of_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path().join("events")).unwrap());
+        append_synthetic_book(&*store, 1000, 1).await;
+        let db = sled::open(dir.path().join("views")).unwrap();
+        let models = ReadModels::open(&db).unwrap();
+        let lag = models.lag(&*store).await.unwrap();
+        let age = chrono_now_micros() / 1_000_000 - 1_767_225_600;
+        assert_eq!(lag.events, 1000);
+        assert!((age - 2..=age).contains(&lag.seconds), "{lag:?}, expected about {age}");
+
+        let projector = spawn_projector(models.clone(), store.clone());
+        models.wait_for(1000, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(models.lag(&*store).await.unwrap(), Lag { events: 0, seconds: 0 });
+        assert_eq!(projector.lag(store.head().await.unwrap()).events, 0);
+        projector.stop().await.unwrap();
+    }
 }

@@ -12,7 +12,7 @@
 //! | `N` | number | account id |
 //! | `B` | level, account, bucket | per-category sums of postings by `occurred_at` |
 //! | `P` | account, hour, chunk | the account's postings of that hour in that chunk |
-//! | `E` | account, chunk | the events of that chunk concerning the account ([`EventRow`]) |
+//! | `E` | account, position | a piece of the account's audit trail ([`EventRow`]s, at most [`EVENT_PIECE_ROWS_MAX`]), keyed by its chunk's last position or, when a long list is cut, by its last row's |
 //! | `D` | book, CDR id | [`CdrRow`] (CDR ids are unique within a book, not across books) |
 //! | `X` | account, hour, chunk | the account's CDRs that started in that hour, in that chunk: a customer's calls, and for a partner its customers' calls it paid wholesale |
 //! | `K` | book, account | — (the accounts of a book, for listings by partner) |
@@ -26,6 +26,7 @@
 //! hours at a period's two ends read single postings.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use domain::event::{Alert, Category};
 use domain::rating::RatedCdr;
@@ -169,6 +170,10 @@ pub(crate) fn bucket_key(level: usize, account: AccountId, bucket: i64) -> [u8; 
 
 pub(crate) const HOUR_MICROS: i64 = BUCKET_MICROS[0];
 
+/// Audit-trail rows in one piece at most: a live chunk's pieces are smaller anyway, and
+/// a replay span's are cut to this (sled slows down badly on values of megabytes).
+pub(crate) const EVENT_PIECE_ROWS_MAX: usize = 64;
+
 /// `prefix` + account + hour + chunk: one piece of an account's per-hour list.
 pub(crate) fn hour_piece_key(prefix: u8, account: AccountId, hour: i64, chunk: u64) -> [u8; 33] {
     let mut key = [0u8; 33];
@@ -231,32 +236,161 @@ pub(crate) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], bytes: &[u8]) -> 
         .map_err(|e| ProjectionError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
 }
 
-/// Applies a chunk of events to the models in one atomic batch with the checkpoint.
-/// Values changed several times within the chunk are read once and written once.
-pub(crate) struct ChunkWriter<'a> {
-    tree: &'a sled::Tree,
-    accounts: HashMap<AccountId, AccountView>,
-    buckets: HashMap<[u8; 26], Sums>,
-    postings: HashMap<(AccountId, i64), Vec<PostingEntry>>,
-    cdrs: HashMap<(AccountId, i64), Vec<CdrEntry>>,
-    events: HashMap<AccountId, Vec<(u64, EventRow)>>,
-    batch: sled::Batch,
+/// FxHash's mixing step, for the writer's maps: their keys are account ids (random) and
+/// hours, so SipHash's defence against chosen keys buys nothing on this hot path.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
-impl<'a> ChunkWriter<'a> {
-    pub(crate) fn new(tree: &'a sled::Tree) -> Self {
-        ChunkWriter {
-            tree,
-            accounts: HashMap::new(),
-            buckets: HashMap::new(),
-            postings: HashMap::new(),
-            cdrs: HashMap::new(),
-            events: HashMap::new(),
-            batch: sled::Batch::default(),
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.add(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
         }
     }
 
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.add(n as u64);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A key and its value, to be written.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// An account's postings of one hour in one chunk, and their sums.
+#[derive(Default)]
+pub(crate) struct HourPiece {
+    sums: Sums,
+    postings: Vec<PostingEntry>,
+}
+
+/// What a chunk (or a replay span) changed, not yet merged into the tree. Bucket sums
+/// are kept per hour only while applying (one map update per posting); the coarser
+/// buckets are derived from them when written.
+#[derive(Default)]
+pub(crate) struct Pieces {
+    /// Keys written as they are: the number and book indexes, the CDR store.
+    rows: Vec<KeyValue>,
+    accounts: Vec<AccountView>,
+    hours: FastMap<(AccountId, i64), HourPiece>,
+    cdrs: FastMap<(AccountId, i64), Vec<CdrEntry>>,
+    events: FastMap<AccountId, Vec<(u64, EventRow)>>,
+}
+
+impl Pieces {
+    /// The key-value writes of these pieces for a chunk ending at `checkpoint`, sorted by
+    /// key (later writes of a key after earlier ones), without the checkpoint itself.
+    /// Bucket sums are added to what `tree` holds: of every bucket key, one read.
+    pub(crate) fn into_writes(self, tree: &sled::Tree, checkpoint: u64) -> Result<Vec<KeyValue>, ProjectionError> {
+        let mut buckets: FastMap<[u8; 26], Sums> = FastMap::default();
+        for ((account, hour), piece) in &self.hours {
+            for (level, size) in BUCKET_MICROS.iter().enumerate() {
+                // Every bucket size is a whole number of hours.
+                let bucket = hour.div_euclid(size / HOUR_MICROS);
+                buckets.entry(bucket_key(level, *account, bucket)).or_default().add_all(&piece.sums);
+            }
+        }
+        let mut writes = self.rows;
+        writes.reserve(self.accounts.len() + buckets.len() + self.hours.len() + self.cdrs.len() + self.events.len());
+        for view in &self.accounts {
+            writes.push((account_key(view.id), encode(view)));
+        }
+        for (key, mut sums) in buckets {
+            if let Some(bytes) = tree.get(key)? {
+                sums.add_all(&decode(&key, &bytes)?);
+            }
+            writes.push((key.to_vec(), encode(&sums)));
+        }
+        for ((account, hour), piece) in &self.hours {
+            let key = hour_piece_key(PREFIX_POSTING, *account, *hour, checkpoint);
+            writes.push((key.to_vec(), encode(&piece.postings)));
+        }
+        for ((account, hour), entries) in &self.cdrs {
+            writes.push((hour_piece_key(PREFIX_ACCOUNT_CDR, *account, *hour, checkpoint).to_vec(), encode(entries)));
+        }
+        for (account, rows) in &self.events {
+            // A long list (a replay span) is cut: each piece is keyed by its last row's
+            // position, which keeps keys in log order and at or after their rows, as
+            // readers expect, and a page of the trail decodes one small piece.
+            let pieces = rows.chunks(EVENT_PIECE_ROWS_MAX);
+            let count = pieces.len();
+            for (i, piece) in pieces.enumerate() {
+                let key = if i + 1 == count { checkpoint } else { piece.last().map_or(checkpoint, |(p, _)| *p) };
+                writes.push((event_piece_key(*account, key).to_vec(), encode(&piece)));
+            }
+        }
+        // Stable: of two writes of one key, the later stays last.
+        writes.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(writes)
+    }
+}
+
+/// Applies events to the models. Live projection makes one per chunk and commits it
+/// with the checkpoint in one atomic batch; replay keeps one for the whole log and takes
+/// its pieces out span by span.
+pub(crate) struct ChunkWriter {
+    tree: sled::Tree,
+    /// Replay holds every account in memory from the start (the tree it rebuilds holds
+    /// nothing replay did not put there), so it never reads one back; live projection
+    /// reads an account from the tree on its first touch in a chunk.
+    accounts_in_memory: bool,
+    accounts: FastMap<AccountId, AccountView>,
+    /// The accounts changed since the pieces were last taken (replay only: live
+    /// projection writes every account it read).
+    touched: Vec<AccountId>,
+    pieces: Pieces,
+}
+
+impl ChunkWriter {
+    pub(crate) fn new(tree: &sled::Tree) -> Self {
+        ChunkWriter {
+            tree: tree.clone(),
+            accounts_in_memory: false,
+            accounts: FastMap::default(),
+            touched: Vec::new(),
+            pieces: Pieces::default(),
+        }
+    }
+
+    /// A writer for rebuilding an empty tree from the start of the log.
+    pub(crate) fn for_replay(tree: &sled::Tree) -> Self {
+        ChunkWriter { accounts_in_memory: true, ..ChunkWriter::new(tree) }
+    }
+
     fn account(&mut self, id: AccountId) -> Result<Option<&mut AccountView>, ProjectionError> {
+        if self.accounts_in_memory {
+            let view = self.accounts.get_mut(&id);
+            if view.is_some() {
+                self.touched.push(id);
+            }
+            return Ok(view);
+        }
         if !self.accounts.contains_key(&id) {
             let key = account_key(id);
             match self.tree.get(&key)? {
@@ -270,21 +404,6 @@ impl<'a> ChunkWriter<'a> {
         Ok(self.accounts.get_mut(&id))
     }
 
-    fn add_to_bucket(&mut self, key: [u8; 26], category: Category, amount: Amount) -> Result<(), ProjectionError> {
-        let sums = match self.buckets.get_mut(&key) {
-            Some(sums) => sums,
-            None => {
-                let stored = match self.tree.get(key)? {
-                    Some(bytes) => decode(&key, &bytes)?,
-                    None => Sums::default(),
-                };
-                self.buckets.entry(key).or_insert(stored)
-            }
-        };
-        sums.add(category, amount);
-        Ok(())
-    }
-
     pub(crate) fn apply(&mut self, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
         let event = &recorded.event;
         let envelope = &event.envelope;
@@ -292,8 +411,9 @@ impl<'a> ChunkWriter<'a> {
         let occurred_at = envelope.occurred_at;
         match &event.payload {
             Payload::AccountOpened(e) => {
-                self.batch.insert(number_key(&e.number), e.account.0.as_bytes().as_slice());
-                self.batch.insert(book_account_key(envelope.book, e.account).as_slice(), &[]);
+                self.pieces.rows.push((number_key(&e.number), e.account.0.as_bytes().to_vec()));
+                self.pieces.rows.push((book_account_key(envelope.book, e.account).to_vec(), Vec::new()));
+                self.touched.push(e.account);
                 self.accounts.insert(
                     e.account,
                     AccountView {
@@ -339,29 +459,28 @@ impl<'a> ChunkWriter<'a> {
                     partner: e.partner,
                     partner_cost: e.partner_cost,
                 };
-                self.batch.insert(cdr_key(envelope.book, &e.cdr.id), encode(&row));
+                self.pieces.rows.push((cdr_key(envelope.book, &e.cdr.id), encode(&row)));
                 let start = e.cdr.start.micros();
                 let entry = CdrEntry { start, position, book: envelope.book, id: e.cdr.id.clone() };
                 let hour = start.div_euclid(HOUR_MICROS);
                 if let Some(partner) = e.partner {
-                    self.cdrs.entry((partner, hour)).or_default().push(entry.clone());
+                    self.pieces.cdrs.entry((partner, hour)).or_default().push(entry.clone());
                 }
-                self.cdrs.entry((e.account, hour)).or_default().push(entry);
+                self.pieces.cdrs.entry((e.account, hour)).or_default().push(entry);
             }
             _ => {}
         }
         let mut per_account: Vec<(AccountId, Vec<(Category, Amount)>)> =
             event.payload.accounts().into_iter().map(|a| (a, Vec::new())).collect();
+        let occurred = occurred_at.micros();
+        let hour = occurred.div_euclid(HOUR_MICROS);
         for posting in event.payload.postings() {
             let Some(view) = self.account(posting.account)? else { continue };
             view.balance += posting.category.balance_effect(posting.amount);
             view.first_occurred_at = Some(view.first_occurred_at.map_or(occurred_at, |t| t.min(occurred_at)));
-            for (level, size) in BUCKET_MICROS.iter().enumerate() {
-                let bucket = occurred_at.micros().div_euclid(*size);
-                self.add_to_bucket(bucket_key(level, posting.account, bucket), posting.category, posting.amount)?;
-            }
-            let occurred = occurred_at.micros();
-            self.postings.entry((posting.account, occurred.div_euclid(HOUR_MICROS))).or_default().push(PostingEntry {
+            let piece = self.pieces.hours.entry((posting.account, hour)).or_default();
+            piece.sums.add(posting.category, posting.amount);
+            piece.postings.push(PostingEntry {
                 occurred_at: occurred,
                 position,
                 category: posting.category,
@@ -390,32 +509,32 @@ impl<'a> ChunkWriter<'a> {
                 hash: envelope.hash,
                 postings,
             };
-            self.events.entry(account).or_default().push((position, row));
+            self.pieces.events.entry(account).or_default().push((position, row));
         }
         Ok(())
     }
 
-    /// Writes everything the chunk changed together with the checkpoint, atomically.
-    pub(crate) fn commit(mut self, checkpoint: u64) -> Result<(), ProjectionError> {
-        for (id, view) in &self.accounts {
-            self.batch.insert(account_key(*id), encode(view));
+    /// Takes out what was applied since the last take (replay), leaving the accounts.
+    pub(crate) fn take_pieces(&mut self) -> Pieces {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        let mut pieces = std::mem::take(&mut self.pieces);
+        pieces.accounts = touched.iter().filter_map(|id| self.accounts.get(id)).cloned().collect();
+        pieces
+    }
+
+    /// Everything the chunk changed together with the checkpoint, as one batch to apply
+    /// atomically.
+    pub(crate) fn into_batch(self, checkpoint: u64) -> Result<sled::Batch, ProjectionError> {
+        let mut pieces = self.pieces;
+        pieces.accounts = self.accounts.into_values().collect();
+        let mut batch = sled::Batch::default();
+        for (key, value) in pieces.into_writes(&self.tree, checkpoint)? {
+            batch.insert(key, value);
         }
-        for (key, sums) in &self.buckets {
-            self.batch.insert(key.as_slice(), encode(sums));
-        }
-        for ((account, hour), entries) in &self.postings {
-            self.batch.insert(hour_piece_key(PREFIX_POSTING, *account, *hour, checkpoint).as_slice(), encode(entries));
-        }
-        for ((account, hour), entries) in &self.cdrs {
-            self.batch
-                .insert(hour_piece_key(PREFIX_ACCOUNT_CDR, *account, *hour, checkpoint).as_slice(), encode(entries));
-        }
-        for (account, rows) in &self.events {
-            self.batch.insert(event_piece_key(*account, checkpoint).as_slice(), encode(rows));
-        }
-        self.batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
-        self.tree.apply_batch(self.batch)?;
-        Ok(())
+        batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        Ok(batch)
     }
 }
 

@@ -43,6 +43,14 @@ impl Metrics {
             .install_recorder()?;
         metrics::describe_counter!(REQUESTS, "HTTP requests answered, by method, route and status");
         metrics::describe_histogram!(LATENCY, metrics::Unit::Seconds, "HTTP request latency, by method and route");
+        metrics::describe_gauge!(
+            "tollbook_read_models_lag_events",
+            "Durable events the read models have not applied yet"
+        );
+        metrics::describe_gauge!(
+            "tollbook_read_models_lag_seconds",
+            "Age in seconds of the oldest durable event the read models have not applied (0 when caught up)"
+        );
         Ok(Metrics { handle })
     }
 }
@@ -158,7 +166,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("tollbook_read_models_position").set(position as f64);
     if let Ok(head) = state.ledger.store().head().await {
         metrics::gauge!("tollbook_log_head_position").set(head.saturating_sub(1) as f64);
-        metrics::gauge!("tollbook_read_models_lag_events").set(head.saturating_sub(1).saturating_sub(position) as f64);
+    }
+    if let Ok(lag) = state.models.lag(&**state.ledger.store()).await {
+        metrics::gauge!("tollbook_read_models_lag_events").set(lag.events as f64);
+        metrics::gauge!("tollbook_read_models_lag_seconds").set(lag.seconds as f64);
     }
     if let Some(sled) = &state.sled_stats {
         // The store counts; these mirror its counters. Events per flush is the book

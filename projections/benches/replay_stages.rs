@@ -1,0 +1,74 @@
+//! Replay's stages measured one by one on a book of 1,000,000 events: reading and
+//! decoding the log alone, then full replays with each stage's busy time.
+//!
+//! cargo bench -p tollbook-projections --bench replay_stages
+//!
+//! With `TOLLBOOK_BENCH_DATA=DIR` the log is written to `DIR/events` and kept, for
+//! `tollbook replay --data DIR`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use commands::store::READ_EVENTS_MAX;
+use commands::testing::append_synthetic_book;
+use commands::{EventStore, SledStore};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `TOLLBOOK_BENCH_EVENTS` overrides the book size (for quick runs).
+fn book_events() -> u64 {
+    std::env::var("TOLLBOOK_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+}
+
+const REPLAYS: usize = 3;
+
+/// CPU seconds the whole process has used (user + system), from /proc/self/stat.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kept = std::env::var_os("TOLLBOOK_BENCH_DATA").map(std::path::PathBuf::from);
+    let events_dir = kept.as_ref().map_or_else(|| dir.path().join("events"), |d| d.join("events"));
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(events_dir).unwrap());
+    let events = book_events();
+    runtime.block_on(append_synthetic_book(&*store, events, 365));
+    let views = sled::Config::new().path(dir.path().join("views")).cache_capacity(512 << 20).open().unwrap();
+    runtime.block_on(async {
+        let (started, cpu) = (Instant::now(), process_cpu_seconds());
+        let (mut next, mut read) = (1, 0u64);
+        loop {
+            let chunk = store.read_all(next, READ_EVENTS_MAX).await.unwrap();
+            let Some(last) = chunk.last() else { break };
+            next = last.position + 1;
+            read += chunk.len() as u64;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = process_cpu_seconds() - cpu;
+        println!("read_all + decode only: {read} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s", read as f64 / seconds);
+        for _ in 0..REPLAYS {
+            let (started, cpu) = (Instant::now(), process_cpu_seconds());
+            let report = projections::replay(&*store, &views, |_, _, _| {}).await.unwrap();
+            let seconds = started.elapsed().as_secs_f64();
+            let cpu = process_cpu_seconds() - cpu;
+            let s = report.stages;
+            println!(
+                "replay: {} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s; read {} ms (wall), CPU: apply {} ms, encode {} ms, insert {} ms",
+                report.events,
+                report.events as f64 / seconds,
+                s.read_micros / 1000,
+                s.apply_micros / 1000,
+                s.encode_micros / 1000,
+                s.insert_micros / 1000
+            );
+        }
+    });
+}
