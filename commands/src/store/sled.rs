@@ -37,12 +37,14 @@ const STREAM_PREFIX: u8 = b'S';
 
 /// Events the live subscription reads in one go.
 const SUBSCRIPTION_CHUNK_EVENTS: usize = 1024;
-/// A caught-up subscription, once woken, waits this long for more events to become
+/// A caught-up subscription under load, once woken, waits this long for more events to become
 /// durable (or for `SUBSCRIPTION_GATHER_EVENTS` of them): its consumer (the projector)
 /// pays per chunk, and one flush's worth of events at a time made projecting most of the
 /// server's CPU under load. It is also the extra delay a read-your-writes read may see.
 const SUBSCRIPTION_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 const SUBSCRIPTION_GATHER_EVENTS: u64 = 512;
+/// Events that one flush made durable from which a subscription counts as under load.
+const SUBSCRIPTION_GATHER_UNDER_LOAD: u64 = 16;
 
 #[derive(Clone)]
 pub struct SledStore {
@@ -490,9 +492,12 @@ impl EventStore for SledStore {
                                 let failure = StoreError::Io("the log stopped being durable".into());
                                 return Some((vec![Err(failure)], (store, durable, next, true)));
                             }
-                            let gathered =
-                                |d: &Durable| d.end >= next + SUBSCRIPTION_GATHER_EVENTS || d.failure.is_some();
-                            let _ = tokio::time::timeout(SUBSCRIPTION_GATHER, durable.wait_for(gathered)).await;
+                            // Only under load: a lone write's reader should not wait for it.
+                            if moved_end - next >= SUBSCRIPTION_GATHER_UNDER_LOAD {
+                                let gathered =
+                                    |d: &Durable| d.end >= next + SUBSCRIPTION_GATHER_EVENTS || d.failure.is_some();
+                                let _ = tokio::time::timeout(SUBSCRIPTION_GATHER, durable.wait_for(gathered)).await;
+                            }
                         }
                         Ok(events) => {
                             let after = events.last().map(|e| e.position + 1).unwrap_or(next);
