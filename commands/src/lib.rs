@@ -17,6 +17,6 @@ pub use ledger::{AccountRef, Ledger};
 #[cfg(feature = "kurrentdb")]
 pub use store::kurrentdb::KurrentDbStore;
 pub use store::sled::{SledStats, SledStore};
-pub use store::{Appended, EventStore, ExpectedVersion, StoreSpec, open_store};
+pub use store::{Appended, EventStore, ExpectedVersion, PendingAppend, StoreSpec, open_store};
 pub use tariffs::{TariffCatalog, TariffHistory};
 pub use writer::{BalanceAfter, CommandOutcome};

@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 use domain::{BookId, RecordedEvent};
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
 use crate::chain::EncodedEvent;
@@ -46,6 +47,13 @@ pub struct Appended {
     pub positions: Vec<u64>,
 }
 
+/// An append that holds its place in the stream but may not be durable yet.
+pub struct PendingAppend {
+    pub positions: Vec<u64>,
+    /// Resolves once the events are durable, or with the reason they cannot be.
+    pub durable: BoxFuture<'static, Result<(), StoreError>>,
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `book` if the stream is at `expected`: all of them or none,
@@ -56,6 +64,21 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: &[EncodedEvent],
     ) -> Result<Appended, StoreError>;
+
+    /// Like `append`, but returns as soon as the batch holds its place in the stream
+    /// (a later append of the book builds on it), with a future for its durability: a
+    /// writer decides its next batch while this one is flushed. Batches of one book
+    /// become durable in the order they were appended; a caller must not be told of a
+    /// batch before `durable` resolves. Backends that cannot split the two wait here.
+    async fn append_pipelined(
+        &self,
+        book: BookId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent],
+    ) -> Result<PendingAppend, StoreError> {
+        let appended = self.append(book, expected, events).await?;
+        Ok(PendingAppend { positions: appended.positions, durable: Box::pin(async { Ok(()) }) })
+    }
 
     /// Up to `max` events of `book` from `from_version` on, in stream order.
     async fn read_stream(&self, book: BookId, from_version: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError>;

@@ -135,7 +135,30 @@ enum Pending {
         events: u32,
         balances: Vec<BalanceAfter>,
     },
+    /// A refusal, or a repeat of an earlier batch: decided on a state that includes the
+    /// batches still in flight, so it is only told once they are durable.
+    Decided {
+        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        outcome: Result<CommandOutcome, CommandError>,
+    },
 }
+
+/// Batches a writer may have appended and not yet seen durable. With two, one batch is
+/// flushed while the next is decided and applied, so the flusher does not sit idle while
+/// the writer answers and decides, and nothing more is needed to keep it busy.
+const BATCHES_IN_FLIGHT_MAX: usize = 2;
+
+/// A batch appended (or with nothing to append) whose callers wait for its durability.
+struct InFlight {
+    pending: Vec<Pending>,
+    snapshots: Vec<(oneshot::Sender<BookState>, BookState)>,
+    encoded: Vec<EncodedEvent>,
+    positions: Vec<u64>,
+    batch_start_version: u64,
+    book_version: u64,
+}
+
+type Completion = futures::future::BoxFuture<'static, (InFlight, Result<(), StoreError>)>;
 
 async fn run_writer(
     store: Arc<dyn EventStore>,
@@ -143,91 +166,159 @@ async fn run_writer(
     mut requests: mpsc::Receiver<Message>,
     on_commit: Option<CommitHook>,
 ) {
+    use futures::StreamExt;
     let book = state.book;
     let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
-    while requests.recv_many(&mut batch, BATCH_COMMANDS_MAX).await > 0 {
-        let batch_start_version = state.next_version;
-        let mut encoded: Vec<EncodedEvent> = Vec::new();
-        let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
-        let mut snapshots = Vec::new();
-        for message in batch.drain(..) {
-            let (command, meta, reply) = match message {
-                Message::Command { command, meta, reply } => (command, meta, reply),
-                Message::Snapshot(reply) => {
-                    snapshots.push((reply, state.clone()));
-                    continue;
-                }
-            };
-            match decide(&state, &command, &meta) {
-                Err(refusal) => {
-                    let _ = reply.send(Err(refusal.into()));
-                }
-                Ok(Decision::Accept(payloads)) => {
-                    let start = encoded.len();
-                    let mut bytes_of_batch = Vec::with_capacity(payloads.len());
-                    let events = seal(&mut state, payloads, &meta, |envelope, payload| {
-                        let (bytes, hash) = chain::encode(envelope, payload);
-                        bytes_of_batch.push(bytes);
-                        hash
-                    });
-                    encoded.extend(
-                        events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }),
-                    );
-                    let balances = balances_after(&state, &command);
-                    pending.push(Pending::New { reply, events: start..encoded.len(), balances });
-                }
-                Ok(Decision::Repeat { first_version, events }) => {
-                    let balances = balances_after(&state, &command);
-                    if first_version >= batch_start_version {
-                        pending.push(Pending::RepeatInBatch { reply, first_version, events, balances });
-                    } else {
-                        let outcome = repeated_outcome(&*store, &state, first_version, events, balances).await;
-                        let _ = reply.send(outcome);
-                    }
-                }
-            }
-        }
-        if encoded.is_empty() {
-            answer_batch(pending, Vec::new(), batch_start_version, book, state.next_version);
-            answer_snapshots(snapshots);
-            continue;
-        }
-        match store.append(book, ExpectedVersion::before(batch_start_version), &encoded).await {
-            Ok(appended) => {
-                let recorded: Vec<RecordedEvent> = encoded
-                    .into_iter()
-                    .zip(appended.positions)
-                    .map(|(e, position)| RecordedEvent { position, event: e.event })
-                    .collect();
-                if let Some(hook) = &on_commit {
-                    hook(&recorded);
-                }
-                answer_batch(pending, recorded, batch_start_version, book, state.next_version);
-            }
-            Err(error) => {
-                tracing::error!(%book, %error, "append failed; reloading the book's state from the store");
-                let failure = match error {
-                    StoreError::WrongExpectedVersion { .. } => || CommandError::Conflict,
-                    _ => || CommandError::Store(StoreError::Io("the write could not be made durable".into())),
-                };
-                for p in pending {
-                    let reply = match p {
-                        Pending::New { reply, .. } | Pending::RepeatInBatch { reply, .. } => reply,
-                    };
-                    let _ = reply.send(Err(failure()));
-                }
-                // The state holds events that may not be stored: start again from the store.
-                match load_book(&*store, book).await {
-                    Ok(reloaded) => state = reloaded,
-                    Err(error) => {
-                        tracing::error!(%book, %error, "cannot reload the book; its writer stops");
+    // Completes in append order, which is also the order of durability.
+    let mut in_flight: futures::stream::FuturesOrdered<Completion> = futures::stream::FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            // Answering first frees callers (and their connections) soonest.
+            biased;
+            Some((done, durable)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(error) = durable {
+                    tracing::error!(%book, %error, "a batch could not be made durable; reloading the book's state");
+                    fail_batch(done.pending, &error);
+                    if !reload(&*store, &mut state).await {
                         return;
                     }
+                    continue;
+                }
+                finish_batch(done, book, on_commit.as_ref());
+            }
+            received = requests.recv_many(&mut batch, BATCH_COMMANDS_MAX),
+                if open && in_flight.len() < BATCHES_IN_FLIGHT_MAX =>
+            {
+                if received == 0 {
+                    open = false;
+                    continue;
+                }
+                match decide_batch(&*store, &mut state, &mut batch).await {
+                    Ok(completion) => in_flight.push_back(completion),
+                    Err(()) => {
+                        if !reload(&*store, &mut state).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+/// Decides every command of `batch` and appends the events; the callers are answered
+/// by the returned completion, once the batch (and every batch before it) is durable.
+async fn decide_batch(
+    store: &dyn EventStore,
+    state: &mut BookState,
+    batch: &mut Vec<Message>,
+) -> Result<Completion, ()> {
+    let book = state.book;
+    let batch_start_version = state.next_version;
+    let mut encoded: Vec<EncodedEvent> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+    let mut snapshots = Vec::new();
+    for message in batch.drain(..) {
+        let (command, meta, reply) = match message {
+            Message::Command { command, meta, reply } => (command, meta, reply),
+            Message::Snapshot(reply) => {
+                snapshots.push((reply, state.clone()));
+                continue;
+            }
+        };
+        match decide(state, &command, &meta) {
+            Err(refusal) => pending.push(Pending::Decided { reply, outcome: Err(refusal.into()) }),
+            Ok(Decision::Accept(payloads)) => {
+                let start = encoded.len();
+                let mut bytes_of_batch = Vec::with_capacity(payloads.len());
+                let events = seal(state, payloads, &meta, |envelope, payload| {
+                    let (bytes, hash) = chain::encode(envelope, payload);
+                    bytes_of_batch.push(bytes);
+                    hash
+                });
+                encoded
+                    .extend(events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }));
+                let balances = balances_after(state, &command);
+                pending.push(Pending::New { reply, events: start..encoded.len(), balances });
+            }
+            Ok(Decision::Repeat { first_version, events }) => {
+                let balances = balances_after(state, &command);
+                if first_version >= batch_start_version {
+                    pending.push(Pending::RepeatInBatch { reply, first_version, events, balances });
+                } else {
+                    let outcome = repeated_outcome(store, state, first_version, events, balances).await;
+                    pending.push(Pending::Decided { reply, outcome });
                 }
             }
         }
-        answer_snapshots(snapshots);
     }
+    let book_version = state.next_version;
+    let mut done = InFlight { pending, snapshots, encoded, positions: Vec::new(), batch_start_version, book_version };
+    if done.encoded.is_empty() {
+        // Nothing to write; its answers still wait for the batches before it.
+        return Ok(Box::pin(async move { (done, Ok(())) }));
+    }
+    match store.append_pipelined(book, ExpectedVersion::before(batch_start_version), &done.encoded).await {
+        Ok(appended) => {
+            done.positions = appended.positions;
+            let durable = appended.durable;
+            Ok(Box::pin(async move { (done, durable.await) }))
+        }
+        Err(error) => {
+            tracing::error!(%book, %error, "append failed; reloading the book's state from the store");
+            // Refusals and repeats decided in this batch stand; the rest failed.
+            fail_batch(done.pending, &error);
+            Err(())
+        }
+    }
+}
+
+/// Fails the callers of a batch that did not become durable.
+fn fail_batch(pending: Vec<Pending>, error: &StoreError) {
+    let failure = || match error {
+        StoreError::WrongExpectedVersion { .. } => CommandError::Conflict,
+        _ => CommandError::Store(StoreError::Io("the write could not be made durable".into())),
+    };
+    for p in pending {
+        let reply = match p {
+            Pending::New { reply, .. } | Pending::RepeatInBatch { reply, .. } | Pending::Decided { reply, .. } => reply,
+        };
+        let _ = reply.send(Err(failure()));
+    }
+}
+
+/// The state holds events that may not be stored: start again from the store. False
+/// when the book cannot be read, and its writer stops.
+async fn reload(store: &dyn EventStore, state: &mut BookState) -> bool {
+    match load_book(store, state.book).await {
+        Ok(reloaded) => {
+            *state = reloaded;
+            true
+        }
+        Err(error) => {
+            tracing::error!(book = %state.book, %error, "cannot reload the book; its writer stops");
+            false
+        }
+    }
+}
+
+/// Answers the callers (and snapshot askers) of a durable batch.
+fn finish_batch(done: InFlight, book: BookId, on_commit: Option<&CommitHook>) {
+    let recorded: Vec<RecordedEvent> = done
+        .encoded
+        .into_iter()
+        .zip(done.positions)
+        .map(|(e, position)| RecordedEvent { position, event: e.event })
+        .collect();
+    if !recorded.is_empty()
+        && let Some(hook) = on_commit
+    {
+        hook(&recorded);
+    }
+    answer_batch(done.pending, recorded, done.batch_start_version, book, done.book_version);
+    answer_snapshots(done.snapshots);
 }
 
 /// A snapshot taken mid-batch is only true once the batch is durable; a failed batch
@@ -262,6 +353,9 @@ fn answer_batch(
                 }));
             }
             Pending::New { reply, events, balances } => news.push((reply, events, balances)),
+            Pending::Decided { reply, outcome } => {
+                let _ = reply.send(outcome);
+            }
         }
     }
     let mut recorded = recorded.into_iter();

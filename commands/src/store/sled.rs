@@ -13,6 +13,8 @@
 //! applied by the time it starts, so the appends of all books that arrive during one
 //! flush share the next (group commit across books). sled's own `flush_async` is not
 //! used: concurrent calls to it deadlock in sled 0.34 (spacejam/sled#1308).
+//! `append_pipelined` returns right after the apply, with the wait for the flush as a
+//! future: a book's writer applies its next batch while this one is flushed.
 //!
 //! Readers of the global log see only positions below the durable watermark, so a
 //! projection never acts on an event that a crash could still take back.
@@ -28,13 +30,21 @@ use tokio::sync::watch;
 
 use crate::chain::{self, EncodedEvent};
 use crate::error::StoreError;
-use crate::store::{Appended, EventStore, ExpectedVersion, READ_EVENTS_MAX};
+use crate::store::{Appended, EventStore, ExpectedVersion, PendingAppend, READ_EVENTS_MAX};
 
 const LOG_PREFIX: u8 = b'L';
 const STREAM_PREFIX: u8 = b'S';
 
 /// Events the live subscription reads in one go.
 const SUBSCRIPTION_CHUNK_EVENTS: usize = 1024;
+/// A caught-up subscription under load, once woken, waits this long for more events to become
+/// durable (or for `SUBSCRIPTION_GATHER_EVENTS` of them): its consumer (the projector)
+/// pays per chunk, and one flush's worth of events at a time made projecting most of the
+/// server's CPU under load. It is also the extra delay a read-your-writes read may see.
+const SUBSCRIPTION_GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+const SUBSCRIPTION_GATHER_EVENTS: u64 = 512;
+/// Events that one flush made durable from which a subscription counts as under load.
+const SUBSCRIPTION_GATHER_UNDER_LOAD: u64 = 16;
 
 #[derive(Clone)]
 pub struct SledStore {
@@ -385,8 +395,19 @@ impl EventStore for SledStore {
         expected: ExpectedVersion,
         events: &[EncodedEvent],
     ) -> Result<Appended, StoreError> {
+        let pending = self.append_pipelined(book, expected, events).await?;
+        pending.durable.await?;
+        Ok(Appended { positions: pending.positions })
+    }
+
+    async fn append_pipelined(
+        &self,
+        book: BookId,
+        expected: ExpectedVersion,
+        events: &[EncodedEvent],
+    ) -> Result<PendingAppend, StoreError> {
         if events.is_empty() {
-            return Ok(Appended { positions: vec![] });
+            return Ok(PendingAppend { positions: vec![], durable: Box::pin(async { Ok(()) }) });
         }
         let applied_end = {
             let mut state = self.inner.append_lock.lock().expect("append lock poisoned");
@@ -422,15 +443,18 @@ impl EventStore for SledStore {
         let first_position = applied_end - events.len() as u64;
         self.inner.flusher.request(applied_end);
         let mut durable = self.inner.durable.clone();
-        let outcome = durable
-            .wait_for(|d| d.end >= applied_end || d.failure.is_some())
-            .await
-            .map_err(|_| StoreError::Closed)?
-            .clone();
-        if outcome.end < applied_end {
-            return Err(StoreError::Io(outcome.failure.unwrap_or_else(|| "flush failed".into())));
-        }
-        Ok(Appended { positions: (first_position..applied_end).collect() })
+        let durable = async move {
+            let outcome = durable
+                .wait_for(|d| d.end >= applied_end || d.failure.is_some())
+                .await
+                .map_err(|_| StoreError::Closed)?
+                .clone();
+            if outcome.end < applied_end {
+                return Err(StoreError::Io(outcome.failure.unwrap_or_else(|| "flush failed".into())));
+            }
+            Ok(())
+        };
+        Ok(PendingAppend { positions: (first_position..applied_end).collect(), durable: Box::pin(durable) })
     }
 
     async fn read_stream(&self, book: BookId, from_version: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -467,6 +491,12 @@ impl EventStore for SledStore {
                             if moved_end <= next {
                                 let failure = StoreError::Io("the log stopped being durable".into());
                                 return Some((vec![Err(failure)], (store, durable, next, true)));
+                            }
+                            // Only under load: a lone write's reader should not wait for it.
+                            if moved_end - next >= SUBSCRIPTION_GATHER_UNDER_LOAD {
+                                let gathered =
+                                    |d: &Durable| d.end >= next + SUBSCRIPTION_GATHER_EVENTS || d.failure.is_some();
+                                let _ = tokio::time::timeout(SUBSCRIPTION_GATHER, durable.wait_for(gathered)).await;
                             }
                         }
                         Ok(events) => {
