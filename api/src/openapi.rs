@@ -214,6 +214,10 @@ error_set!(
     WriteErrors: 400, 401, 403, 404, 409, 413, 415, 422, 500, 503
 );
 error_set!(
+    /// A read that takes a file (a reconciliation's CDR file).
+    UploadErrors: 400, 401, 404, 413, 415, 500, 503
+);
+error_set!(
     /// Reads of operator-only resources (users, tokens).
     AdminReadErrors: 400, 401, 403, 404, 500
 );

@@ -17,7 +17,7 @@ use super::cdrs::{CDR_UPLOAD_BYTES_MAX, CSV, multipart_error, read_bytes};
 use crate::auth::{Caller, Scope};
 use crate::body::MULTIPART;
 use crate::error::ApiError;
-use crate::openapi::ReadErrors;
+use crate::openapi::UploadErrors;
 use crate::query;
 use crate::server::AppState;
 
@@ -64,7 +64,7 @@ pub struct ReconciliationOut {
     request_body(content((String = "text/csv"), (String = "multipart/form-data"))),
     responses(
         (status = 200, description = "The report", content((ReconciliationOut = "application/json"), (String = "text/csv"))),
-        ReadErrors
+        UploadErrors
     )
 )]
 pub async fn create(
