@@ -227,6 +227,16 @@ async fn tariffs_rate_cdrs_in_every_format_and_the_ledger_shows_them() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("no_matching_rate")),
         "{answer}"
     );
+    // One CDR with an Idempotency-Key: the same CDR again is a repeat, another is a conflict.
+    let keyed = |body: Value| {
+        api.client.post(api.server.url("/api/v1/cdrs")).bearer_auth(&p1).header("idempotency-key", "k-1").json(&body)
+    };
+    let (status, _) = send(keyed(cdr("k-1", "C1", "4989", Some(3)))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, answer) = send(keyed(cdr("k-1", "C1", "4989", Some(3)))).await;
+    assert_eq!((status, answer["results"][0]["result"].as_str()), (StatusCode::OK, Some("duplicate")), "{answer}");
+    let (status, answer) = send(keyed(cdr("k-1", "C1", "4989", Some(4)))).await;
+    assert_eq!((status, answer["error"].as_str()), (StatusCode::CONFLICT, Some("idempotency_key_reused")), "{answer}");
     let (status, answer) = api.call(&c1, Method::POST, "/api/v1/cdrs", Some(cdr("j-3", "C1", "49", Some(1)))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "customers do not post their own calls: {answer}");
 
@@ -234,7 +244,7 @@ async fn tariffs_rate_cdrs_in_every_format_and_the_ledger_shows_them() {
     let list = |query: &str| format!("/api/v1/accounts/C1/cdrs?min_position={last_position}&{query}");
     let all = api.ok(&p1, Method::GET, &list("limit=1000"), None).await;
     let cdrs = all["cdrs"].as_array().unwrap();
-    assert_eq!(cdrs.len(), 9, "{all}");
+    assert_eq!(cdrs.len(), 10, "{all}");
     let unanswered = api.ok(&p1, Method::GET, &list("answered=false"), None).await;
     assert_eq!(unanswered["cdrs"].as_array().unwrap().len(), 3);
     let busy = api.ok(&p1, Method::GET, &list("hangup_cause=sip:486"), None).await;
@@ -262,7 +272,7 @@ async fn tariffs_rate_cdrs_in_every_format_and_the_ledger_shows_them() {
         api.ok(ADMIN_KEY, Method::GET, &format!("/api/v1/accounts/P1/statement?{period}"), None).await;
     assert_eq!(dec(&partner_statement["statement"]["call_charges"]), wholesale_sum);
     let partner_cdrs = api.ok(&p1, Method::GET, "/api/v1/accounts/P1/cdrs?limit=1000", None).await;
-    assert_eq!(partner_cdrs["cdrs"].as_array().unwrap().len(), 9, "a partner's list holds the calls it paid for");
+    assert_eq!(partner_cdrs["cdrs"].as_array().unwrap().len(), 10, "a partner's list holds the calls it paid for");
 
     // CSV export: the same CDRs, read back with the same costs.
     let response = api
@@ -280,7 +290,7 @@ async fn tariffs_rate_cdrs_in_every_format_and_the_ledger_shows_them() {
     let cost_column = headers.iter().position(|h| h == "cost").unwrap();
     let exported: Decimal = reader.records().map(|r| r.unwrap()[cost_column].parse::<Decimal>().unwrap()).sum();
     assert_eq!(exported, retail_sum);
-    assert_eq!(text.lines().count(), 10, "{text}");
+    assert_eq!(text.lines().count(), 11, "{text}");
 
     // One CDR: the customer sees its cost but never its partner's; other tenants see nothing.
     let own = api.ok(&c1, Method::GET, "/api/v1/accounts/C1/cdrs/a-1", None).await;
@@ -299,7 +309,7 @@ async fn tariffs_rate_cdrs_in_every_format_and_the_ledger_shows_them() {
     let events = api.ok(&c1, Method::GET, "/api/v1/accounts/C1/events?limit=1000", None).await;
     let charged: Vec<&Value> =
         events["events"].as_array().unwrap().iter().filter(|e| e["type"] == "CallCharged").collect();
-    assert_eq!(charged.len(), 9);
+    assert_eq!(charged.len(), 10);
     assert!(charged.iter().all(|e| e["hash"].as_str().unwrap().len() == 64));
     let lines = api
         .ok(&c1, Method::GET, &format!("/api/v1/accounts/C1/statement/lines?{period}&category=call_charges"), None)

@@ -35,7 +35,7 @@ pub const CDR_FIELDS: [&str; 12] = [
 ];
 
 /// A CDR before rating, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CdrInput {
     pub id: String,
     /// The number of the account the call is charged to.

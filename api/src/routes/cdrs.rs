@@ -204,7 +204,9 @@ pub async fn upload(State(state): State<AppState>, write: Write, request: Reques
         return Err(error);
     }
     let cdrs: Vec<CdrInput> = rows.iter().filter_map(|r| r.parsed.as_ref().ok().cloned()).collect();
-    let meta = if single { write.meta(&cdrs[0].id, None)? } else { write.meta(&(), None)? };
+    // One CDR is one write: its Idempotency-Key covers the whole CDR, so the same key with
+    // another CDR is a conflict. A batch's CDRs are made idempotent by their ids instead.
+    let meta = if single { write.meta(&cdrs[0], None)? } else { write.meta(&(), None)? };
     let outcomes = if single {
         vec![state.ledger.charge_cdr(&cdrs[0], meta).await]
     } else {
