@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};
-use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use commands::{AccountRef, CommandError};
@@ -538,12 +538,7 @@ fn list_request(
     {
         return Err(ApiError::bad_request("invalid_query", "destination", "destination: digits"));
     }
-    let csv = match query.format.as_deref() {
-        Some("csv") => true,
-        Some("json") => false,
-        Some(_) => return Err(ApiError::bad_request("invalid_query", "format", "format: `json` or `csv`")),
-        None => headers.get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains(CSV)),
-    };
+    let csv = super::csv_requested(query.format.as_deref(), headers)?;
     let account = visible_account(state, caller, "number", number)?;
     let filter = CdrFilter { answered, hangup_cause, destination_prefix: query.destination.clone() };
     Ok(ListRequest { account, from, to, filter, csv })

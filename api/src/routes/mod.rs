@@ -211,3 +211,22 @@ pub fn account_links(number: &str) -> Links {
     .into_iter()
     .collect()
 }
+
+/// Whether a read answers in CSV: `format=csv` (or `json`) decides; without it, an
+/// `Accept` header that prefers `text/csv` over JSON.
+pub fn csv_requested(format: Option<&str>, headers: &axum::http::HeaderMap) -> Result<bool, ApiError> {
+    match format {
+        Some("csv") => Ok(true),
+        Some("json") => Ok(false),
+        Some(_) => Err(ApiError::bad_request("invalid_query", "format", "format: `json` or `csv`")),
+        None => {
+            let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let position = |media: &str| accept.to_ascii_lowercase().find(media);
+            Ok(match (position("text/csv"), position("application/json")) {
+                (Some(csv), Some(json)) => csv < json,
+                (Some(_), None) => true,
+                _ => false,
+            })
+        }
+    }
+}

@@ -83,17 +83,7 @@ pub async fn create(
     if from > to {
         return Err(ApiError::bad_request("invalid_query", "to", "to: must not be before `from`"));
     }
-    let accept_csv = request
-        .headers()
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains(CSV));
-    let csv = match query.format.as_deref() {
-        Some("csv") => true,
-        Some("json") => false,
-        Some(_) => return Err(ApiError::bad_request("invalid_query", "format", "format: `json` or `csv`")),
-        None => accept_csv,
-    };
+    let csv = super::csv_requested(query.format.as_deref(), request.headers())?;
     let file = read_file(request, &state).await?;
     let (calls, unreadable) = reconcile::file_calls(file.as_ref()).map_err(ApiError::from)?;
     if let Some(position) = query.min_position {

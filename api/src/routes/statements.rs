@@ -125,12 +125,7 @@ pub async fn show(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let query: StatementQuery = query::parse(raw.as_deref())?;
-    let csv = match query.format.as_deref() {
-        Some("csv") => true,
-        Some("json") => false,
-        Some(_) => return Err(ApiError::bad_request("invalid_query", "format", "format: `json` or `csv`")),
-        None => wants_csv(&headers),
-    };
+    let csv = super::csv_requested(query.format.as_deref(), &headers)?;
     let from = time("from", &query.from)?;
     let to = time("to", &query.to)?;
     let as_of = query.as_of.as_deref().map(as_of).transpose()?;
@@ -157,17 +152,6 @@ pub async fn show(
         position: s.position,
     };
     Ok(Json(StatementOut { status: "ok", statement, links: account_links(&number) }).into_response())
-}
-
-/// True when the client's `Accept` names CSV before (or without) JSON.
-fn wants_csv(headers: &HeaderMap) -> bool {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let position = |media: &str| accept.to_ascii_lowercase().find(media);
-    match (position("text/csv"), position("application/json")) {
-        (Some(csv), Some(json)) => csv < json,
-        (Some(_), None) => true,
-        _ => false,
-    }
 }
 
 /// Postings read from the read models per chunk of a CSV statement.
