@@ -60,6 +60,12 @@ pub(crate) enum Message {
     },
     /// Asks for a copy of the state, answered in queue order.
     Snapshot(oneshot::Sender<BookState>),
+    /// Asks for the version of the event that charged a CDR id, answered in queue order
+    /// once that event is durable.
+    FindCdr {
+        id: String,
+        reply: oneshot::Sender<Option<u64>>,
+    },
 }
 
 /// A handle to a running book writer.
@@ -82,6 +88,14 @@ impl BookHandle {
     pub async fn snapshot(&self) -> Result<BookState, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.queue.send(Message::Snapshot(reply)).await.map_err(|_| CommandError::ShuttingDown)?;
+        answer.await.map_err(|_| CommandError::ShuttingDown)
+    }
+
+    /// The version of the event that charged CDR `id` in this book, once durable.
+    pub async fn find_cdr(&self, id: &str) -> Result<Option<u64>, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        let message = Message::FindCdr { id: id.to_owned(), reply };
+        self.queue.send(message).await.map_err(|_| CommandError::ShuttingDown)?;
         answer.await.map_err(|_| CommandError::ShuttingDown)
     }
 
@@ -152,6 +166,7 @@ const BATCHES_IN_FLIGHT_MAX: usize = 2;
 struct InFlight {
     pending: Vec<Pending>,
     snapshots: Vec<(oneshot::Sender<BookState>, BookState)>,
+    found_cdrs: Vec<(oneshot::Sender<Option<u64>>, Option<u64>)>,
     encoded: Vec<EncodedEvent>,
     positions: Vec<u64>,
     batch_start_version: u64,
@@ -220,11 +235,16 @@ async fn decide_batch(
     let mut encoded: Vec<EncodedEvent> = Vec::new();
     let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
     let mut snapshots = Vec::new();
+    let mut found_cdrs = Vec::new();
     for message in batch.drain(..) {
         let (command, meta, reply) = match message {
             Message::Command { command, meta, reply } => (command, meta, reply),
             Message::Snapshot(reply) => {
                 snapshots.push((reply, state.clone()));
+                continue;
+            }
+            Message::FindCdr { id, reply } => {
+                found_cdrs.push((reply, state.charged_cdrs.get(&id).copied()));
                 continue;
             }
         };
@@ -255,7 +275,8 @@ async fn decide_batch(
         }
     }
     let book_version = state.next_version;
-    let mut done = InFlight { pending, snapshots, encoded, positions: Vec::new(), batch_start_version, book_version };
+    let mut done =
+        InFlight { pending, snapshots, found_cdrs, encoded, positions: Vec::new(), batch_start_version, book_version };
     if done.encoded.is_empty() {
         // Nothing to write; its answers still wait for the batches before it.
         return Ok(Box::pin(async move { (done, Ok(())) }));
@@ -319,6 +340,9 @@ fn finish_batch(done: InFlight, book: BookId, on_commit: Option<&CommitHook>) {
     }
     answer_batch(done.pending, recorded, done.batch_start_version, book, done.book_version);
     answer_snapshots(done.snapshots);
+    for (reply, version) in done.found_cdrs {
+        let _ = reply.send(version);
+    }
 }
 
 /// A snapshot taken mid-batch is only true once the batch is durable; a failed batch
