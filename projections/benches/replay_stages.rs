@@ -1,5 +1,8 @@
 //! Replay's stages measured one by one on a book of 1,000,000 events: reading and
-//! decoding the log alone, then full replays with each stage's busy time.
+//! decoding the log alone, then full replays with each stage's busy time, then the live
+//! projector catching up on the whole log from nothing (its chunks of at most
+//! `CHUNK_EVENTS_MAX` events, each committed atomically with its checkpoint), which is
+//! what it does behind a bulk import.
 //!
 //! cargo bench -p tollbook-projections --bench replay_stages
 //!
@@ -70,5 +73,18 @@ fn main() {
                 s.insert_micros / 1000
             );
         }
+        let live = sled::Config::new().path(dir.path().join("live")).cache_capacity(512 << 20).open().unwrap();
+        let models = projections::ReadModels::open(&live).unwrap();
+        let last = store.head().await.unwrap() - 1;
+        let (started, cpu) = (Instant::now(), process_cpu_seconds());
+        let projector = projections::spawn_projector(models.clone(), store.clone());
+        models.wait_for(last, std::time::Duration::from_secs(3600)).await.unwrap();
+        let (seconds, cpu) = (started.elapsed().as_secs_f64(), process_cpu_seconds() - cpu);
+        projector.stop().await.unwrap();
+        println!(
+            "live projector catching up from nothing, chunks of at most {}: {events} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s",
+            projections::CHUNK_EVENTS_MAX,
+            events as f64 / seconds
+        );
     });
 }
