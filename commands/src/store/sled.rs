@@ -35,8 +35,9 @@ use crate::store::{Appended, EventStore, ExpectedVersion, PendingAppend, READ_EV
 const LOG_PREFIX: u8 = b'L';
 const STREAM_PREFIX: u8 = b'S';
 
-/// Events the live subscription reads in one go.
-const SUBSCRIPTION_CHUNK_EVENTS: usize = 1024;
+/// Events the live subscription reads in one go: also the most a projector catching up
+/// gets in one chunk (it takes what is ready), see `projections::CHUNK_EVENTS_MAX`.
+const SUBSCRIPTION_CHUNK_EVENTS: usize = 2048;
 /// A caught-up subscription under load, once woken, waits this long for more events to become
 /// durable (or for `SUBSCRIPTION_GATHER_EVENTS` of them): its consumer (the projector)
 /// pays per chunk, and one flush's worth of events at a time made projecting most of the
