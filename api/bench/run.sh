@@ -21,7 +21,7 @@ data=$(mktemp -d)
 out=$(mktemp)
 TOLLBOOK_LOG=${TOLLBOOK_LOG:-warn} "$bin" serve --data "$data" --listen 127.0.0.1:0 --admin-key "$ADMIN_KEY" >"$out" &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data" "$out"' EXIT
+trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data" "$out"' EXIT
 for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
 base=$(sed -n 's/^tollbook listening on //p' "$out")
 post() { curl -sf -o /dev/null -H "Authorization: Bearer $ADMIN_KEY" "$base$1" "${@:2}"; }

@@ -194,8 +194,10 @@ async fn rebuild_into(
     if let Some(error) = read_failure {
         return Err(error.into());
     }
-    let apply_micros = applied?;
+    // A failed writer makes the applier fail too ("the writer stopped"): the writer's
+    // error is the cause, so it is the one reported.
     let (encode_micros, insert_micros) = wrote?;
+    let apply_micros = applied?;
     let (events, position) = (written.0.load(Ordering::Relaxed), written.1.load(Ordering::Relaxed));
     progress(events, position, end.saturating_sub(1));
     let stages = ReplayStages { read_micros, apply_micros, encode_micros, insert_micros };
