@@ -17,8 +17,15 @@ use crate::store::{EventStore, ExpectedVersion, READ_EVENTS_MAX};
 
 /// Commands waiting for one book's writer. A full queue answers `Overloaded` at once.
 pub const QUEUE_COMMANDS_MAX: usize = 8192;
-/// Commands decided and appended together in one durable write.
+/// Commands decided and appended together in one durable write. The writer stops
+/// taking messages once a batch holds this many commands; a bulk message is never split
+/// (its caller gets one answer for all of it), so a batch may exceed this by at most one
+/// bulk message, which is why bulk messages are bounded too.
 pub const BATCH_COMMANDS_MAX: usize = 2048;
+/// Commands one bulk message may carry: a quarter of a batch, so that a writer's batch
+/// gathers several bulk messages (of several callers) and stays near its bound, and a
+/// writer gets work before a caller has rated a whole batch's worth.
+pub const BULK_COMMANDS_MAX: usize = BATCH_COMMANDS_MAX / 4;
 
 /// A balance as a command left it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,8 +65,26 @@ pub(crate) enum Message {
         meta: CommandMeta,
         reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
     },
+    /// Many commands decided in order as if each came alone, answered together: a bulk
+    /// caller (a CDR file) pays one channel hop per message rather than per command.
+    Commands {
+        items: Vec<(Command, CommandMeta)>,
+        reply: oneshot::Sender<Vec<Result<CommandOutcome, CommandError>>>,
+    },
     /// Asks for a copy of the state, answered in queue order.
     Snapshot(oneshot::Sender<BookState>),
+}
+
+impl Message {
+    /// The commands the message carries, as counted against [`BATCH_COMMANDS_MAX`].
+    fn commands(&self) -> usize {
+        match self {
+            Message::Command { .. } => 1,
+            Message::Commands { items, .. } => items.len(),
+            // A snapshot clones the whole state: it weighs like a command.
+            Message::Snapshot(_) => 1,
+        }
+    }
 }
 
 /// A handle to a running book writer.
@@ -76,6 +101,34 @@ impl BookHandle {
             mpsc::error::TrySendError::Closed(_) => CommandError::ShuttingDown,
         })?;
         answer.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+
+    /// Queues up to [`BULK_COMMANDS_MAX`] commands as one message, at once (not when the
+    /// returned future is first polled, so a caller can queue for many books before it
+    /// waits). Each is decided as [`BookHandle::submit`] would decide it, in order; the
+    /// future gives the answers in the same order once they are durable.
+    pub fn submit_many(
+        &self,
+        items: Vec<(Command, CommandMeta)>,
+    ) -> impl Future<Output = Vec<Result<CommandOutcome, CommandError>>> + Send + 'static {
+        assert!(items.len() <= BULK_COMMANDS_MAX, "a bulk message carries at most BULK_COMMANDS_MAX commands");
+        let count = items.len();
+        let fail = move |error: fn() -> CommandError| (0..count).map(|_| Err(error())).collect::<Vec<_>>();
+        let (reply, answer) = oneshot::channel();
+        let queued = match items.is_empty() {
+            true => Ok(()),
+            false => self.queue.try_send(Message::Commands { items, reply }).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => fail(|| CommandError::Overloaded),
+                mpsc::error::TrySendError::Closed(_) => fail(|| CommandError::ShuttingDown),
+            }),
+        };
+        async move {
+            match queued {
+                Ok(()) if count == 0 => Vec::new(),
+                Ok(()) => answer.await.unwrap_or_else(|_| fail(|| CommandError::ShuttingDown)),
+                Err(failed) => failed,
+            }
+        }
     }
 
     /// A copy of the writer's state once everything queued before has been decided.
@@ -121,16 +174,55 @@ pub fn spawn_writer(
 /// ledger keeps its account index current with it.
 pub type CommitHook = Arc<dyn Fn(&[RecordedEvent]) + Send + Sync>;
 
+/// Where one command's answer goes: its own caller, or its place in a bulk message's
+/// answers (`bulk` index into the batch's [`BulkReply`]s, `item` within the message).
+enum Reply {
+    One(oneshot::Sender<Result<CommandOutcome, CommandError>>),
+    Bulk { bulk: usize, item: usize },
+}
+
+/// The answers of one bulk message, sent together once every item has one.
+struct BulkReply {
+    reply: oneshot::Sender<Vec<Result<CommandOutcome, CommandError>>>,
+    answers: Vec<Option<Result<CommandOutcome, CommandError>>>,
+}
+
+/// The repliers of one batch's commands.
+struct Replies {
+    bulk: Vec<BulkReply>,
+}
+
+impl Replies {
+    fn send(&mut self, reply: Reply, answer: Result<CommandOutcome, CommandError>) {
+        match reply {
+            Reply::One(reply) => {
+                let _ = reply.send(answer);
+            }
+            Reply::Bulk { bulk, item } => self.bulk[bulk].answers[item] = Some(answer),
+        }
+    }
+
+    /// Sends every bulk message's answers; call once every command has been answered.
+    fn finish(self) {
+        for bulk in self.bulk {
+            // Every item was answered by the batch; a hole would be a bug, and its caller
+            // sees it as a writer that stopped rather than a wrong answer.
+            let answers = bulk.answers.into_iter().map(|a| a.unwrap_or(Err(CommandError::ShuttingDown))).collect();
+            let _ = bulk.reply.send(answers);
+        }
+    }
+}
+
 /// What to answer a caller once the batch is durable.
 enum Pending {
     New {
-        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        reply: Reply,
         events: std::ops::Range<usize>,
         balances: Vec<BalanceAfter>,
     },
     /// A repeat of a command decided earlier in this same batch.
     RepeatInBatch {
-        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        reply: Reply,
         first_version: u64,
         events: u32,
         balances: Vec<BalanceAfter>,
@@ -138,7 +230,7 @@ enum Pending {
     /// A refusal, or a repeat of an earlier batch: decided on a state that includes the
     /// batches still in flight, so it is only told once they are durable.
     Decided {
-        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        reply: Reply,
         outcome: Result<CommandOutcome, CommandError>,
     },
 }
@@ -151,6 +243,7 @@ const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// A batch appended (or with nothing to append) whose callers wait for its durability.
 struct InFlight {
     pending: Vec<Pending>,
+    replies: Replies,
     snapshots: Vec<(oneshot::Sender<BookState>, BookState)>,
     encoded: Vec<EncodedEvent>,
     positions: Vec<u64>,
@@ -179,7 +272,7 @@ async fn run_writer(
             Some((done, durable)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(error) = durable {
                     tracing::error!(%book, %error, "a batch could not be made durable; reloading the book's state");
-                    fail_batch(done.pending, &error);
+                    fail_batch(done.pending, done.replies, &error);
                     if !reload(&*store, &mut state).await {
                         return;
                     }
@@ -187,12 +280,18 @@ async fn run_writer(
                 }
                 finish_batch(done, book, on_commit.as_ref());
             }
-            received = requests.recv_many(&mut batch, BATCH_COMMANDS_MAX),
-                if open && in_flight.len() < BATCHES_IN_FLIGHT_MAX =>
-            {
-                if received == 0 {
+            received = requests.recv(), if open && in_flight.len() < BATCHES_IN_FLIGHT_MAX => {
+                let Some(first) = received else {
                     open = false;
                     continue;
+                };
+                // Counted in commands, not messages: a bulk message weighs what it carries.
+                let mut commands = first.commands();
+                batch.push(first);
+                while commands < BATCH_COMMANDS_MAX {
+                    let Ok(next) = requests.try_recv() else { break };
+                    commands += next.commands();
+                    batch.push(next);
                 }
                 match decide_batch(&*store, &mut state, &mut batch).await {
                     Ok(completion) => in_flight.push_back(completion),
@@ -220,42 +319,27 @@ async fn decide_batch(
     let mut encoded: Vec<EncodedEvent> = Vec::new();
     let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
     let mut snapshots = Vec::new();
+    let mut replies = Replies { bulk: Vec::new() };
     for message in batch.drain(..) {
-        let (command, meta, reply) = match message {
-            Message::Command { command, meta, reply } => (command, meta, reply),
-            Message::Snapshot(reply) => {
-                snapshots.push((reply, state.clone()));
-                continue;
+        match message {
+            Message::Command { command, meta, reply } => {
+                let decided = decide_one(state, batch_start_version, &mut encoded, command, meta);
+                pending.push(decided.into_pending(Reply::One(reply), store, state).await);
             }
-        };
-        match decide(state, &command, &meta) {
-            Err(refusal) => pending.push(Pending::Decided { reply, outcome: Err(refusal.into()) }),
-            Ok(Decision::Accept(payloads)) => {
-                let start = encoded.len();
-                let mut bytes_of_batch = Vec::with_capacity(payloads.len());
-                let events = seal(state, payloads, &meta, |envelope, payload| {
-                    let (bytes, hash) = chain::encode(envelope, payload);
-                    bytes_of_batch.push(bytes);
-                    hash
-                });
-                encoded
-                    .extend(events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }));
-                let balances = balances_after(state, &command);
-                pending.push(Pending::New { reply, events: start..encoded.len(), balances });
-            }
-            Ok(Decision::Repeat { first_version, events }) => {
-                let balances = balances_after(state, &command);
-                if first_version >= batch_start_version {
-                    pending.push(Pending::RepeatInBatch { reply, first_version, events, balances });
-                } else {
-                    let outcome = repeated_outcome(store, state, first_version, events, balances).await;
-                    pending.push(Pending::Decided { reply, outcome });
+            Message::Commands { items, reply } => {
+                let bulk = replies.bulk.len();
+                replies.bulk.push(BulkReply { reply, answers: (0..items.len()).map(|_| None).collect() });
+                for (item, (command, meta)) in items.into_iter().enumerate() {
+                    let decided = decide_one(state, batch_start_version, &mut encoded, command, meta);
+                    pending.push(decided.into_pending(Reply::Bulk { bulk, item }, store, state).await);
                 }
             }
+            Message::Snapshot(reply) => snapshots.push((reply, state.clone())),
         }
     }
     let book_version = state.next_version;
-    let mut done = InFlight { pending, snapshots, encoded, positions: Vec::new(), batch_start_version, book_version };
+    let mut done =
+        InFlight { pending, replies, snapshots, encoded, positions: Vec::new(), batch_start_version, book_version };
     if done.encoded.is_empty() {
         // Nothing to write; its answers still wait for the batches before it.
         return Ok(Box::pin(async move { (done, Ok(())) }));
@@ -269,14 +353,74 @@ async fn decide_batch(
         Err(error) => {
             tracing::error!(%book, %error, "append failed; reloading the book's state from the store");
             // Refusals and repeats decided in this batch stand; the rest failed.
-            fail_batch(done.pending, &error);
+            fail_batch(done.pending, done.replies, &error);
             Err(())
         }
     }
 }
 
+/// One command decided (and, if accepted, sealed into `encoded`), waiting for its reply.
+enum Decided {
+    New { events: std::ops::Range<usize>, balances: Vec<BalanceAfter> },
+    RepeatInBatch { first_version: u64, events: u32, balances: Vec<BalanceAfter> },
+    /// A repeat of an earlier batch: its events are read back from the store.
+    RepeatEarlier { first_version: u64, events: u32, balances: Vec<BalanceAfter> },
+    Decided(Result<CommandOutcome, CommandError>),
+}
+
+impl Decided {
+    /// What to answer `reply` once the batch is durable; a repeat of an earlier batch
+    /// reads its events back from the store now.
+    async fn into_pending(self, reply: Reply, store: &dyn EventStore, state: &BookState) -> Pending {
+        match self {
+            Decided::New { events, balances } => Pending::New { reply, events, balances },
+            Decided::RepeatInBatch { first_version, events, balances } => {
+                Pending::RepeatInBatch { reply, first_version, events, balances }
+            }
+            Decided::Decided(outcome) => Pending::Decided { reply, outcome },
+            Decided::RepeatEarlier { first_version, events, balances } => {
+                let outcome = repeated_outcome(store, state, first_version, events, balances).await;
+                Pending::Decided { reply, outcome }
+            }
+        }
+    }
+}
+
+/// Decides one command of a batch against `state`, sealing its events into `encoded`.
+fn decide_one(
+    state: &mut BookState,
+    batch_start_version: u64,
+    encoded: &mut Vec<EncodedEvent>,
+    command: Command,
+    meta: CommandMeta,
+) -> Decided {
+    match decide(state, &command, &meta) {
+        Err(refusal) => Decided::Decided(Err(refusal.into())),
+        Ok(Decision::Accept(payloads)) => {
+            let start = encoded.len();
+            let mut bytes_of_batch = Vec::with_capacity(payloads.len());
+            let events = seal(state, payloads, &meta, |envelope, payload| {
+                let (bytes, hash) = chain::encode(envelope, payload);
+                bytes_of_batch.push(bytes);
+                hash
+            });
+            encoded.extend(events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }));
+            let balances = balances_after(state, &command);
+            Decided::New { events: start..encoded.len(), balances }
+        }
+        Ok(Decision::Repeat { first_version, events }) => {
+            let balances = balances_after(state, &command);
+            if first_version >= batch_start_version {
+                Decided::RepeatInBatch { first_version, events, balances }
+            } else {
+                Decided::RepeatEarlier { first_version, events, balances }
+            }
+        }
+    }
+}
+
 /// Fails the callers of a batch that did not become durable.
-fn fail_batch(pending: Vec<Pending>, error: &StoreError) {
+fn fail_batch(pending: Vec<Pending>, mut replies: Replies, error: &StoreError) {
     let failure = || match error {
         StoreError::WrongExpectedVersion { .. } => CommandError::Conflict,
         _ => CommandError::Store(StoreError::Io("the write could not be made durable".into())),
@@ -285,8 +429,9 @@ fn fail_batch(pending: Vec<Pending>, error: &StoreError) {
         let reply = match p {
             Pending::New { reply, .. } | Pending::RepeatInBatch { reply, .. } | Pending::Decided { reply, .. } => reply,
         };
-        let _ = reply.send(Err(failure()));
+        replies.send(reply, Err(failure()));
     }
+    replies.finish();
 }
 
 /// The state holds events that may not be stored: start again from the store. False
@@ -317,7 +462,7 @@ fn finish_batch(done: InFlight, book: BookId, on_commit: Option<&CommitHook>) {
     {
         hook(&recorded);
     }
-    answer_batch(done.pending, recorded, done.batch_start_version, book, done.book_version);
+    answer_batch(done.pending, done.replies, recorded, done.batch_start_version, book, done.book_version);
     answer_snapshots(done.snapshots);
 }
 
@@ -331,6 +476,7 @@ fn answer_snapshots(snapshots: Vec<(oneshot::Sender<BookState>, BookState)>) {
 
 fn answer_batch(
     pending: Vec<Pending>,
+    mut replies: Replies,
     recorded: Vec<RecordedEvent>,
     batch_start_version: u64,
     book: BookId,
@@ -344,25 +490,19 @@ fn answer_batch(
             Pending::RepeatInBatch { reply, first_version, events, balances } => {
                 let start = (first_version - batch_start_version) as usize;
                 let slice = recorded.get(start..start + events as usize).unwrap_or(&[]);
-                let _ = reply.send(Ok(CommandOutcome {
-                    book,
-                    events: slice.to_vec(),
-                    balances,
-                    repeated: true,
-                    book_version,
-                }));
+                let outcome = CommandOutcome { book, events: slice.to_vec(), balances, repeated: true, book_version };
+                replies.send(reply, Ok(outcome));
             }
             Pending::New { reply, events, balances } => news.push((reply, events, balances)),
-            Pending::Decided { reply, outcome } => {
-                let _ = reply.send(outcome);
-            }
+            Pending::Decided { reply, outcome } => replies.send(reply, outcome),
         }
     }
     let mut recorded = recorded.into_iter();
     for (reply, events, balances) in news {
         let own: Vec<RecordedEvent> = recorded.by_ref().take(events.len()).collect();
-        let _ = reply.send(Ok(CommandOutcome { book, events: own, balances, repeated: false, book_version }));
+        replies.send(reply, Ok(CommandOutcome { book, events: own, balances, repeated: false, book_version }));
     }
+    replies.finish();
 }
 
 async fn repeated_outcome(
