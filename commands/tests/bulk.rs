@@ -20,27 +20,43 @@ const DAY0: i64 = 1_767_225_600;
 /// partner (rating refuses it: not a customer) and a number that does not exist.
 const NUMBERS: [&str; 7] = ["C-0", "C-1", "C-2", "C-3", "C-4", "P-1", "C-X"];
 
-struct Books {
-    books: Vec<BookId>,
+/// The ids of the accounts and the tariff, the same in both ledgers compared.
+struct Ids {
+    partners: [AccountId; 2],
+    customers: [AccountId; 5],
+    tariff: TariffId,
 }
 
-async fn ledger_with_accounts(dir: &std::path::Path) -> (Ledger, Books) {
+impl Ids {
+    fn new() -> Self {
+        Ids {
+            partners: std::array::from_fn(|_| AccountId::new()),
+            customers: std::array::from_fn(|_| AccountId::new()),
+            tariff: TariffId::new(),
+        }
+    }
+
+    fn books(&self) -> Vec<BookId> {
+        vec![BookId::OPERATOR, BookId::of_partner(self.partners[0]), BookId::of_partner(self.partners[1])]
+    }
+}
+
+async fn ledger_with_accounts(dir: &std::path::Path, ids: &Ids) -> Ledger {
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir).unwrap());
     let ledger = Ledger::open(store).await.unwrap();
-    let (p1, p2) = (AccountId::new(), AccountId::new());
-    let c0 = AccountId::new();
-    let c4 = AccountId::new();
+    let [p1, p2] = ids.partners;
+    let [c0, c1, c2, c3, c4] = ids.customers;
     ledger.execute(open_partner(p1, "P-1", "0"), meta()).await.unwrap();
     ledger.execute(open_partner(p2, "P-2", "0"), meta()).await.unwrap();
     ledger.execute(open_customer(c0, None, "C-0", "0"), meta()).await.unwrap();
-    ledger.execute(open_customer(AccountId::new(), Some(p1), "C-1", "5"), meta()).await.unwrap();
-    ledger.execute(open_customer(AccountId::new(), Some(p1), "C-2", "0"), meta()).await.unwrap();
-    ledger.execute(open_customer(AccountId::new(), Some(p2), "C-3", "0"), meta()).await.unwrap();
+    ledger.execute(open_customer(c1, Some(p1), "C-1", "5"), meta()).await.unwrap();
+    ledger.execute(open_customer(c2, Some(p1), "C-2", "0"), meta()).await.unwrap();
+    ledger.execute(open_customer(c3, Some(p2), "C-3", "0"), meta()).await.unwrap();
     ledger.execute(open_customer(c4, Some(p1), "C-4", "0"), meta()).await.unwrap();
     let close = Command::ChangeStatus { account: c4, status: AccountStatus::Closed, reason: None };
     ledger.execute(close, meta()).await.unwrap();
     let tariff = Tariff {
-        id: TariffId::new(),
+        id: ids.tariff,
         name: "operator".into(),
         currency: Currency::parse("EUR").unwrap(),
         effective_from: Timestamp::from_seconds(DAY0),
@@ -54,11 +70,9 @@ async fn ledger_with_accounts(dir: &std::path::Path) -> (Ledger, Books) {
             next_increment_seconds: 6,
         }],
     };
-    let tariff_id = tariff.id;
     ledger.publish_tariff(BookId::OPERATOR, tariff, meta()).await.unwrap();
-    ledger.assign_tariff(c0, Some(tariff_id), meta()).await.unwrap();
-    let books = Books { books: vec![BookId::OPERATOR, BookId::of_partner(p1), BookId::of_partner(p2)] };
-    (ledger, books)
+    ledger.assign_tariff(c0, Some(ids.tariff), meta()).await.unwrap();
+    ledger
 }
 
 /// A CDR: which account, which id (few ids, so that repeats are common, some with other
@@ -115,9 +129,9 @@ async fn one_by_one(ledger: &Ledger, cdrs: &[CdrInput]) -> Vec<Result<CommandOut
 }
 
 /// Each book's stream as (version, payload), and each book's accounts and charged CDRs.
-async fn books_of(ledger: &Ledger, books: &Books) -> Vec<String> {
+async fn books_of(ledger: &Ledger, ids: &Ids) -> Vec<String> {
     let mut seen = Vec::new();
-    for book in &books.books {
+    for book in &ids.books() {
         let state = ledger.book_state(*book).await.unwrap();
         assert_eq!(verify_book(&**ledger.store(), *book).await.unwrap(), Ok(state.next_version));
         let mut events = Vec::new();
@@ -146,8 +160,9 @@ proptest! {
             let earlier: Vec<CdrInput> = earlier.into_iter().map(cdr).collect();
             let cdrs: Vec<CdrInput> = cdrs.into_iter().map(cdr).collect();
             let (bulk_dir, single_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-            let (bulk, bulk_books) = ledger_with_accounts(bulk_dir.path()).await;
-            let (single, single_books) = ledger_with_accounts(single_dir.path()).await;
+            let ids = Ids::new();
+            let bulk = ledger_with_accounts(bulk_dir.path(), &ids).await;
+            let single = ledger_with_accounts(single_dir.path(), &ids).await;
             let mut bulk_answers = bulk.charge_cdrs(earlier.clone(), &meta()).await;
             bulk_answers.extend(bulk.charge_cdrs(cdrs.clone(), &meta()).await);
             let mut single_answers = one_by_one(&single, &earlier).await;
@@ -156,7 +171,7 @@ proptest! {
             for (n, (b, s)) in bulk_answers.iter().zip(&single_answers).enumerate() {
                 prop_assert_eq!(answer_of(b), answer_of(s), "answer {}", n);
             }
-            prop_assert_eq!(books_of(&bulk, &bulk_books).await, books_of(&single, &single_books).await);
+            prop_assert_eq!(books_of(&bulk, &ids).await, books_of(&single, &ids).await);
             bulk.shutdown().await;
             single.shutdown().await;
             Ok(())
@@ -175,8 +190,9 @@ async fn a_large_file_is_answered_in_order_across_messages_and_batches() {
         .collect();
     let cdrs: Vec<CdrInput> = specs.into_iter().map(cdr).collect();
     let (bulk_dir, single_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (bulk, bulk_books) = ledger_with_accounts(bulk_dir.path()).await;
-    let (single, single_books) = ledger_with_accounts(single_dir.path()).await;
+    let ids = Ids::new();
+    let bulk = ledger_with_accounts(bulk_dir.path(), &ids).await;
+    let single = ledger_with_accounts(single_dir.path(), &ids).await;
     let bulk_answers = bulk.charge_cdrs(cdrs.clone(), &meta()).await;
     // The per-command path, concurrent so that its writers batch too: each CDR is queued
     // on its first poll, and `buffered` polls in input order.
@@ -192,5 +208,5 @@ async fn a_large_file_is_answered_in_order_across_messages_and_batches() {
     for (n, (b, s)) in bulk_answers.iter().zip(&single_answers).enumerate() {
         assert_eq!(answer_of(b), answer_of(s), "answer {n}");
     }
-    assert_eq!(books_of(&bulk, &bulk_books).await, books_of(&single, &single_books).await);
+    assert_eq!(books_of(&bulk, &ids).await, books_of(&single, &ids).await);
 }
