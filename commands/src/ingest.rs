@@ -233,6 +233,17 @@ struct BookGroup {
     indexes: Vec<usize>,
 }
 
+impl BookGroup {
+    /// Room for a whole message, so that filling one does not grow it step by step.
+    fn new(handle: Result<BookHandle, String>) -> Self {
+        BookGroup {
+            handle,
+            items: Vec::with_capacity(BULK_COMMANDS_MAX),
+            indexes: Vec::with_capacity(BULK_COMMANDS_MAX),
+        }
+    }
+}
+
 type GroupAnswers = (Vec<usize>, Vec<Result<CommandOutcome, CommandError>>);
 
 impl Ledger {
@@ -263,7 +274,7 @@ impl Ledger {
             };
             if !groups.contains_key(&book) {
                 let handle = self.writer(book).await.map_err(|e| e.to_string());
-                groups.insert(book, BookGroup { handle, items: Vec::new(), indexes: Vec::new() });
+                groups.insert(book, BookGroup::new(handle));
             }
             let group = groups.get_mut(&book).expect("just inserted");
             // The charge's business time is the call's start, as in `charge_cdr`.
@@ -293,8 +304,7 @@ impl Ledger {
 /// Sends `group`'s CDRs to its writer at once and empties it; the future gives their
 /// answers with their places.
 fn send_group(group: &mut BookGroup) -> futures::future::BoxFuture<'static, GroupAnswers> {
-    let items = std::mem::take(&mut group.items);
-    let indexes = std::mem::take(&mut group.indexes);
+    let BookGroup { items, indexes, .. } = std::mem::replace(group, BookGroup::new(group.handle.clone()));
     match &group.handle {
         Ok(handle) => {
             let answer = handle.submit_many(items);

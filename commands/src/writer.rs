@@ -227,6 +227,15 @@ enum Pending {
         events: u32,
         balances: Vec<BalanceAfter>,
     },
+    /// A repeat of an earlier batch, until its events are read back from the store (by
+    /// [`read_repeats`], before the batch is appended).
+    RepeatEarlier {
+        reply: Reply,
+        first_version: u64,
+        events: u32,
+        balances: Vec<BalanceAfter>,
+        book_version: u64,
+    },
     /// A refusal, or a repeat of an earlier batch: decided on a state that includes the
     /// batches still in flight, so it is only told once they are durable.
     Decided {
@@ -316,27 +325,29 @@ async fn decide_batch(
 ) -> Result<Completion, ()> {
     let book = state.book;
     let batch_start_version = state.next_version;
-    let mut encoded: Vec<EncodedEvent> = Vec::new();
-    let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+    let commands: usize = batch.iter().map(Message::commands).sum();
+    // A charge is one event, most commands are: room for one each, not grown per event.
+    let mut encoded: Vec<EncodedEvent> = Vec::with_capacity(commands);
+    let mut pending: Vec<Pending> = Vec::with_capacity(commands);
     let mut snapshots = Vec::new();
     let mut replies = Replies { bulk: Vec::new() };
     for message in batch.drain(..) {
         match message {
             Message::Command { command, meta, reply } => {
-                let decided = decide_one(state, batch_start_version, &mut encoded, command, meta);
-                pending.push(decided.into_pending(Reply::One(reply), store, state).await);
+                pending.push(decide_one(state, batch_start_version, &mut encoded, command, meta, Reply::One(reply)));
             }
             Message::Commands { items, reply } => {
                 let bulk = replies.bulk.len();
                 replies.bulk.push(BulkReply { reply, answers: (0..items.len()).map(|_| None).collect() });
                 for (item, (command, meta)) in items.into_iter().enumerate() {
-                    let decided = decide_one(state, batch_start_version, &mut encoded, command, meta);
-                    pending.push(decided.into_pending(Reply::Bulk { bulk, item }, store, state).await);
+                    let reply = Reply::Bulk { bulk, item };
+                    pending.push(decide_one(state, batch_start_version, &mut encoded, command, meta, reply));
                 }
             }
             Message::Snapshot(reply) => snapshots.push((reply, state.clone())),
         }
     }
+    let pending = read_repeats(store, book, pending).await;
     let book_version = state.next_version;
     let mut done =
         InFlight { pending, replies, snapshots, encoded, positions: Vec::new(), batch_start_version, book_version };
@@ -359,43 +370,18 @@ async fn decide_batch(
     }
 }
 
-/// One command decided (and, if accepted, sealed into `encoded`), waiting for its reply.
-enum Decided {
-    New { events: std::ops::Range<usize>, balances: Vec<BalanceAfter> },
-    RepeatInBatch { first_version: u64, events: u32, balances: Vec<BalanceAfter> },
-    /// A repeat of an earlier batch: its events are read back from the store.
-    RepeatEarlier { first_version: u64, events: u32, balances: Vec<BalanceAfter> },
-    Decided(Result<CommandOutcome, CommandError>),
-}
-
-impl Decided {
-    /// What to answer `reply` once the batch is durable; a repeat of an earlier batch
-    /// reads its events back from the store now.
-    async fn into_pending(self, reply: Reply, store: &dyn EventStore, state: &BookState) -> Pending {
-        match self {
-            Decided::New { events, balances } => Pending::New { reply, events, balances },
-            Decided::RepeatInBatch { first_version, events, balances } => {
-                Pending::RepeatInBatch { reply, first_version, events, balances }
-            }
-            Decided::Decided(outcome) => Pending::Decided { reply, outcome },
-            Decided::RepeatEarlier { first_version, events, balances } => {
-                let outcome = repeated_outcome(store, state, first_version, events, balances).await;
-                Pending::Decided { reply, outcome }
-            }
-        }
-    }
-}
-
-/// Decides one command of a batch against `state`, sealing its events into `encoded`.
+/// Decides one command of a batch against `state`, sealing its events into `encoded`,
+/// and says what to answer `reply` once the batch is durable.
 fn decide_one(
     state: &mut BookState,
     batch_start_version: u64,
     encoded: &mut Vec<EncodedEvent>,
     command: Command,
     meta: CommandMeta,
-) -> Decided {
+    reply: Reply,
+) -> Pending {
     match decide(state, &command, &meta) {
-        Err(refusal) => Decided::Decided(Err(refusal.into())),
+        Err(refusal) => Pending::Decided { reply, outcome: Err(refusal.into()) },
         Ok(Decision::Accept(payloads)) => {
             let start = encoded.len();
             let mut bytes_of_batch = Vec::with_capacity(payloads.len());
@@ -406,17 +392,93 @@ fn decide_one(
             });
             encoded.extend(events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }));
             let balances = balances_after(state, &command);
-            Decided::New { events: start..encoded.len(), balances }
+            Pending::New { reply, events: start..encoded.len(), balances }
         }
         Ok(Decision::Repeat { first_version, events }) => {
             let balances = balances_after(state, &command);
             if first_version >= batch_start_version {
-                Decided::RepeatInBatch { first_version, events, balances }
+                Pending::RepeatInBatch { reply, first_version, events, balances }
             } else {
-                Decided::RepeatEarlier { first_version, events, balances }
+                let book_version = state.next_version;
+                Pending::RepeatEarlier { reply, first_version, events, balances, book_version }
             }
         }
     }
+}
+
+/// Reads back the events of the batch's repeats of earlier batches and turns each into
+/// its answer. A rerun of a file repeats runs of consecutive versions: reading each run
+/// once, rather than each repeat on its own, reads each stored batch once, not once per
+/// repeat.
+async fn read_repeats(store: &dyn EventStore, book: BookId, pending: Vec<Pending>) -> Vec<Pending> {
+    let mut wanted: Vec<(u64, u64)> = pending
+        .iter()
+        .filter_map(|p| match p {
+            Pending::RepeatEarlier { first_version, events, .. } => {
+                Some((*first_version, *first_version + u64::from(*events)))
+            }
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return pending;
+    }
+    wanted.sort_unstable();
+    // Runs of versions that overlap or touch, each read in one go: (start, events).
+    let mut runs: Vec<(u64, Result<Vec<RecordedEvent>, String>)> = Vec::new();
+    let mut at = 0;
+    while at < wanted.len() {
+        let (run_start, mut run_end) = wanted[at];
+        at += 1;
+        while at < wanted.len() && wanted[at].0 <= run_end {
+            run_end = run_end.max(wanted[at].1);
+            at += 1;
+        }
+        let read = read_versions(store, book, run_start, run_end).await.map_err(|e| e.to_string());
+        runs.push((run_start, read));
+    }
+    pending
+        .into_iter()
+        .map(|p| match p {
+            Pending::RepeatEarlier { reply, first_version, events, balances, book_version } => {
+                // The run that starts at or before the repeat holds it.
+                let run = runs.partition_point(|(start, _)| *start <= first_version) - 1;
+                let (start, read) = &runs[run];
+                let offset = (first_version - start) as usize;
+                let outcome = match read {
+                    Ok(stored) => Ok(CommandOutcome {
+                        book,
+                        events: stored[offset..offset + events as usize].to_vec(),
+                        balances,
+                        repeated: true,
+                        book_version,
+                    }),
+                    Err(failure) => Err(CommandError::Store(StoreError::Io(failure.clone()))),
+                };
+                Pending::Decided { reply, outcome }
+            }
+            other => other,
+        })
+        .collect()
+}
+
+/// Versions `from..end` of `book`, all of them.
+async fn read_versions(
+    store: &dyn EventStore,
+    book: BookId,
+    from: u64,
+    end: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut events = Vec::with_capacity((end - from) as usize);
+    while (events.len() as u64) < end - from {
+        let next = from + events.len() as u64;
+        let read = store.read_stream(book, next, (end - next) as usize).await?;
+        if read.is_empty() {
+            return Err(StoreError::Corrupt { position: 0, reason: format!("version {next} of {book} is missing") });
+        }
+        events.extend(read);
+    }
+    Ok(events)
 }
 
 /// Fails the callers of a batch that did not become durable.
@@ -427,7 +489,10 @@ fn fail_batch(pending: Vec<Pending>, mut replies: Replies, error: &StoreError) {
     };
     for p in pending {
         let reply = match p {
-            Pending::New { reply, .. } | Pending::RepeatInBatch { reply, .. } | Pending::Decided { reply, .. } => reply,
+            Pending::New { reply, .. }
+            | Pending::RepeatInBatch { reply, .. }
+            | Pending::RepeatEarlier { reply, .. }
+            | Pending::Decided { reply, .. } => reply,
         };
         replies.send(reply, Err(failure()));
     }
@@ -495,6 +560,11 @@ fn answer_batch(
             }
             Pending::New { reply, events, balances } => news.push((reply, events, balances)),
             Pending::Decided { reply, outcome } => replies.send(reply, outcome),
+            // `read_repeats` answered every one before the append; should one slip
+            // through, its caller is told the read failed rather than given no events.
+            Pending::RepeatEarlier { reply, .. } => {
+                replies.send(reply, Err(CommandError::Store(StoreError::Io("a repeat was not read back".into()))))
+            }
         }
     }
     let mut recorded = recorded.into_iter();
@@ -503,17 +573,6 @@ fn answer_batch(
         replies.send(reply, Ok(CommandOutcome { book, events: own, balances, repeated: false, book_version }));
     }
     replies.finish();
-}
-
-async fn repeated_outcome(
-    store: &dyn EventStore,
-    state: &BookState,
-    first_version: u64,
-    events: u32,
-    balances: Vec<BalanceAfter>,
-) -> Result<CommandOutcome, CommandError> {
-    let stored = store.read_stream(state.book, first_version, events as usize).await?;
-    Ok(CommandOutcome { book: state.book, events: stored, balances, repeated: true, book_version: state.next_version })
 }
 
 fn balances_after(state: &BookState, command: &Command) -> Vec<BalanceAfter> {
