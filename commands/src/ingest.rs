@@ -259,6 +259,15 @@ impl Ledger {
         cdrs: Vec<CdrInput>,
         meta: &CommandMeta,
     ) -> Vec<Result<CommandOutcome, CommandError>> {
+        self.queue_cdrs(cdrs, meta).await.answers().await
+    }
+
+    /// The first half of [`Ledger::charge_cdrs`]: rates the CDRs and hands every one to
+    /// its book's writer (waiting for answers only to stay within
+    /// [`BULK_CDRS_IN_FLIGHT_MAX`]). A caller with more CDRs (the next chunk of a file)
+    /// may queue them as soon as this returns, before these are durable: each book still
+    /// gets them in input order, and its writer does not wait for the caller in between.
+    pub async fn queue_cdrs(&self, cdrs: Vec<CdrInput>, meta: &CommandMeta) -> QueuedCdrs {
         let mut answers: Vec<Option<Result<CommandOutcome, CommandError>>> = (0..cdrs.len()).map(|_| None).collect();
         let meta = CommandMeta { idempotency: None, ..meta.clone() };
         let mut groups: HashMap<BookId, BookGroup> = HashMap::new();
@@ -293,11 +302,24 @@ impl Ledger {
         for group in groups.values_mut().filter(|g| !g.items.is_empty()) {
             in_flight.push(send_group(group));
         }
-        while let Some((indexes, outcomes)) = in_flight.next().await {
-            place(&mut answers, indexes, outcomes);
+        QueuedCdrs { answers, in_flight }
+    }
+}
+
+/// CDRs handed to their writers by [`Ledger::queue_cdrs`], some already answered.
+pub struct QueuedCdrs {
+    answers: Vec<Option<Result<CommandOutcome, CommandError>>>,
+    in_flight: FuturesUnordered<futures::future::BoxFuture<'static, GroupAnswers>>,
+}
+
+impl QueuedCdrs {
+    /// The answer of every CDR, in input order, once all are durable (or refused).
+    pub async fn answers(mut self) -> Vec<Result<CommandOutcome, CommandError>> {
+        while let Some((indexes, outcomes)) = self.in_flight.next().await {
+            place(&mut self.answers, indexes, outcomes);
         }
         // Every CDR was refused by rating or sent in exactly one group.
-        answers.into_iter().map(|a| a.expect("every CDR is answered")).collect()
+        self.answers.into_iter().map(|a| a.expect("every CDR is answered")).collect()
     }
 }
 

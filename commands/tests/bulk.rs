@@ -196,11 +196,8 @@ async fn a_large_file_is_answered_in_order_across_messages_and_batches() {
     let bulk_answers = bulk.charge_cdrs(cdrs.clone(), &meta()).await;
     // The per-command path, concurrent so that its writers batch too: each CDR is queued
     // on its first poll, and `buffered` polls in input order.
-    let single_answers: Vec<_> = futures::stream::iter(&cdrs)
-        .map(|cdr| single.charge_cdr(cdr, meta()))
-        .buffered(2048)
-        .collect()
-        .await;
+    let single_answers: Vec<_> =
+        futures::stream::iter(&cdrs).map(|cdr| single.charge_cdr(cdr, meta())).buffered(2048).collect().await;
     let repeated = bulk_answers.iter().filter(|a| a.as_ref().is_ok_and(|o| o.repeated)).count();
     assert!(repeated > 1000, "the file repeats ids: {repeated} repeats");
     let refused = bulk_answers.iter().filter(|a| a.is_err()).count();
