@@ -73,6 +73,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let auth =
         Arc::new(Auth::open(auth_store, args.admin_key.as_deref(), args.session_lifetime.0)?.with_portal(portal));
+    let purger = crate::auth::spawn_purger(auth.clone());
     let notify_store = NotifyStore::open(&args.data_dir.join(crate::notify::store::NOTIFY_DIR))?;
     let delivery = DeliveryConfig {
         timeout: args.webhook_timeout.0,
@@ -115,6 +116,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), notify.streams_closed()).await;
     // Deliveries stop mid-way if need be: their cursors have not moved past them.
     notify.stop_all();
+    purger.abort();
     ledger.shutdown().await;
     let projector = state.projector.lock().expect("projector lock").take();
     if let Some(projector) = projector {

@@ -76,6 +76,10 @@ async fn imports_resume_and_reconciliation_finds_exactly_the_differences() {
         let id = body["links"]["tariff"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
         call(&server, Method::POST, &format!("/api/v1/accounts/{account}/tariff"), json!({"tariff": id})).await;
     }
+    // While the server holds the data directory, an import is refused with the reason.
+    std::fs::write(dir.path().join("early.csv"), cdr_file(1)).unwrap();
+    let (ok, _, err) = tollbook(&["import", "cdrs", dir.path().join("early.csv").to_str().unwrap()], &data);
+    assert!(!ok && err.contains("is in use by another process"), "{err}");
     server.stop();
 
     // 300 good rows and two bad ones; the bad ones go to the rejects file with their lines.

@@ -222,6 +222,20 @@ async fn password_login_csrf_and_partner_fund_moves() {
     let wrong = login("wrong password!").await.unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert!(wrong.headers().get(SET_COOKIE).is_none());
+    // Another site's form cannot sign the visitor in (login CSRF), whichever header the
+    // browser tells it by; this site's own form can.
+    let foreign = [("sec-fetch-site", "cross-site"), ("origin", "https://evil.example"), ("origin", "null")];
+    for (name, value) in foreign {
+        let form = [("login", "c2-user"), ("password", PASSWORD)];
+        let sent = client.post(book.server.url("/portal/login")).header(name, value).form(&form).send().await.unwrap();
+        assert_eq!(sent.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        assert!(sent.headers().get(SET_COOKIE).is_none());
+    }
+    let own_origin = book.server.url("");
+    let own_origin = own_origin.trim_end_matches('/');
+    let form = [("login", "c2-user"), ("password", PASSWORD)];
+    let same = client.post(book.server.url("/portal/login")).header("origin", own_origin).form(&form).send();
+    assert_eq!(same.await.unwrap().status(), StatusCode::SEE_OTHER);
     let right = login(PASSWORD).await.unwrap();
     assert_eq!(right.status(), StatusCode::SEE_OTHER);
     let c2_session = cookie_pair(right.headers()[SET_COOKIE].to_str().unwrap());

@@ -375,4 +375,14 @@ async fn webhooks_belong_to_their_tenant() {
     let after = api.pay("C-1", "1").await;
     operators_receiver.wait_for(&[after]).await;
     assert!(!partners_receiver.delivered().contains(&after), "a deleted webhook delivers nothing more");
+
+    // A partner holds at most 20 webhooks, however many registrations race for them.
+    let attempts = (0..26)
+        .map(|_| api.call(partner, post.clone(), "/api/v1/webhooks", Some(json!({"url": partners_receiver.url}))));
+    let statuses: Vec<StatusCode> = futures::future::join_all(attempts).await.into_iter().map(|(s, _)| s).collect();
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
+    assert_eq!((created, refused), (20, 6), "{statuses:?}");
+    let (_, list) = api.call(partner, reqwest::Method::GET, "/api/v1/webhooks", None).await;
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 20);
 }

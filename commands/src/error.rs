@@ -35,6 +35,9 @@ pub enum StoreError {
     Corrupt { position: u64, reason: String },
     #[error("the store is closed")]
     Closed,
+    /// Another process holds the store's data directory (sled takes a lock on it).
+    #[error("{0} is in use by another process: is `tollbook serve` running on this data directory?")]
+    InUse(String),
     /// A backend cannot start reading at this position: the store never handed it out
     /// (KurrentDB can only start a read at an event's own position).
     #[error("position {0} is not a position of this store")]

@@ -295,6 +295,15 @@ impl Ledger {
         self.writer(book).await?.snapshot().await
     }
 
+    /// The event that charged CDR `id` in `book`, if any. The book's state maps every
+    /// charged CDR id to its event (it needs them to refuse duplicates), so this costs a
+    /// message to the writer and one read of the log, and the read models keep no index
+    /// of their own (one key per CDR was most of their writes).
+    pub async fn charged_cdr(&self, book: BookId, id: &str) -> Result<Option<RecordedEvent>, CommandError> {
+        let Some(version) = self.writer(book).await?.find_cdr(id).await? else { return Ok(None) };
+        Ok(self.store.read_stream(book, version, 1).await?.into_iter().next())
+    }
+
     pub(crate) async fn writer(&self, book: BookId) -> Result<BookHandle, CommandError> {
         let slot = {
             let mut writers = self.writers.lock().expect("writers lock");

@@ -73,6 +73,12 @@ pub(crate) enum Message {
     },
     /// Asks for a copy of the state, answered in queue order.
     Snapshot(oneshot::Sender<BookState>),
+    /// Asks for the version of the event that charged a CDR id, answered in queue order
+    /// once that event is durable.
+    FindCdr {
+        id: String,
+        reply: oneshot::Sender<Option<u64>>,
+    },
 }
 
 impl Message {
@@ -81,8 +87,9 @@ impl Message {
         match self {
             Message::Command { .. } => 1,
             Message::Commands { items, .. } => items.len(),
-            // A snapshot clones the whole state: it weighs like a command.
-            Message::Snapshot(_) => 1,
+            // A snapshot clones the whole state, a lookup costs a read: each weighs like
+            // a command.
+            Message::Snapshot(_) | Message::FindCdr { .. } => 1,
         }
     }
 }
@@ -135,6 +142,14 @@ impl BookHandle {
     pub async fn snapshot(&self) -> Result<BookState, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.queue.send(Message::Snapshot(reply)).await.map_err(|_| CommandError::ShuttingDown)?;
+        answer.await.map_err(|_| CommandError::ShuttingDown)
+    }
+
+    /// The version of the event that charged CDR `id` in this book, once durable.
+    pub async fn find_cdr(&self, id: &str) -> Result<Option<u64>, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        let message = Message::FindCdr { id: id.to_owned(), reply };
+        self.queue.send(message).await.map_err(|_| CommandError::ShuttingDown)?;
         answer.await.map_err(|_| CommandError::ShuttingDown)
     }
 
@@ -254,6 +269,7 @@ struct InFlight {
     pending: Vec<Pending>,
     replies: Replies,
     snapshots: Vec<(oneshot::Sender<BookState>, BookState)>,
+    found_cdrs: Vec<(oneshot::Sender<Option<u64>>, Option<u64>)>,
     encoded: Vec<EncodedEvent>,
     positions: Vec<u64>,
     batch_start_version: u64,
@@ -331,6 +347,7 @@ async fn decide_batch(
     let mut pending: Vec<Pending> = Vec::with_capacity(commands);
     let mut snapshots = Vec::new();
     let mut replies = Replies { bulk: Vec::new() };
+    let mut found_cdrs = Vec::new();
     for message in batch.drain(..) {
         match message {
             Message::Command { command, meta, reply } => {
@@ -344,13 +361,22 @@ async fn decide_batch(
                     pending.push(decide_one(state, batch_start_version, &mut encoded, command, meta, reply));
                 }
             }
+            Message::FindCdr { id, reply } => found_cdrs.push((reply, state.charged_cdrs.get(&id).copied())),
             Message::Snapshot(reply) => snapshots.push((reply, state.clone())),
         }
     }
     let pending = read_repeats(store, book, pending).await;
     let book_version = state.next_version;
-    let mut done =
-        InFlight { pending, replies, snapshots, encoded, positions: Vec::new(), batch_start_version, book_version };
+    let mut done = InFlight {
+        pending,
+        replies,
+        snapshots,
+        found_cdrs,
+        encoded,
+        positions: Vec::new(),
+        batch_start_version,
+        book_version,
+    };
     if done.encoded.is_empty() {
         // Nothing to write; its answers still wait for the batches before it.
         return Ok(Box::pin(async move { (done, Ok(())) }));
@@ -529,6 +555,9 @@ fn finish_batch(done: InFlight, book: BookId, on_commit: Option<&CommitHook>) {
     }
     answer_batch(done.pending, done.replies, recorded, done.batch_start_version, book, done.book_version);
     answer_snapshots(done.snapshots);
+    for (reply, version) in done.found_cdrs {
+        let _ = reply.send(version);
+    }
 }
 
 /// A snapshot taken mid-batch is only true once the batch is durable; a failed batch

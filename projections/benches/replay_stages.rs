@@ -1,10 +1,15 @@
 //! Replay's stages measured one by one on a book of 1,000,000 events: reading and
-//! decoding the log alone, then full replays with each stage's busy time.
+//! decoding the log alone, then full replays with each stage's busy time, then the live
+//! projector catching up on the whole log from nothing (its chunks of at most
+//! `CHUNK_EVENTS_MAX` events, each committed atomically with its checkpoint), which is
+//! what it does behind a bulk import.
 //!
 //! cargo bench -p tollbook-projections --bench replay_stages
 //!
 //! With `TOLLBOOK_BENCH_DATA=DIR` the log is written to `DIR/events` and kept, for
-//! `tollbook replay --data DIR`.
+//! `tollbook replay --data DIR`. With `TOLLBOOK_BENCH_LOG=DIR` the log of an existing
+//! data directory is used as it is, nothing appended (for example one kept by
+//! `KEEP=DIR api/bench/import.sh`: `TOLLBOOK_BENCH_LOG=DIR/data`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +26,10 @@ fn book_events() -> u64 {
     std::env::var("TOLLBOOK_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
 }
 
-const REPLAYS: usize = 3;
+/// Full replays timed; `TOLLBOOK_BENCH_REPLAYS` overrides (0 times the live projector only).
+fn replays() -> usize {
+    std::env::var("TOLLBOOK_BENCH_REPLAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
 
 /// CPU seconds the whole process has used (user + system), from /proc/self/stat.
 fn process_cpu_seconds() -> f64 {
@@ -36,11 +44,19 @@ fn process_cpu_seconds() -> f64 {
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let existing = std::env::var_os("TOLLBOOK_BENCH_LOG").map(std::path::PathBuf::from);
     let kept = std::env::var_os("TOLLBOOK_BENCH_DATA").map(std::path::PathBuf::from);
-    let events_dir = kept.as_ref().map_or_else(|| dir.path().join("events"), |d| d.join("events"));
+    let events_dir =
+        existing.as_ref().or(kept.as_ref()).map_or_else(|| dir.path().join("events"), |d| d.join("events"));
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(events_dir).unwrap());
-    let events = book_events();
-    runtime.block_on(append_synthetic_book(&*store, events, 365));
+    let events = match existing {
+        Some(_) => runtime.block_on(store.head()).unwrap() - 1,
+        None => {
+            let events = book_events();
+            runtime.block_on(append_synthetic_book(&*store, events, 365));
+            events
+        }
+    };
     let views = sled::Config::new().path(dir.path().join("views")).cache_capacity(512 << 20).open().unwrap();
     runtime.block_on(async {
         let (started, cpu) = (Instant::now(), process_cpu_seconds());
@@ -54,7 +70,7 @@ fn main() {
         let seconds = started.elapsed().as_secs_f64();
         let cpu = process_cpu_seconds() - cpu;
         println!("read_all + decode only: {read} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s", read as f64 / seconds);
-        for _ in 0..REPLAYS {
+        for _ in 0..replays() {
             let (started, cpu) = (Instant::now(), process_cpu_seconds());
             let report = projections::replay(&*store, &views, |_, _, _| {}).await.unwrap();
             let seconds = started.elapsed().as_secs_f64();
@@ -70,5 +86,21 @@ fn main() {
                 s.insert_micros / 1000
             );
         }
+        let live = sled::Config::new().path(dir.path().join("live")).cache_capacity(512 << 20).open().unwrap();
+        let models = projections::ReadModels::open(&live).unwrap();
+        let last = store.head().await.unwrap() - 1;
+        let (started, cpu) = (Instant::now(), process_cpu_seconds());
+        let projector = projections::spawn_projector(models.clone(), store.clone());
+        // A wait is capped at a few seconds; the projector failing ends the loop.
+        while let Err(error) = models.wait_for(last, std::time::Duration::from_secs(3600)).await {
+            assert!(!projector.is_finished(), "the projector stopped: {error}");
+        }
+        let (seconds, cpu) = (started.elapsed().as_secs_f64(), process_cpu_seconds() - cpu);
+        projector.stop().await.unwrap();
+        println!(
+            "live projector catching up from nothing, chunks of at most {}: {events} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s",
+            projections::CHUNK_EVENTS_MAX,
+            events as f64 / seconds
+        );
     });
 }

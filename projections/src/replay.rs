@@ -94,6 +94,7 @@ fn write_spans(
             tree.apply_batch(batch)?;
         }
         tree.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes())?;
+        tree.insert(FORMAT_KEY, &MODELS_FORMAT.to_be_bytes())?;
         insert_micros += thread_cpu_micros() - started;
         written.0.store(events, Ordering::Relaxed);
         written.1.store(checkpoint, Ordering::Relaxed);
@@ -293,20 +294,19 @@ fn checksums(tree: &sled::Tree) -> Result<BTreeMap<AccountId, [u64; 4]>, Project
                     add(account, prefix, &encode(&e));
                 }
             }
-            PREFIX_ACCOUNT | PREFIX_BUCKET | PREFIX_NUMBER | PREFIX_CDR | PREFIX_BOOK_ACCOUNT => {
+            PREFIX_ACCOUNT | PREFIX_BUCKET | PREFIX_NUMBER | PREFIX_BOOK_ACCOUNT => {
                 let account = match prefix {
                     PREFIX_ACCOUNT => account_at(&key, 1),
                     PREFIX_BUCKET => account_at(&key, 2),
                     PREFIX_BOOK_ACCOUNT => account_at(&key, 17),
-                    PREFIX_NUMBER => uuid::Uuid::from_slice(&value).ok().map(AccountId),
-                    _ => decode::<CdrRow>(&key, &value).ok().map(|row| row.account),
+                    _ => uuid::Uuid::from_slice(&value).ok().map(AccountId),
                 }
                 .ok_or_else(|| corrupt(&key))?;
                 let mut item = key.to_vec();
                 item.extend_from_slice(&value);
                 add(account, prefix, &item);
             }
-            _ => {} // the checkpoint
+            _ => {} // the checkpoint and the format
         }
     }
     Ok(sums)
@@ -383,5 +383,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Models of the first layout (no format key, a `D` key per CDR, `X` pieces without
+    /// the rows) are never read as if they were of this one: opening them starts a fresh
+    /// generation, which the projector rebuilds from the log into today's layout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn models_of_an_older_layout_are_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path().join("events")).unwrap());
+        let book = append_synthetic_book(&*store, 300, 3).await;
+        let last = store.head().await.unwrap() - 1;
+        let db = sled::open(dir.path().join("views")).unwrap();
+        let old = db.open_tree(tree_name(0)).unwrap();
+        old.insert(CHECKPOINT_KEY, &last.to_be_bytes()).unwrap();
+        old.insert(b"Dsome-book-and-cdr-id", b"an old row").unwrap();
+
+        let models = ReadModels::open(&db).unwrap();
+        assert_eq!(models.position(), 0, "the old models' checkpoint must not be trusted");
+        assert_eq!(generation(&db).unwrap(), 1);
+        assert!(!db.tree_names().iter().any(|name| name.as_ref() == tree_name(0).as_bytes()));
+        let projector = spawn_projector(models.clone(), store.clone());
+        models.wait_for(last, Duration::from_secs(5)).await.unwrap();
+        projector.stop().await.unwrap();
+        assert_eq!(read_format(&models.tree).unwrap(), Some(MODELS_FORMAT));
+        assert!(models.account(book.customer).unwrap().is_some());
+        let fresh = db.open_tree("views-fresh").unwrap();
+        rebuild_into(&*store, fresh.clone(), None, REPLAY_SPAN_EVENTS, &mut |_, _, _| {}).await.unwrap();
+        assert_eq!(checksums(&models.tree).unwrap(), checksums(&fresh).unwrap());
+
+        // Reopened, the rebuilt models are kept as they are.
+        drop(models);
+        let reopened = ReadModels::open(&db).unwrap();
+        assert_eq!((reopened.position(), generation(&db).unwrap()), (last, 1));
     }
 }

@@ -13,9 +13,12 @@
 //! | `B` | level, account, bucket | per-category sums of postings by `occurred_at` |
 //! | `P` | account, hour, chunk | the account's postings of that hour in that chunk |
 //! | `E` | account, position | a piece of the account's audit trail ([`EventRow`]s, at most [`EVENT_PIECE_ROWS_MAX`]), keyed by its chunk's last position or, when a long list is cut, by its last row's |
-//! | `D` | book, CDR id | [`CdrRow`] (CDR ids are unique within a book, not across books) |
-//! | `X` | account, hour, chunk | the account's CDRs that started in that hour, in that chunk: a customer's calls, and for a partner its customers' calls it paid wholesale |
+//! | `F` | — | the layout version of these keys ([`MODELS_FORMAT`]) |
+//! | `X` | account, hour, chunk | the account's CDRs ([`CdrRow`]s) that started in that hour, in that chunk: a customer's calls, and for a partner its customers' calls it paid wholesale |
 //! | `K` | book, account | — (the accounts of a book, for listings by partner) |
+//!
+//! There is no key per CDR: a CDR by its id is found through the book's write state,
+//! which already maps every charged CDR id to its event (see `docs/architecture.md`).
 //!
 //! A chunk is named by its last position. Per-event lists are written once per chunk as
 //! one value ("pieces"), never rewritten: sled's cost is per insert, so one key per
@@ -44,9 +47,13 @@ pub(crate) const PREFIX_NUMBER: u8 = b'N';
 pub(crate) const PREFIX_BUCKET: u8 = b'B';
 pub(crate) const PREFIX_POSTING: u8 = b'P';
 pub(crate) const PREFIX_EVENT: u8 = b'E';
-pub(crate) const PREFIX_CDR: u8 = b'D';
+pub(crate) const FORMAT_KEY: &[u8] = b"F";
 pub(crate) const PREFIX_ACCOUNT_CDR: u8 = b'X';
 pub(crate) const PREFIX_BOOK_ACCOUNT: u8 = b'K';
+
+/// The layout of the keys above. Models of another layout are not read: they are
+/// rebuilt from the log. 2: CDR rows live in the account pieces (`X`), no `D` keys.
+pub(crate) const MODELS_FORMAT: u32 = 2;
 
 /// Bucket sizes in microseconds, finest first: an hour, a day, 32 days, 1024 days.
 pub(crate) const BUCKET_MICROS: [i64; 4] = [3_600_000_000, 86_400_000_000, 32 * 86_400_000_000, 1024 * 86_400_000_000];
@@ -137,6 +144,22 @@ pub struct CdrRow {
     pub partner_cost: Option<Amount>,
 }
 
+impl CdrRow {
+    /// The CDR that `recorded` charged, if it is a `CallCharged` event.
+    pub fn from_recorded(recorded: &RecordedEvent) -> Option<CdrRow> {
+        let Payload::CallCharged(e) = &recorded.event.payload else { return None };
+        Some(CdrRow {
+            account: e.account,
+            position: recorded.position,
+            event_id: recorded.event.envelope.event_id,
+            cdr: e.cdr.clone(),
+            customer_cost: e.customer_cost,
+            partner: e.partner,
+            partner_cost: e.partner_cost,
+        })
+    }
+}
+
 pub(crate) fn time_bytes(time: i64) -> [u8; 8] {
     ((time as u64) ^ (1 << 63)).to_be_bytes()
 }
@@ -202,13 +225,37 @@ pub(crate) struct PostingEntry {
     pub amount: Amount,
 }
 
-/// One CDR in a piece: when it started, the event that charged it, where it is stored.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub(crate) struct CdrEntry {
-    pub start: i64,
-    pub position: u64,
-    pub book: BookId,
-    pub id: String,
+/// One CDR in a piece, ordered by start and then by the position that charged it: an
+/// account's list is in start order, and within one account no two rows share a
+/// position (an event charges one call).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct CdrEntry(pub CdrRow);
+
+impl CdrEntry {
+    pub(crate) fn order(&self) -> (i64, u64) {
+        (self.0.cdr.start.micros(), self.0.position)
+    }
+}
+
+impl PartialEq for CdrEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.order() == other.order()
+    }
+}
+
+impl Eq for CdrEntry {}
+
+impl PartialOrd for CdrEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for CdrEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.order().cmp(&other.order())
+    }
 }
 
 pub(crate) fn book_account_key(book: BookId, account: AccountId) -> [u8; 33] {
@@ -216,14 +263,6 @@ pub(crate) fn book_account_key(book: BookId, account: AccountId) -> [u8; 33] {
     key[0] = PREFIX_BOOK_ACCOUNT;
     key[1..17].copy_from_slice(book.0.as_bytes());
     key[17..].copy_from_slice(account.0.as_bytes());
-    key
-}
-
-pub(crate) fn cdr_key(book: BookId, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(17 + id.len());
-    key.push(PREFIX_CDR);
-    key.extend_from_slice(book.0.as_bytes());
-    key.extend_from_slice(id.as_bytes());
     key
 }
 
@@ -295,7 +334,7 @@ pub(crate) struct HourPiece {
 /// buckets are derived from them when written.
 #[derive(Default)]
 pub(crate) struct Pieces {
-    /// Keys written as they are: the number and book indexes, the CDR store.
+    /// Keys written as they are: the number and book indexes.
     rows: Vec<KeyValue>,
     accounts: Vec<AccountView>,
     hours: FastMap<(AccountId, i64), HourPiece>,
@@ -449,24 +488,13 @@ impl ChunkWriter {
                     view.tariff = e.tariff;
                 }
             }
-            Payload::CallCharged(e) => {
-                let row = CdrRow {
-                    account: e.account,
-                    position,
-                    event_id: envelope.event_id,
-                    cdr: e.cdr.clone(),
-                    customer_cost: e.customer_cost,
-                    partner: e.partner,
-                    partner_cost: e.partner_cost,
-                };
-                self.pieces.rows.push((cdr_key(envelope.book, &e.cdr.id), encode(&row)));
-                let start = e.cdr.start.micros();
-                let entry = CdrEntry { start, position, book: envelope.book, id: e.cdr.id.clone() };
-                let hour = start.div_euclid(HOUR_MICROS);
-                if let Some(partner) = e.partner {
-                    self.pieces.cdrs.entry((partner, hour)).or_default().push(entry.clone());
+            Payload::CallCharged(_) => {
+                let row = CdrRow::from_recorded(recorded).expect("a CallCharged event");
+                let hour = row.cdr.start.micros().div_euclid(HOUR_MICROS);
+                if let Some(partner) = row.partner {
+                    self.pieces.cdrs.entry((partner, hour)).or_default().push(CdrEntry(row.clone()));
                 }
-                self.pieces.cdrs.entry((e.account, hour)).or_default().push(entry);
+                self.pieces.cdrs.entry((row.account, hour)).or_default().push(CdrEntry(row));
             }
             _ => {}
         }
@@ -534,6 +562,7 @@ impl ChunkWriter {
             batch.insert(key, value);
         }
         batch.insert(CHECKPOINT_KEY, &checkpoint.to_be_bytes());
+        batch.insert(FORMAT_KEY, &MODELS_FORMAT.to_be_bytes());
         Ok(batch)
     }
 }
@@ -544,4 +573,10 @@ fn alert_kind(alert: &Alert) -> &'static str {
 
 pub(crate) fn read_checkpoint(tree: &sled::Tree) -> Result<u64, ProjectionError> {
     Ok(tree.get(CHECKPOINT_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0))
+}
+
+/// The layout version `tree` was written in: none for a tree never written to, and for
+/// trees of the first layout, which had no version key.
+pub(crate) fn read_format(tree: &sled::Tree) -> Result<Option<u32>, ProjectionError> {
+    Ok(tree.get(FORMAT_KEY)?.map(|v| u32::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 4]))))
 }

@@ -202,6 +202,29 @@ fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
+/// How often expired sessions and old login links are removed from the auth store.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// How long a login link stays readable (`GET /api/v1/login-links/{id}`) after it expired.
+pub const LOGIN_LINK_HISTORY_DAYS: i64 = 30;
+
+/// Removes expired sessions and old login links now and every [`PURGE_EVERY`], so the
+/// auth store does not grow with every sign-in for as long as the server runs.
+pub fn spawn_purger(auth: Arc<Auth>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        loop {
+            every.tick().await;
+            match auth.store.purge_expired(Utc::now(), Duration::days(LOGIN_LINK_HISTORY_DAYS)).await {
+                Ok(purged) if purged != store::Purged::default() => {
+                    tracing::info!(?purged, "expired auth records removed")
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "expired auth records could not be removed"),
+            }
+        }
+    })
+}
+
 impl Auth {
     pub fn open(
         store: AuthStore,

@@ -132,6 +132,14 @@ pub struct PortalSessionRecord {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What [`AuthStore::purge_expired`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub sessions: usize,
+    pub portal_sessions: usize,
+    pub login_links: usize,
+}
+
 /// A refresh that did not go through.
 #[derive(Debug)]
 pub enum RefreshFailure {
@@ -398,6 +406,39 @@ impl AuthStore {
         self.flush().await
     }
 
+    /// Removes what can never be used again: API sessions and portal sessions past their
+    /// expiry, and login links that expired more than `link_history` ago (until then a
+    /// link can still be looked up, used or not, by whoever issued it).
+    pub async fn purge_expired(&self, now: DateTime<Utc>, link_history: chrono::Duration) -> StoreResult<Purged> {
+        let mut purged = Purged::default();
+        for entry in self.sessions.iter() {
+            let (_, bytes) = entry?;
+            let session: SessionRecord = decode(&bytes)?;
+            if session.expires_at <= now {
+                self.remove_session_record(&session)?;
+                purged.sessions += 1;
+            }
+        }
+        for entry in self.portal_sessions.iter() {
+            let (key, bytes) = entry?;
+            if decode::<PortalSessionRecord>(&bytes)?.expires_at <= now {
+                self.portal_sessions.remove(key)?;
+                purged.portal_sessions += 1;
+            }
+        }
+        for entry in self.login_links.iter() {
+            let (key, bytes) = entry?;
+            if decode::<LoginLinkRecord>(&bytes)?.expires_at + link_history <= now {
+                self.login_links.remove(key)?;
+                purged.login_links += 1;
+            }
+        }
+        if purged != Purged::default() {
+            self.flush().await?;
+        }
+        Ok(purged)
+    }
+
     /// Swaps a session's refresh token for a new one and bumps its generation, in one
     /// transaction: of two refreshes racing with the same token, exactly one wins.
     pub async fn rotate_refresh(
@@ -558,6 +599,55 @@ mod tests {
         });
         let outcomes = futures::future::join_all(attempts).await;
         assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(Ok(_)))).count(), 1);
+    }
+
+    /// Expired sessions of both kinds go, with their refresh index; a login link stays for
+    /// its history period after expiry, then goes; nothing live is touched.
+    #[tokio::test]
+    async fn purging_removes_only_what_can_never_be_used_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let (hour, day) = (chrono::Duration::hours(1), chrono::Duration::days(1));
+        let (live, ended) = (session("ann", digest("r1"), now + hour), session("ann", digest("r2"), now - hour));
+        store.insert_session(&live).await.unwrap();
+        store.insert_session(&ended).await.unwrap();
+        let portal = |expires_at| PortalSessionRecord {
+            id: Uuid::now_v7(),
+            account: AccountId(Uuid::now_v7()),
+            login: None,
+            actor: "link".into(),
+            csrf_token: "t".into(),
+            created_at: now - day,
+            expires_at,
+        };
+        store.insert_portal_session(digest("c1"), &portal(now + hour)).await.unwrap();
+        store.insert_portal_session(digest("c2"), &portal(now - hour)).await.unwrap();
+        let link = |expires_at| LoginLinkRecord {
+            id: Uuid::now_v7(),
+            account: AccountId(Uuid::now_v7()),
+            account_number: "C1".into(),
+            issued_by: "admin".into(),
+            created_at: now - day * 40,
+            expires_at,
+            state: LinkState::Used,
+            changed_at: None,
+        };
+        let (recent, old) = (link(now - day), link(now - day * 31));
+        store.insert_login_link(&recent).await.unwrap();
+        store.insert_login_link(&old).await.unwrap();
+
+        let purged = store.purge_expired(now, day * 30).await.unwrap();
+        assert_eq!(purged, Purged { sessions: 1, portal_sessions: 1, login_links: 1 });
+        assert!(store.session(live.id).unwrap().is_some() && store.session(ended.id).unwrap().is_none());
+        assert!(matches!(
+            store.rotate_refresh(digest("r2"), digest("r3"), now).await.err(),
+            Some(RefreshFailure::Invalid)
+        ));
+        assert!(store.portal_session(&digest("c1")).unwrap().is_some());
+        assert!(store.portal_session(&digest("c2")).unwrap().is_none());
+        assert!(store.login_link(recent.id).unwrap().is_some() && store.login_link(old.id).unwrap().is_none());
+        assert_eq!(store.purge_expired(now, day * 30).await.unwrap(), Purged::default());
     }
 
     #[test]

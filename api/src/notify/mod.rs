@@ -34,6 +34,9 @@ pub struct Notify {
     workers: Mutex<HashMap<Uuid, JoinHandle<()>>>,
     /// Turns true when the server begins to shut down; live streams close on it.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Held from counting a tenant's webhooks to storing a new one, so that concurrent
+    /// registrations cannot pass the limits together.
+    pub registering: tokio::sync::Mutex<()>,
 }
 
 impl Notify {
@@ -58,6 +61,7 @@ impl Notify {
             client,
             workers: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::Sender::new(false),
+            registering: tokio::sync::Mutex::new(()),
         })
     }
 

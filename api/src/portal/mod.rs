@@ -73,6 +73,26 @@ pub fn came_over_tls(headers: &HeaderMap) -> bool {
         || forwarded.to_ascii_lowercase().split([';', ',']).any(|part| part.trim() == "proto=https")
 }
 
+/// True when the browser says a form came from another site. The login form has no
+/// session, so no CSRF token to check: the browser's own headers decide
+/// (`Sec-Fetch-Site`, else `Origin` against `public_url` or the `Host` asked for), which
+/// stops another site from signing a visitor in to an account of its choosing (login
+/// CSRF). A client that sends neither header (not a browser) is not concerned.
+pub fn sent_from_another_site(headers: &HeaderMap, public_url: Option<&str>) -> bool {
+    let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        return !matches!(site.trim(), "same-origin" | "none");
+    }
+    let Some(origin) = text(header::ORIGIN) else { return false };
+    let authority = |url: &str| url.split_once("://").map(|(_, rest)| rest.split('/').next().unwrap_or("").to_owned());
+    let own = match public_url {
+        Some(url) => authority(url),
+        None => text(header::HOST).map(str::to_owned),
+    };
+    // `null` (a sandboxed or privacy-stripped origin) has no authority: another site.
+    own.is_none_or(|own| authority(origin).is_none_or(|theirs| !theirs.eq_ignore_ascii_case(&own)))
+}
+
 /// The session cookie's value in a request, if any.
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers

@@ -240,6 +240,9 @@ fn signed_in(state: &AppState, headers: &HeaderMap, login: crate::auth::PortalLo
 }
 
 pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> PageResult {
+    if super::sent_from_another_site(&headers, state.auth.portal.public_url.as_deref()) {
+        return Err(ApiError::csrf_mismatch().into());
+    }
     let form: LoginForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     match state.auth.portal_password_login(form.login.trim(), form.password).await {
         Ok(login) => Ok(signed_in(&state, &headers, login)),

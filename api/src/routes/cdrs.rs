@@ -702,7 +702,8 @@ pub async fn show(
         state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
     }
     let not_found = || ApiError::not_found("cdr_not_found", format!("CDR `{id}` not found")).with_field("id");
-    let row = state.models.cdr(account.book, &id)?.ok_or_else(not_found)?;
+    let charged = state.ledger.charged_cdr(account.book, &id).await?;
+    let row = charged.as_ref().and_then(CdrRow::from_recorded).ok_or_else(not_found)?;
     // The book holds the CDRs of all its customers: only this account's (or, for a
     // partner, those it paid wholesale) answer here.
     if row.account != account.id && row.partner != Some(account.id) {

@@ -183,6 +183,7 @@ pub async fn create(
     let filter =
         EventFilter::parse(&state, &caller, request.book.as_deref(), request.account.as_deref(), &request.kinds)?;
     let audience = Audience::of(&caller);
+    let _registering = state.notify.registering.lock().await;
     let existing = state.notify.store.webhooks()?;
     let limit = match audience {
         Audience::All => WEBHOOKS_MAX,

@@ -35,8 +35,9 @@ use crate::store::{Appended, EventStore, ExpectedVersion, PendingAppend, READ_EV
 const LOG_PREFIX: u8 = b'L';
 const STREAM_PREFIX: u8 = b'S';
 
-/// Events the live subscription reads in one go.
-const SUBSCRIPTION_CHUNK_EVENTS: usize = 1024;
+/// Events the live subscription reads in one go: also the most a projector catching up
+/// gets in one chunk (it takes what is ready), see `projections::CHUNK_EVENTS_MAX`.
+const SUBSCRIPTION_CHUNK_EVENTS: usize = 2048;
 /// A caught-up subscription under load, once woken, waits this long for more events to become
 /// durable (or for `SUBSCRIPTION_GATHER_EVENTS` of them): its consumer (the projector)
 /// pays per chunk, and one flush's worth of events at a time made projecting most of the
@@ -230,12 +231,20 @@ fn parse_batch(key: &[u8], value: &[u8]) -> BatchRef {
 
 impl SledStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
         let db = sled::Config::new()
             .path(path)
             // Durability comes from the explicit flush after every append.
             .flush_every_ms(None)
             .cache_capacity(256 * 1024 * 1024)
-            .open()?;
+            .open()
+            .map_err(|error| match error {
+                // sled 0.34 says so only in the message of an `Other` error.
+                sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock") => {
+                    StoreError::InUse(path.display().to_string())
+                }
+                other => other.into(),
+            })?;
         Self::with_db(db)
     }
 
@@ -528,5 +537,24 @@ impl EventStore for SledStore {
         })
         .await
         .map_err(|e| StoreError::Io(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second process (or a second open in this one) on the same directory is told
+    /// that the directory is in use, not shown sled's lock error.
+    #[test]
+    fn a_data_directory_in_use_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events");
+        let _first = SledStore::open(&path).unwrap();
+        match SledStore::open(&path) {
+            Err(StoreError::InUse(named)) => assert_eq!(named, path.display().to_string()),
+            Err(other) => panic!("expected InUse, got {other}"),
+            Ok(_) => panic!("the directory was opened twice"),
+        }
     }
 }
