@@ -3,6 +3,7 @@
 //! the `tollbook import` command, so that a file gets the same answer either way.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::Read;
 
 use domain::cdr::CdrInput;
@@ -281,11 +282,10 @@ impl Ledger {
                     continue;
                 }
             };
-            if !groups.contains_key(&book) {
-                let handle = self.writer(book).await.map_err(|e| e.to_string());
-                groups.insert(book, BookGroup::new(handle));
-            }
-            let group = groups.get_mut(&book).expect("just inserted");
+            let group = match groups.entry(book) {
+                Entry::Occupied(group) => group.into_mut(),
+                Entry::Vacant(slot) => slot.insert(BookGroup::new(self.writer(book).await.map_err(|e| e.to_string()))),
+            };
             // The charge's business time is the call's start, as in `charge_cdr`.
             group.items.push((Command::ChargeCall(charge), CommandMeta { occurred_at: cdr.start, ..meta.clone() }));
             group.indexes.push(index);
