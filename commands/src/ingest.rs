@@ -224,6 +224,10 @@ pub fn rates_from_csv(text: &str) -> Result<Vec<Rate>, DomainError> {
 /// while one is flushed. Bulk messages are at least one CDR, so this also keeps one
 /// caller from ever filling a writer's queue.
 pub const BULK_CDRS_IN_FLIGHT_MAX: usize = 4 * crate::writer::BATCH_COMMANDS_MAX;
+/// Rated CDRs a bulk charge holds back in partly filled groups. With many books a group
+/// may take long to fill; past this many, every group is sent as it is, so that the
+/// writers are not left waiting for the end of the input.
+const BULK_CDRS_UNSENT_MAX: usize = BULK_CDRS_IN_FLIGHT_MAX;
 
 /// The rated CDRs of one book waiting to be sent as one bulk message, with their places
 /// in the input.
@@ -273,8 +277,13 @@ impl Ledger {
         let meta = CommandMeta { idempotency: None, ..meta.clone() };
         let mut groups: HashMap<BookId, BookGroup> = HashMap::new();
         let mut in_flight = FuturesUnordered::new();
-        let mut in_flight_cdrs = 0;
+        let (mut in_flight_cdrs, mut unsent_cdrs) = (0, 0);
         for (index, cdr) in cdrs.into_iter().enumerate() {
+            if index % BULK_COMMANDS_MAX == BULK_COMMANDS_MAX - 1 {
+                // Rating is all CPU and may not wait for anything for a long while: let the
+                // worker thread run other tasks (a server's requests) in between.
+                tokio::task::yield_now().await;
+            }
             let (book, charge) = match self.rate_in_book(&cdr) {
                 Ok(rated) => rated,
                 Err(refusal) => {
@@ -289,14 +298,22 @@ impl Ledger {
             // The charge's business time is the call's start, as in `charge_cdr`.
             group.items.push((Command::ChargeCall(charge), CommandMeta { occurred_at: cdr.start, ..meta.clone() }));
             group.indexes.push(index);
+            unsent_cdrs += 1;
             if group.items.len() == BULK_COMMANDS_MAX {
+                unsent_cdrs -= BULK_COMMANDS_MAX;
                 in_flight_cdrs += BULK_COMMANDS_MAX;
                 in_flight.push(send_group(group));
-                while in_flight_cdrs > BULK_CDRS_IN_FLIGHT_MAX {
-                    let (indexes, outcomes) = in_flight.next().await.expect("CDRs are in flight");
-                    in_flight_cdrs -= indexes.len();
-                    place(&mut answers, indexes, outcomes);
+            } else if unsent_cdrs >= BULK_CDRS_UNSENT_MAX {
+                for group in groups.values_mut().filter(|g| !g.items.is_empty()) {
+                    in_flight_cdrs += group.items.len();
+                    in_flight.push(send_group(group));
                 }
+                unsent_cdrs = 0;
+            }
+            while in_flight_cdrs > BULK_CDRS_IN_FLIGHT_MAX {
+                let (indexes, outcomes) = in_flight.next().await.expect("CDRs are in flight");
+                in_flight_cdrs -= indexes.len();
+                place(&mut answers, indexes, outcomes);
             }
         }
         for group in groups.values_mut().filter(|g| !g.items.is_empty()) {

@@ -207,3 +207,49 @@ async fn a_large_file_is_answered_in_order_across_messages_and_batches() {
     }
     assert_eq!(books_of(&bulk, &ids).await, books_of(&single, &ids).await);
 }
+
+/// Many books with few CDRs each: no book's group fills a message, so the groups go out
+/// when too many CDRs are held back, all at once, and at the end; the answers are still
+/// those of the per-command path, in input order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_books_with_few_cdrs_each_are_sent_before_the_end() {
+    let partners: Vec<AccountId> = (0..40).map(|_| AccountId::new()).collect();
+    let customers: Vec<AccountId> = (0..40).map(|_| AccountId::new()).collect();
+    let start = Timestamp::from_seconds(DAY0);
+    let cdrs: Vec<CdrInput> = (0..12_000u32)
+        .map(|n| CdrInput {
+            id: format!("cdr-{}", n % 11_000),
+            account: format!("C-{}", n % 40),
+            caller: "1".into(),
+            callee: "4930".into(),
+            start,
+            answer: Some(start),
+            end: start.add_seconds(i64::from(n % 300)),
+            billable_seconds: n % 300,
+            hangup_cause: 16,
+            direction: CallDirection::Outbound,
+            cost: Some(amount("0.01")),
+            partner_cost: Some(amount("0.005")),
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for bulk in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let ledger = Ledger::open(store).await.unwrap();
+        for (n, (partner, customer)) in partners.iter().zip(&customers).enumerate() {
+            ledger.execute(open_partner(*partner, &format!("P-{n}"), "0"), meta()).await.unwrap();
+            ledger.execute(open_customer(*customer, Some(*partner), &format!("C-{n}"), "0"), meta()).await.unwrap();
+        }
+        answers.push(if bulk {
+            ledger.charge_cdrs(cdrs.clone(), &meta()).await
+        } else {
+            futures::stream::iter(&cdrs).map(|cdr| ledger.charge_cdr(cdr, meta())).buffered(2048).collect().await
+        });
+    }
+    let repeated = answers[0].iter().filter(|a| a.as_ref().is_ok_and(|o| o.repeated)).count();
+    assert_eq!(repeated, 1000, "ids 0..1000 come twice, each time for the same account");
+    for (n, (b, s)) in answers[0].iter().zip(&answers[1]).enumerate() {
+        assert_eq!(answer_of(b), answer_of(s), "answer {n}");
+    }
+}
