@@ -256,9 +256,28 @@ impl Ledger {
     /// The charge's business time is the call's start, whenever the CDR arrives: the
     /// statement of a period and the CDR list of that period (by start) must agree.
     pub async fn charge_cdr(&self, cdr: &CdrInput, meta: CommandMeta) -> Result<CommandOutcome, CommandError> {
-        let charge = self.rate(cdr)?;
+        let charge = match self.rate(cdr) {
+            Ok(charge) => charge,
+            Err(refusal) => self.first_charge(cdr).await?.ok_or(refusal)?,
+        };
         let meta = CommandMeta { occurred_at: cdr.start, ..meta };
         self.execute(Command::ChargeCall(charge), meta).await
+    }
+
+    /// The first charge of a CDR id its book has already charged, as a command the book
+    /// will answer as a repeat. A CDR that cannot be rated now (its tariff was unassigned
+    /// since, say) may still be a duplicate, and a duplicate is what its sender must hear:
+    /// a rerun of an old file is not a list of rating failures.
+    pub async fn first_charge(&self, cdr: &CdrInput) -> Result<Option<ChargeCall>, CommandError> {
+        let Some(customer) = self.account(&cdr.account) else { return Ok(None) };
+        let Some(first) = self.charged_cdr(customer.book, &cdr.id).await? else { return Ok(None) };
+        let Payload::CallCharged(first) = first.event.payload else { return Ok(None) };
+        Ok(Some(ChargeCall {
+            account: first.account,
+            cdr: first.cdr,
+            customer_cost: first.customer_cost,
+            partner_cost: first.partner_cost,
+        }))
     }
 
     /// Reverses the event at `position` of the global log.

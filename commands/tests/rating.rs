@@ -136,3 +136,39 @@ proptest! {
         })?;
     }
 }
+
+/// A CDR id already charged stays a duplicate when it can no longer be rated (its
+/// customer's tariff unassigned since): a rerun of an old file is answered "duplicate",
+/// with the first charge, and charges nothing.
+#[tokio::test]
+async fn a_charged_cdr_that_can_no_longer_be_rated_is_still_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let ledger = Ledger::open(store.clone()).await.unwrap();
+    let customer = AccountId::new();
+    ledger.execute(open_customer(customer, None, "C-1", "0"), meta()).await.unwrap();
+    let retail = TariffId::new();
+    let rates = vec![Rate {
+        prefix: "4".into(),
+        price_per_minute: amount("0.60"),
+        connect_fee: amount("0"),
+        minimum_seconds: 0,
+        first_increment_seconds: 1,
+        next_increment_seconds: 1,
+    }];
+    ledger.publish_tariff(BookId::OPERATOR, tariff(retail, rates, 0, 2), meta()).await.unwrap();
+    ledger.assign_tariff(customer, Some(retail), meta()).await.unwrap();
+    let call = cdr(7, (0, 90, 3_600, true));
+    let first = ledger.charge_cdr(&call, meta()).await.unwrap();
+    assert!(!first.repeated);
+
+    ledger.assign_tariff(customer, None, meta()).await.unwrap();
+    let unknown = cdr(8, (0, 90, 3_600, true));
+    assert!(ledger.charge_cdr(&unknown, meta()).await.is_err(), "a new CDR without a tariff is refused");
+    let head = store.head().await.unwrap();
+    let again = ledger.charge_cdr(&call, meta()).await.unwrap();
+    assert!(again.repeated);
+    // A duplicate CDR answers with its charge (not the alert the charge also raised).
+    assert_eq!(again.events, first.events[..1]);
+    assert_eq!(store.head().await.unwrap(), head, "nothing charged twice");
+}
