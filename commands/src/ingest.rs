@@ -286,9 +286,30 @@ impl Ledger {
             }
             let (book, charge) = match self.rate_in_book(&cdr) {
                 Ok(rated) => rated,
+                // As in `charge_cdr`: a CDR that cannot be rated may still be a duplicate,
+                // answered with its first charge. The book is asked only after it has been
+                // sent this call's earlier CDRs, which may hold that first charge.
                 Err(refusal) => {
-                    answers[index] = Some(Err(refusal));
-                    continue;
+                    let Some(customer) = self.account(&cdr.account) else {
+                        answers[index] = Some(Err(refusal));
+                        continue;
+                    };
+                    if let Some(group) = groups.get_mut(&customer.book).filter(|g| !g.items.is_empty()) {
+                        unsent_cdrs -= group.items.len();
+                        in_flight_cdrs += group.items.len();
+                        in_flight.push(send_group(group));
+                    }
+                    match self.first_charge(&cdr).await {
+                        Ok(Some(first)) => (customer.book, first),
+                        Ok(None) => {
+                            answers[index] = Some(Err(refusal));
+                            continue;
+                        }
+                        Err(error) => {
+                            answers[index] = Some(Err(error));
+                            continue;
+                        }
+                    }
                 }
             };
             let group = match groups.entry(book) {
