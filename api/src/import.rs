@@ -212,38 +212,45 @@ pub async fn import(command: ImportCommand) -> CliResult {
         let table = ingest::payment_table(input).map_err(|e| format!("{}: {e}", args.file.display()))?;
         std::thread::spawn(move || read_chunks(table, ingest::next_payment, Row::Payment, chunks))
     };
+    // A chunk's CDRs are queued to the writers while the chunk before is made durable,
+    // so that the writers do not wait for the importer between chunks; the chunks are
+    // tallied (and their rejects written) in file order.
+    let mut previous: Option<(Sent, Charging)> = None;
     while let Some(chunk) = parsed.recv().await {
-        let mut lines = Vec::with_capacity(chunk.rows.len());
-        let mut ids = Vec::with_capacity(chunk.rows.len());
+        let mut sent = Sent {
+            lines: Vec::with_capacity(chunk.rows.len()),
+            ids: Vec::with_capacity(chunk.rows.len()),
+            unreadable: Vec::new(),
+            bytes_read: chunk.bytes_read,
+        };
         let (mut cdr_rows, mut payment_rows) = (Vec::new(), Vec::new());
         for (line, row) in chunk.rows {
             match row {
-                Err(error) => {
-                    let (code, field, message) = domain_refusal(&error);
-                    rejects.add(line, None, code, field, &message)?;
-                    tally.rejected += 1;
-                    tally.rows += 1;
-                }
+                Err(error) => sent.unreadable.push((line, error)),
                 Ok(Row::Cdr(cdr)) => {
-                    lines.push(line);
-                    ids.push(cdr.id.clone());
+                    sent.lines.push(line);
+                    sent.ids.push(cdr.id.clone());
                     cdr_rows.push(cdr);
                 }
                 Ok(Row::Payment(payment)) => {
-                    lines.push(line);
-                    ids.push(payment.id.clone());
+                    sent.lines.push(line);
+                    sent.ids.push(payment.id.clone());
                     payment_rows.push(payment);
                 }
             }
         }
         let meta = CommandMeta { occurred_at: now(), recorded_at: now(), actor: actor.clone(), idempotency: None };
-        let outcomes = if cdrs {
-            workspace.ledger.charge_cdrs(cdr_rows, &meta).await
+        let charging = if cdrs {
+            Charging::Queued(workspace.ledger.queue_cdrs(cdr_rows, &meta).await)
         } else {
-            workspace.ledger.receive_payments(payment_rows, &meta).await
+            Charging::Done(workspace.ledger.receive_payments(payment_rows, &meta).await)
         };
-        tally_outcomes(outcomes, &lines, &ids, &mut tally, &mut rejects)?;
-        bar.set_position(chunk.bytes_read);
+        if let Some((sent, charging)) = previous.replace((sent, charging)) {
+            bar.set_position(tally_chunk(sent, charging, &mut tally, &mut rejects).await?);
+        }
+    }
+    if let Some((sent, charging)) = previous.take() {
+        tally_chunk(sent, charging, &mut tally, &mut rejects).await?;
     }
     reader.join().map_err(|_| "the file reader failed")??;
     bar.finish_and_clear();
@@ -304,6 +311,43 @@ fn read_chunks<R: std::io::Read, T>(
             return Ok(());
         }
     }
+}
+
+/// What was sent of a chunk: the lines and ids of its rows in the order charged, and the
+/// rows that could not be read.
+struct Sent {
+    lines: Vec<u64>,
+    ids: Vec<String>,
+    unreadable: Vec<(u64, DomainError)>,
+    bytes_read: u64,
+}
+
+enum Charging {
+    /// CDRs handed to their writers, answered once durable.
+    Queued(ingest::QueuedCdrs),
+    Done(Vec<Result<CommandOutcome, CommandError>>),
+}
+
+/// Tallies a chunk once all its rows are answered, its unreadable rows first (as they
+/// come first in the rejects file); gives how far into the file the chunk reaches.
+async fn tally_chunk(
+    sent: Sent,
+    charging: Charging,
+    tally: &mut Tally,
+    rejects: &mut Rejects,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    for (line, error) in &sent.unreadable {
+        let (code, field, message) = domain_refusal(error);
+        rejects.add(*line, None, code, field, &message)?;
+        tally.rejected += 1;
+        tally.rows += 1;
+    }
+    let outcomes = match charging {
+        Charging::Queued(queued) => queued.answers().await,
+        Charging::Done(outcomes) => outcomes,
+    };
+    tally_outcomes(outcomes, &sent.lines, &sent.ids, tally, rejects)?;
+    Ok(sent.bytes_read)
 }
 
 fn tally_outcomes(

@@ -3,7 +3,12 @@
 //! books. Criterion reports commands/s; each case also prints the latency p50/p99 of
 //! one command as its caller saw it.
 //!
+//! `write_path/bulk_cdrs` charges files of CDRs (pre-rated, over 8 books) through
+//! `Ledger::charge_cdrs` (one writer message per book's group) and, for comparison, as
+//! one command message per CDR (`charge_cdr`, concurrent, as `charge_cdrs` used to).
+//!
 //! cargo bench -p tollbook-commands --features testing --bench write_path
+//! cargo bench -p tollbook-commands --features testing --bench write_path -- bulk_cdrs
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,8 +17,11 @@ use std::time::{Duration, Instant};
 use commands::testing::sample_call;
 use commands::{EventStore, Ledger, SledStore};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use domain::cdr::CdrInput;
+use domain::rating::CallDirection;
 use domain::testing::{amount, meta, open_customer, open_partner};
 use domain::{AccountId, Command, Timestamp};
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 
 // The server binary uses mimalloc too; measure what it runs.
@@ -61,6 +69,72 @@ fn mixed_command(book: &Book, n: u64) -> Command {
         }
         _ => Command::MoveFunds { from: book.partner, to: book.customer, amount: amount("0.5"), note: None },
     }
+}
+
+/// CDRs in one charged file of the bulk benchmark.
+const FILE_CDRS: usize = 20_000;
+
+/// A file of answered, pre-rated calls spread over the customers of `books` books.
+fn cdr_file(books: usize) -> Vec<CdrInput> {
+    let start = Timestamp::from_seconds(1_767_225_600);
+    (0..FILE_CDRS)
+        .map(|n| {
+            let id = CDR_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+            CdrInput {
+                id: format!("cdr-{id}"),
+                account: format!("C{}", n % books),
+                caller: "15550001".into(),
+                callee: "4930123456".into(),
+                start,
+                answer: Some(start),
+                end: start.add_seconds(61),
+                billable_seconds: 61,
+                hangup_cause: 16,
+                direction: CallDirection::Outbound,
+                cost: Some(amount("0.024")),
+                partner_cost: Some(amount("0.012")),
+            }
+        })
+        .collect()
+}
+
+fn bulk_cdrs(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("write_path/bulk_cdrs");
+    group.throughput(Throughput::Elements(FILE_CDRS as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(15));
+    let book_count = 8;
+    let fixture = runtime.block_on(fixture(book_count));
+    for mode in ["bulk", "per_cdr_message"] {
+        group.bench_function(BenchmarkId::new(format!("{book_count}_books"), mode), |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let ledger = fixture.ledger.clone();
+                async move {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        let file = cdr_file(book_count);
+                        let started = Instant::now();
+                        let outcomes = match mode {
+                            "bulk" => ledger.charge_cdrs(file, &meta()).await,
+                            _ => {
+                                futures::stream::iter(&file)
+                                    .map(|cdr| ledger.charge_cdr(cdr, meta()))
+                                    .buffered(2048)
+                                    .collect::<Vec<_>>()
+                                    .await
+                            }
+                        };
+                        spent += started.elapsed();
+                        assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|o| !o.repeated)), "every CDR charged");
+                    }
+                    spent
+                }
+            })
+        });
+    }
+    runtime.block_on(fixture.ledger.shutdown());
+    group.finish();
 }
 
 fn write_path(c: &mut Criterion) {
@@ -134,5 +208,5 @@ fn write_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, write_path);
+criterion_group!(benches, write_path, bulk_cdrs);
 criterion_main!(benches);

@@ -3,21 +3,23 @@
 //! the `tollbook import` command, so that a file gets the same answer either way.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::Read;
 
 use domain::cdr::CdrInput;
 use domain::rating::Rate;
-use domain::{Amount, Command, CommandMeta, DomainError, Idempotency};
+use domain::{Amount, BookId, Command, CommandMeta, DomainError, Idempotency};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use sha2::{Digest, Sha256};
 
-use crate::error::CommandError;
+use crate::error::{CommandError, StoreError};
 use crate::ledger::Ledger;
-use crate::writer::CommandOutcome;
+use crate::writer::{BULK_COMMANDS_MAX, BookHandle, CommandOutcome};
 
-/// CDRs charged at once: enough to fill a writer's batch, few enough never to overflow
-/// its queue.
-pub const CDRS_IN_FLIGHT_MAX: usize = 2048;
+/// Payments recorded at once: enough to fill a writer's batch, few enough never to
+/// overflow its queue.
+pub const PAYMENTS_IN_FLIGHT_MAX: usize = 2048;
 
 /// The columns of a payments file. `id` is the payment's idempotency key, which makes a
 /// rerun of the same file record nothing twice.
@@ -217,23 +219,172 @@ pub fn rates_from_csv(text: &str) -> Result<Vec<Rate>, DomainError> {
     Ok(rates)
 }
 
+/// CDRs a bulk charge has handed to the book writers and not yet seen answered: four
+/// writer batches, so that the writers of the busiest books have their next batch queued
+/// while one is flushed. Bulk messages are at least one CDR, so this also keeps one
+/// caller from ever filling a writer's queue.
+pub const BULK_CDRS_IN_FLIGHT_MAX: usize = 4 * crate::writer::BATCH_COMMANDS_MAX;
+/// Rated CDRs a bulk charge holds back in partly filled groups. With many books a group
+/// may take long to fill; past this many, every group is sent as it is, so that the
+/// writers are not left waiting for the end of the input.
+const BULK_CDRS_UNSENT_MAX: usize = BULK_CDRS_IN_FLIGHT_MAX;
+
+/// The rated CDRs of one book waiting to be sent as one bulk message, with their places
+/// in the input.
+struct BookGroup {
+    /// The book's writer, or why it could not be started.
+    handle: Result<BookHandle, String>,
+    items: Vec<(Command, CommandMeta)>,
+    indexes: Vec<usize>,
+}
+
+impl BookGroup {
+    /// Room for a whole message, so that filling one does not grow it step by step.
+    fn new(handle: Result<BookHandle, String>) -> Self {
+        BookGroup {
+            handle,
+            items: Vec::with_capacity(BULK_COMMANDS_MAX),
+            indexes: Vec::with_capacity(BULK_COMMANDS_MAX),
+        }
+    }
+}
+
+type GroupAnswers = (Vec<usize>, Vec<Result<CommandOutcome, CommandError>>);
+
 impl Ledger {
-    /// Rates and charges many CDRs, concurrently so that the book writers batch them,
-    /// and answers per CDR in input order. `meta` is each charge's metadata; CDRs need
-    /// no idempotency key, their ids already make a repeat a duplicate.
+    /// Rates and charges many CDRs and answers per CDR in input order, exactly as
+    /// [`Ledger::charge_cdr`] would one by one in that order. Rated CDRs are grouped by
+    /// book and each group goes to its book's writer as one bulk message (one channel
+    /// hop and one reply for up to [`BULK_COMMANDS_MAX`] CDRs instead of one each); a
+    /// book's CDRs keep their input order, so the first of two with the same id is the
+    /// one charged. `meta` is each charge's metadata; CDRs need no idempotency key, their
+    /// ids already make a repeat a duplicate.
     pub async fn charge_cdrs(
         &self,
         cdrs: Vec<CdrInput>,
         meta: &CommandMeta,
     ) -> Vec<Result<CommandOutcome, CommandError>> {
-        futures::stream::iter(cdrs)
-            .map(|cdr| {
-                let meta = CommandMeta { idempotency: None, ..meta.clone() };
-                async move { self.charge_cdr(&cdr, meta).await }
-            })
-            .buffered(CDRS_IN_FLIGHT_MAX)
-            .collect()
-            .await
+        self.queue_cdrs(cdrs, meta).await.answers().await
+    }
+
+    /// The first half of [`Ledger::charge_cdrs`]: rates the CDRs and hands every one to
+    /// its book's writer (waiting for answers only to stay within
+    /// [`BULK_CDRS_IN_FLIGHT_MAX`]). A caller with more CDRs (the next chunk of a file)
+    /// may queue them as soon as this returns, before these are durable: each book still
+    /// gets them in input order, and its writer does not wait for the caller in between.
+    pub async fn queue_cdrs(&self, cdrs: Vec<CdrInput>, meta: &CommandMeta) -> QueuedCdrs {
+        let mut answers: Vec<Option<Result<CommandOutcome, CommandError>>> = (0..cdrs.len()).map(|_| None).collect();
+        let meta = CommandMeta { idempotency: None, ..meta.clone() };
+        let mut groups: HashMap<BookId, BookGroup> = HashMap::new();
+        let mut in_flight = FuturesUnordered::new();
+        let (mut in_flight_cdrs, mut unsent_cdrs) = (0, 0);
+        for (index, cdr) in cdrs.into_iter().enumerate() {
+            if index % BULK_COMMANDS_MAX == BULK_COMMANDS_MAX - 1 {
+                // Rating is all CPU and may not wait for anything for a long while: let the
+                // worker thread run other tasks (a server's requests) in between.
+                tokio::task::yield_now().await;
+            }
+            let (book, charge) = match self.rate_in_book(&cdr) {
+                Ok(rated) => rated,
+                // As in `charge_cdr`: a CDR that cannot be rated may still be a duplicate,
+                // answered with its first charge. The book is asked only after it has been
+                // sent this call's earlier CDRs, which may hold that first charge.
+                Err(refusal) => {
+                    let Some(customer) = self.account(&cdr.account) else {
+                        answers[index] = Some(Err(refusal));
+                        continue;
+                    };
+                    if let Some(group) = groups.get_mut(&customer.book).filter(|g| !g.items.is_empty()) {
+                        unsent_cdrs -= group.items.len();
+                        in_flight_cdrs += group.items.len();
+                        in_flight.push(send_group(group));
+                    }
+                    match self.first_charge(&cdr).await {
+                        Ok(Some(first)) => (customer.book, first),
+                        Ok(None) => {
+                            answers[index] = Some(Err(refusal));
+                            continue;
+                        }
+                        Err(error) => {
+                            answers[index] = Some(Err(error));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let group = match groups.entry(book) {
+                Entry::Occupied(group) => group.into_mut(),
+                Entry::Vacant(slot) => slot.insert(BookGroup::new(self.writer(book).await.map_err(|e| e.to_string()))),
+            };
+            // The charge's business time is the call's start, as in `charge_cdr`.
+            group.items.push((Command::ChargeCall(charge), CommandMeta { occurred_at: cdr.start, ..meta.clone() }));
+            group.indexes.push(index);
+            unsent_cdrs += 1;
+            if group.items.len() == BULK_COMMANDS_MAX {
+                unsent_cdrs -= BULK_COMMANDS_MAX;
+                in_flight_cdrs += BULK_COMMANDS_MAX;
+                in_flight.push(send_group(group));
+            } else if unsent_cdrs >= BULK_CDRS_UNSENT_MAX {
+                for group in groups.values_mut().filter(|g| !g.items.is_empty()) {
+                    in_flight_cdrs += group.items.len();
+                    in_flight.push(send_group(group));
+                }
+                unsent_cdrs = 0;
+            }
+            while in_flight_cdrs > BULK_CDRS_IN_FLIGHT_MAX {
+                let (indexes, outcomes) = in_flight.next().await.expect("CDRs are in flight");
+                in_flight_cdrs -= indexes.len();
+                place(&mut answers, indexes, outcomes);
+            }
+        }
+        for group in groups.values_mut().filter(|g| !g.items.is_empty()) {
+            in_flight.push(send_group(group));
+        }
+        QueuedCdrs { answers, in_flight }
+    }
+}
+
+/// CDRs handed to their writers by [`Ledger::queue_cdrs`], some already answered.
+pub struct QueuedCdrs {
+    answers: Vec<Option<Result<CommandOutcome, CommandError>>>,
+    in_flight: FuturesUnordered<futures::future::BoxFuture<'static, GroupAnswers>>,
+}
+
+impl QueuedCdrs {
+    /// The answer of every CDR, in input order, once all are durable (or refused).
+    pub async fn answers(mut self) -> Vec<Result<CommandOutcome, CommandError>> {
+        while let Some((indexes, outcomes)) = self.in_flight.next().await {
+            place(&mut self.answers, indexes, outcomes);
+        }
+        // Every CDR was refused by rating or sent in exactly one group.
+        self.answers.into_iter().map(|a| a.expect("every CDR is answered")).collect()
+    }
+}
+
+/// Sends `group`'s CDRs to its writer at once and empties it; the future gives their
+/// answers with their places.
+fn send_group(group: &mut BookGroup) -> futures::future::BoxFuture<'static, GroupAnswers> {
+    let BookGroup { items, indexes, .. } = std::mem::replace(group, BookGroup::new(group.handle.clone()));
+    match &group.handle {
+        Ok(handle) => {
+            let answer = handle.submit_many(items);
+            Box::pin(async move { (indexes, answer.await) })
+        }
+        Err(failure) => {
+            let failed = indexes.iter().map(|_| Err(CommandError::Store(StoreError::Io(failure.clone())))).collect();
+            Box::pin(async move { (indexes, failed) })
+        }
+    }
+}
+
+fn place(
+    answers: &mut [Option<Result<CommandOutcome, CommandError>>],
+    indexes: Vec<usize>,
+    outcomes: Vec<Result<CommandOutcome, CommandError>>,
+) {
+    assert_eq!(indexes.len(), outcomes.len(), "a bulk message answers each of its commands");
+    for (index, outcome) in indexes.into_iter().zip(outcomes) {
+        answers[index] = Some(outcome);
     }
 }
 
@@ -267,7 +418,7 @@ impl Ledger {
                     self.execute(command, meta).await
                 }
             })
-            .buffered(CDRS_IN_FLIGHT_MAX)
+            .buffered(PAYMENTS_IN_FLIGHT_MAX)
             .collect()
             .await
     }

@@ -17,8 +17,15 @@ use crate::store::{EventStore, ExpectedVersion, READ_EVENTS_MAX};
 
 /// Commands waiting for one book's writer. A full queue answers `Overloaded` at once.
 pub const QUEUE_COMMANDS_MAX: usize = 8192;
-/// Commands decided and appended together in one durable write.
+/// Commands decided and appended together in one durable write. The writer stops
+/// taking messages once a batch holds this many commands; a bulk message is never split
+/// (its caller gets one answer for all of it), so a batch may exceed this by at most one
+/// bulk message, which is why bulk messages are bounded too.
 pub const BATCH_COMMANDS_MAX: usize = 2048;
+/// Commands one bulk message may carry: a quarter of a batch, so that a writer's batch
+/// gathers several bulk messages (of several callers) and stays near its bound, and a
+/// writer gets work before a caller has rated a whole batch's worth.
+pub const BULK_COMMANDS_MAX: usize = BATCH_COMMANDS_MAX / 4;
 
 /// A balance as a command left it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +65,12 @@ pub(crate) enum Message {
         meta: CommandMeta,
         reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
     },
+    /// Many commands decided in order as if each came alone, answered together: a bulk
+    /// caller (a CDR file) pays one channel hop per message rather than per command.
+    Commands {
+        items: Vec<(Command, CommandMeta)>,
+        reply: oneshot::Sender<Vec<Result<CommandOutcome, CommandError>>>,
+    },
     /// Asks for a copy of the state, answered in queue order.
     Snapshot(oneshot::Sender<BookState>),
     /// Asks for the version of the event that charged a CDR id, answered in queue order
@@ -66,6 +79,19 @@ pub(crate) enum Message {
         id: String,
         reply: oneshot::Sender<Option<u64>>,
     },
+}
+
+impl Message {
+    /// The commands the message carries, as counted against [`BATCH_COMMANDS_MAX`].
+    fn commands(&self) -> usize {
+        match self {
+            Message::Command { .. } => 1,
+            Message::Commands { items, .. } => items.len(),
+            // A snapshot clones the whole state, a lookup costs a read: each weighs like
+            // a command.
+            Message::Snapshot(_) | Message::FindCdr { .. } => 1,
+        }
+    }
 }
 
 /// A handle to a running book writer.
@@ -82,6 +108,34 @@ impl BookHandle {
             mpsc::error::TrySendError::Closed(_) => CommandError::ShuttingDown,
         })?;
         answer.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+
+    /// Queues up to [`BULK_COMMANDS_MAX`] commands as one message, at once (not when the
+    /// returned future is first polled, so a caller can queue for many books before it
+    /// waits). Each is decided as [`BookHandle::submit`] would decide it, in order; the
+    /// future gives the answers in the same order once they are durable.
+    pub fn submit_many(
+        &self,
+        items: Vec<(Command, CommandMeta)>,
+    ) -> impl Future<Output = Vec<Result<CommandOutcome, CommandError>>> + Send + 'static {
+        assert!(items.len() <= BULK_COMMANDS_MAX, "a bulk message carries at most BULK_COMMANDS_MAX commands");
+        let count = items.len();
+        let fail = move |error: fn() -> CommandError| (0..count).map(|_| Err(error())).collect::<Vec<_>>();
+        let (reply, answer) = oneshot::channel();
+        let queued = match items.is_empty() {
+            true => Ok(()),
+            false => self.queue.try_send(Message::Commands { items, reply }).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => fail(|| CommandError::Overloaded),
+                mpsc::error::TrySendError::Closed(_) => fail(|| CommandError::ShuttingDown),
+            }),
+        };
+        async move {
+            match queued {
+                Ok(()) if count == 0 => Vec::new(),
+                Ok(()) => answer.await.unwrap_or_else(|_| fail(|| CommandError::ShuttingDown)),
+                Err(failed) => failed,
+            }
+        }
     }
 
     /// A copy of the writer's state once everything queued before has been decided.
@@ -135,24 +189,72 @@ pub fn spawn_writer(
 /// ledger keeps its account index current with it.
 pub type CommitHook = Arc<dyn Fn(&[RecordedEvent]) + Send + Sync>;
 
+/// Where one command's answer goes: its own caller, or its place in a bulk message's
+/// answers (`bulk` index into the batch's [`BulkReply`]s, `item` within the message).
+enum Reply {
+    One(oneshot::Sender<Result<CommandOutcome, CommandError>>),
+    Bulk { bulk: usize, item: usize },
+}
+
+/// The answers of one bulk message, sent together once every item has one.
+struct BulkReply {
+    reply: oneshot::Sender<Vec<Result<CommandOutcome, CommandError>>>,
+    answers: Vec<Option<Result<CommandOutcome, CommandError>>>,
+}
+
+/// The repliers of one batch's commands.
+struct Replies {
+    bulk: Vec<BulkReply>,
+}
+
+impl Replies {
+    fn send(&mut self, reply: Reply, answer: Result<CommandOutcome, CommandError>) {
+        match reply {
+            Reply::One(reply) => {
+                let _ = reply.send(answer);
+            }
+            Reply::Bulk { bulk, item } => self.bulk[bulk].answers[item] = Some(answer),
+        }
+    }
+
+    /// Sends every bulk message's answers; call once every command has been answered.
+    fn finish(self) {
+        for bulk in self.bulk {
+            // Every item was answered by the batch; a hole would be a bug, and its caller
+            // sees it as a writer that stopped rather than a wrong answer.
+            let answers = bulk.answers.into_iter().map(|a| a.unwrap_or(Err(CommandError::ShuttingDown))).collect();
+            let _ = bulk.reply.send(answers);
+        }
+    }
+}
+
 /// What to answer a caller once the batch is durable.
 enum Pending {
     New {
-        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        reply: Reply,
         events: std::ops::Range<usize>,
         balances: Vec<BalanceAfter>,
     },
     /// A repeat of a command decided earlier in this same batch.
     RepeatInBatch {
-        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        reply: Reply,
         first_version: u64,
         events: u32,
         balances: Vec<BalanceAfter>,
     },
+    /// A repeat of an earlier batch, until its events are read back from the store (by
+    /// [`read_repeats`], before the batch is appended).
+    RepeatEarlier {
+        reply: Reply,
+        first_version: u64,
+        events: u32,
+        balances: Vec<BalanceAfter>,
+        book_version: u64,
+    },
     /// A refusal, or a repeat of an earlier batch: decided on a state that includes the
     /// batches still in flight, so it is only told once they are durable.
     Decided {
-        reply: oneshot::Sender<Result<CommandOutcome, CommandError>>,
+        reply: Reply,
         outcome: Result<CommandOutcome, CommandError>,
     },
 }
@@ -165,6 +267,7 @@ const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// A batch appended (or with nothing to append) whose callers wait for its durability.
 struct InFlight {
     pending: Vec<Pending>,
+    replies: Replies,
     snapshots: Vec<(oneshot::Sender<BookState>, BookState)>,
     found_cdrs: Vec<(oneshot::Sender<Option<u64>>, Option<u64>)>,
     encoded: Vec<EncodedEvent>,
@@ -194,7 +297,7 @@ async fn run_writer(
             Some((done, durable)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(error) = durable {
                     tracing::error!(%book, %error, "a batch could not be made durable; reloading the book's state");
-                    fail_batch(done.pending, &error);
+                    fail_batch(done.pending, done.replies, &error);
                     if !reload(&*store, &mut state).await {
                         return;
                     }
@@ -202,12 +305,18 @@ async fn run_writer(
                 }
                 finish_batch(done, book, on_commit.as_ref());
             }
-            received = requests.recv_many(&mut batch, BATCH_COMMANDS_MAX),
-                if open && in_flight.len() < BATCHES_IN_FLIGHT_MAX =>
-            {
-                if received == 0 {
+            received = requests.recv(), if open && in_flight.len() < BATCHES_IN_FLIGHT_MAX => {
+                let Some(first) = received else {
                     open = false;
                     continue;
+                };
+                // Counted in commands, not messages: a bulk message weighs what it carries.
+                let mut commands = first.commands();
+                batch.push(first);
+                while commands < BATCH_COMMANDS_MAX {
+                    let Ok(next) = requests.try_recv() else { break };
+                    commands += next.commands();
+                    batch.push(next);
                 }
                 match decide_batch(&*store, &mut state, &mut batch).await {
                     Ok(completion) => in_flight.push_back(completion),
@@ -232,51 +341,42 @@ async fn decide_batch(
 ) -> Result<Completion, ()> {
     let book = state.book;
     let batch_start_version = state.next_version;
-    let mut encoded: Vec<EncodedEvent> = Vec::new();
-    let mut pending: Vec<Pending> = Vec::with_capacity(batch.len());
+    let commands: usize = batch.iter().map(Message::commands).sum();
+    // A charge is one event, most commands are: room for one each, not grown per event.
+    let mut encoded: Vec<EncodedEvent> = Vec::with_capacity(commands);
+    let mut pending: Vec<Pending> = Vec::with_capacity(commands);
     let mut snapshots = Vec::new();
+    let mut replies = Replies { bulk: Vec::new() };
     let mut found_cdrs = Vec::new();
     for message in batch.drain(..) {
-        let (command, meta, reply) = match message {
-            Message::Command { command, meta, reply } => (command, meta, reply),
-            Message::Snapshot(reply) => {
-                snapshots.push((reply, state.clone()));
-                continue;
+        match message {
+            Message::Command { command, meta, reply } => {
+                pending.push(decide_one(state, batch_start_version, &mut encoded, command, meta, Reply::One(reply)));
             }
-            Message::FindCdr { id, reply } => {
-                found_cdrs.push((reply, state.charged_cdrs.get(&id).copied()));
-                continue;
-            }
-        };
-        match decide(state, &command, &meta) {
-            Err(refusal) => pending.push(Pending::Decided { reply, outcome: Err(refusal.into()) }),
-            Ok(Decision::Accept(payloads)) => {
-                let start = encoded.len();
-                let mut bytes_of_batch = Vec::with_capacity(payloads.len());
-                let events = seal(state, payloads, &meta, |envelope, payload| {
-                    let (bytes, hash) = chain::encode(envelope, payload);
-                    bytes_of_batch.push(bytes);
-                    hash
-                });
-                encoded
-                    .extend(events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }));
-                let balances = balances_after(state, &command);
-                pending.push(Pending::New { reply, events: start..encoded.len(), balances });
-            }
-            Ok(Decision::Repeat { first_version, events }) => {
-                let balances = balances_after(state, &command);
-                if first_version >= batch_start_version {
-                    pending.push(Pending::RepeatInBatch { reply, first_version, events, balances });
-                } else {
-                    let outcome = repeated_outcome(store, state, first_version, events, balances).await;
-                    pending.push(Pending::Decided { reply, outcome });
+            Message::Commands { items, reply } => {
+                let bulk = replies.bulk.len();
+                replies.bulk.push(BulkReply { reply, answers: (0..items.len()).map(|_| None).collect() });
+                for (item, (command, meta)) in items.into_iter().enumerate() {
+                    let reply = Reply::Bulk { bulk, item };
+                    pending.push(decide_one(state, batch_start_version, &mut encoded, command, meta, reply));
                 }
             }
+            Message::FindCdr { id, reply } => found_cdrs.push((reply, state.charged_cdrs.get(&id).copied())),
+            Message::Snapshot(reply) => snapshots.push((reply, state.clone())),
         }
     }
+    let pending = read_repeats(store, book, pending).await;
     let book_version = state.next_version;
-    let mut done =
-        InFlight { pending, snapshots, found_cdrs, encoded, positions: Vec::new(), batch_start_version, book_version };
+    let mut done = InFlight {
+        pending,
+        replies,
+        snapshots,
+        found_cdrs,
+        encoded,
+        positions: Vec::new(),
+        batch_start_version,
+        book_version,
+    };
     if done.encoded.is_empty() {
         // Nothing to write; its answers still wait for the batches before it.
         return Ok(Box::pin(async move { (done, Ok(())) }));
@@ -290,24 +390,139 @@ async fn decide_batch(
         Err(error) => {
             tracing::error!(%book, %error, "append failed; reloading the book's state from the store");
             // Refusals and repeats decided in this batch stand; the rest failed.
-            fail_batch(done.pending, &error);
+            fail_batch(done.pending, done.replies, &error);
             Err(())
         }
     }
 }
 
+/// Decides one command of a batch against `state`, sealing its events into `encoded`,
+/// and says what to answer `reply` once the batch is durable.
+fn decide_one(
+    state: &mut BookState,
+    batch_start_version: u64,
+    encoded: &mut Vec<EncodedEvent>,
+    command: Command,
+    meta: CommandMeta,
+    reply: Reply,
+) -> Pending {
+    match decide(state, &command, &meta) {
+        Err(refusal) => Pending::Decided { reply, outcome: Err(refusal.into()) },
+        Ok(Decision::Accept(payloads)) => {
+            let start = encoded.len();
+            let mut bytes_of_batch = Vec::with_capacity(payloads.len());
+            let events = seal(state, payloads, &meta, |envelope, payload| {
+                let (bytes, hash) = chain::encode(envelope, payload);
+                bytes_of_batch.push(bytes);
+                hash
+            });
+            encoded.extend(events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }));
+            let balances = balances_after(state, &command);
+            Pending::New { reply, events: start..encoded.len(), balances }
+        }
+        Ok(Decision::Repeat { first_version, events }) => {
+            let balances = balances_after(state, &command);
+            if first_version >= batch_start_version {
+                Pending::RepeatInBatch { reply, first_version, events, balances }
+            } else {
+                let book_version = state.next_version;
+                Pending::RepeatEarlier { reply, first_version, events, balances, book_version }
+            }
+        }
+    }
+}
+
+/// Reads back the events of the batch's repeats of earlier batches and turns each into
+/// its answer. A rerun of a file repeats runs of consecutive versions: reading each run
+/// once, rather than each repeat on its own, reads each stored batch once, not once per
+/// repeat.
+async fn read_repeats(store: &dyn EventStore, book: BookId, pending: Vec<Pending>) -> Vec<Pending> {
+    let mut wanted: Vec<(u64, u64)> = pending
+        .iter()
+        .filter_map(|p| match p {
+            Pending::RepeatEarlier { first_version, events, .. } => {
+                Some((*first_version, *first_version + u64::from(*events)))
+            }
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return pending;
+    }
+    wanted.sort_unstable();
+    // Runs of versions that overlap or touch, each read in one go: (start, events).
+    let mut runs: Vec<(u64, Result<Vec<RecordedEvent>, String>)> = Vec::new();
+    let mut at = 0;
+    while at < wanted.len() {
+        let (run_start, mut run_end) = wanted[at];
+        at += 1;
+        while at < wanted.len() && wanted[at].0 <= run_end {
+            run_end = run_end.max(wanted[at].1);
+            at += 1;
+        }
+        let read = read_versions(store, book, run_start, run_end).await.map_err(|e| e.to_string());
+        runs.push((run_start, read));
+    }
+    pending
+        .into_iter()
+        .map(|p| match p {
+            Pending::RepeatEarlier { reply, first_version, events, balances, book_version } => {
+                // The run that starts at or before the repeat holds it.
+                let run = runs.partition_point(|(start, _)| *start <= first_version) - 1;
+                let (start, read) = &runs[run];
+                let offset = (first_version - start) as usize;
+                let outcome = match read {
+                    Ok(stored) => Ok(CommandOutcome {
+                        book,
+                        events: stored[offset..offset + events as usize].to_vec(),
+                        balances,
+                        repeated: true,
+                        book_version,
+                    }),
+                    Err(failure) => Err(CommandError::Store(StoreError::Io(failure.clone()))),
+                };
+                Pending::Decided { reply, outcome }
+            }
+            other => other,
+        })
+        .collect()
+}
+
+/// Versions `from..end` of `book`, all of them.
+async fn read_versions(
+    store: &dyn EventStore,
+    book: BookId,
+    from: u64,
+    end: u64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut events = Vec::with_capacity((end - from) as usize);
+    while (events.len() as u64) < end - from {
+        let next = from + events.len() as u64;
+        let read = store.read_stream(book, next, (end - next) as usize).await?;
+        if read.is_empty() {
+            return Err(StoreError::Corrupt { position: 0, reason: format!("version {next} of {book} is missing") });
+        }
+        events.extend(read);
+    }
+    Ok(events)
+}
+
 /// Fails the callers of a batch that did not become durable.
-fn fail_batch(pending: Vec<Pending>, error: &StoreError) {
+fn fail_batch(pending: Vec<Pending>, mut replies: Replies, error: &StoreError) {
     let failure = || match error {
         StoreError::WrongExpectedVersion { .. } => CommandError::Conflict,
         _ => CommandError::Store(StoreError::Io("the write could not be made durable".into())),
     };
     for p in pending {
         let reply = match p {
-            Pending::New { reply, .. } | Pending::RepeatInBatch { reply, .. } | Pending::Decided { reply, .. } => reply,
+            Pending::New { reply, .. }
+            | Pending::RepeatInBatch { reply, .. }
+            | Pending::RepeatEarlier { reply, .. }
+            | Pending::Decided { reply, .. } => reply,
         };
-        let _ = reply.send(Err(failure()));
+        replies.send(reply, Err(failure()));
     }
+    replies.finish();
 }
 
 /// The state holds events that may not be stored: start again from the store. False
@@ -338,7 +553,7 @@ fn finish_batch(done: InFlight, book: BookId, on_commit: Option<&CommitHook>) {
     {
         hook(&recorded);
     }
-    answer_batch(done.pending, recorded, done.batch_start_version, book, done.book_version);
+    answer_batch(done.pending, done.replies, recorded, done.batch_start_version, book, done.book_version);
     answer_snapshots(done.snapshots);
     for (reply, version) in done.found_cdrs {
         let _ = reply.send(version);
@@ -355,6 +570,7 @@ fn answer_snapshots(snapshots: Vec<(oneshot::Sender<BookState>, BookState)>) {
 
 fn answer_batch(
     pending: Vec<Pending>,
+    mut replies: Replies,
     recorded: Vec<RecordedEvent>,
     batch_start_version: u64,
     book: BookId,
@@ -368,36 +584,24 @@ fn answer_batch(
             Pending::RepeatInBatch { reply, first_version, events, balances } => {
                 let start = (first_version - batch_start_version) as usize;
                 let slice = recorded.get(start..start + events as usize).unwrap_or(&[]);
-                let _ = reply.send(Ok(CommandOutcome {
-                    book,
-                    events: slice.to_vec(),
-                    balances,
-                    repeated: true,
-                    book_version,
-                }));
+                let outcome = CommandOutcome { book, events: slice.to_vec(), balances, repeated: true, book_version };
+                replies.send(reply, Ok(outcome));
             }
             Pending::New { reply, events, balances } => news.push((reply, events, balances)),
-            Pending::Decided { reply, outcome } => {
-                let _ = reply.send(outcome);
+            Pending::Decided { reply, outcome } => replies.send(reply, outcome),
+            // `read_repeats` answered every one before the append; should one slip
+            // through, its caller is told the read failed rather than given no events.
+            Pending::RepeatEarlier { reply, .. } => {
+                replies.send(reply, Err(CommandError::Store(StoreError::Io("a repeat was not read back".into()))))
             }
         }
     }
     let mut recorded = recorded.into_iter();
     for (reply, events, balances) in news {
         let own: Vec<RecordedEvent> = recorded.by_ref().take(events.len()).collect();
-        let _ = reply.send(Ok(CommandOutcome { book, events: own, balances, repeated: false, book_version }));
+        replies.send(reply, Ok(CommandOutcome { book, events: own, balances, repeated: false, book_version }));
     }
-}
-
-async fn repeated_outcome(
-    store: &dyn EventStore,
-    state: &BookState,
-    first_version: u64,
-    events: u32,
-    balances: Vec<BalanceAfter>,
-) -> Result<CommandOutcome, CommandError> {
-    let stored = store.read_stream(state.book, first_version, events as usize).await?;
-    Ok(CommandOutcome { book: state.book, events: stored, balances, repeated: true, book_version: state.next_version })
+    replies.finish();
 }
 
 fn balances_after(state: &BookState, command: &Command) -> Vec<BalanceAfter> {
