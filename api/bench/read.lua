@@ -13,10 +13,6 @@ request = function()
   return wrk.format("GET", string.format("/api/v1/accounts/C%d-%d", book, customer))
 end
 
-local failures = 0
-response = function(status, headers, body)
-  if status ~= 200 then
-    failures = failures + 1
-    if failures <= 3 then io.stderr:write("unexpected " .. status .. ": " .. body .. "\n") end
-  end
-end
+-- No `response` callback: handing every body to Lua costs wrk CPU that it shares with
+-- the server (reads went from 41,000 to 46,600/s without it). run.sh fails the run on
+-- wrk's own count of non-2xx answers instead.

@@ -40,5 +40,10 @@ for scenario in $scenarios; do
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
   echo "== $scenario"
-  KIND=$scenario wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$script" "$base"
+  report=$(KIND=$scenario wrk -t"$threads" -c"$connections" -d"$duration" --latency -s "$script" "$base")
+  echo "$report"
+  if grep -q "Non-2xx or 3xx responses" <<<"$report"; then
+    echo "$scenario: some answers were not 2xx" >&2
+    exit 1
+  fi
 done
