@@ -6,7 +6,9 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use domain::{AccountId, AccountKind, AccountStatus, Amount, Command, Currency, OpenAccount, TariffId, Timestamp};
+use domain::{
+    AccountId, AccountKind, AccountStatus, Amount, Command, Currency, DomainError, OpenAccount, TariffId, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -116,6 +118,13 @@ pub async fn register(
         credit_limit: request.credit_limit.unwrap_or(Amount::ZERO),
     };
     let outcome = state.ledger.open_account(open, meta).await?;
+    // Account numbers are unique ledger-wide, so a key and body that repeat a registration
+    // made in another tenant's book reach that book and are answered there. The answer
+    // holds that account's balances: a caller that may not see it hears what it would
+    // have heard without the key, that the number is taken.
+    if outcome.repeated && state.ledger.account(&request.number).is_none_or(|account| !write.caller.sees(&account)) {
+        return Err(DomainError::DuplicateAccountNumber(request.number).into());
+    }
     Ok(respond(&state, StatusCode::CREATED, outcome, account_links(&request.number)))
 }
 
