@@ -9,11 +9,12 @@ use std::io::Read;
 use domain::cdr::CdrInput;
 use domain::rating::Rate;
 use domain::{Amount, BookId, Command, CommandMeta, DomainError, Idempotency};
+use eventlog::StoreError;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use sha2::{Digest, Sha256};
 
-use crate::error::{CommandError, StoreError};
+use crate::error::CommandError;
 use crate::ledger::Ledger;
 use crate::writer::{BULK_COMMANDS_MAX, BookHandle, CommandOutcome};
 
