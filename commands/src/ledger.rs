@@ -11,11 +11,11 @@ use domain::{
     AccountId, AccountKind, Amount, AssignedTariff, BookId, BookState, ChargeCall, Command, CommandMeta, Currency,
     DomainError, OpenAccount, Payload, RecordedEvent, TariffId,
 };
+use eventlog::{EventStore, READ_EVENTS_MAX, StoreError};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use crate::error::{CommandError, StoreError};
-use crate::store::{EventStore, READ_EVENTS_MAX};
+use crate::error::CommandError;
 use crate::tariffs::{TariffCatalog, TariffHistory};
 use crate::writer::{self, BookHandle, CommandOutcome, CommitHook};
 

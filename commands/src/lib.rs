@@ -1,22 +1,24 @@
-//! tollbook's write side: the event store and its backends, the book writers (serial
-//! decide, batched durable append), idempotency and the hash chain. Knows nothing of HTTP.
+//! tollbook's write side: the book writers (serial decide, batched durable append), the
+//! ledger facade that routes commands, idempotency and bulk input. Knows nothing of
+//! HTTP. The event log it appends to (the store, its backends, the hash chain) is the
+//! `eventlog` crate; what of it the API and the tests use is re-exported here.
 
-pub mod chain;
 pub mod error;
 pub mod ingest;
 pub mod ledger;
-pub mod store;
 pub mod tariffs;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod writer;
 
-pub use chain::{ChainBreak, ChainVerifier, EncodedEvent, verify_book};
-pub use error::{CommandError, StoreError};
-pub use ledger::{AccountRef, Ledger};
+pub use error::CommandError;
 #[cfg(feature = "kurrentdb")]
-pub use store::kurrentdb::KurrentDbStore;
-pub use store::sled::{SledStats, SledStore};
-pub use store::{Appended, EventStore, ExpectedVersion, PendingAppend, StoreSpec, open_store};
+pub use eventlog::KurrentDbStore;
+/// The synthetic-book fixtures, for the benchmarks and other crates' tests.
+#[cfg(feature = "testing")]
+pub use eventlog::testing;
+pub use eventlog::{
+    Appended, ChainBreak, ChainVerifier, DEFAULT_STORE_SPEC, EncodedEvent, EventStore, ExpectedVersion, PendingAppend,
+    READ_EVENTS_MAX, SledStats, SledStore, StoreError, StoreSpec, open_store, verify_book,
+};
+pub use ledger::{AccountRef, Ledger};
 pub use tariffs::{TariffCatalog, TariffHistory};
 pub use writer::{BalanceAfter, CommandOutcome};

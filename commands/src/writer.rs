@@ -9,11 +9,11 @@ use std::sync::Arc;
 use domain::{
     AccountId, Amount, BookId, BookState, Command, CommandMeta, Decision, RecordedEvent, decide, evolve, seal,
 };
+use eventlog::chain::{self, EncodedEvent};
+use eventlog::{EventStore, ExpectedVersion, READ_EVENTS_MAX, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{self, EncodedEvent};
-use crate::error::{CommandError, StoreError};
-use crate::store::{EventStore, ExpectedVersion, READ_EVENTS_MAX};
+use crate::error::CommandError;
 
 /// Commands waiting for one book's writer. A full queue answers `Overloaded` at once.
 pub const QUEUE_COMMANDS_MAX: usize = 8192;

@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-use commands::chain::ChainVerifier;
-use commands::{CommandError, EventStore, Ledger, SledStore, verify_book};
+use commands::{ChainVerifier, CommandError, EventStore, Ledger, SledStore, verify_book};
 use domain::rating::{CallDirection, RatedCdr};
 use domain::testing::{meta, open_customer, open_partner};
 use domain::{

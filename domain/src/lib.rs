@@ -4,6 +4,7 @@
 pub mod account;
 pub mod cdr;
 pub mod command;
+pub mod csv_file;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use commands::testing::append_synthetic_book;
-use commands::{EventStore, SledStore};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use domain::Timestamp;
+use eventlog::testing::append_synthetic_book;
+use eventlog::{EventStore, READ_EVENTS_MAX, SledStore};
 use hdrhistogram::Histogram;
 use projections::ReadModels;
 
@@ -54,7 +54,7 @@ fn read_models(c: &mut Criterion) {
     let account_events = runtime.block_on(async {
         let (mut next, mut touching) = (1, 0u64);
         loop {
-            let chunk = store.read_all(next, commands::store::READ_EVENTS_MAX).await.unwrap();
+            let chunk = store.read_all(next, READ_EVENTS_MAX).await.unwrap();
             let Some(last) = chunk.last() else { break };
             next = last.position + 1;
             touching += chunk.iter().filter(|e| e.event.payload.accounts().contains(&book.customer)).count() as u64;

@@ -14,9 +14,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use commands::store::READ_EVENTS_MAX;
-use commands::testing::append_synthetic_book;
-use commands::{EventStore, SledStore};
+use eventlog::testing::append_synthetic_book;
+use eventlog::{EventStore, READ_EVENTS_MAX, SledStore};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -17,7 +17,7 @@ pub enum ProjectionError {
     #[error("read model is corrupt at key {key}: {reason}")]
     Corrupt { key: String, reason: String },
     #[error(transparent)]
-    Store(#[from] commands::StoreError),
+    Store(#[from] eventlog::StoreError),
 }
 
 impl From<sled::Error> for ProjectionError {

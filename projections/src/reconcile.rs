@@ -71,9 +71,9 @@ pub struct UnreadableRow {
 /// Reads an outside CDR file in the ledger's CSV format (the columns of a CDR upload or
 /// export): its calls, and the rows that are not valid CDRs.
 pub fn file_calls<R: std::io::Read>(input: R) -> Result<(Vec<CallRecord>, Vec<UnreadableRow>), domain::DomainError> {
-    let mut table = commands::ingest::cdr_table(input)?;
+    let mut table = domain::csv_file::cdr_table(input)?;
     let (mut calls, mut unreadable) = (Vec::new(), Vec::new());
-    while let Some((line, parsed)) = commands::ingest::next_cdr(&mut table) {
+    while let Some((line, parsed)) = domain::csv_file::next_cdr(&mut table) {
         match parsed {
             Ok(cdr) => calls.push(CallRecord {
                 account: cdr.account,

@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use commands::chain::ChainBreak;
-use commands::store::READ_EVENTS_MAX;
-use commands::{EventStore, verify_book};
 use domain::{AccountId, BookId, RecordedEvent};
+use eventlog::{ChainBreak, EventStore, READ_EVENTS_MAX, verify_book};
 use sha2::{Digest, Sha256};
 
 use crate::error::ProjectionError;
@@ -327,9 +325,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use commands::testing::append_synthetic_book;
-    use commands::{EventStore, SledStore};
     use domain::Timestamp;
+    use eventlog::testing::append_synthetic_book;
+    use eventlog::{EventStore, SledStore};
 
     use super::*;
     use crate::models::AsOf;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use commands::EventStore;
 use domain::{RecordedEvent, Timestamp};
+use eventlog::EventStore;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -177,8 +177,8 @@ pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projec
 mod tests {
     use std::time::Duration;
 
-    use commands::SledStore;
-    use commands::testing::append_synthetic_book;
+    use eventlog::SledStore;
+    use eventlog::testing::append_synthetic_book;
 
     use super::*;
 

@@ -8,11 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::{EventStore, Ledger, SledStore};
+use commands::Ledger;
 use domain::event::Category;
 use domain::rating::{CallDirection, RatedCdr};
 use domain::testing::{meta, open_customer, open_partner};
 use domain::{AccountId, Amount, ChargeCall, Command, CommandMeta, Payload, RecordedEvent, Timestamp};
+use eventlog::{EventStore, SledStore};
 use projections::{AccountFilter, AsOf, CdrFilter, ReadModels, spawn_projector};
 use proptest::prelude::*;
 use rust_decimal::Decimal;

@@ -15,11 +15,11 @@ use std::io::Write;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use commands::chain::{self, EncodedEvent};
-use commands::store::READ_EVENTS_MAX;
-use commands::{EventStore, ExpectedVersion, StoreError, open_store, verify_book};
 use domain::testing::{amount, meta, open_partner};
 use domain::{AccountId, BookId, BookState, Command, Decision, EventId, RecordedEvent, decide, seal};
+use eventlog::chain::{self, EncodedEvent};
+use eventlog::store::READ_EVENTS_MAX;
+use eventlog::{EventStore, ExpectedVersion, StoreError, open_store, verify_book};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
@@ -163,7 +163,7 @@ fn assert_increasing(positions: &[u64]) {
     }
 }
 
-fn assert_conflict(result: Result<commands::Appended, StoreError>, expected: Option<u64>, actual: Option<u64>) {
+fn assert_conflict(result: Result<eventlog::Appended, StoreError>, expected: Option<u64>, actual: Option<u64>) {
     match result {
         Err(StoreError::WrongExpectedVersion { expected: e, actual: a }) => {
             assert_eq!((e, a), (expected, actual), "the conflict names the expectation and the stream's version")

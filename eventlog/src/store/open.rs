@@ -80,7 +80,7 @@ async fn open_kurrentdb(connection: &str) -> Result<Arc<dyn EventStore>, StoreEr
 async fn open_kurrentdb(connection: &str) -> Result<Arc<dyn EventStore>, StoreError> {
     Err(StoreError::Config(format!(
         "`{}` names a KurrentDB store, but this build of tollbook has no KurrentDB backend: rebuild with \
-         `--features kurrentdb` (cargo feature `kurrentdb` of tollbook-commands)",
+         `--features kurrentdb` (cargo feature `kurrentdb` of tollbook-eventlog, forwarded by tollbook)",
         redact(connection)
     )))
 }
