@@ -119,6 +119,31 @@ pub fn amount_out() -> utoipa::openapi::schema::Object {
         .build()
 }
 
+/// An amount that may be unset, as the API writes it: a number, or null (explicitly, not
+/// left out). A `schema_with` replaces the schema utoipa would derive from `Option<T>`, so
+/// the null has to be said here.
+pub fn amount_out_or_null() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::Number, Type::Null]))
+        .description(Some(
+            "An exact decimal amount, written from the decimal (no floating-point rounding); null when not set.",
+        ))
+        .examples([json!(25.5)])
+        .build()
+}
+
+/// An optional amount as the API takes it: absent or null means none.
+pub fn amount_in_or_null() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::Number, Type::String, Type::Null]))
+        .description(Some(
+            "An exact decimal amount, as a JSON number or a string (forms send strings); at most 5 decimal \
+             places; absent or null for none. Never read through a floating-point number.",
+        ))
+        .examples([json!("25.50")])
+        .build()
+}
+
 pub fn currency() -> utoipa::openapi::schema::Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
@@ -144,11 +169,30 @@ pub fn account_status() -> utoipa::openapi::schema::Object {
     string_enum(&["active", "suspended", "closed"], "Closed accounts accept only reversals")
 }
 
+/// The example instant of the document: one that a client can paste and that the
+/// server accepts.
+const TIMESTAMP_EXAMPLE: &str = "2025-01-15T10:00:00Z";
+
+fn date_time() -> utoipa::openapi::SchemaFormat {
+    utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime)
+}
+
 pub fn timestamp() -> utoipa::openapi::schema::Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime)))
+        .format(Some(date_time()))
         .description(Some("RFC 3339, UTC"))
+        .examples([json!(TIMESTAMP_EXAMPLE)])
+        .build()
+}
+
+/// An instant that may be unset (a call that was not answered), written as null.
+pub fn timestamp_or_null() -> utoipa::openapi::schema::Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Array(vec![Type::String, Type::Null]))
+        .format(Some(date_time()))
+        .description(Some("RFC 3339, UTC; null when there is none"))
+        .examples([json!(TIMESTAMP_EXAMPLE)])
         .build()
 }
 
@@ -253,4 +297,15 @@ pub struct MinPosition {
     /// Wait (up to 5 s) until the read models reflect this global log position, such as the
     /// `position` a write answered: read your own writes.
     min_position: Option<u64>,
+}
+
+/// The example of an account's `links`: the map the server writes for the example
+/// account, so the example cannot drift from the answers.
+pub fn account_links_example() -> serde_json::Value {
+    json!(crate::routes::account_links("C-1001"))
+}
+
+/// The example of the alert templates' `variables`: the real list.
+pub fn template_variables_example() -> serde_json::Value {
+    json!(crate::notify::template::VARIABLES.into_iter().collect::<BTreeMap<_, _>>())
 }

@@ -143,6 +143,7 @@ pub struct WriteBody {
     balances: Vec<BalanceOut>,
     /// Related resources.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(example = crate::openapi::account_links_example)]
     links: BTreeMap<&'static str, String>,
 }
 

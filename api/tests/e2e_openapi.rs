@@ -142,3 +142,149 @@ async fn metrics_count_requests_by_route_template() {
     let (status, live) = send(client.get(server.url("/health/live"))).await;
     assert_eq!((status.as_u16(), live["status"].as_str()), (200, Some("ok")));
 }
+
+/// The `type` of a schema as a list: `"number"` and `["number", "null"]` alike.
+fn types(schema: &Value) -> Vec<&str> {
+    match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The JSON type name of a value, as a schema's `type` names it.
+fn type_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Every example in the document, with where it is.
+fn examples<'a>(value: &'a Value, at: String, found: &mut Vec<(String, &'a Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match key.as_str() {
+                    "example" => found.push((at.clone(), inner)),
+                    "examples" if inner.is_array() => {
+                        inner.as_array().unwrap().iter().for_each(|e| found.push((at.clone(), e)));
+                    }
+                    _ => examples(inner, format!("{at}/{key}"), found),
+                }
+            }
+        }
+        Value::Array(items) => {
+            items.iter().enumerate().for_each(|(i, item)| examples(item, format!("{at}/{i}"), found))
+        }
+        _ => {}
+    }
+}
+
+/// Issue 14, defect 7: answers that broke the served document. An account without alert
+/// thresholds answers them as null and a CDR without `answer` answers it as null, so the
+/// document must allow null there (utoipa's `schema_with` had replaced the nullable schema
+/// of the `Option`); and every example is a real value, not Swagger's placeholders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nulls_in_answers_are_in_the_document_and_examples_are_real() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let client = reqwest::Client::new();
+    let (_, doc) = send(client.get(server.url("/api/v1/openapi.json"))).await;
+    let schemas = &doc["components"]["schemas"];
+
+    let account = serde_json::json!({"number": "C-1001", "name": "n", "kind": "customer", "currency": "EUR"});
+    let (status, _) = send(client.post(server.url("/api/v1/accounts")).bearer_auth(ADMIN_KEY).json(&account)).await;
+    assert_eq!(status.as_u16(), 201);
+    let (status, thresholds) =
+        send(client.get(server.url("/api/v1/accounts/C-1001/alerts")).bearer_auth(ADMIN_KEY)).await;
+    assert_eq!(status.as_u16(), 200, "{thresholds}");
+    for field in ["balance_below", "call_cost_above"] {
+        let schema = &schemas["ThresholdsOut"]["properties"][field];
+        assert_eq!(thresholds[field], Value::Null, "{thresholds}");
+        assert!(types(schema).contains(&type_of(&thresholds[field])), "{field}: null is not allowed by {schema}");
+        assert!(types(schema).contains(&"number"), "{field}: {schema}");
+        let required = schemas["ThresholdsOut"]["required"].as_array().unwrap();
+        assert!(required.contains(&Value::from(field)), "{field} is always in the answer");
+    }
+
+    let cdr = serde_json::json!({"id": "unanswered-1", "account": "C-1001", "callee": "4930123456",
+        "start": "2025-01-15T10:00:00Z", "end": "2025-01-15T10:00:30Z", "cost": "0"});
+    let (status, posted) = send(client.post(server.url("/api/v1/cdrs")).bearer_auth(ADMIN_KEY).json(&cdr)).await;
+    assert_eq!(status.as_u16(), 201, "{posted}");
+    let min_position = posted["position"].as_u64().unwrap();
+    let (status, shown) = send(
+        client
+            .get(server.url(&format!("/api/v1/accounts/C-1001/cdrs/unanswered-1?min_position={min_position}")))
+            .bearer_auth(ADMIN_KEY),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{shown}");
+    let answer_schema = &schemas["CdrOut"]["properties"]["answer"];
+    assert_eq!(shown["cdr"]["answer"], Value::Null, "{shown}");
+    assert!(types(answer_schema).contains(&"null"), "answer: null is not allowed by {answer_schema}");
+    assert!(types(answer_schema).contains(&"string"), "{answer_schema}");
+    assert_eq!(answer_schema["format"], "date-time");
+
+    // Examples are real: no placeholder text, business times as RFC 3339, and links as a
+    // map of named hrefs (Swagger UI would otherwise show `additionalProp1`).
+    let mut found = Vec::new();
+    examples(&doc, String::new(), &mut found);
+    assert!(found.len() > 50, "{}", found.len());
+    for (at, example) in &found {
+        assert_ne!(*example, &Value::from("string"), "a placeholder example at {at}");
+    }
+    let mut occurred_at = 0;
+    let mut links = 0;
+    for (name, schema) in schemas.as_object().unwrap() {
+        let Some(properties) = schema["properties"].as_object() else { continue };
+        if let Some(property) = properties.get("occurred_at") {
+            occurred_at += 1;
+            let example = property["example"].as_str().or(property["examples"][0].as_str());
+            let example = example.unwrap_or_else(|| panic!("{name}.occurred_at has no example: {property}"));
+            assert!(chrono::DateTime::parse_from_rfc3339(example).is_ok(), "{name}.occurred_at: {example}");
+        }
+        if let Some(property) = properties.get("links") {
+            links += 1;
+            let example = property.get("example").or(property["examples"].get(0));
+            let example = example.and_then(Value::as_object).unwrap_or_else(|| panic!("{name}.links: {property}"));
+            assert!(!example.is_empty(), "{name}.links");
+            for (relation, href) in example {
+                assert!(!relation.starts_with("additionalProp"), "{name}.links: {relation}");
+                assert!(href.as_str().is_some_and(|h| h.starts_with('/')), "{name}.links.{relation}: {href}");
+            }
+        }
+    }
+    assert!(occurred_at >= 4 && links >= 14, "{occurred_at} occurred_at, {links} links");
+}
+
+/// A `min_position` the log has not reached was never a write's answer: it is refused at
+/// once (400, naming the parameter), not waited for until a 503. Schemathesis found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_min_position_past_the_log_is_bad_input() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let client = reqwest::Client::new();
+    let account = serde_json::json!({"number": "C-1", "name": "n", "kind": "customer", "currency": "EUR"});
+    let (status, written) =
+        send(client.post(server.url("/api/v1/accounts")).bearer_auth(ADMIN_KEY).json(&account)).await;
+    assert_eq!(status.as_u16(), 201);
+    let position = written["position"].as_u64().unwrap();
+    let (status, _) =
+        send(client.get(server.url(&format!("/api/v1/accounts/C-1?min_position={position}"))).bearer_auth(ADMIN_KEY))
+            .await;
+    assert_eq!(status.as_u16(), 200, "a written position is waited for");
+    for path in ["/api/v1/accounts", "/api/v1/accounts/C-1", "/api/v1/accounts/C-1/events", "/api/v1/accounts/C-1/cdrs"]
+    {
+        let started = std::time::Instant::now();
+        let (status, error) =
+            send(client.get(server.url(&format!("{path}?min_position=9223372036854775808"))).bearer_auth(ADMIN_KEY))
+                .await;
+        assert_eq!((status.as_u16(), error["field"].as_str()), (400, Some("min_position")), "{path}: {error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{path} waited");
+    }
+}

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 binary="${1:-target/debug/tollbook}"
-command -v openapi-spec-validator >/dev/null || { echo "pip install openapi-spec-validator" >&2; exit 1; }
+command -v openapi-spec-validator >/dev/null || { echo "openapi-spec-validator is not installed (scripts/test installs it into target/pyenv)" >&2; exit 1; }
 work="$(mktemp -d)"
 "$binary" serve --listen 127.0.0.1:0 --data "$work/db" >"$work/stdout" 2>"$work/stderr" &
 server=$!

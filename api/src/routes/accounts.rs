@@ -50,7 +50,7 @@ pub struct RegisterRequest {
     #[schema(schema_with = crate::openapi::currency)]
     currency: Currency,
     /// How far the balance may go below zero; 0 when absent.
-    #[schema(schema_with = crate::openapi::amount_in)]
+    #[schema(schema_with = crate::openapi::amount_in_or_null)]
     credit_limit: Option<Amount>,
 }
 
@@ -191,7 +191,7 @@ pub async fn list(
         ));
     }
     if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+        super::wait_for_position(&state, position).await?;
     }
     let position = state.models.position();
     let mut filter = projections::AccountFilter {
@@ -283,6 +283,7 @@ pub struct AccountOut {
     account: AccountDetails,
     /// The global log position the read models reflected when answering.
     position: u64,
+    #[schema(example = crate::openapi::account_links_example)]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -293,7 +294,7 @@ pub struct AccountOut {
     path = "/api/v1/accounts/{number}",
     operation_id = "show_account",
     tag = "accounts",
-    params(("number" = String, Path, description = "The account number"), MinPosition),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), MinPosition),
     responses((status = 200, description = "The account", body = AccountOut), ReadErrors)
 )]
 pub async fn show(
@@ -329,7 +330,7 @@ pub struct StatusRequest {
     path = "/api/v1/accounts/{number}/status",
     operation_id = "change_account_status",
     tag = "accounts",
-    params(("number" = String, Path, description = "The account number"), IdempotencyKey),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), IdempotencyKey),
     request_body = StatusRequest,
     responses((status = 200, description = "Changed (or already so: no events)", body = WriteBody), WriteErrors)
 )]
@@ -360,7 +361,7 @@ pub struct CreditLimitRequest {
     path = "/api/v1/accounts/{number}/credit-limit",
     operation_id = "change_credit_limit",
     tag = "accounts",
-    params(("number" = String, Path, description = "The account number"), IdempotencyKey),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), IdempotencyKey),
     request_body = CreditLimitRequest,
     responses((status = 200, description = "Changed", body = WriteBody), WriteErrors)
 )]
@@ -391,7 +392,7 @@ pub struct TariffRequest {
     path = "/api/v1/accounts/{number}/tariff",
     operation_id = "assign_tariff",
     tag = "accounts",
-    params(("number" = String, Path, description = "The account number"), IdempotencyKey),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), IdempotencyKey),
     request_body = TariffRequest,
     responses((status = 200, description = "Assigned", body = WriteBody), WriteErrors)
 )]

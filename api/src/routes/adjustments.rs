@@ -29,6 +29,7 @@ pub struct AdjustmentRequest {
     #[schema(schema_with = crate::openapi::amount_in)]
     amount: Amount,
     /// When the correction applies (business time); now when absent.
+    #[schema(example = "2025-01-15T10:00:00Z")]
     occurred_at: Option<String>,
     reason: Option<String>,
 }

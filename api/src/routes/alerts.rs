@@ -32,10 +32,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ThresholdsRequest {
     /// Alert once each time the balance goes from at or above this to below it; absent
     /// turns the alert off.
-    #[schema(schema_with = crate::openapi::amount_in)]
+    #[schema(schema_with = crate::openapi::amount_in_or_null)]
     balance_below: Option<Amount>,
     /// Alert for each call whose cost is above this; absent turns the alert off.
-    #[schema(schema_with = crate::openapi::amount_in)]
+    #[schema(schema_with = crate::openapi::amount_in_or_null)]
     call_cost_above: Option<Amount>,
 }
 
@@ -46,7 +46,7 @@ pub struct ThresholdsRequest {
     path = "/api/v1/accounts/{number}/alerts",
     operation_id = "set_alert_thresholds",
     tag = "alerts",
-    params(("number" = String, Path, description = "The account number"), IdempotencyKey),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), IdempotencyKey),
     request_body = ThresholdsRequest,
     responses((status = 200, description = "Set (or already so: no events)", body = crate::write::WriteBody), WriteErrors)
 )]
@@ -73,10 +73,13 @@ pub struct ThresholdsOut {
     status: &'static str,
     #[schema(example = "C-1001")]
     account: String,
-    #[schema(schema_with = crate::openapi::amount_out)]
+    /// Null: no balance alert.
+    #[schema(schema_with = crate::openapi::amount_out_or_null, required = true)]
     balance_below: Option<Amount>,
-    #[schema(schema_with = crate::openapi::amount_out)]
+    /// Null: no call cost alert.
+    #[schema(schema_with = crate::openapi::amount_out_or_null, required = true)]
     call_cost_above: Option<Amount>,
+    #[schema(example = crate::openapi::account_links_example)]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -86,7 +89,7 @@ pub struct ThresholdsOut {
     path = "/api/v1/accounts/{number}/alerts",
     operation_id = "show_alert_thresholds",
     tag = "alerts",
-    params(("number" = String, Path, description = "The account number")),
+    params(("number" = String, Path, description = "The account number", example = "C-1001")),
     responses((status = 200, description = "The thresholds; null is off", body = ThresholdsOut), ReadErrors)
 )]
 pub async fn show_thresholds(
@@ -129,6 +132,7 @@ pub struct TemplatesOut {
     call_cost_above: String,
     /// The variables a template may use (`{name}`), with what each becomes; `{{` and `}}`
     /// are literal braces.
+    #[schema(example = crate::openapi::template_variables_example)]
     variables: BTreeMap<&'static str, &'static str>,
 }
 

@@ -91,6 +91,7 @@ pub struct AuditOut {
     events: Vec<AuditEventOut>,
     /// Pass as `after` for the next page; null on the last.
     next_after: Option<u64>,
+    #[schema(example = json!({"account": "/api/v1/accounts/C-1001"}))]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -100,7 +101,7 @@ pub struct AuditOut {
     path = "/api/v1/accounts/{number}/events",
     operation_id = "list_account_events",
     tag = "statements",
-    params(("number" = String, Path, description = "The account number"), EventsQuery),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), EventsQuery),
     responses((status = 200, description = "A page of events", body = AuditOut), ReadErrors)
 )]
 pub async fn events(
@@ -113,7 +114,7 @@ pub async fn events(
     let limit = page_size(query.limit.unwrap_or(super::PAGE_SIZE_DEFAULT as u64))?;
     let account = visible_account(&state, &caller, "number", &number)?;
     if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+        super::wait_for_position(&state, position).await?;
     }
     let page = state.models.account_events(account.id, query.after.unwrap_or(0), limit)?;
     let next_after = page.next_cursor.as_ref().and_then(|_| page.items.last().map(|(position, _)| *position));
@@ -176,6 +177,7 @@ pub struct LinesOut {
     status: &'static str,
     lines: Vec<LineOut>,
     next_cursor: Option<String>,
+    #[schema(example = json!({"statement": "/api/v1/accounts/C-1001/statement", "events": "/api/v1/accounts/C-1001/events"}))]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -186,7 +188,7 @@ pub struct LinesOut {
     path = "/api/v1/accounts/{number}/statement/lines",
     operation_id = "list_statement_lines",
     tag = "statements",
-    params(("number" = String, Path, description = "The account number"), LinesQuery),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), LinesQuery),
     responses((status = 200, description = "A page of lines", body = LinesOut), ReadErrors)
 )]
 pub async fn lines(
@@ -203,7 +205,7 @@ pub async fn lines(
     let (from, to) = (time("from", &query.from)?, time("to", &query.to)?);
     let account = visible_account(&state, &caller, "number", &number)?;
     if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+        super::wait_for_position(&state, position).await?;
     }
     let page = state.models.statement_lines(account.id, from, to, query.category, query.cursor.as_deref(), limit)?;
     let lines = page

@@ -122,7 +122,8 @@ pub struct CdrIn {
     callee: String,
     #[schema(schema_with = crate::openapi::timestamp)]
     start: String,
-    /// Absent for a call that was not answered.
+    /// Absent (or null) for a call that was not answered.
+    #[schema(schema_with = crate::openapi::timestamp_or_null)]
     answer: Option<String>,
     #[schema(schema_with = crate::openapi::timestamp)]
     end: String,
@@ -133,10 +134,10 @@ pub struct CdrIn {
     /// `outbound` (default) or `inbound`.
     direction: Option<String>,
     /// A cost already rated by the switch: the customer's tariff is then not used.
-    #[schema(schema_with = crate::openapi::amount_in)]
+    #[schema(schema_with = crate::openapi::amount_in_or_null)]
     cost: Option<String>,
     /// The partner's wholesale cost, already rated.
-    #[schema(schema_with = crate::openapi::amount_in)]
+    #[schema(schema_with = crate::openapi::amount_in_or_null)]
     partner_cost: Option<String>,
 }
 
@@ -406,7 +407,8 @@ pub struct CdrOut {
     callee: String,
     #[schema(schema_with = crate::openapi::timestamp)]
     start: Timestamp,
-    #[schema(schema_with = crate::openapi::timestamp)]
+    /// Null for a call that was not answered.
+    #[schema(schema_with = crate::openapi::timestamp_or_null, required = true)]
     answer: Option<Timestamp>,
     #[schema(schema_with = crate::openapi::timestamp)]
     end: Timestamp,
@@ -496,6 +498,7 @@ pub struct CdrListOut {
     cdrs: Vec<CdrOut>,
     /// Pass as `cursor` for the next page; null on the last.
     next_cursor: Option<String>,
+    #[schema(example = json!({"account": "/api/v1/accounts/C-1001"}))]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -554,7 +557,7 @@ fn list_request(
     path = "/api/v1/accounts/{number}/cdrs",
     operation_id = "list_cdrs",
     tag = "cdrs",
-    params(("number" = String, Path, description = "The account number"), ListQuery),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), ListQuery),
     responses(
         (status = 200, description = "A page of CDRs, or the CSV file",
          content((CdrListOut = "application/json"), (String = "text/csv"))),
@@ -571,7 +574,7 @@ pub async fn list(
     let query: ListQuery = query::parse(raw.as_deref())?;
     let request = list_request(&state, &caller, &number, &query, &headers)?;
     if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+        super::wait_for_position(&state, position).await?;
     }
     if request.csv {
         return Ok(csv_response(state, caller, request));
@@ -668,6 +671,7 @@ pub struct CdrShowOut {
     #[schema(example = "ok")]
     status: &'static str,
     cdr: CdrOut,
+    #[schema(example = json!({"account": "/api/v1/accounts/C-1001", "self": "/api/v1/accounts/C-1001/cdrs/sw1-000123"}))]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -678,8 +682,8 @@ pub struct CdrShowOut {
     operation_id = "show_cdr",
     tag = "cdrs",
     params(
-        ("number" = String, Path, description = "The account number"),
-        ("id" = String, Path, description = "The CDR id"),
+        ("number" = String, Path, description = "The account number", example = "C-1001"),
+        ("id" = String, Path, description = "The CDR id", example = "sw1-000123"),
         crate::openapi::MinPosition
     ),
     responses((status = 200, description = "The CDR", body = CdrShowOut), ReadErrors)
@@ -699,7 +703,7 @@ pub async fn show(
     let query: ShowQuery = query::parse(raw.as_deref())?;
     let account = visible_account(&state, &caller, "number", &number)?;
     if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+        super::wait_for_position(&state, position).await?;
     }
     let not_found = || ApiError::not_found("cdr_not_found", format!("CDR `{id}` not found")).with_field("id");
     let charged = state.ledger.charged_cdr(account.book, &id).await?;

@@ -29,6 +29,7 @@ pub struct ChargeRequest {
     #[schema(schema_with = crate::openapi::amount_in)]
     amount: Amount,
     /// When the charge applies (business time); now when absent.
+    #[schema(example = "2025-01-15T10:00:00Z")]
     occurred_at: Option<String>,
     #[schema(example = "monthly DID rental")]
     description: Option<String>,

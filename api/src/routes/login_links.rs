@@ -35,6 +35,7 @@ pub struct LoginLinkOut {
     #[schema(example = "issued")]
     state: &'static str,
     account: String,
+    #[schema(example = json!({"self": "/api/v1/login-links/0f8fad5b-d9cb-469f-a165-70867728950e", "account": "/api/v1/accounts/C-1001"}))]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -68,7 +69,7 @@ fn link_links(id: Uuid, number: &str) -> BTreeMap<&'static str, String> {
     path = "/api/v1/accounts/{number}/login-link",
     operation_id = "create_login_link",
     tag = "portal",
-    params(("number" = String, Path, description = "The account number")),
+    params(("number" = String, Path, description = "The account number", example = "C-1001")),
     responses((status = 201, description = "A new link", body = LoginLinkOut), AdminReadErrors)
 )]
 pub async fn create(

@@ -88,6 +88,7 @@ pub struct IndexOut {
     #[schema(example = "ok")]
     status: &'static str,
     /// The resources, by name; `{…}` marks a path parameter, `{?…}` query parameters.
+    #[schema(example = json!({"self": "/api/v1", "accounts": "/api/v1/accounts{?status,kind,partner,cursor,limit}", "account": "/api/v1/accounts/{number}{?min_position}"}))]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -166,6 +167,22 @@ pub fn page_size(limit: u64) -> Result<usize, ApiError> {
     }
 }
 
+/// Waits until the read models reflect `position`, a client's `min_position`: read your
+/// own writes. A position the log has not reached was never the answer of a write, and
+/// waiting for it could only end, after the whole wait, in a 503 that retrying does not
+/// cure; so it is refused at once as bad input.
+pub async fn wait_for_position(state: &AppState, position: u64) -> Result<u64, ApiError> {
+    let head = state.ledger.store().head().await.map_err(|e| ApiError::internal(&e))?;
+    if position >= head {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "min_position",
+            format!("min_position: {position} is past the end of the log (next position {head})"),
+        ));
+    }
+    Ok(state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?)
+}
+
 /// Reads an account's view from the read models, first waiting until they reflect
 /// `min_position` when the caller gave one (read your writes). `account` comes from the
 /// ledger and has passed the caller's scope. Also gives the position the models reflected
@@ -176,7 +193,7 @@ pub async fn read_account(
     min_position: Option<u64>,
 ) -> Result<(projections::AccountView, u64), ApiError> {
     if let Some(position) = min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+        wait_for_position(state, position).await?;
     }
     let position = state.models.position();
     if let Some(view) = state.models.account(account.id)? {

@@ -30,6 +30,7 @@ pub struct PaymentRequest {
     #[schema(schema_with = crate::openapi::amount_in)]
     amount: Amount,
     /// When the money was received (business time; RFC 3339 or YYYY-MM-DD); now when absent.
+    #[schema(example = "2025-01-15T10:00:00Z")]
     occurred_at: Option<String>,
     #[schema(example = "wire")]
     method: Option<String>,

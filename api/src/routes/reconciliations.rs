@@ -87,7 +87,7 @@ pub async fn create(
     let file = read_file(request, &state).await?;
     let (calls, unreadable) = reconcile::file_calls(file.as_ref()).map_err(ApiError::from)?;
     if let Some(position) = query.min_position {
-        state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?;
+        super::wait_for_position(&state, position).await?;
     }
     let models = state.models.clone();
     let scope = caller.scope;

@@ -68,6 +68,7 @@ pub struct SessionOut {
     /// When the session ends unless refreshed before.
     refresh_expires_at: DateTime<Utc>,
     user: SessionUser,
+    #[schema(example = json!({"self": "/api/v1/sessions/0f8fad5b-d9cb-469f-a165-70867728950e", "refresh": "/api/v1/sessions/refresh", "me": "/api/v1/me", "jwks": "/.well-known/jwks.json", "account": "/api/v1/accounts/C-1001"}))]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -180,6 +181,7 @@ pub struct MeOut {
     login: Option<String>,
     /// The account number a partner or customer acts for.
     account: Option<String>,
+    #[schema(example = json!({"api": "/api/v1", "account": "/api/v1/accounts/C-1001"}))]
     links: BTreeMap<&'static str, String>,
 }
 

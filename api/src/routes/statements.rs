@@ -85,6 +85,7 @@ pub struct StatementOut {
     #[schema(example = "ok")]
     status: &'static str,
     statement: StatementBody,
+    #[schema(example = crate::openapi::account_links_example)]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -107,7 +108,7 @@ fn as_of(text: &str) -> Result<projections::AsOf, ApiError> {
     path = "/api/v1/accounts/{number}/statement",
     operation_id = "show_statement",
     tag = "statements",
-    params(("number" = String, Path, description = "The account number"), StatementQuery),
+    params(("number" = String, Path, description = "The account number", example = "C-1001"), StatementQuery),
     responses(
         (status = 200, description = "The statement", body = StatementOut,
             content_type = "application/json"),

@@ -252,6 +252,7 @@ pub struct TariffOut {
     owner: String,
     /// Every version, oldest first.
     versions: Vec<TariffVersionOut>,
+    #[schema(example = json!({"tariff": "/api/v1/tariffs/0f8fad5b-d9cb-469f-a165-70867728950e", "versions": "/api/v1/tariffs/0f8fad5b-d9cb-469f-a165-70867728950e/versions"}))]
     links: BTreeMap<&'static str, String>,
 }
 

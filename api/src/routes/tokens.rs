@@ -87,6 +87,7 @@ pub struct TokenOut {
     expires_at: Option<DateTime<Utc>>,
     #[schema(value_type = Vec<String>)]
     allowed_ips: Vec<IpNet>,
+    #[schema(example = json!({"self": "/api/v1/tokens/0f8fad5b-d9cb-469f-a165-70867728950e", "user": "/api/v1/users/reseller-one"}))]
     links: BTreeMap<&'static str, String>,
 }
 

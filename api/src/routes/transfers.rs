@@ -25,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// The account the money leaves: the partner, or one of its customers.
-    #[schema(example = "P-1")]
+    #[schema(example = "P-100")]
     pub from: String,
     /// The account the money reaches: one of the partner's customers, or the partner.
     #[schema(example = "C-1001")]
@@ -33,6 +33,8 @@ pub struct TransferRequest {
     /// Greater than zero; refused (422) past the `from` account's credit limit.
     #[schema(schema_with = crate::openapi::amount_in)]
     pub amount: Amount,
+    /// When the money moved (business time; RFC 3339 or YYYY-MM-DD); now when absent.
+    #[schema(example = "2025-01-15T10:00:00Z")]
     pub occurred_at: Option<String>,
     pub note: Option<String>,
 }

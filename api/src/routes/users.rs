@@ -50,6 +50,7 @@ pub struct UserOut {
     /// Whether the user can sign in with a password.
     has_password: bool,
     created_at: DateTime<Utc>,
+    #[schema(example = json!({"self": "/api/v1/users/reseller-one", "tokens": "/api/v1/tokens?user=reseller-one", "account": "/api/v1/accounts/P-100"}))]
     links: BTreeMap<&'static str, String>,
 }
 
@@ -212,7 +213,7 @@ pub async fn list(
     path = "/api/v1/users/{login}",
     operation_id = "show_user",
     tag = "auth",
-    params(("login" = String, Path, description = "The user's login")),
+    params(("login" = String, Path, description = "The user's login", example = "alice")),
     responses((status = 200, description = "The user", body = UserResponse), AdminReadErrors)
 )]
 pub async fn show(
@@ -231,7 +232,7 @@ pub async fn show(
     path = "/api/v1/users/{login}",
     operation_id = "remove_user",
     tag = "auth",
-    params(("login" = String, Path, description = "The user's login")),
+    params(("login" = String, Path, description = "The user's login", example = "alice")),
     responses((status = 204, description = "Removed"), AdminReadErrors)
 )]
 pub async fn remove(

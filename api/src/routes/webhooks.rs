@@ -99,6 +99,7 @@ pub struct WebhookOut {
     /// The next position it will look at: everything before has been delivered, failed or
     /// was not wanted.
     next_position: Option<u64>,
+    #[schema(example = json!({"self": "/api/v1/webhooks/0f8fad5b-d9cb-469f-a165-70867728950e", "deliveries": "/api/v1/webhooks/0f8fad5b-d9cb-469f-a165-70867728950e/deliveries"}))]
     links: BTreeMap<&'static str, String>,
 }
 
