@@ -155,7 +155,6 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
         (Method::GET, "/health".into(), None, Expect::Always(200)),
         (Method::GET, "/health/live".into(), None, Expect::Always(200)),
         (Method::GET, "/health/ready".into(), None, Expect::Always(200)),
-        (Method::GET, "/metrics".into(), None, Expect::Always(200)),
         (Method::GET, "/api/v1/openapi.json".into(), None, Expect::Always(200)),
         (Method::GET, "/api/v1/docs/".into(), None, Expect::Always(200)),
         (Method::GET, "/.well-known/jwks.json".into(), None, Expect::Always(200)),
