@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod auth;
 mod body;
 mod error;
+mod flush;
 mod import;
 mod maintenance;
 mod notify;
