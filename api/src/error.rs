@@ -24,6 +24,9 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: Cow<'static, str>,
     pub field: Option<Cow<'static, str>>,
+    /// Seconds the client should wait before trying again (`Retry-After`), where the
+    /// error says when; a 503 without it says [`RETRY_AFTER_SECONDS`].
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// Every error answer: a machine code to match on, a human message, and the input field
@@ -45,7 +48,7 @@ pub struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after_seconds: None }
     }
 
     pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
@@ -86,6 +89,31 @@ impl ApiError {
     /// A login or refresh whose secret did not match.
     pub fn invalid_credentials() -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "the login and secret do not match")
+    }
+
+    /// A credential that is genuine and live but restricted to networks the request did
+    /// not come from. Said plainly: only the credential's holder can get this answer, and
+    /// it tells them what to fix.
+    pub fn address_not_allowed() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "address_not_allowed",
+            "this credential may not be used from this address (see the token's allowed_ips)",
+        )
+    }
+
+    /// Too many wrong secrets for this login or from this address, or too many sign-ins
+    /// being checked at once from this address: refused without checking the secret.
+    pub fn too_many_attempts(retry_after: std::time::Duration) -> Self {
+        // Whole seconds, rounded up: a client that waits as told is let in.
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many sign-in attempts; try again in {} s", seconds.max(1)),
+        );
+        error.retry_after_seconds = Some(seconds.max(1));
+        error
     }
 
     /// The caller is known but its role does not allow this action. Only for actions whose
@@ -149,8 +177,14 @@ impl IntoResponse for ApiError {
         let body =
             ErrorBody { status: "error", error: self.code, message: &self.message, field: self.field.as_deref() };
         let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        match (self.retry_after_seconds, self.status) {
+            (Some(seconds), _) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            (None, StatusCode::SERVICE_UNAVAILABLE) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            (None, _) => {}
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

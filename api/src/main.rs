@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod auth;
 mod body;
 mod error;
+mod flush;
 mod import;
 mod maintenance;
 mod notify;
@@ -75,6 +76,11 @@ pub struct ServeArgs {
     /// The address to listen on.
     #[arg(long = "listen", env = "TOLLBOOK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// The address to serve Prometheus metrics on (`GET /metrics`), such as
+    /// `127.0.0.1:9464`: apart from the API, so that they can be kept from the clients.
+    /// Off unless given; never on the API's address.
+    #[arg(long = "metrics-listen", env = "TOLLBOOK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The event store: `sled:DIR` (default: `sled:<data>/events`) or a KurrentDB
     /// connection string such as `kurrentdb://host:2113?tls=false` (needs the
     /// `kurrentdb` feature). Read models stay in `<data>/views` either way.

@@ -211,7 +211,9 @@ fn errors(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
         .map(|status| {
             let description = match status {
                 400 => "Bad input: a malformed body, query or header; `field` names it".to_owned(),
-                401 => "No credential, or one that is unknown, expired, revoked or not allowed from this address"
+                401 => "No credential, or one that is unknown, expired or revoked (`unauthorized`, \
+                        `invalid_credentials`), or a genuine one used from an address its allowlist refuses \
+                        (`address_not_allowed`)"
                     .to_owned(),
                 403 => "The caller's role does not allow this: a customer writing, a partner changing its own \
                         account, or an operator-only resource"
@@ -224,6 +226,10 @@ fn errors(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
                 415 => "The Content-Type is none of JSON, URL-encoded form, multipart form".to_owned(),
                 422 => "A rule of the ledger refused it: insufficient funds, a closed account, another partner's \
                         customer, …"
+                    .to_owned(),
+                429 => "Too many wrong secrets for this login or from this address, or too many sign-ins being \
+                        checked at once from it (`too_many_attempts`): refused without checking the secret, the \
+                        right one included; retry after the `Retry-After` header's seconds"
                     .to_owned(),
                 500 => "A failure of the server; the details are in its log only".to_owned(),
                 503 => "Overloaded, shutting down, or the read models have not caught up; retry after the \
@@ -271,7 +277,7 @@ error_set!(
 );
 error_set!(
     /// Signing in and refreshing: no credential header, the secret is in the body.
-    SessionErrors: 400, 401, 413, 415, 500, 503
+    SessionErrors: 400, 401, 413, 415, 429, 500, 503
 );
 error_set!(
     /// Reads that need only a credential.

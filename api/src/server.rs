@@ -106,6 +106,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         projector: Mutex::new(Some(projector)),
     }));
     let app = app(state.clone());
+    // Metrics first: whoever reads the addresses from stdout is told the API's last, once
+    // both are bound.
+    let metrics_server = match args.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address).await?;
+            let bound = listener.local_addr()?;
+            tracing::info!(listen = %bound, "metrics are served");
+            println!("tollbook metrics on http://{bound}");
+            let metrics_app = crate::routes::metrics_app(state.clone());
+            Some(tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, metrics_app).await {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let bound = listener.local_addr()?;
     tracing::info!(listen = %bound, data = %args.data_dir.display(), store = ?spec, "tollbook is ready");
@@ -127,6 +144,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Upgraded connections outlive the HTTP server: let the streams finish their closing
     // handshakes before the process exits and the kernel resets their sockets.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), notify.streams_closed()).await;
+    // Nothing to drain: a scrape cut short is retried by the scraper.
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     // Deliveries stop mid-way if need be: their cursors have not moved past them.
     notify.stop_all();
     purger.abort();

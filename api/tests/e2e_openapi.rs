@@ -120,14 +120,14 @@ async fn the_document_is_complete_and_the_docs_page_works_offline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_route_template() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY, "--metrics-listen", "127.0.0.1:0"]).await;
     let client = reqwest::Client::new();
     let body = serde_json::json!({"number": "SECRET-NUMBER", "name": "n", "kind": "partner", "currency": "EUR"});
     let (status, _) = send(client.post(server.url("/api/v1/accounts")).bearer_auth(ADMIN_KEY).json(&body)).await;
     assert!(status.is_success());
     let (status, _) = send(client.get(server.url("/api/v1/accounts/SECRET-NUMBER")).bearer_auth(ADMIN_KEY)).await;
     assert!(status.is_success());
-    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .contains(r#"tollbook_http_requests_total{method="GET",route="/api/v1/accounts/{number}",status="200"} 1"#),

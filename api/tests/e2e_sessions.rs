@@ -1,6 +1,7 @@
 //! Sessions, API tokens and the public key, on the real binary: sign in with a password or
-//! an API token, refresh (the old pair stops working), log out, expiry, revocation,
-//! verification with the published key, and keys that survive a restart.
+//! an API token, refresh (the old pair stops working), log out, expiry, revocation (of the
+//! token and of the sessions it opened), verification with the published key, and keys
+//! that survive a restart.
 
 mod common;
 
@@ -151,13 +152,17 @@ async fn sessions_refresh_rotate_and_logout_revokes() {
     assert_eq!(me(&server, token).await, StatusCode::UNAUTHORIZED, "a revoked token");
     let (status, _) = login(&server, json!({"login": "ann", "token": token})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked token opens no session");
+    let by_token_access = by_token["access_token"].as_str().unwrap();
+    assert_eq!(me(&server, by_token_access).await, StatusCode::UNAUTHORIZED, "nor keeps one open");
 
     // Removing the user ends everything of theirs.
-    let by_token_access = by_token["access_token"].as_str().unwrap();
-    assert_eq!(me(&server, by_token_access).await, StatusCode::OK);
+    let (status, by_password) = login(&server, json!({"login": "ann", "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::CREATED, "{by_password}");
+    let by_password_access = by_password["access_token"].as_str().unwrap();
+    assert_eq!(me(&server, by_password_access).await, StatusCode::OK);
     let (status, _) = call(&server, Some(ADMIN_KEY), Method::DELETE, "/api/v1/users/ann", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(me(&server, by_token_access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&server, by_password_access).await, StatusCode::UNAUTHORIZED);
     let (status, _) = login(&server, json!({"login": "ann", "password": PASSWORD})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

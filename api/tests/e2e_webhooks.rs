@@ -247,7 +247,8 @@ async fn kill_and_restart_during_deliveries_loses_nothing() {
 #[tokio::test]
 async fn a_receiver_failing_for_a_while_gets_everything_after_it_recovers() {
     let data = tempfile::tempdir().unwrap();
-    let args: Vec<&str> = ["--admin-key", ADMIN_KEY].into_iter().chain(FAST_RETRIES).collect();
+    let args: Vec<&str> =
+        ["--admin-key", ADMIN_KEY, "--metrics-listen", "127.0.0.1:0"].into_iter().chain(FAST_RETRIES).collect();
     let server = common::Server::start(data.path(), &args).await;
     let api = Api::new(&server);
     let receiver = Receiver::start(Behaviour { fail_first: 6, ..Behaviour::default() }).await;
@@ -268,7 +269,7 @@ async fn a_receiver_failing_for_a_while_gets_everything_after_it_recovers() {
     assert!(first_attempts[..6].iter().all(|a| a["status_code"] == 500 && a["error"].is_string()));
     assert_eq!(first_attempts[6]["status_code"], 200);
     assert!(log.iter().all(|d| d["status"] == "delivered"));
-    let metrics = api.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("tollbook_webhook_deliveries_total{status=\"delivered\"} 5"), "{metrics}");
     assert!(metrics.contains("tollbook_webhook_attempts_total 11"), "{metrics}");
 }

@@ -27,6 +27,7 @@ use crate::server::AppState;
 pub mod jwt;
 pub mod links;
 pub mod store;
+pub mod throttle;
 
 pub use store::{
     AuthStore, LinkState, LoginLinkRecord, PortalSessionRecord, Role, SessionRecord, TokenRecord, UserRecord,
@@ -45,9 +46,12 @@ pub const LOGIN_LINK_LIFETIME_DEFAULT: std::time::Duration = std::time::Duration
 const TOKEN_RANDOM_BYTES: usize = 32;
 /// How long a session lasts without activity: its refresh token's lifetime.
 pub const REFRESH_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
-/// Password checks running at once. Argon2 is slow on purpose; past this a login answers
-/// 503 rather than letting a flood of guesses take every core.
+/// Password checks running at once. Argon2 is slow on purpose; past this a login waits
+/// (up to [`PASSWORD_CHECK_WAIT_MAX`]) rather than letting a flood of guesses take every
+/// core. One address holds at most [`throttle::PASSWORD_CHECKS_PER_ADDRESS_MAX`] of them.
 pub const PASSWORD_CHECKS_IN_FLIGHT_MAX: usize = 4;
+/// How long a login waits for a password check to be free before it answers 503.
+pub const PASSWORD_CHECK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// Shortest password a user may be given.
 pub const PASSWORD_LENGTH_MIN: usize = 10;
 /// Longest password: argon2 takes any length, the body limit would too; this keeps the
@@ -167,6 +171,9 @@ pub struct Auth {
     keys: jwt::SigningKeys,
     access_lifetime: Duration,
     password_checks: Arc<tokio::sync::Semaphore>,
+    /// Wrong secrets per login and per address, and each address's share of the
+    /// password checks.
+    pub throttle: throttle::LoginThrottle,
     /// A hash to check against when a login names no user with a password, so that an
     /// unknown login takes as long to refuse as a wrong password.
     decoy_hash: String,
@@ -192,6 +199,26 @@ pub struct PortalSettings {
 /// A portal session just opened: the cookie's value, given to the browser this once.
 pub struct PortalLogin {
     pub cookie: String,
+}
+
+/// What an API token is good for.
+enum TokenCheck {
+    Usable(TokenRecord, UserRecord),
+    /// Live, but not from this address.
+    AddressNotAllowed(TokenRecord),
+    /// Unknown, expired, or its user gone.
+    Unusable,
+}
+
+/// The caller a user stands for; none for a partner or customer user without an account.
+fn caller_for(user: &UserRecord, actor: String) -> Option<Caller> {
+    let scope = match (user.role, user.account) {
+        (Role::Admin, _) => Scope::Admin,
+        (Role::Partner, Some(account)) => Scope::Partner(account),
+        (Role::Customer, Some(account)) => Scope::Customer(account),
+        (_, None) => return None,
+    };
+    Some(Caller { actor, scope, login: Some(user.login.clone()) })
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -221,6 +248,7 @@ pub fn spawn_purger(auth: Arc<Auth>) -> tokio::task::JoinHandle<()> {
                 Ok(_) => {}
                 Err(error) => tracing::error!(%error, "expired auth records could not be removed"),
             }
+            auth.throttle.forget_stale();
         }
     })
 }
@@ -242,6 +270,7 @@ impl Auth {
             keys,
             access_lifetime: Duration::from_std(access_lifetime)?,
             password_checks: Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS_IN_FLIGHT_MAX)),
+            throttle: throttle::LoginThrottle::default(),
             decoy_hash: hash_password("decoy password, never valid")?,
             random,
             links,
@@ -263,7 +292,8 @@ impl Auth {
         self.keys.jwks()
     }
 
-    /// The caller a credential stands for, or `None` if it stands for nobody.
+    /// The caller a credential stands for, or `None` if it stands for nobody. A genuine,
+    /// live credential used from an address it is not allowed from is an error that says so.
     pub fn authenticate(&self, credential: &str, peer: Option<IpAddr>) -> Result<Option<Caller>, ApiError> {
         let presented = store::digest(credential);
         if let Some(expected) = self.admin_key_digest {
@@ -273,36 +303,70 @@ impl Auth {
             }
         }
         if credential.starts_with(API_TOKEN_PREFIX) {
-            let Some(token) = self.usable_token(&presented, peer)? else { return Ok(None) };
-            return self.caller_for(&token.login, format!("token:{}", token.id));
+            let (token, user) = match self.check_token(&presented, peer)? {
+                TokenCheck::Usable(token, user) => (token, user),
+                TokenCheck::AddressNotAllowed(_) => return Err(ApiError::address_not_allowed()),
+                TokenCheck::Unusable => return Ok(None),
+            };
+            return Ok(caller_for(&user, format!("token:{}", token.id)));
         }
         let Some(claims) = self.keys.verify(credential) else { return Ok(None) };
         let Some(session) = self.store.session(claims.sid).map_err(internal)? else { return Ok(None) };
-        let current = session.generation == claims.r#gen && session.login == claims.sub && session.expires_at > now();
-        if !current || !store::ip_allowed(&session.allowed_ips, peer) {
+        if session.generation != claims.r#gen || session.login != claims.sub {
             return Ok(None);
         }
-        self.caller_for(&session.login, format!("user:{}", session.login))
+        let Some(user) = self.session_user(&session)? else { return Ok(None) };
+        if !store::ip_allowed(&session.allowed_ips, peer) {
+            return Err(ApiError::address_not_allowed());
+        }
+        Ok(caller_for(&user, format!("user:{}", session.login)))
     }
 
-    /// An API token that exists, has not expired and may be used from `peer`.
-    fn usable_token(&self, token_digest: &[u8; 32], peer: Option<IpAddr>) -> Result<Option<TokenRecord>, ApiError> {
-        let Some(token) = self.store.token_by_digest(token_digest).map_err(internal)? else { return Ok(None) };
-        let live = token.expires_at.is_none_or(|expires_at| expires_at > now());
-        Ok((live && store::ip_allowed(&token.allowed_ips, peer)).then_some(token))
+    /// The user a session acts for, while the session is live: not expired, opened for
+    /// this very user (not one removed and made again under its login) in its current
+    /// role, and, when opened with an API token, while that token exists. Two reads of
+    /// the auth store's cache, so every request can afford it: that is what ends a
+    /// session at once when any of this changes.
+    fn session_user(&self, session: &SessionRecord) -> Result<Option<UserRecord>, ApiError> {
+        if session.expires_at <= now() {
+            return Ok(None);
+        }
+        if let Some(token) = session.token
+            && !self.store.token_exists(token).map_err(internal)?
+        {
+            return Ok(None);
+        }
+        let user = self.store.user(&session.login).map_err(internal)?;
+        Ok(user.filter(|user| {
+            session.user_id.is_none_or(|id| id == user.id) && session.role.is_none_or(|role| role == user.role)
+        }))
     }
 
-    fn caller_for(&self, login: &str, actor: String) -> Result<Option<Caller>, ApiError> {
-        // The user is read on every request, so that removing a user (or changing its
-        // role) takes effect at once, whatever its tokens say.
-        let Some(user) = self.store.user(login).map_err(internal)? else { return Ok(None) };
-        let scope = match (user.role, user.account) {
-            (Role::Admin, _) => Scope::Admin,
-            (Role::Partner, Some(account)) => Scope::Partner(account),
-            (Role::Customer, Some(account)) => Scope::Customer(account),
-            (_, None) => return Ok(None),
+    /// An API token that exists, has not expired and belongs to a user that exists (the
+    /// very user it was made for), with that user; and whether `peer` may use it.
+    fn check_token(&self, token_digest: &[u8; 32], peer: Option<IpAddr>) -> Result<TokenCheck, ApiError> {
+        let Some(token) = self.store.token_by_digest(token_digest).map_err(internal)? else {
+            return Ok(TokenCheck::Unusable);
         };
-        Ok(Some(Caller { actor, scope, login: Some(user.login) }))
+        if token.expires_at.is_some_and(|expires_at| expires_at <= now()) {
+            return Ok(TokenCheck::Unusable);
+        }
+        // The user is read on every request, so that removing a user takes effect at
+        // once, whatever its tokens say.
+        let user = self.store.user(&token.login).map_err(internal)?;
+        let Some(user) = user.filter(|user| token.user_id.is_none_or(|id| id == user.id)) else {
+            return Ok(TokenCheck::Unusable);
+        };
+        Ok(if store::ip_allowed(&token.allowed_ips, peer) {
+            TokenCheck::Usable(token, user)
+        } else {
+            TokenCheck::AddressNotAllowed(token)
+        })
+    }
+
+    /// Refuses an attempt at once while its login or its address is throttled.
+    fn admit(&self, login: &str, address: throttle::AddressKey) -> Result<(), ApiError> {
+        self.throttle.admit(login, address).map_err(|throttled| ApiError::too_many_attempts(throttled.retry_after))
     }
 
     fn random_token(&self, prefix: &str) -> Result<String, ApiError> {
@@ -311,44 +375,91 @@ impl Auth {
         Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
     }
 
-    /// Checks a login's secret and opens a session.
+    /// Checks a login's secret and opens a session. Attempts are throttled per login and
+    /// per address (see [`throttle`]): a throttled one is refused before its secret is
+    /// looked at.
     pub async fn login(&self, login: &str, secret: Secret, peer: Option<IpAddr>) -> Result<Issued, ApiError> {
-        let user = self.store.user(login).map_err(internal)?;
-        let allowed_ips = match secret {
+        let address = throttle::AddressKey::of(peer);
+        self.admit(login, address)?;
+        let (user, token) = match secret {
             Secret::Password(password) => {
+                let user = self.store.user(login).map_err(internal)?;
                 let hash = user.as_ref().and_then(|u| u.password_hash.clone());
                 let checked = hash.is_some();
-                let matches = self.check_password(password, hash.unwrap_or_else(|| self.decoy_hash.clone())).await?;
-                if !(checked && matches) {
+                let decoy = || self.decoy_hash.clone();
+                let matches = self.check_password(login, address, password, hash.unwrap_or_else(decoy)).await?;
+                match user {
+                    Some(user) if checked && matches => (user, None),
+                    _ => {
+                        self.throttle.failed(login, address);
+                        return Err(ApiError::invalid_credentials());
+                    }
+                }
+            }
+            Secret::ApiToken(token) => match self.check_token(&store::digest(&token), peer)? {
+                TokenCheck::Usable(record, user) if record.login == login => (user, Some(record)),
+                // The secret was right: this is no guess, and the holder learns what to fix.
+                TokenCheck::AddressNotAllowed(record) if record.login == login => {
+                    return Err(ApiError::address_not_allowed());
+                }
+                _ => {
+                    self.throttle.failed(login, address);
                     return Err(ApiError::invalid_credentials());
                 }
-                Vec::new()
-            }
-            Secret::ApiToken(token) => match self.usable_token(&store::digest(&token), peer)? {
-                Some(record) if record.login == login => record.allowed_ips,
-                _ => return Err(ApiError::invalid_credentials()),
             },
         };
-        let user = user.ok_or_else(ApiError::invalid_credentials)?;
         let refresh_token = self.random_token(REFRESH_TOKEN_PREFIX)?;
         let created_at = now();
+        let mut expires_at = created_at + Duration::from_std(REFRESH_LIFETIME).expect("a small duration");
+        // A session lives no longer than the token that opened it.
+        if let Some(token_expires_at) = token.as_ref().and_then(|t| t.expires_at) {
+            expires_at = expires_at.min(token_expires_at);
+        }
         let session = SessionRecord {
             id: Uuid::now_v7(),
             login: user.login.clone(),
             created_at,
-            expires_at: created_at + Duration::from_std(REFRESH_LIFETIME).expect("a small duration"),
+            expires_at,
             generation: 0,
             refresh_digest: store::digest(&refresh_token),
-            allowed_ips,
+            allowed_ips: token.as_ref().map(|t| t.allowed_ips.clone()).unwrap_or_default(),
+            token: token.map(|t| t.id),
+            user_id: Some(user.id),
+            role: Some(user.role),
         };
         self.store.insert_session(&session).await.map_err(internal)?;
+        // Revoked, or the user removed, while the session was being stored: the checks
+        // of every request would refuse it; do not hand it out at all.
+        if self.session_user(&session)?.is_none() {
+            self.store.remove_session(&session).await.map_err(internal)?;
+            return Err(ApiError::invalid_credentials());
+        }
         Ok(self.issue(session, user, refresh_token))
     }
 
-    async fn check_password(&self, password: String, hash: String) -> Result<bool, ApiError> {
-        let permit = self.password_checks.clone().try_acquire_owned().map_err(|_| ApiError::overloaded())?;
+    /// Checks a password against a hash, holding one of the address's shares of the
+    /// password checks and one of the server's, and rechecking the throttle once it has
+    /// them (other attempts may have failed while it waited).
+    async fn check_password(
+        &self,
+        login: &str,
+        address: throttle::AddressKey,
+        password: String,
+        hash: String,
+    ) -> Result<bool, ApiError> {
+        let share = self
+            .throttle
+            .hashing_share(address)
+            .ok_or_else(|| ApiError::too_many_attempts(std::time::Duration::from_secs(1)))?;
+        let permit = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, self.password_checks.clone().acquire_owned())
+            .await
+            .map_err(|_| ApiError::overloaded())?
+            .map_err(|_| ApiError::overloaded())?;
+        self.admit(login, address)?;
         let matches = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            // Held until the hash is done, even if the client has gone: a client cannot
+            // start more hashing than its share by hanging up.
+            let _held = (permit, share);
             use argon2::password_hash::{PasswordHash, PasswordVerifier};
             PasswordHash::new(&hash)
                 .map(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
@@ -360,16 +471,29 @@ impl Auth {
     }
 
     /// Swaps a refresh token for a new pair; the old refresh and access tokens stop working.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<Issued, ApiError> {
+    /// A session that is no longer live (its token revoked or expired, its user removed or
+    /// given another role) is ended instead. A session restricted to some networks is
+    /// refreshed only from them.
+    pub async fn refresh(&self, refresh_token: &str, peer: Option<IpAddr>) -> Result<Issued, ApiError> {
+        let old_digest = store::digest(refresh_token);
+        // Checked before the rotation, which would use the refresh token up.
+        if let Some(session) = self.store.session_by_refresh(&old_digest).map_err(internal)?
+            && !store::ip_allowed(&session.allowed_ips, peer)
+        {
+            return Err(ApiError::address_not_allowed());
+        }
         let new_refresh = self.random_token(REFRESH_TOKEN_PREFIX)?;
         let session =
-            self.store.rotate_refresh(store::digest(refresh_token), store::digest(&new_refresh), now()).await.map_err(
-                |failure| match failure {
+            self.store.rotate_refresh(old_digest, store::digest(&new_refresh), now()).await.map_err(|failure| {
+                match failure {
                     store::RefreshFailure::Invalid | store::RefreshFailure::Ended(_) => ApiError::invalid_credentials(),
                     store::RefreshFailure::Storage(e) => internal(e),
-                },
-            )?;
-        let user = self.store.user(&session.login).map_err(internal)?.ok_or_else(ApiError::invalid_credentials)?;
+                }
+            })?;
+        let Some(user) = self.session_user(&session)? else {
+            self.store.remove_session(&session).await.map_err(internal)?;
+            return Err(ApiError::invalid_credentials());
+        };
         Ok(self.issue(session, user, new_refresh))
     }
 
@@ -400,10 +524,10 @@ impl Auth {
         self.store.remove_session(&session).await.map_err(internal)
     }
 
-    /// Makes an API token for `login`; the secret is returned this once and stored hashed.
+    /// Makes an API token for `user`; the secret is returned this once and stored hashed.
     pub async fn create_token(
         &self,
-        login: &str,
+        user: &UserRecord,
         description: Option<String>,
         expires_at: Option<DateTime<Utc>>,
         allowed_ips: Vec<ipnet::IpNet>,
@@ -411,12 +535,13 @@ impl Auth {
         let token = self.random_token(API_TOKEN_PREFIX)?;
         let record = TokenRecord {
             id: Uuid::now_v7(),
-            login: login.to_owned(),
+            login: user.login.clone(),
             description,
             prefix: token.chars().take(API_TOKEN_PREFIX.len() + 4).collect(),
             created_at: now(),
             expires_at,
             allowed_ips,
+            user_id: Some(user.id),
         };
         self.store.insert_token(&record, store::digest(&token)).await.map_err(internal)?;
         Ok(NewToken { record, token })
@@ -474,16 +599,30 @@ impl Auth {
 
     /// Signs a user in to the portal with a login and password. Only partners and
     /// customers have a portal: the operator's users are refused like a wrong password,
-    /// so the page tells no one which logins are the operator's.
-    pub async fn portal_password_login(&self, login: &str, password: String) -> Result<PortalLogin, ApiError> {
+    /// so the page tells no one which logins are the operator's. Throttled like
+    /// [`Auth::login`], under the same counts: a guesser gains nothing by switching forms.
+    pub async fn portal_password_login(
+        &self,
+        login: &str,
+        password: String,
+        peer: Option<IpAddr>,
+    ) -> Result<PortalLogin, ApiError> {
+        let address = throttle::AddressKey::of(peer);
+        self.admit(login, address)?;
         let user = self.store.user(login).map_err(internal)?;
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let checked = hash.is_some();
-        let matches = self.check_password(password, hash.unwrap_or_else(|| self.decoy_hash.clone())).await?;
+        let decoy = || self.decoy_hash.clone();
+        let matches = self.check_password(login, address, password, hash.unwrap_or_else(decoy)).await?;
+        if !(checked && matches) {
+            self.throttle.failed(login, address);
+            return Err(ApiError::invalid_credentials());
+        }
+        // The right password of a user without a portal is not a guess: not counted.
         let account = user.as_ref().filter(|u| u.role != Role::Admin).and_then(|u| u.account);
-        match (checked && matches, account, user) {
-            (true, Some(account), Some(user)) => {
-                self.open_portal_session(account, Some(user.login.clone()), format!("user:{}", user.login)).await
+        match (account, user) {
+            (Some(account), Some(user)) => {
+                self.open_portal_session(account, Some(&user), format!("user:{}", user.login)).await
             }
             _ => Err(ApiError::invalid_credentials()),
         }
@@ -492,7 +631,7 @@ impl Auth {
     async fn open_portal_session(
         &self,
         account: AccountId,
-        login: Option<String>,
+        user: Option<&UserRecord>,
         actor: String,
     ) -> Result<PortalLogin, ApiError> {
         let cookie = self.random_token(PORTAL_SESSION_PREFIX)?;
@@ -500,7 +639,9 @@ impl Auth {
         let session = PortalSessionRecord {
             id: Uuid::now_v7(),
             account,
-            login,
+            login: user.map(|u| u.login.clone()),
+            user_id: user.map(|u| u.id),
+            role: user.map(|u| u.role),
             actor,
             csrf_token: self.random_token("")?,
             created_at,
@@ -510,7 +651,8 @@ impl Auth {
         Ok(PortalLogin { cookie })
     }
 
-    /// The live portal session a cookie stands for. A password session ends with its user.
+    /// The live portal session a cookie stands for. A password session ends with its user
+    /// (removed, or made again for another user or role).
     pub fn portal_session(&self, cookie: &str) -> Result<Option<PortalSessionRecord>, ApiError> {
         if !cookie.starts_with(PORTAL_SESSION_PREFIX) {
             return Ok(None);
@@ -523,7 +665,12 @@ impl Auth {
         }
         if let Some(login) = &session.login {
             let user = self.store.user(login).map_err(internal)?;
-            if user.is_none_or(|u| u.account != Some(session.account)) {
+            let same = |u: &UserRecord| {
+                u.account == Some(session.account)
+                    && session.user_id.is_none_or(|id| id == u.id)
+                    && session.role.is_none_or(|role| role == u.role)
+            };
+            if !user.as_ref().is_some_and(same) {
                 return Ok(None);
             }
         }

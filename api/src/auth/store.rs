@@ -63,6 +63,10 @@ pub struct TokenRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// Empty: any address.
     pub allowed_ips: Vec<IpNet>,
+    /// The id of the user it was made for: a user removed and made again under the same
+    /// login does not inherit it. Absent on tokens made before it was recorded.
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +83,18 @@ pub struct SessionRecord {
     pub refresh_digest: [u8; 32],
     /// A session opened with a restricted API token keeps the token's restriction.
     pub allowed_ips: Vec<IpNet>,
+    /// The API token the session was opened with; none for a password. The session lives
+    /// only as long as the token does: its expiry is capped at the token's, and revoking
+    /// the token ends it.
+    #[serde(default)]
+    pub token: Option<Uuid>,
+    /// The user (its id, not only its login) and role the session was opened for: a user
+    /// removed, or made again with another role, does not keep its sessions. Absent on
+    /// sessions opened before they were recorded.
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+    #[serde(default)]
+    pub role: Option<Role>,
 }
 
 /// Where a login link stands. A link leaves `Issued` once, so it opens one session at most.
@@ -124,6 +140,12 @@ pub struct PortalSessionRecord {
     /// The user who signed in with a password; none for a login link. A user's session
     /// ends when the user is removed.
     pub login: Option<String>,
+    /// That user's id and role when it signed in: the session ends if the login is made
+    /// again for another user or role.
+    #[serde(default)]
+    pub user_id: Option<Uuid>,
+    #[serde(default)]
+    pub role: Option<Role>,
     /// Recorded on the events the session's forms produce.
     pub actor: String,
     /// The token every form of this session must carry (CSRF).
@@ -171,6 +193,7 @@ pub fn ip_allowed(allowed: &[IpNet], ip: Option<IpAddr>) -> bool {
 #[derive(Clone)]
 pub struct AuthStore {
     db: sled::Db,
+    flusher: crate::flush::GroupFlush,
     users: sled::Tree,
     tokens: sled::Tree,
     token_ids: sled::Tree,
@@ -203,13 +226,14 @@ impl AuthStore {
             keys: db.open_tree(KEYS)?,
             login_links: db.open_tree(LOGIN_LINKS)?,
             portal_sessions: db.open_tree(PORTAL_SESSIONS)?,
+            flusher: crate::flush::GroupFlush::new(db.clone()),
             db,
         })
     }
 
     /// Makes every change so far durable; called before any change is acknowledged.
     async fn flush(&self) -> StoreResult<()> {
-        self.db.flush_async().await.map(|_| ())
+        self.flusher.flush().await
     }
 
     pub fn key(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -260,7 +284,7 @@ impl AuthStore {
         for token in self.tokens_of(Some(login))? {
             self.remove_token_record(token.id)?;
         }
-        for session in self.sessions_of(login)? {
+        for session in self.sessions_matching(|s| s.login == login)? {
             self.remove_session_record(&session)?;
         }
         self.flush().await?;
@@ -306,10 +330,19 @@ impl AuthStore {
         }
     }
 
+    /// Removes a token with every session opened with it; false if there was none.
     pub async fn remove_token(&self, id: Uuid) -> StoreResult<bool> {
         let removed = self.remove_token_record(id)?;
+        for session in self.sessions_matching(|s| s.token == Some(id))? {
+            self.remove_session_record(&session)?;
+        }
         self.flush().await?;
         Ok(removed)
+    }
+
+    /// Whether token `id` still exists (an existing token may still have expired).
+    pub fn token_exists(&self, id: Uuid) -> StoreResult<bool> {
+        self.token_ids.contains_key(id.as_bytes())
     }
 
     // Sessions.
@@ -324,11 +357,19 @@ impl AuthStore {
         self.sessions.get(id.as_bytes())?.map(|v| decode(&v)).transpose()
     }
 
-    fn sessions_of(&self, login: &str) -> StoreResult<Vec<SessionRecord>> {
+    /// The session whose current refresh token has this digest.
+    pub fn session_by_refresh(&self, refresh_digest: &[u8; 32]) -> StoreResult<Option<SessionRecord>> {
+        match self.refresh.get(refresh_digest)? {
+            Some(id) => self.sessions.get(id)?.map(|v| decode(&v)).transpose(),
+            None => Ok(None),
+        }
+    }
+
+    fn sessions_matching(&self, wanted: impl Fn(&SessionRecord) -> bool) -> StoreResult<Vec<SessionRecord>> {
         self.sessions
             .iter()
             .map(|entry| entry.and_then(|(_, v)| decode::<SessionRecord>(&v)))
-            .filter(|s| !matches!(s, Ok(s) if s.login != login))
+            .filter(|s| !matches!(s, Ok(s) if !wanted(s)))
             .collect()
     }
 
@@ -492,6 +533,9 @@ mod tests {
             generation: 0,
             refresh_digest,
             allowed_ips: vec![],
+            token: None,
+            user_id: None,
+            role: None,
         }
     }
 
@@ -546,6 +590,7 @@ mod tests {
             created_at: Utc::now(),
             expires_at: None,
             allowed_ips: vec![],
+            user_id: Some(user.id),
         };
         store.insert_token(&token, digest("t1")).await.unwrap();
         let live = session("ann", digest("r1"), Utc::now() + chrono::Duration::hours(1));
@@ -558,6 +603,39 @@ mod tests {
             store.rotate_refresh(digest("r1"), digest("r2"), Utc::now()).await.err(),
             Some(RefreshFailure::Invalid)
         ));
+    }
+
+    #[tokio::test]
+    async fn revoking_a_token_ends_the_sessions_opened_with_it_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let token = |id| TokenRecord {
+            id,
+            login: "ann".into(),
+            description: None,
+            prefix: "tbk_x".into(),
+            created_at: Utc::now(),
+            expires_at: None,
+            allowed_ips: vec![],
+            user_id: None,
+        };
+        let (revoked, kept) = (Uuid::now_v7(), Uuid::now_v7());
+        store.insert_token(&token(revoked), digest("t1")).await.unwrap();
+        store.insert_token(&token(kept), digest("t2")).await.unwrap();
+        let hour = chrono::Duration::hours(1);
+        let opened_with =
+            |token, refresh: &str| SessionRecord { token, ..session("ann", digest(refresh), Utc::now() + hour) };
+        let (through_revoked, through_kept, by_password) =
+            (opened_with(Some(revoked), "r1"), opened_with(Some(kept), "r2"), opened_with(None, "r3"));
+        for session in [&through_revoked, &through_kept, &by_password] {
+            store.insert_session(session).await.unwrap();
+        }
+        assert!(store.remove_token(revoked).await.unwrap());
+        assert!(!store.token_exists(revoked).unwrap() && store.token_exists(kept).unwrap());
+        assert!(store.session(through_revoked.id).unwrap().is_none());
+        assert!(store.session_by_refresh(&digest("r1")).unwrap().is_none(), "its refresh token is gone too");
+        assert!(store.session(through_kept.id).unwrap().is_some() && store.session(by_password.id).unwrap().is_some());
+        assert_eq!(store.session_by_refresh(&digest("r2")).unwrap().map(|s| s.id), Some(through_kept.id));
     }
 
     #[tokio::test]
@@ -616,6 +694,8 @@ mod tests {
             id: Uuid::now_v7(),
             account: AccountId(Uuid::now_v7()),
             login: None,
+            user_id: None,
+            role: None,
             actor: "link".into(),
             csrf_token: "t".into(),
             created_at: now - day,

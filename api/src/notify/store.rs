@@ -77,7 +77,7 @@ pub struct DeliveryRecord {
 
 #[derive(Clone)]
 pub struct NotifyStore {
-    db: sled::Db,
+    flusher: crate::flush::GroupFlush,
     settings: sled::Tree,
     webhooks: sled::Tree,
     cursors: sled::Tree,
@@ -109,7 +109,7 @@ impl NotifyStore {
             webhooks: db.open_tree(WEBHOOKS)?,
             cursors: db.open_tree(CURSORS)?,
             deliveries: db.open_tree(DELIVERIES)?,
-            db,
+            flusher: crate::flush::GroupFlush::new(db),
         })
     }
 
@@ -117,7 +117,7 @@ impl NotifyStore {
     /// acknowledged. Cursor moves are not flushed one by one: losing one in a crash means
     /// delivering again (at least once), never skipping.
     async fn flush(&self) -> StoreResult<()> {
-        self.db.flush_async().await.map(|_| ())
+        self.flusher.flush().await
     }
 
     pub fn alert_templates(&self) -> StoreResult<AlertTemplates> {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::templates::{self, Frame, render_page};
 use super::{Visitor, chart, clear_session_cookie, set_session_cookie};
+use crate::auth::PeerIp;
 use crate::error::ApiError;
 use crate::routes::transfers::{TransferRequest, move_funds};
 use crate::server::AppState;
@@ -239,20 +240,24 @@ fn signed_in(state: &AppState, headers: &HeaderMap, login: crate::auth::PortalLo
     response
 }
 
-pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> PageResult {
+pub async fn login(State(state): State<AppState>, PeerIp(peer): PeerIp, headers: HeaderMap, body: Bytes) -> PageResult {
     if super::sent_from_another_site(&headers, state.auth.portal.public_url.as_deref()) {
         return Err(ApiError::csrf_mismatch().into());
     }
     let form: LoginForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    match state.auth.portal_password_login(form.login.trim(), form.password).await {
+    match state.auth.portal_password_login(form.login.trim(), form.password, peer).await {
         Ok(login) => Ok(signed_in(&state, &headers, login)),
-        Err(error) if error.status == StatusCode::UNAUTHORIZED => {
-            let page = templates::Login {
-                frame: None,
-                error: Some("The login and password do not match an account of this portal.".into()),
-                login: form.login,
+        Err(error) if matches!(error.status, StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS) => {
+            let message = match error.retry_after_seconds {
+                Some(seconds) => format!("Too many sign-in attempts. Please try again in {seconds} seconds."),
+                None => "The login and password do not match an account of this portal.".to_owned(),
             };
-            Ok((error.status, Html(render_page(&page))).into_response())
+            let page = templates::Login { frame: None, error: Some(message), login: form.login };
+            let mut response = (error.status, Html(render_page(&page))).into_response();
+            if let Some(seconds) = error.retry_after_seconds {
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            }
+            Ok(response)
         }
         Err(error) => Err(error.into()),
     }

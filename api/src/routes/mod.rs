@@ -39,7 +39,7 @@ pub mod transfers;
 mod users;
 mod webhooks;
 
-pub use operations::{Metrics, metrics_layer};
+pub use operations::{Metrics, metrics_app, metrics_layer};
 
 pub const API_ROOT: &str = "/api/v1";
 /// Items in one page of a list, when the client does not say.
@@ -144,7 +144,6 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("openapi", crate::openapi::OPENAPI_PATH),
         ("docs", crate::openapi::DOCS_PATH),
         ("health", "/health"),
-        ("metrics", "/metrics"),
     ];
     Json(IndexOut { status: "ok", links: links.into_iter().map(|(name, path)| (name, path.to_owned())).collect() })
 }

@@ -1,6 +1,8 @@
 //! Operations: health (live and ready), Prometheus metrics and the request counters
 //! behind them. None of these needs a credential, and none shows tenant data: metrics
 //! are labelled by route template (`/api/v1/accounts/{number}`), never by account.
+//! Metrics are served on their own address (`--metrics-listen`), never on the API's:
+//! request rates, flush latencies and account counts are the operator's business.
 
 use std::time::Instant;
 
@@ -26,8 +28,16 @@ const LATENCY_BUCKETS_SECONDS: [f64; 14] =
 pub const READY_LAG_EVENTS_MAX: u64 = 100_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health)).routes(routes!(live)).routes(routes!(ready)).routes(routes!(metrics))
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(live)).routes(routes!(ready))
 }
+
+/// What the metrics address serves: `/metrics`, and 404 for anything else.
+pub fn metrics_app(state: AppState) -> axum::Router {
+    axum::Router::new().route(METRICS_PATH, axum::routing::get(metrics)).with_state(state)
+}
+
+/// Where the metrics address serves them.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// The process-wide metrics recorder and what `/metrics` renders.
 #[derive(Clone)]
@@ -151,15 +161,7 @@ pub async fn live() -> Json<LiveOut> {
 
 /// Prometheus metrics: requests by route and status, latency histograms, the ledger's
 /// durable appends and flushes (events per flush is the writers' batch size), read-model
-/// position and lag.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "metrics",
-    tag = "operations",
-    security(()),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String))
-)]
+/// position and lag. On the metrics address only, so not in the API's OpenAPI document.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let position = state.models.position();
     metrics::gauge!("tollbook_accounts").set(state.ledger.account_count() as f64);

@@ -142,9 +142,10 @@ pub struct RefreshRequest {
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    PeerIp(peer): PeerIp,
     Body(request): Body<RefreshRequest>,
 ) -> Result<(StatusCode, Json<SessionOut>), ApiError> {
-    let issued = state.auth.refresh(&request.refresh_token).await?;
+    let issued = state.auth.refresh(&request.refresh_token, peer).await?;
     Ok((StatusCode::CREATED, Json(SessionOut::from_issued(issued))))
 }
 

@@ -139,11 +139,11 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<NewTokenResponse>), ApiError> {
     caller.require_admin()?;
     let store = &state.auth.store;
-    if store.user(&request.user)?.is_none() {
+    let Some(user) = store.user(&request.user)? else {
         return Err(
             ApiError::not_found("user_not_found", format!("user `{}` not found", request.user)).with_field("user")
         );
-    }
+    };
     if let Some(description) = &request.description {
         domain::ids::validate_text("description", description)?;
     }
@@ -176,7 +176,7 @@ pub async fn create(
         )
         .with_field("user"));
     }
-    let created = state.auth.create_token(&request.user, request.description, expires_at, allowed_ips).await?;
+    let created = state.auth.create_token(&user, request.description, expires_at, allowed_ips).await?;
     let body = NewTokenResponse { status: "ok", token: created.token, details: TokenOut::from_record(&created.record) };
     Ok((StatusCode::CREATED, Json(body)))
 }
@@ -247,8 +247,8 @@ pub async fn show(
     Ok(Json(TokenResponse { status: "ok", details: TokenOut::from_record(&record) }))
 }
 
-/// Revoke an API token: it stops working at once. Sessions opened with it stay open
-/// until logout or expiry, like sessions opened with a password.
+/// Revoke an API token: it stops working at once, and so does every session opened with
+/// it (their access tokens are refused, their refresh tokens refresh nothing).
 #[utoipa::path(
     delete,
     path = "/api/v1/tokens/{id}",

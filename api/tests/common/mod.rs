@@ -20,6 +20,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Server {
     child: Child,
     pub base: String,
+    /// Where metrics are served, when the server was started with `--metrics-listen`.
+    pub metrics_base: Option<String>,
 }
 
 impl Drop for Server {
@@ -40,21 +42,38 @@ impl Server {
             .env_remove("TOLLBOOK_STORE")
             .env_remove("TOLLBOOK_ADMIN_KEY")
             .env_remove("TOLLBOOK_SESSION_LIFETIME")
+            .env_remove("TOLLBOOK_METRICS_LISTEN")
             .env("TOLLBOOK_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // The server prints its bound address as its first line on stdout.
+        // The server prints its bound addresses on stdout, the API's last: the metrics
+        // address first when it serves one.
         let stdout = child.stdout.take().unwrap();
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        let lines = tokio::task::spawn_blocking(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut lines = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 {
+                    return Ok::<_, std::io::Error>(lines);
+                }
+                let api = line.starts_with("tollbook listening on ");
+                lines.push(line.trim().to_owned());
+                if api {
+                    // Kept open: the server may print more, and must not see a closed pipe.
+                    std::mem::forget(reader);
+                    return Ok(lines);
+                }
+            }
         });
-        let line = tokio::time::timeout(START_TIMEOUT, line).await.expect("the server printed no address").unwrap();
-        let line = line.unwrap();
-        let base = line.trim().strip_prefix("tollbook listening on ").unwrap_or_else(|| panic!("{line}")).to_owned();
-        let server = Server { child, base };
+        let lines = tokio::time::timeout(START_TIMEOUT, lines).await.expect("the server printed no address").unwrap();
+        let lines = lines.unwrap();
+        let address = |prefix: &str| lines.iter().find_map(|line| line.strip_prefix(prefix)).map(str::to_owned);
+        let base = address("tollbook listening on ").unwrap_or_else(|| panic!("no API address: {lines:?}"));
+        let metrics_base = address("tollbook metrics on ");
+        let server = Server { child, base, metrics_base };
         let client = reqwest::Client::new();
         let started = Instant::now();
         loop {
@@ -70,6 +89,19 @@ impl Server {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `/metrics` on the metrics address; the server must have been started with
+    /// `--metrics-listen 127.0.0.1:0`.
+    pub fn metrics_url(&self) -> String {
+        format!("{}/metrics", self.metrics_base.as_deref().expect("started with --metrics-listen"))
+    }
+
+    /// The Prometheus text the metrics address serves.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(self.metrics_url()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
     }
 
     /// Stops the server the way an operator would (SIGTERM) and waits for it.
