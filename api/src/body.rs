@@ -54,6 +54,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        refuse_declared_over(&request, BODY_BYTES_MAX)?;
         match kind_of(&request)? {
             Kind::Json => {
                 let bytes = read_bytes(request, state).await?;
@@ -94,9 +95,39 @@ where
     }
 }
 
+/// 413 at once for a body whose declared `Content-Length` is over `limit`, before any of
+/// it is read: the client need not send it, and a connection is not held while it does.
+/// (`DefaultBodyLimit` alone counts the bytes as they arrive.)
+pub fn refuse_declared_over(request: &Request, limit: usize) -> Result<(), ApiError> {
+    let declared = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    match declared.and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(length) if length > limit as u64 => Err(ApiError::payload_too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+/// 408 when a body could not be read because it did not arrive in time (see
+/// `crate::server::DeadlineBody`); the connection is closed after the answer.
+pub fn body_timed_out(error: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(timed_out) = error.downcast_ref::<crate::server::BodyTimedOut>() {
+            return Some(ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                timed_out.to_string(),
+            ));
+        }
+        source = error.source();
+    }
+    None
+}
+
 async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(timed_out) = body_timed_out(&rejection) {
+            timed_out
+        } else if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(BODY_BYTES_MAX)
         } else {
             invalid_body_message(None, rejection.body_text())
@@ -105,7 +136,9 @@ async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes
 }
 
 fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
-    if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(timed_out) = body_timed_out(&error) {
+        timed_out
+    } else if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::payload_too_large(BODY_BYTES_MAX)
     } else {
         invalid_body_message(None, error.body_text())

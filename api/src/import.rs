@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use projections::ReadModels;
 
 use crate::DataArgs;
+use crate::csv_out::{Column, csv_line};
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -137,8 +138,11 @@ fn now() -> Timestamp {
 /// The rejects file, created on the first rejected row only.
 struct Rejects {
     path: PathBuf,
-    writer: Option<csv::Writer<std::fs::File>>,
+    writer: Option<std::io::BufWriter<std::fs::File>>,
 }
+
+/// line, id, error, field, message.
+const REJECTS_COLUMNS: [Column; 5] = [Column::Number, Column::Text, Column::Text, Column::Text, Column::Text];
 
 impl Rejects {
     fn new(file: &Path, chosen: Option<PathBuf>) -> Self {
@@ -152,12 +156,13 @@ impl Rejects {
 
     fn add(&mut self, line: u64, id: Option<&str>, error: &str, field: Option<&str>, message: &str) -> CliResult {
         if self.writer.is_none() {
-            let mut writer = csv::Writer::from_path(&self.path)?;
-            writer.write_record(["line", "id", "error", "field", "message"])?;
+            let mut writer = std::io::BufWriter::new(std::fs::File::create(&self.path)?);
+            writer.write_all(csv_line(&[Column::Text; 5], &["line", "id", "error", "field", "message"]).as_bytes())?;
             self.writer = Some(writer);
         }
         let writer = self.writer.as_mut().expect("just created");
-        writer.write_record([&line.to_string(), id.unwrap_or(""), error, field.unwrap_or(""), message])?;
+        let record = [&line.to_string(), id.unwrap_or(""), error, field.unwrap_or(""), message];
+        writer.write_all(csv_line(&REJECTS_COLUMNS, &record).as_bytes())?;
         Ok(())
     }
 
@@ -394,31 +399,36 @@ pub async fn reconcile(command: ReconcileCommand) -> CliResult {
     let mut out = std::io::stdout().lock();
     match args.format {
         ReportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
-        ReportFormat::Csv => out.write_all(&report_csv(&report)?)?,
+        ReportFormat::Csv => out.write_all(&report_csv(&report))?,
         ReportFormat::Human => write!(out, "{}", report_text(&report))?,
     }
     if report.is_clean() { Ok(()) } else { Err("the file and the ledger differ".into()) }
 }
 
 /// One line per difference, in the columns of `difference,account,id,start,file_cost,ledger_cost,file_partner_cost,ledger_partner_cost,line`.
-pub fn report_csv(report: &projections::reconcile::Report) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+pub fn report_csv(report: &projections::reconcile::Report) -> Vec<u8> {
+    use Column::{Number, Text};
     use projections::reconcile::CallRecord;
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record([
-        "difference",
-        "account",
-        "id",
-        "start",
-        "file_cost",
-        "ledger_cost",
-        "file_partner_cost",
-        "ledger_partner_cost",
-        "line",
-    ])?;
+    // The account and id come from the file or a client: text; the costs and line numbers.
+    const COLUMNS: [Column; 9] = [Text, Text, Text, Text, Number, Number, Number, Number, Number];
+    let mut out = csv_line(
+        &[Text; 9],
+        &[
+            "difference",
+            "account",
+            "id",
+            "start",
+            "file_cost",
+            "ledger_cost",
+            "file_partner_cost",
+            "ledger_partner_cost",
+            "line",
+        ],
+    );
     let amount = |a: Option<domain::Amount>| a.map(|a| a.to_string()).unwrap_or_default();
     let mut row = |kind: &str, file: Option<&CallRecord>, ledger: Option<&CallRecord>| {
         let either = file.or(ledger).expect("one side at least");
-        writer.write_record([
+        let record = [
             kind.to_owned(),
             either.account.clone(),
             either.id.clone(),
@@ -428,21 +438,22 @@ pub fn report_csv(report: &projections::reconcile::Report) -> Result<Vec<u8>, Bo
             amount(file.and_then(|f| f.partner_cost)),
             amount(ledger.and_then(|l| l.partner_cost)),
             file.and_then(|f| f.line).map(|l| l.to_string()).unwrap_or_default(),
-        ])
+        ];
+        out.push_str(&csv_line(&COLUMNS, &record));
     };
     for call in &report.missing_in_ledger {
-        row("missing_in_ledger", Some(call), None)?;
+        row("missing_in_ledger", Some(call), None);
     }
     for call in &report.missing_in_file {
-        row("missing_in_file", None, Some(call))?;
+        row("missing_in_file", None, Some(call));
     }
     for difference in &report.cost_differs {
-        row("cost_differs", Some(&difference.file), Some(&difference.ledger))?;
+        row("cost_differs", Some(&difference.file), Some(&difference.ledger));
     }
     for call in &report.repeated_in_file {
-        row("repeated_in_file", Some(call), None)?;
+        row("repeated_in_file", Some(call), None);
     }
-    Ok(writer.into_inner()?)
+    out.into_bytes()
 }
 
 /// The summary a person reads first, then the differences.

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod auth;
 mod body;
+mod csv_out;
 mod error;
 mod flush;
 mod import;
@@ -105,6 +106,25 @@ pub struct ServeArgs {
     #[arg(long = "webhook-backoff-ms", env = "TOLLBOOK_WEBHOOK_BACKOFF_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub webhook_backoff_ms: u64,
+    /// A private address range webhooks may reach, as CIDR (`127.0.0.0/8`, `10.1.0.0/16`);
+    /// repeat the flag for more, or separate them with commas in the environment.
+    /// Loopback, private, link-local (cloud metadata), shared, unspecified, multicast and
+    /// broadcast addresses are refused otherwise.
+    #[arg(long = "webhook-allow-private", env = "TOLLBOOK_WEBHOOK_ALLOW_PRIVATE", value_delimiter = ',')]
+    pub webhook_allow_private: Vec<ipnet::IpNet>,
+    /// How long a client may take to send a request's headers; an idle keep-alive
+    /// connection is closed after as long. As for `--session-lifetime`.
+    #[arg(long = "header-read-timeout", env = "TOLLBOOK_HEADER_READ_TIMEOUT",
+          default_value_t = Lifetime(std::time::Duration::from_secs(server::HEADER_READ_TIMEOUT_S)))]
+    pub header_read_timeout: Lifetime,
+    /// How long a client may take to send a request's body once its headers arrived.
+    #[arg(long = "body-read-timeout", env = "TOLLBOOK_BODY_READ_TIMEOUT",
+          default_value_t = Lifetime(std::time::Duration::from_secs(server::BODY_READ_TIMEOUT_S)))]
+    pub body_read_timeout: Lifetime,
+    /// Connections open at once (live streams included); more wait to be accepted.
+    #[arg(long = "connections-max", env = "TOLLBOOK_CONNECTIONS_MAX", default_value_t = server::CONNECTIONS_OPEN_MAX,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connections_max: u32,
     /// How long a portal login link may be used (once): as for `--session-lifetime`.
     #[arg(long = "login-link-lifetime", env = "TOLLBOOK_LOGIN_LINK_LIFETIME", default_value = "15m")]
     pub login_link_lifetime: Lifetime,
@@ -124,6 +144,12 @@ pub struct Lifetime(pub std::time::Duration);
 
 /// The longest lifetime accepted: a year. Longer-lived credentials are API tokens.
 const LIFETIME_SECONDS_MAX: u64 = 366 * 24 * 3600;
+
+impl std::fmt::Display for Lifetime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}s", self.0.as_secs())
+    }
+}
 
 impl std::str::FromStr for Lifetime {
     type Err = String;

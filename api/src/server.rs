@@ -2,12 +2,20 @@
 //! drains the book writers so that nothing acknowledged is lost.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
 use commands::{EventStore, Ledger, SledStore, StoreSpec};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use utoipa_swagger_ui::SwaggerUi;
@@ -15,7 +23,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::ServeArgs;
 use crate::auth::{Auth, AuthStore};
 use crate::error::ApiError;
-use crate::notify::{DeliveryConfig, Notify, NotifyStore};
+use crate::notify::{AddressPolicy, DeliveryConfig, Notify, NotifyStore};
 use crate::openapi::{DOCS_PATH, OPENAPI_PATH};
 use crate::routes::{Metrics, metrics_layer};
 
@@ -94,7 +102,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         backoff_first: std::time::Duration::from_millis(args.webhook_backoff_ms),
         backoff_max: std::time::Duration::from_secs(600),
     };
-    let notify = Arc::new(Notify::open(notify_store, ledger.clone(), models.clone(), delivery)?);
+    let policy = AddressPolicy::new(args.webhook_allow_private.clone());
+    let notify = Arc::new(Notify::open(notify_store, ledger.clone(), models.clone(), delivery, policy)?);
     notify.start_all()?;
     let state = AppState(Arc::new(Shared {
         ledger: ledger.clone(),
@@ -129,18 +138,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // On stdout as well, for whoever started us with port 0 and needs to know the port.
     println!("tollbook listening on http://{bound}");
     std::io::stdout().flush()?;
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown({
-            // Live streams never end by themselves: they are told to close with 1001
-            // (going away), so that clients know to reconnect and resume, rather than
-            // seeing the connection drop when the process exits.
-            let notify = notify.clone();
-            async move {
-                shutdown_signal().await;
-                notify.begin_shutdown();
-            }
-        })
-        .await?;
+    let limits = ConnectionLimits {
+        header_read_timeout: args.header_read_timeout.0,
+        body_read_timeout: args.body_read_timeout.0,
+        connections_max: args.connections_max as usize,
+    };
+    serve_http(listener, app, limits, {
+        // Live streams never end by themselves: they are told to close with 1001
+        // (going away), so that clients know to reconnect and resume, rather than
+        // seeing the connection drop when the process exits.
+        let notify = notify.clone();
+        async move {
+            shutdown_signal().await;
+            notify.begin_shutdown();
+        }
+    })
+    .await;
     // Upgraded connections outlive the HTTP server: let the streams finish their closing
     // handshakes before the process exits and the kernel resets their sockets.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), notify.streams_closed()).await;
@@ -180,6 +193,203 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(CatchPanicLayer::custom(|_| ApiError::internal_message("a handler panicked".into()).into_response()))
         .with_state(state)
+}
+
+/// How long a client may take to send a request's head (request line and headers). An
+/// idle keep-alive connection waiting for its next request is closed after as long: a
+/// client that sends a byte now and then (slowloris) cannot hold a connection open.
+pub const HEADER_READ_TIMEOUT_S: u64 = 20;
+/// How long a client may take to send a request's body, from the moment its head arrived:
+/// the largest upload (32 MiB of CDRs) must come at 280 kB/s or more.
+pub const BODY_READ_TIMEOUT_S: u64 = 120;
+/// Connections open at once, live streams included. At the bound the server accepts no
+/// more until one closes: new ones wait in the kernel's listen backlog (and, when that is
+/// full, are refused by the kernel). Each takes a file descriptor: the process's limit
+/// (`ulimit -n`) must leave room for them, the store and webhook deliveries.
+pub const CONNECTIONS_OPEN_MAX: u32 = 512;
+
+/// The listener's limits (the constants above, or the flags that change them).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub connections_max: usize,
+}
+
+/// Serves HTTP/1.1 (WebSocket upgrades included) on `listener` until `signal`, then stops
+/// accepting, lets every connection finish its request in flight, and returns when all
+/// HTTP connections are closed (upgraded ones live on; the caller waits for those).
+///
+/// Not `axum::serve`: it has no header read timeout and no bound on connections. This is
+/// its loop, with hyper's own timer-driven header timeout, a deadline on request bodies
+/// and a semaphore in front of `accept`.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    signal: impl Future<Output = ()> + Send + 'static,
+) {
+    // Dropping the receiver tells the accept loop and every connection to wind down.
+    let (signal_tx, signal_rx) = watch::channel(());
+    tokio::spawn(async move {
+        signal.await;
+        drop(signal_rx);
+    });
+    // Each connection task holds a receiver: once all are dropped, every one has ended.
+    let (close_tx, close_rx) = watch::channel(());
+    let permits = Arc::new(Semaphore::new(limits.connections_max));
+    loop {
+        let (permit, accepted) = tokio::select! {
+            _ = signal_tx.closed() => break,
+            accepted = async {
+                // The permit first: at the bound, nothing is accepted until a slot frees.
+                let permit = permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+                (permit, listener.accept().await)
+            } => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                accept_failed(error).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let body_read_timeout = limits.body_read_timeout;
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(|body| with_deadline(body, body_read_timeout));
+            request.extensions_mut().insert(ConnectInfo(remote));
+            tower::ServiceExt::oneshot(app.clone(), request)
+        });
+        // The permit lives as long as the socket, an upgraded live stream's included.
+        let io = TokioIo::new(Counted { stream, _permit: permit });
+        let signal_tx = signal_tx.clone();
+        let close_rx = close_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+            let mut connection = std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
+            let mut signalled = std::pin::pin!(signal_tx.closed());
+            let mut shutting_down = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(error) = result {
+                            tracing::debug!(%error, %remote, "connection ended");
+                        }
+                        break;
+                    }
+                    _ = &mut signalled, if !shutting_down => {
+                        shutting_down = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(close_rx);
+        });
+    }
+    drop(close_rx);
+    drop(listener);
+    close_tx.closed().await;
+}
+
+/// A failed `accept`: a connection that went away before it was taken is nobody's
+/// problem; anything else (out of file descriptors) is logged and waited out, as
+/// retrying at once would spin.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(%error, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A request body, with a time limit on its arrival when there is one to read.
+fn with_deadline(body: Incoming, limit: Duration) -> axum::body::Body {
+    if body.is_end_stream() {
+        return axum::body::Body::new(body);
+    }
+    axum::body::Body::new(DeadlineBody { inner: body, deadline: Box::pin(tokio::time::sleep(limit)), limit })
+}
+
+/// A body that fails once its deadline passes before its end: reading it gives an error,
+/// the handler answers, and hyper closes the connection rather than wait for the rest.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+/// The error a [`DeadlineBody`] gives.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", .0.as_secs())]
+pub struct BodyTimedOut(pub Duration);
+
+impl http_body::Body for DeadlineBody {
+    type Data = axum::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|frame| frame.map_err(Into::into))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.limit))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A connection's socket with its place under [`CONNECTIONS_OPEN_MAX`], given back when
+/// the socket is dropped.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 async fn shutdown_signal() {

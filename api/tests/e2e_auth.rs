@@ -68,7 +68,9 @@ enum Expect {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    // The webhook below names a loopback URL, which webhooks reach only when allowed.
+    let args = ["--admin-key", ADMIN_KEY, "--webhook-allow-private", "127.0.0.0/8"];
+    let server = Server::start(data.path(), &args).await;
     let setup = Setup { client: reqwest::Client::new(), server };
     let accounts = "/api/v1/accounts";
     for (number, name, kind, partner) in [

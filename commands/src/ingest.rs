@@ -20,7 +20,10 @@ use crate::writer::{BULK_COMMANDS_MAX, BookHandle, CommandOutcome};
 
 // The CSV table and the CDR file format are domain's (pure parsing, shared with the
 // read side's reconciliation); re-exported where the API has always found them.
-pub use domain::csv_file::{CDR_EXPORT_EXTRA_FIELDS, CsvTable, RowFields, cdr_table, next_cdr};
+pub use domain::csv_file::{
+    CDR_EXPORT_EXTRA_FIELDS, CsvTable, FORMULA_TRIGGERS, RowFields, cdr_table, neutralised_cell, next_cdr,
+    restored_cell,
+};
 
 /// Payments recorded at once: enough to fill a writer's batch, few enough never to
 /// overflow its queue.

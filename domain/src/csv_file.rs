@@ -7,6 +7,7 @@
 //! Here rather than in `commands` because the read side (reconciliation of an outside CDR
 //! file) reads the same format, and it must not depend on the write side.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 
@@ -89,8 +90,35 @@ pub struct RowFields<'r> {
 }
 
 impl<'r> RowFields<'r> {
+    /// The field, with the quote of a [`neutralised_cell`] taken off: an export read back
+    /// gives the text that was exported.
     pub fn get(&self, name: &str) -> Option<&'r str> {
-        self.columns.get(name).and_then(|index| self.record.get(*index)).filter(|v| !v.is_empty())
+        self.columns.get(name).and_then(|index| self.record.get(*index)).filter(|v| !v.is_empty()).map(restored_cell)
+    }
+}
+
+/// The first characters that make a spreadsheet read a cell as a formula (OWASP, "CSV
+/// injection"): `=HYPERLINK(...)` in a caller would run in whoever opens an export.
+pub const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A free-text cell as every CSV the ledger writes holds it: a text that a spreadsheet
+/// would take for a formula gets a leading `'` (shown as text, never evaluated). Texts
+/// that already start with quotes before such a character get one more, so that
+/// [`restored_cell`] gives back exactly what was written, whatever it was. Only text
+/// columns go through here: a column of amounts keeps `-5.00` a number.
+pub fn neutralised_cell(text: &str) -> Cow<'_, str> {
+    if text.trim_start_matches('\'').starts_with(FORMULA_TRIGGERS) {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// The inverse of [`neutralised_cell`], applied to every field read from a CSV file.
+pub fn restored_cell(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.trim_start_matches('\'').starts_with(FORMULA_TRIGGERS) => rest,
+        _ => cell,
     }
 }
 
@@ -114,6 +142,25 @@ pub fn next_cdr<R: Read>(table: &mut CsvTable<R>) -> Option<(u64, Result<CdrInpu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn formula_cells_are_neutralised_and_read_back_as_written() {
+        for (text, written) in [
+            ("=HYPERLINK(\"http://evil.example\",\"x\")", "'=HYPERLINK(\"http://evil.example\",\"x\")"),
+            ("+4930123", "'+4930123"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("'=already", "''=already"),
+            ("4930123", "4930123"),
+            ("'plain", "'plain"),
+            ("", ""),
+        ] {
+            assert_eq!(super::neutralised_cell(text), written, "{text:?}");
+            assert_eq!(super::restored_cell(written), text, "{written:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -17,6 +17,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::address::AddressPolicy;
 use super::message::{EventBody, Renderer};
 use super::store::{ATTEMPTS_RECORDED_MAX, Attempt, DeliveryRecord, DeliveryStatus, NotifyStore, WebhookRecord};
 
@@ -72,6 +73,7 @@ pub struct Worker {
     pub events: Arc<dyn EventStore>,
     pub renderer: Renderer,
     pub config: DeliveryConfig,
+    pub policy: AddressPolicy,
     pub client: reqwest::Client,
 }
 
@@ -169,6 +171,15 @@ impl Worker {
     async fn attempt(&self, position: u64, event: &EventBody, body: &[u8]) -> Attempt {
         let now = Utc::now();
         let started = Instant::now();
+        // A literal address is not resolved, so the resolver's filter does not see it: it is
+        // checked here, each time, as the operator's allowed ranges may have changed since
+        // the webhook was created.
+        if let Some(ip) = literal_ip(&self.record.url)
+            && !self.policy.permits(ip)
+        {
+            let error = Some(format!("{ip} is an address webhooks may not reach"));
+            return Attempt { at: now, status_code: None, error, duration_ms: 0 };
+        }
         let result = self
             .client
             .post(&self.record.url)
@@ -190,6 +201,8 @@ impl Worker {
             Err(error) => {
                 let reason = if error.is_timeout() {
                     format!("no answer within {} ms", self.config.timeout.as_millis())
+                } else if error.is_connect() && refused_address(&error) {
+                    "the host resolves only to addresses webhooks may not reach".to_owned()
                 } else if error.is_connect() {
                     "could not connect".to_owned()
                 } else {
@@ -199,6 +212,26 @@ impl Worker {
             }
         }
     }
+}
+
+/// The address of a URL whose host is one (`http://10.0.0.1/`, `http://[::1]/`).
+/// The URL parser has already written other forms (`http://2130706433/`, `0x7f.1`) as
+/// the dotted address.
+pub fn literal_ip(url: &str) -> Option<std::net::IpAddr> {
+    let url = reqwest::Url::parse(url).ok()?;
+    url.host_str()?.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+/// True when a connection failed because the resolver refused every address.
+fn refused_address(error: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(error) = source {
+        if error.is::<super::address::AddressNotAllowed>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 #[cfg(test)]

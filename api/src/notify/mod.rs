@@ -11,12 +11,14 @@ use commands::{EventStore, Ledger};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+pub mod address;
 pub mod delivery;
 pub mod filter;
 pub mod message;
 pub mod store;
 pub mod template;
 
+pub use address::AddressPolicy;
 pub use delivery::DeliveryConfig;
 pub use filter::{Audience, EventFilter};
 pub use message::{EventMessage, Renderer};
@@ -30,6 +32,8 @@ pub struct Notify {
     pub renderer: Renderer,
     events: Arc<dyn EventStore>,
     config: DeliveryConfig,
+    /// Where webhooks may go: checked when one is created and at every delivery.
+    pub policy: AddressPolicy,
     client: reqwest::Client,
     workers: Mutex<HashMap<Uuid, JoinHandle<()>>>,
     /// Turns true when the server begins to shut down; live streams close on it.
@@ -45,11 +49,15 @@ impl Notify {
         ledger: Arc<Ledger>,
         models: projections::ReadModels,
         config: DeliveryConfig,
+        policy: AddressPolicy,
     ) -> Result<Notify, reqwest::Error> {
         let client = reqwest::Client::builder()
             // A receiver's redirect is not followed: the signed body goes where it was
-            // registered, or nowhere.
+            // registered, or nowhere (nor to an internal address it would name).
             .redirect(reqwest::redirect::Policy::none())
+            // Names are resolved at each connection and internal addresses dropped, so that
+            // a name that now points inside the network connects nowhere.
+            .dns_resolver(policy.resolver())
             .connect_timeout(config.timeout)
             .user_agent(concat!("tollbook/", env!("CARGO_PKG_VERSION")))
             .build()?;
@@ -58,6 +66,7 @@ impl Notify {
             events: ledger.store().clone(),
             store,
             config,
+            policy,
             client,
             workers: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::Sender::new(false),
@@ -81,6 +90,7 @@ impl Notify {
             events: self.events.clone(),
             renderer: self.renderer.clone(),
             config: self.config,
+            policy: self.policy.clone(),
             client: self.client.clone(),
         };
         let task = tokio::spawn(worker.run());

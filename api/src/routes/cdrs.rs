@@ -23,6 +23,7 @@ use utoipa_axum::routes;
 use super::page_size;
 use crate::auth::{Caller, Scope};
 use crate::body::{FORM, JSON, MULTIPART};
+use crate::csv_out::{Column, csv_line};
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, ReadErrors, WriteErrors};
 use crate::query;
@@ -279,6 +280,7 @@ fn row_error(error: DomainError) -> ApiError {
 
 /// The upload's rows, and whether it was one CDR (answered as one write).
 async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bool), ApiError> {
+    crate::body::refuse_declared_over(&request, CDR_UPLOAD_BYTES_MAX)?;
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
@@ -347,7 +349,9 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
 
 pub(super) async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(timed_out) = crate::body::body_timed_out(&rejection) {
+            timed_out
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large(CDR_UPLOAD_BYTES_MAX)
         } else {
             ApiError::undeserializable("invalid_body", None, rejection.body_text())
@@ -356,7 +360,9 @@ pub(super) async fn read_bytes(request: Request, state: &AppState) -> Result<Byt
 }
 
 pub(super) fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
-    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(timed_out) = crate::body::body_timed_out(&error) {
+        timed_out
+    } else if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::payload_too_large(CDR_UPLOAD_BYTES_MAX)
     } else {
         ApiError::undeserializable("invalid_body", None, error.body_text())
@@ -593,6 +599,13 @@ pub async fn list(
     Ok(Json(CdrListOut { status: "ok", cdrs, next_cursor: page.next_cursor, links }).into_response())
 }
 
+/// The kinds of the export's columns, in [`csv_record`]'s order: ids, numbers and the
+/// prefix are text (a client chose them), seconds, codes, costs and the position numbers.
+const CSV_COLUMNS: [Column; 15] = {
+    use Column::{Number, Text};
+    [Text, Text, Text, Text, Text, Text, Text, Number, Number, Text, Number, Number, Number, Text, Number]
+};
+
 fn csv_record(cdr: &CdrOut) -> Vec<String> {
     let time = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
     let direction = match cdr.direction {
@@ -621,7 +634,7 @@ fn csv_record(cdr: &CdrOut) -> Vec<String> {
 /// Streams every CDR of the list, a page at a time: a million CDRs never sit in memory.
 fn csv_response(state: AppState, caller: Caller, request: ListRequest) -> Response {
     let columns = domain::cdr::CDR_FIELDS.iter().chain(&commands::ingest::CDR_EXPORT_EXTRA_FIELDS);
-    let header = csv_line(columns.map(|f| (*f).to_owned()).collect());
+    let header = csv_line(&[Column::Text; CSV_COLUMNS.len()], &columns.collect::<Vec<_>>());
     let pages = futures::stream::unfold(Some(None::<String>), move |cursor| {
         let (state, caller) = (state.clone(), caller.clone());
         let (account, from, to, filter) = (request.account.id, request.from, request.to, request.filter.clone());
@@ -632,7 +645,7 @@ fn csv_response(state: AppState, caller: Caller, request: ListRequest) -> Respon
                     |page| {
                         let mut text = String::new();
                         for row in page.items {
-                            text.push_str(&csv_line(csv_record(&render(&state, &caller, row))));
+                            text.push_str(&csv_line(&CSV_COLUMNS, &csv_record(&render(&state, &caller, row))));
                         }
                         (text, page.next_cursor)
                     },
@@ -658,12 +671,6 @@ fn csv_response(state: AppState, caller: Caller, request: ListRequest) -> Respon
         axum::body::Body::from_stream(body),
     )
         .into_response()
-}
-
-fn csv_line(fields: Vec<String>) -> String {
-    let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
-    writer.write_record(&fields).expect("writing to a Vec cannot fail");
-    String::from_utf8(writer.into_inner().expect("a Vec flushes")).expect("the fields were UTF-8")
 }
 
 #[derive(Serialize, ToSchema)]

@@ -109,13 +109,14 @@ pub async fn create(
     .await
     .map_err(|e| ApiError::internal(&e))??;
     if csv {
-        let body = crate::import::report_csv(&report).map_err(|e| ApiError::internal_message(e.to_string()))?;
+        let body = crate::import::report_csv(&report);
         return Ok((StatusCode::OK, [(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response());
     }
     Ok(Json(ReconciliationOut { status: "ok", clean: report.is_clean(), report }).into_response())
 }
 
 async fn read_file(request: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    crate::body::refuse_declared_over(&request, CDR_UPLOAD_BYTES_MAX)?;
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {

@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::account_links;
 use crate::auth::Caller;
+use crate::csv_out::{Column, csv_line};
 use crate::error::ApiError;
 use crate::openapi::ReadErrors;
 use crate::query;
@@ -192,20 +193,21 @@ pub fn csv_response(state: &AppState, statement: projections::Statement) -> Resp
                     CSV_LINES_PER_CHUNK,
                 )
                 .map_err(std::io::Error::other)?;
-            let mut writer = csv::Writer::from_writer(Vec::new());
+            let mut text = String::new();
             for line in page.items.iter().filter(|l| l.position <= statement.position) {
-                writer
-                    .write_record([
+                text.push_str(&csv_line(
+                    &STATEMENT_CSV_COLUMNS,
+                    &[
                         "line",
                         line.category.as_str(),
                         &line.amount.to_string(),
                         statement.currency.as_str(),
                         &line.position.to_string(),
                         &line.occurred_at.to_rfc3339(),
-                    ])
-                    .map_err(std::io::Error::other)?;
+                    ],
+                ));
             }
-            let bytes = writer.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?;
+            let bytes = text.into_bytes();
             let done = page.next_cursor.is_none();
             Ok::<_, std::io::Error>(Some((Bytes::from(bytes), (page.next_cursor, done))))
         }
@@ -223,7 +225,6 @@ pub fn csv_response(state: &AppState, statement: projections::Statement) -> Resp
 
 /// The header row, the period and the figures.
 fn statement_csv_head(s: &projections::Statement) -> Bytes {
-    let mut writer = csv::Writer::from_writer(Vec::new());
     let currency = s.currency.as_str();
     let position = s.position.to_string();
     let mut rows: Vec<[String; 6]> = vec![
@@ -245,8 +246,14 @@ fn statement_csv_head(s: &projections::Statement) -> Bytes {
     for (name, amount) in figures {
         rows.push(["figure".into(), name.into(), amount.to_string(), currency.into(), position.clone(), String::new()]);
     }
-    for row in rows {
-        writer.write_record(&row).expect("writing to memory");
+    let mut text = csv_line(&[Column::Text; 6], &rows[0]);
+    for row in &rows[1..] {
+        text.push_str(&csv_line(&STATEMENT_CSV_COLUMNS, row));
     }
-    Bytes::from(writer.into_inner().expect("writing to memory"))
+    Bytes::from(text)
 }
+
+/// record, name, amount, currency, position, occurred_at: every CSV goes through
+/// [`csv_line`], and the amounts stay numbers (a credit is `-5.00`, not text).
+const STATEMENT_CSV_COLUMNS: [Column; 6] =
+    [Column::Text, Column::Text, Column::Number, Column::Text, Column::Number, Column::Text];

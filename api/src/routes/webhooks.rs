@@ -22,9 +22,10 @@ use super::{Links, page_size};
 use crate::auth::{Caller, Scope};
 use crate::body::Body;
 use crate::error::ApiError;
+use crate::notify::delivery::literal_ip;
 use crate::notify::filter::split_kinds;
 use crate::notify::store::DeliveryRecord;
-use crate::notify::{Audience, EventFilter, WEBHOOKS_MAX, WebhookRecord};
+use crate::notify::{AddressPolicy, Audience, EventFilter, WEBHOOKS_MAX, WebhookRecord};
 use crate::openapi::{AdminReadErrors, AdminWriteErrors};
 use crate::query;
 use crate::server::AppState;
@@ -33,6 +34,8 @@ use crate::server::AppState;
 pub const WEBHOOKS_PER_PARTNER_MAX: usize = 20;
 /// Longest URL accepted.
 pub const URL_BYTES_MAX: usize = 2048;
+/// How long creating a webhook waits for its host name to resolve.
+pub const URL_RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Secrets start with this, so that they are recognisable in configuration files.
 pub const SECRET_PREFIX: &str = "whsec_";
 
@@ -149,16 +152,43 @@ fn require_operator_or_partner(caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-fn checked_url(text: &str) -> Result<String, ApiError> {
+/// The URL to store: http or https, with a host that is not (and does not resolve to) an
+/// address webhooks may not reach (see `crate::notify::address`).
+async fn checked_url(text: &str, policy: &AddressPolicy) -> Result<String, ApiError> {
     let invalid = |why: &str| ApiError::bad_request("invalid_field", "url", format!("url: {why}"));
     if text.len() > URL_BYTES_MAX {
         return Err(invalid(&format!("longer than {URL_BYTES_MAX} bytes")));
     }
     let url = reqwest::Url::parse(text.trim()).map_err(|e| invalid(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Err(invalid("an http or https URL with a host is required"));
+    };
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("an http or https URL with a host is required"));
     }
-    Ok(url.to_string())
+    let not_allowed = |address: std::net::IpAddr| {
+        ApiError::bad_request(
+            "webhook_address_not_allowed",
+            "url",
+            format!(
+                "url: {address} is a loopback, private, link-local or otherwise internal address; the operator \
+                 can allow a range with --webhook-allow-private"
+            ),
+        )
+    };
+    let text = url.to_string();
+    if let Some(address) = literal_ip(&text) {
+        return if policy.permits(address) { Ok(text) } else { Err(not_allowed(address)) };
+    }
+    // A name that does not resolve now is accepted: it may later, and every delivery's
+    // connection filters what it resolves to then.
+    let resolved = tokio::time::timeout(URL_RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await;
+    if let Ok(Ok(addresses)) = resolved
+        && let Some(refused) = addresses.map(|a| a.ip()).find(|ip| !policy.permits(*ip))
+    {
+        return Err(not_allowed(refused));
+    }
+    Ok(text)
 }
 
 /// Subscribe a URL to the ledger's events (operator and partners). A partner gets its own
@@ -177,7 +207,7 @@ pub async fn create(
     Body(request): Body<WebhookRequest>,
 ) -> Result<(StatusCode, Json<NewWebhookResponse>), ApiError> {
     require_operator_or_partner(&caller)?;
-    let url = checked_url(&request.url)?;
+    let url = checked_url(&request.url, &state.notify.policy).await?;
     if let Some(description) = &request.description {
         domain::ids::validate_text("description", description)?;
     }
