@@ -1,7 +1,8 @@
 //! Every endpoint against every kind of wrong credential, on the real binary: no
 //! credential, a wrong token, an expired token, a token used from a non-allowed address
-//! (answered `address_not_allowed`), another partner's token and a customer's token. Each answer is checked for its status
-//! and for not carrying anything of the tenant it was aimed at.
+//! (answered `address_not_allowed`), a revoked token, sessions opened with a revoked and
+//! with an expired token, another partner's token and a customer's token. Each answer is
+//! checked for its status and for not carrying anything of the tenant it was aimed at.
 
 mod common;
 
@@ -106,7 +107,9 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     let (c1b_token, _) = setup.token_for("c1b-user", json!({})).await;
     let (outside_token, _) = setup.token_for("p1-user", json!({"allowed_ips": "10.0.0.0/8"})).await;
     let (loopback_token, _) = setup.token_for("p1-user", json!({"allowed_ips": ["127.0.0.0/8"]})).await;
-    let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    // Long enough for the set-up below on a busy machine; the walk waits for it to pass.
+    let expiry = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let expires_at = expiry.to_rfc3339();
     let (expiring_token, _) = setup.token_for("p1-user", json!({"expires_at": expires_at})).await;
     // P1's retail tariff and a call of C1's, both P1's business only.
     let tariff = json!({"name": format!("{P1_NAME} retail"), "currency": "EUR", "rates": [{"prefix": "1", "price_per_minute": "1"}]});
@@ -130,6 +133,23 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     assert_eq!(status, StatusCode::CREATED, "{session}");
     let p1_session = session["session_id"].as_str().unwrap().to_owned();
     let p1_access = session["access_token"].as_str().unwrap().to_owned();
+    // A token that is revoked, and the sessions opened with it and with the expiring
+    // token before that: each ends with its credential.
+    let (revoked_token, revoked_token_id) = setup.token_for("p1-user", json!({})).await;
+    let mut token_sessions = Vec::new();
+    for token in [&revoked_token, &expiring_token] {
+        let login = json!({"login": "p1-user", "token": token});
+        let (status, session) = setup.call(None, Method::POST, "/api/v1/sessions", Some(&login)).await;
+        assert_eq!(status, StatusCode::CREATED, "{session}");
+        token_sessions.push(session["access_token"].as_str().unwrap().to_owned());
+    }
+    for credential in [&revoked_token, &token_sessions[0], &token_sessions[1]] {
+        let (status, body) = setup.call(Some(credential), Method::GET, "/api/v1/accounts/C1", None).await;
+        assert_eq!(status, StatusCode::OK, "works before its token ends: {body}");
+    }
+    let (status, body) =
+        setup.call(Some(ADMIN_KEY), Method::DELETE, &format!("/api/v1/tokens/{revoked_token_id}"), None).await;
+    assert!(status.is_success(), "{body}");
 
     // Positive controls: P1's own credentials reach P1's book, from an allowed address too,
     // and the expiring token works before it expires.
@@ -140,14 +160,18 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     }
     let (status, body) = setup.call(Some(&c1b_token), Method::GET, "/api/v1/accounts/C1b", None).await;
     assert_eq!(status, StatusCode::OK, "a customer reads its own account: {body}");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let until_expired = (expiry - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(100);
+    tokio::time::sleep(until_expired).await;
 
-    let rejected: [(&str, Option<&str>); 5] = [
+    let rejected: [(&str, Option<&str>); 8] = [
         ("no credential", None),
         ("a wrong API token", Some("tbk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
         ("a forged JWT", Some("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJwMS11c2VyIn0.AAAA")),
         ("an expired token", Some(&expiring_token)),
         ("a token from a non-allowed address", Some(&outside_token)),
+        ("a revoked token", Some(&revoked_token)),
+        ("a session of a revoked token", Some(&token_sessions[0])),
+        ("a session of an expired token", Some(&token_sessions[1])),
     ];
     let statement = "/api/v1/accounts/C1/statement?from=2000-01-01&to=2100-01-01";
     let new_customer = json!({"number": "C9", "name": "x", "kind": "customer", "partner": "P1", "currency": "EUR"});
@@ -409,7 +433,7 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
             walked += 1;
         }
     }
-    assert_eq!(walked, endpoints.len() * 7);
+    assert_eq!(walked, endpoints.len() * (rejected.len() + 2));
 
     // Nothing the walk sent changed P1's book, and P1's own credentials still work.
     let (status, body) = setup.call(Some(&p1_access), Method::GET, "/api/v1/accounts/C1", None).await;
