@@ -302,12 +302,12 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
         }
         CSV => {
             let bytes = read_bytes(request, state).await?;
-            Ok((from_csv(&bytes)?, false))
+            Ok((from_csv("body", &bytes)?, false))
         }
         FORM => {
             let bytes = read_bytes(request, state).await?;
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-                .map_err(|e| ApiError::undeserializable("invalid_body", None, e.to_string()))?;
+            let pairs = crate::body::url_encoded_pairs(&bytes)
+                .map_err(|e| ApiError::undeserializable("invalid_body", e.field, e.message))?;
             Ok((vec![Row { index: 0, line: None, parsed: from_pairs(&pairs) }], true))
         }
         MULTIPART => {
@@ -324,14 +324,18 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
                     }
                     file = Some(field.bytes().await.map_err(multipart_error)?);
                 } else {
-                    pairs.push((name, field.text().await.map_err(multipart_error)?));
+                    // Not `text()`: it would read bytes that are not UTF-8 as U+FFFD.
+                    let bytes = field.bytes().await.map_err(multipart_error)?;
+                    let text = crate::body::utf8_field(&name, bytes.to_vec())
+                        .map_err(|e| ApiError::undeserializable("invalid_body", e.field, e.message))?;
+                    pairs.push((name, text));
                 }
             }
             match file {
                 Some(_) if !pairs.is_empty() => {
                     Err(ApiError::bad_request("invalid_body", pairs[0].0.clone(), "either a CSV file or CDR fields"))
                 }
-                Some(bytes) => Ok((from_csv(&bytes)?, false)),
+                Some(bytes) => Ok((from_csv("file", &bytes)?, false)),
                 None => Ok((vec![Row { index: 0, line: None, parsed: from_pairs(&pairs) }], true)),
             }
         }
@@ -362,7 +366,19 @@ pub(super) fn multipart_error(error: axum::extract::multipart::MultipartError) -
     }
 }
 
-fn from_csv(bytes: &[u8]) -> Result<Vec<Row>, ApiError> {
+/// The rows of a CSV upload. A file that is not UTF-8 (a spreadsheet's Latin-1 export)
+/// is refused whole: charging its readable rows and rejecting the rest would be half an
+/// upload, and a row's text would never be what the switch wrote.
+fn from_csv(field: &'static str, bytes: &[u8]) -> Result<Vec<Row>, ApiError> {
+    if let Err(error) = std::str::from_utf8(bytes) {
+        let at = error.valid_up_to();
+        let line = 1 + bytes[..at].iter().filter(|b| **b == b'\n').count();
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            field,
+            format!("the CSV is not UTF-8: line {line} has an invalid byte (at offset {at}); export it as UTF-8"),
+        ));
+    }
     let mut table = commands::ingest::cdr_table(bytes).map_err(row_error)?;
     let mut rows = Vec::new();
     while let Some((line, parsed)) = commands::ingest::next_cdr(&mut table) {
