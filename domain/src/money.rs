@@ -103,10 +103,18 @@ impl Amount {
     }
 
     /// Checks an amount that arrived already as a decimal against the input rules.
+    ///
+    /// Decimal places are counted as written, trailing zeros included: `1.000000` has six.
+    /// An accepted amount is recorded exactly as sent, so the rule is about what the
+    /// client wrote, and no event ever holds more places than the rule allows (a
+    /// normalising rule would record `1` for `1.000000`, a figure the client never sent).
     pub fn checked_input(self, scale_max: u32) -> Result<Self, DomainError> {
-        let normalized = self.0.normalize();
-        if normalized.scale() > scale_max {
-            return Err(DomainError::InvalidAmount(format!("{} has more than {scale_max} decimal places", self.0)));
+        if self.0.scale() > scale_max {
+            return Err(DomainError::InvalidAmount(format!(
+                "{} has {} decimal places, at most {scale_max} are accepted (trailing zeros count)",
+                self.0,
+                self.0.scale()
+            )));
         }
         if self.0.abs() > INPUT_MAGNITUDE_MAX {
             return Err(DomainError::InvalidAmount(format!("{} is too large", self.0)));
@@ -312,7 +320,16 @@ mod tests {
     #[test]
     fn input_rules() {
         assert!(Amount::parse_input("1.12345", 5).is_ok());
-        assert!(Amount::parse_input("1.123450", 5).is_ok(), "trailing zeros do not count");
+        assert!(Amount::parse_input("1.10000", 5).is_ok());
+        // Trailing zeros count: 28 of them once made balances print with 28 places.
+        assert!(Amount::parse_input("1.123450", 5).is_err());
+        assert!(Amount::parse_input("1.0000000000000000000000000000", 5).is_err());
+        let padded: Amount = serde_json::from_str("1.0000000000000000000000000000").unwrap();
+        assert!(padded.checked_input(5).is_err(), "a JSON number is held to the same rule");
+        let padded: Amount = serde_json::from_str("\"1.000000\"").unwrap();
+        assert!(padded.checked_input(5).is_err(), "so is a string");
+        let exponent: Amount = serde_json::from_str("1.5e-6").unwrap();
+        assert!(exponent.checked_input(5).is_err(), "and a number with an exponent");
         assert!(matches!(Amount::parse_input("1.123456", 5), Err(DomainError::InvalidAmount(_))));
         assert!(Amount::parse_input("1e3", 5).is_err());
         assert!(Amount::parse_input("NaN", 5).is_err());
