@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use commands::{AccountRef, CommandError};
 use domain::cdr::CdrInput;
 use domain::rating::CallDirection;
-use domain::{Amount, DomainError, EventId, Timestamp};
+use domain::{AccountId, Amount, DomainError, EventId, Timestamp};
 use futures::StreamExt;
 use projections::{CdrFilter, CdrRow};
 use serde::{Deserialize, Serialize};
@@ -239,8 +239,12 @@ pub async fn upload(State(state): State<AppState>, write: Write, request: Reques
                     _ => None,
                 });
                 if let Some((at, call)) = charged {
-                    out.customer_cost = Some(call.customer_cost);
-                    out.partner_cost = call.partner_cost;
+                    let shown = |account: AccountId, amount: Amount| {
+                        state.ledger.account_by_id(account).map_or(amount.normalized(), |a| amount.canonical(a.currency))
+                    };
+                    out.customer_cost = Some(shown(call.account, call.customer_cost));
+                    out.partner_cost =
+                        call.partner_cost.map(|cost| call.partner.map_or(cost.normalized(), |p| shown(p, cost)));
                     out.position = Some(at);
                 }
                 out.result = if outcome.repeated { CdrResult::Duplicate } else { CdrResult::Charged };
@@ -720,6 +724,15 @@ pub async fn show(
     let not_found = || ApiError::not_found("cdr_not_found", format!("CDR `{id}` not found")).with_field("id");
     let charged = state.ledger.charged_cdr(account.book, &id).await?;
     let row = charged.as_ref().and_then(CdrRow::from_recorded).ok_or_else(not_found)?;
+    // Read from the log, as recorded: shown in the canonical form the CDR lists use.
+    let currency = |id: AccountId| state.ledger.account_by_id(id).map(|a| a.currency);
+    let row = match currency(row.account) {
+        Some(customer) => {
+            let partner = row.partner.and_then(currency);
+            row.canonical(customer, partner)
+        }
+        None => row,
+    };
     // The book holds the CDRs of all its customers: only this account's (or, for a
     // partner, those it paid wholesale) answer here.
     if row.account != account.id && row.partner != Some(account.id) {
