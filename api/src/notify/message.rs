@@ -185,7 +185,7 @@ mod tests {
         let values = alert_values(&raised, "Ann".into(), "C-1".into(), Some("EUR"));
         assert_eq!(
             render(&AlertTemplates::default().call_cost_above, &values),
-            "Ann (C-1): a call to 4930123456 lasting 12:34 cost 12.50 EUR, over 5 EUR"
+            "Ann (C-1): a call to 4930123456 lasting 12:34 cost 12.50 EUR, over 5.00 EUR"
         );
         let values = alert_values(&raised, "Ann".into(), "C-1".into(), None);
         assert_eq!(render("{balance}/{credit_limit}", &values), "-2.5/10");
