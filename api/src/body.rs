@@ -86,7 +86,8 @@ where
                     }
                     // multer's `text()` would replace bytes that are not UTF-8 with U+FFFD.
                     let bytes = field.bytes().await.map_err(multipart_error)?;
-                    let text = utf8_field(&name, bytes.to_vec()).map_err(|e| invalid_body_message(e.field, e.message))?;
+                    let text =
+                        utf8_field(&name, bytes.to_vec()).map_err(|e| invalid_body_message(e.field, e.message))?;
                     pairs.push((name, text));
                 }
                 from_fields(pairs)

@@ -195,7 +195,9 @@ fn publish_tariff(state: &BookState, tariff: &Tariff, meta: &CommandMeta) -> Res
     // `compile`: tariffs already recorded must keep rating calls whatever they hold.
     let scale_max = crate::rating_engine::ROUNDING_DECIMALS_MAX;
     for (index, rate) in tariff.rates.iter().enumerate() {
-        for (field, price) in [("rates.price_per_minute", rate.price_per_minute), ("rates.connect_fee", rate.connect_fee)] {
+        for (field, price) in
+            [("rates.price_per_minute", rate.price_per_minute), ("rates.connect_fee", rate.connect_fee)]
+        {
             price.checked_input(scale_max).map_err(|error| DomainError::InvalidField {
                 field,
                 reason: format!("rate {index} ({}): {error}", rate.prefix),

@@ -442,7 +442,10 @@ fn amounts_with_more_than_five_places_are_refused_even_when_they_are_zeros() {
         .then_error(&pay(customer, "1.000000"), "invalid_amount")
         .then_error(&charge(customer, "1.000000"), "invalid_amount")
         .then_error(&move_funds(partner, customer, padded), "invalid_amount")
-        .then_error(&Command::PostAdjustment { account: customer, amount: amount(padded), reason: None }, "invalid_amount")
+        .then_error(
+            &Command::PostAdjustment { account: customer, amount: amount(padded), reason: None },
+            "invalid_amount",
+        )
         .then_payloads(
             &pay(customer, "1.00000"),
             &[Payload::PaymentReceived(PaymentReceived {

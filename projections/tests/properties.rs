@@ -24,13 +24,31 @@ const EPOCH_SECONDS: i64 = 1_767_225_600; // 2026-01-01
 
 #[derive(Clone, Debug)]
 enum Op {
-    Pay { slot: usize, cents: i64 },
-    Move { from: usize, to: usize, cents: i64 },
-    Call { slot: usize, cents: i64 },
-    Adjust { slot: usize, cents: i64 },
-    Reverse { nth: usize },
+    Pay {
+        slot: usize,
+        cents: i64,
+    },
+    Move {
+        from: usize,
+        to: usize,
+        cents: i64,
+    },
+    Call {
+        slot: usize,
+        cents: i64,
+    },
+    Adjust {
+        slot: usize,
+        cents: i64,
+    },
+    Reverse {
+        nth: usize,
+    },
     /// A manual charge, reversed at once: its category sums back to zero.
-    ChargeAndReverse { slot: usize, cents: i64 },
+    ChargeAndReverse {
+        slot: usize,
+        cents: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = (Op, i64)> {
@@ -179,7 +197,11 @@ fn runtime() -> tokio::runtime::Runtime {
 fn answers(models: &ReadModels, world: &World, as_of: u64) -> Vec<String> {
     let json = |value: &dyn erased::Json| value.json();
     let mut out = Vec::new();
-    let periods = [(at(-DAY_SECONDS), at(50 * DAY_SECONDS)), (at(0), at(7 * DAY_SECONDS)), (at(DAY_SECONDS + 3_601), at(20 * DAY_SECONDS))];
+    let periods = [
+        (at(-DAY_SECONDS), at(50 * DAY_SECONDS)),
+        (at(0), at(7 * DAY_SECONDS)),
+        (at(DAY_SECONDS + 3_601), at(20 * DAY_SECONDS)),
+    ];
     for account in &world.slots {
         out.push(json(&models.account(*account).unwrap()));
         for (from, to) in periods {

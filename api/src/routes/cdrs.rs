@@ -240,7 +240,10 @@ pub async fn upload(State(state): State<AppState>, write: Write, request: Reques
                 });
                 if let Some((at, call)) = charged {
                     let shown = |account: AccountId, amount: Amount| {
-                        state.ledger.account_by_id(account).map_or(amount.normalized(), |a| amount.canonical(a.currency))
+                        state
+                            .ledger
+                            .account_by_id(account)
+                            .map_or(amount.normalized(), |a| amount.canonical(a.currency))
                     };
                     out.customer_cost = Some(shown(call.account, call.customer_cost));
                     out.partner_cost =
