@@ -65,8 +65,7 @@ where
             }
             Kind::Form => {
                 let bytes = read_bytes(request, state).await?;
-                let pairs: Vec<(String, String)> =
-                    serde_urlencoded::from_bytes(&bytes).map_err(|e| invalid_body_message(None, e.to_string()))?;
+                let pairs = url_encoded_pairs(&bytes).map_err(|e| invalid_body_message(e.field, e.message))?;
                 from_fields(pairs)
             }
             Kind::Multipart => {
@@ -86,7 +85,10 @@ where
                     if field.file_name().is_some() {
                         return Err(invalid_body_message(Some(name), "file parts are not accepted here".into()));
                     }
-                    let text = field.text().await.map_err(multipart_error)?;
+                    // multer's `text()` would replace bytes that are not UTF-8 with U+FFFD.
+                    let bytes = field.bytes().await.map_err(multipart_error)?;
+                    let text =
+                        utf8_field(&name, bytes.to_vec()).map_err(|e| invalid_body_message(e.field, e.message))?;
                     pairs.push((name, text));
                 }
                 from_fields(pairs)
@@ -143,6 +145,52 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     } else {
         invalid_body_message(None, error.body_text())
     }
+}
+
+/// A form field or query parameter whose text could not be decoded.
+#[derive(Debug)]
+pub struct UndecodableText {
+    /// The field's name, when the name itself could be decoded.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// The name-value pairs of a URL-encoded form body or query string, decoded strictly:
+/// `+` is a space, `%XX` is a byte, and every name and value must then be UTF-8. A
+/// lossy decoding (serde_urlencoded's) would turn `%FF` and `%FE` alike into U+FFFD,
+/// record a replacement character the client never sent, and make two different
+/// requests look the same to the idempotency check.
+pub fn url_encoded_pairs(bytes: &[u8]) -> Result<Vec<(String, String)>, UndecodableText> {
+    let mut pairs = Vec::new();
+    for segment in bytes.split(|b| *b == b'&').filter(|s| !s.is_empty()) {
+        let (name, value) = match segment.iter().position(|b| *b == b'=') {
+            Some(at) => (&segment[..at], &segment[at + 1..]),
+            None => (segment, &segment[segment.len()..]),
+        };
+        let name = String::from_utf8(percent_decode(name)).map_err(|_| UndecodableText {
+            field: None,
+            message: "a field name is not UTF-8 once percent-decoded".into(),
+        })?;
+        let value = utf8_field(&name, percent_decode(value))?;
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
+fn percent_decode(text: &[u8]) -> Vec<u8> {
+    let spaced: Vec<u8> = text.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
+    percent_encoding::percent_decode(&spaced).collect()
+}
+
+/// A field's bytes as text, refused (naming the field) when they are not UTF-8.
+pub fn utf8_field(name: &str, bytes: Vec<u8>) -> Result<String, UndecodableText> {
+    String::from_utf8(bytes).map_err(|error| UndecodableText {
+        field: Some(name.to_owned()),
+        message: format!(
+            "{name}: not UTF-8 (invalid byte at offset {}); send text as UTF-8",
+            error.utf8_error().valid_up_to()
+        ),
+    })
 }
 
 /// Form fields are all text: they become a JSON object of strings, and the request
@@ -242,12 +290,54 @@ mod tests {
     }
 
     async fn extract(content_type: &str, body: &str) -> Result<Sample, ApiError> {
+        extract_bytes(content_type, body.as_bytes()).await
+    }
+
+    async fn extract_bytes(content_type: &str, body: &[u8]) -> Result<Sample, ApiError> {
         let request = Request::builder()
             .method("POST")
             .header(CONTENT_TYPE, content_type)
-            .body(axum::body::Body::from(body.to_owned()))
+            .body(axum::body::Body::from(body.to_vec()))
             .unwrap();
         Body::<Sample>::from_request(request, &()).await.map(|Body(sample)| sample)
+    }
+
+    fn refused_field(result: Result<Sample, ApiError>) -> (StatusCode, &'static str, Option<String>) {
+        let error = result.expect_err("text that is not UTF-8 must be refused");
+        (error.status, error.code, error.field.map(|f| f.into_owned()))
+    }
+
+    /// Bytes that are not UTF-8 are refused in every body format, naming the field,
+    /// never decoded lossily to U+FFFD.
+    #[tokio::test]
+    async fn text_that_is_not_utf8_is_refused_in_every_format() {
+        let bad = (StatusCode::BAD_REQUEST, "invalid_body", Some("account".to_owned()));
+        let form = extract("application/x-www-form-urlencoded", "account=C%FF&amount=1").await;
+        assert_eq!(refused_field(form), bad);
+        // A raw byte, not percent-encoded, is no better.
+        let form = extract_bytes("application/x-www-form-urlencoded", b"account=C\xfe&amount=1").await;
+        assert_eq!(refused_field(form), bad);
+        // An overlong encoding of `/` and a lone surrogate's encoding are not UTF-8 either.
+        for escaped in ["%C0%AF", "%ED%A0%80"] {
+            let form = extract("application/x-www-form-urlencoded", &format!("account={escaped}&amount=1")).await;
+            assert_eq!(refused_field(form), bad, "{escaped}");
+        }
+        let form = extract("application/x-www-form-urlencoded", "acc%FFount=C1&amount=1").await;
+        assert_eq!(refused_field(form), (StatusCode::BAD_REQUEST, "invalid_body", None));
+
+        let mut multipart = b"--XX\r\nContent-Disposition: form-data; name=\"account\"\r\n\r\nC\xff1\r\n".to_vec();
+        multipart.extend_from_slice(b"--XX\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n1\r\n--XX--\r\n");
+        let parts = extract_bytes("multipart/form-data; boundary=XX", &multipart).await;
+        assert_eq!(refused_field(parts), bad);
+
+        let json = extract_bytes("application/json", b"{\"account\":\"C\xff1\",\"amount\":1}").await;
+        assert_eq!(refused_field(json).1, "invalid_body");
+        let json = extract("application/json", r#"{"account":"C\ud800","amount":1}"#).await;
+        assert_eq!(refused_field(json).1, "invalid_body", "a lone surrogate escape is not text");
+
+        // Valid multi-byte text still goes through, percent-encoded or not.
+        let sample = extract("application/x-www-form-urlencoded", "account=K%C3%B6ln+1&amount=1").await.unwrap();
+        assert_eq!(sample.account, "Köln 1");
     }
 
     fn expected() -> Sample {

@@ -166,12 +166,18 @@ pub fn respond(
     let balances = outcome
         .balances
         .iter()
-        .map(|b| BalanceOut {
+        .map(|b| {
             // The index always knows an account a command just touched; the id is a fallback.
-            account: state.ledger.account_by_id(b.account).map_or_else(|| b.account.to_string(), |a| a.number),
-            balance: b.balance,
-            credit_limit: b.credit_limit,
-            available: b.available,
+            let account = state.ledger.account_by_id(b.account);
+            // The same canonical form as the account view and statements show (the book's
+            // state sums amounts as they were recorded, with whatever places they had).
+            let shown = |amount: Amount| account.as_ref().map_or(amount.normalized(), |a| amount.canonical(a.currency));
+            BalanceOut {
+                balance: shown(b.balance),
+                credit_limit: shown(b.credit_limit),
+                available: shown(b.available),
+                account: account.map_or_else(|| b.account.to_string(), |a| a.number),
+            }
         })
         .collect();
     let body =

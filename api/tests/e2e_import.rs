@@ -125,7 +125,8 @@ async fn imports_resume_and_reconciliation_finds_exactly_the_differences() {
     let account = call(&server, Method::GET, "/api/v1/accounts/C1", Value::Null).await;
     let statement =
         call(&server, Method::GET, "/api/v1/accounts/C1/statement?from=2026-07-01&to=2026-08-01", Value::Null).await;
-    assert_eq!(statement["statement"]["payments"].to_string(), "75.5", "{statement}");
+    // In the canonical form: at least the currency's two places.
+    assert_eq!(statement["statement"]["payments"].to_string(), "75.50", "{statement}");
     let export = reqwest::Client::new()
         .get(server.url("/api/v1/accounts/C1/cdrs?format=csv&from=2026-07-01&to=2026-08-01"))
         .bearer_auth(ADMIN_KEY)

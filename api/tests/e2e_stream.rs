@@ -278,8 +278,9 @@ async fn alerts_arrive_with_the_operators_message() {
     let (status, shown) =
         send(ledger.client.get(ledger.server.url("/api/v1/accounts/C-1/alerts")).bearer_auth(ADMIN_KEY)).await;
     assert_eq!(
-        (status, &shown["balance_below"], &shown["call_cost_above"]),
-        (StatusCode::OK, &json!(10), &Value::Null)
+        (status, shown["balance_below"].to_string().as_str(), &shown["call_cost_above"]),
+        (StatusCode::OK, "10.00", &Value::Null),
+        "amounts in their canonical form"
     );
 
     let (mut alerts, _) = ledger.connect(ADMIN_KEY, "?kinds=AlertRaised").await;
@@ -299,8 +300,8 @@ async fn alerts_arrive_with_the_operators_message() {
     assert_eq!(crossings.len(), 2, "one alert per crossing down");
     let received = events_until(&mut alerts, crossings[1]).await;
     assert_eq!(positions(&received), crossings);
-    assert_eq!(received[0]["event"]["message"], "Name of C-1 (C-1) fell to 8 EUR, under 10 EUR [balance_below]");
-    assert_eq!(received[1]["event"]["message"], "Name of C-1 (C-1) fell to 9 EUR, under 10 EUR [balance_below]");
+    assert_eq!(received[0]["event"]["message"], "Name of C-1 (C-1) fell to 8.00 EUR, under 10.00 EUR [balance_below]");
+    assert_eq!(received[1]["event"]["message"], "Name of C-1 (C-1) fell to 9.00 EUR, under 10.00 EUR [balance_below]");
     assert_eq!(received[1]["event"]["data"]["alert"], json!({"balance_below": {"threshold": 10}}));
 }
 

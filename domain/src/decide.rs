@@ -190,6 +190,20 @@ fn decide_command(state: &BookState, command: &Command, meta: &CommandMeta) -> R
 /// that every call already rated keeps the price it was rated with.
 fn publish_tariff(state: &BookState, tariff: &Tariff, meta: &CommandMeta) -> Result<Decision, DomainError> {
     validate_text("name", &tariff.name)?;
+    // Prices have the tariff's own limit of places (as many as its rounding may keep),
+    // checked here so that it holds for every format a tariff arrives in. Not in
+    // `compile`: tariffs already recorded must keep rating calls whatever they hold.
+    let scale_max = crate::rating_engine::ROUNDING_DECIMALS_MAX;
+    for (index, rate) in tariff.rates.iter().enumerate() {
+        for (field, price) in
+            [("rates.price_per_minute", rate.price_per_minute), ("rates.connect_fee", rate.connect_fee)]
+        {
+            price.checked_input(scale_max).map_err(|error| DomainError::InvalidField {
+                field,
+                reason: format!("rate {index} ({}): {error}", rate.prefix),
+            })?;
+        }
+    }
     crate::rating_engine::CompiledTariff::compile(tariff)?;
     if let Some(current) = state.tariffs.get(&tariff.id) {
         if tariff.currency != current.currency {

@@ -429,3 +429,57 @@ mod crossing_properties {
         }
     }
 }
+
+/// At most 5 decimal places as written, trailing zeros included, for every amount a
+/// command carries: `1.0000000000000000000000000000` once went through (its normalised
+/// scale is 0) and balances then printed with 28 places.
+#[test]
+fn amounts_with_more_than_five_places_are_refused_even_when_they_are_zeros() {
+    let (partner, customer, scenario) = partner_book();
+    let padded = "1.0000000000000000000000000000";
+    scenario
+        .then_error(&pay(customer, padded), "invalid_amount")
+        .then_error(&pay(customer, "1.000000"), "invalid_amount")
+        .then_error(&charge(customer, "1.000000"), "invalid_amount")
+        .then_error(&move_funds(partner, customer, padded), "invalid_amount")
+        .then_error(
+            &Command::PostAdjustment { account: customer, amount: amount(padded), reason: None },
+            "invalid_amount",
+        )
+        .then_payloads(
+            &pay(customer, "1.00000"),
+            &[Payload::PaymentReceived(PaymentReceived {
+                account: customer,
+                amount: amount("1.00000"),
+                method: None,
+                reference: None,
+            })],
+        );
+}
+
+/// A tariff's prices keep their own limit (the rounding's 8 places), counted the same
+/// way whatever format the tariff came in.
+#[test]
+fn tariff_prices_have_at_most_eight_places_as_written() {
+    use crate::money::Currency;
+    use crate::rating::{Rate, Rounding, RoundingMode, Tariff};
+    let tariff = |price: &str| Tariff {
+        id: crate::ids::TariffId::new(),
+        name: "Retail".into(),
+        currency: Currency::parse("EUR").unwrap(),
+        effective_from: Timestamp::from_seconds(1_767_225_600),
+        rounding: Rounding { decimals: 4, mode: RoundingMode::Up },
+        rates: vec![Rate {
+            prefix: "49".into(),
+            price_per_minute: amount(price),
+            connect_fee: amount("0"),
+            minimum_seconds: 0,
+            first_increment_seconds: 60,
+            next_increment_seconds: 60,
+        }],
+    };
+    let mut scenario = given(BookId::OPERATOR, &[]);
+    let error = scenario.apply(&Command::PublishTariff(Box::new(tariff("0.010000000")))).unwrap_err();
+    assert_eq!((error.code(), error.field()), ("invalid_field", Some("rates.price_per_minute")), "{error}");
+    assert!(scenario.apply(&Command::PublishTariff(Box::new(tariff("0.01000000")))).is_ok());
+}

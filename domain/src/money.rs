@@ -34,6 +34,12 @@ impl Currency {
         Ok(Currency([bytes[0], bytes[1], bytes[2]]))
     }
 
+    /// Decimal places of the currency's minor unit (ISO 4217): 2 for EUR, 0 for JPY, 3
+    /// for KWD; 0 for codes without one (gold, SDRs).
+    pub fn minor_unit_places(&self) -> u32 {
+        iso_currency::Currency::from_code(self.as_str()).and_then(|c| c.exponent()).map_or(0, u32::from)
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ever built from a validated ASCII code.
         std::str::from_utf8(&self.0).expect("currency codes are ASCII")
@@ -103,15 +109,49 @@ impl Amount {
     }
 
     /// Checks an amount that arrived already as a decimal against the input rules.
+    ///
+    /// Decimal places are counted as written, trailing zeros included: `1.000000` has six.
+    /// An accepted amount is recorded exactly as sent, so the rule is about what the
+    /// client wrote, and no event ever holds more places than the rule allows (a
+    /// normalising rule would record `1` for `1.000000`, a figure the client never sent).
     pub fn checked_input(self, scale_max: u32) -> Result<Self, DomainError> {
-        let normalized = self.0.normalize();
-        if normalized.scale() > scale_max {
-            return Err(DomainError::InvalidAmount(format!("{} has more than {scale_max} decimal places", self.0)));
+        if self.0.scale() > scale_max {
+            return Err(DomainError::InvalidAmount(format!(
+                "{} has {} decimal places, at most {scale_max} are accepted (trailing zeros count)",
+                self.0,
+                self.0.scale()
+            )));
         }
         if self.0.abs() > INPUT_MAGNITUDE_MAX {
             return Err(DomainError::InvalidAmount(format!("{} is too large", self.0)));
         }
         Ok(self)
+    }
+
+    /// The same value with no trailing zeros and no negative zero: `25.50` and `25.500`
+    /// both become `25.5`, `0.00` and `-0` become `0`. The read models hold amounts in
+    /// this form, so that what they hold depends on the values only, never on the places
+    /// an input was written with or on the order in which sums were added up (a decimal
+    /// sum keeps the larger scale, and one that adds zero keeps the other operand's).
+    pub fn normalized(self) -> Amount {
+        let mut value = self.0.normalize();
+        if value.is_zero() {
+            value.set_sign_positive(true);
+        }
+        Amount(value)
+    }
+
+    /// The form every answer shows an amount in: [`Amount::normalized`], then padded
+    /// with zeros to the currency's minor unit. `25.5` EUR is `25.50`, zero is `0.00`,
+    /// a call cost of `0.01234` keeps its places; `1000` JPY is `1000`. One value has
+    /// one form, however it was written or summed.
+    pub fn canonical(self, currency: Currency) -> Amount {
+        let mut value = self.normalized().0;
+        let places = currency.minor_unit_places();
+        if value.scale() < places {
+            value.rescale(places);
+        }
+        Amount(value)
     }
 
     pub fn is_positive(&self) -> bool {
@@ -312,12 +352,45 @@ mod tests {
     #[test]
     fn input_rules() {
         assert!(Amount::parse_input("1.12345", 5).is_ok());
-        assert!(Amount::parse_input("1.123450", 5).is_ok(), "trailing zeros do not count");
+        assert!(Amount::parse_input("1.10000", 5).is_ok());
+        // Trailing zeros count: 28 of them once made balances print with 28 places.
+        assert!(Amount::parse_input("1.123450", 5).is_err());
+        assert!(Amount::parse_input("1.0000000000000000000000000000", 5).is_err());
+        let padded: Amount = serde_json::from_str("1.0000000000000000000000000000").unwrap();
+        assert!(padded.checked_input(5).is_err(), "a JSON number is held to the same rule");
+        let padded: Amount = serde_json::from_str("\"1.000000\"").unwrap();
+        assert!(padded.checked_input(5).is_err(), "so is a string");
+        let exponent: Amount = serde_json::from_str("1.5e-6").unwrap();
+        assert!(exponent.checked_input(5).is_err(), "and a number with an exponent");
         assert!(matches!(Amount::parse_input("1.123456", 5), Err(DomainError::InvalidAmount(_))));
         assert!(Amount::parse_input("1e3", 5).is_err());
         assert!(Amount::parse_input("NaN", 5).is_err());
         assert!(Amount::parse_input("", 5).is_err());
         assert!(Amount::parse_input("99999999999999999999", 5).is_err());
+    }
+
+    #[test]
+    fn one_value_has_one_canonical_form() {
+        let eur = Currency::parse("EUR").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        let kwd = Currency::parse("KWD").unwrap();
+        let shown = |text: &str, currency| text.parse::<Amount>().unwrap().canonical(currency).to_string();
+        for zero in ["0", "0.00", "-0.000", "0.0000000000000000000000000000"] {
+            assert_eq!(shown(zero, eur), "0.00", "{zero}");
+        }
+        for text in ["25.5", "25.50", "25.5000000", "25.50000000000000000000000000"] {
+            assert_eq!(shown(text, eur), "25.50", "{text}");
+        }
+        assert_eq!(shown("0.012340", eur), "0.01234");
+        assert_eq!(shown("-3", eur), "-3.00");
+        assert_eq!(shown("1000.00", jpy), "1000");
+        assert_eq!(shown("1000.5", jpy), "1000.5");
+        assert_eq!(shown("1.5", kwd), "1.500");
+        // Sums that cancel keep the larger scale, or the other operand's when one is zero:
+        // the canonical form does not care.
+        let (a, b): (Amount, Amount) = ("25.50".parse().unwrap(), "25.5".parse().unwrap());
+        assert_eq!((a - b).canonical(eur).to_string(), (Amount::ZERO + (b - a)).canonical(eur).to_string());
+        assert_eq!(serde_json::to_string(&(a - a).canonical(eur)).unwrap(), "0.00");
     }
 
     #[test]

@@ -11,6 +11,6 @@ mod views;
 
 pub use error::ProjectionError;
 pub use models::{AccountFilter, AsOf, CdrFilter, PAGE_SIZE_MAX, Page, ReadModels, Statement, StatementLine};
-pub use replay::{REPLAY_SPAN_EVENTS, ReplayReport, ReplayStages, VerifyReport, replay, verify};
+pub use replay::{REPLAY_SPAN_EVENTS, ReplayReport, ReplayStages, VerifyReport, replay, replay_in_spans, verify};
 pub use runner::{CHUNK_EVENTS_MAX, Lag, Projector, spawn_projector};
 pub use views::{AccountView, CdrRow, EventRow, Sums};

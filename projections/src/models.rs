@@ -79,21 +79,25 @@ impl Statement {
         let transfers_in = period.get(Category::TransfersIn);
         let transfers_out = period.get(Category::TransfersOut);
         let total_charges = call_charges + other_charges + adjustments;
+        let closing_balance = opening + payments + transfers_in - transfers_out - total_charges;
+        // Every figure in the currency's canonical form: a statement reads the same
+        // whether the models were projected live, replayed, or taken back to an `as_of`.
+        let shown = |amount: Amount| amount.canonical(view.currency);
         Statement {
             account: view.id,
             number: view.number.clone(),
             currency: view.currency,
             from,
             to,
-            opening_balance: opening,
-            payments,
-            adjustments,
-            call_charges,
-            other_charges,
-            total_charges,
-            transfers_in,
-            transfers_out,
-            closing_balance: opening + payments + transfers_in - transfers_out - total_charges,
+            opening_balance: shown(opening),
+            payments: shown(payments),
+            adjustments: shown(adjustments),
+            call_charges: shown(call_charges),
+            other_charges: shown(other_charges),
+            total_charges: shown(total_charges),
+            transfers_in: shown(transfers_in),
+            transfers_out: shown(transfers_out),
+            closing_balance: shown(closing_balance),
             position,
         }
     }
@@ -171,9 +175,17 @@ impl ReadModels {
         }
     }
 
+    /// An account, its amounts in the currency's canonical form.
     pub fn account(&self, id: AccountId) -> Result<Option<AccountView>, ProjectionError> {
         let key = account_key(id);
-        self.tree.get(&key)?.map(|bytes| decode(&key, &bytes)).transpose()
+        let view: Option<AccountView> = self.tree.get(&key)?.map(|bytes| decode(&key, &bytes)).transpose()?;
+        Ok(view.map(AccountView::canonical))
+    }
+
+    /// The currency amounts of `account` are shown in; `None` for an account the models
+    /// do not know (its amounts are then shown normalised).
+    fn currency_of(&self, account: AccountId) -> Result<Option<Currency>, ProjectionError> {
+        Ok(self.account(account)?.map(|view| view.currency))
     }
 
     pub fn account_by_number(&self, number: &str) -> Result<Option<AccountView>, ProjectionError> {
@@ -416,6 +428,7 @@ impl ReadModels {
     ) -> Result<Page<StatementLine>, ProjectionError> {
         let limit = check_limit(limit)?;
         let _consistent = self.consistent();
+        let currency = self.currency_of(account)?;
         let after = cursor.map(parse_time_cursor).transpose()?;
         let start = after.map_or(from.micros(), |(time, _)| time.max(from.micros()));
         let (first, last) = (start.div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
@@ -437,7 +450,7 @@ impl ReadModels {
                     position: e.position,
                     occurred_at: Timestamp(e.occurred_at),
                     category: e.category,
-                    amount: e.amount,
+                    amount: currency.map_or(e.amount, |c| e.amount.canonical(c)),
                 });
             }
             ControlFlow::Continue(())
@@ -454,15 +467,21 @@ impl ReadModels {
     ) -> Result<Page<(u64, EventRow)>, ProjectionError> {
         let limit = check_limit(limit)?;
         let _consistent = self.consistent();
+        let currency = self.currency_of(account)?;
         let mut items = Vec::new();
         let range = event_piece_key(account, after_position.saturating_add(1))..=event_piece_key(account, u64::MAX);
         for entry in self.tree.range(range) {
             let (key, value) = entry?;
             let piece: Vec<(u64, EventRow)> = decode(&key, &value)?;
-            for (position, row) in piece.into_iter().filter(|(p, _)| *p > after_position) {
+            for (position, mut row) in piece.into_iter().filter(|(p, _)| *p > after_position) {
                 if items.len() == limit {
                     let next_cursor = items.last().map(|(p, _): &(u64, EventRow)| p.to_string());
                     return Ok(Page { items, next_cursor });
+                }
+                if let Some(currency) = currency {
+                    for (_, amount) in &mut row.postings {
+                        *amount = amount.canonical(currency);
+                    }
                 }
                 items.push((position, row));
             }
@@ -488,6 +507,10 @@ impl ReadModels {
         let (first, last) = (start.div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
         let mut items = Vec::new();
         let mut next_cursor = None;
+        // A partner's list holds its customers' calls: each cost is shown in the currency
+        // of the account that pays it.
+        let mut currencies: std::collections::HashMap<AccountId, Option<Currency>> = Default::default();
+        let mut failure = None;
         self.visit_hours::<CdrEntry>(PREFIX_ACCOUNT_CDR, account, first, last, |entries| {
             for e in entries {
                 let (start, _) = e.order();
@@ -506,10 +529,29 @@ impl ReadModels {
                     next_cursor = items.last().map(|r: &CdrRow| format!("{}-{}", r.cdr.start.micros(), r.position));
                     return ControlFlow::Break(());
                 }
-                items.push(row);
+                let mut currency = |account: AccountId| match currencies.get(&account) {
+                    Some(known) => Ok(*known),
+                    None => self.currency_of(account).inspect(|c| {
+                        currencies.insert(account, *c);
+                    }),
+                };
+                let (customer, partner) = match (currency(row.account), row.partner.map(&mut currency).transpose()) {
+                    (Ok(customer), Ok(partner)) => (customer, partner.flatten()),
+                    (Err(error), _) | (_, Err(error)) => {
+                        failure = Some(error);
+                        return ControlFlow::Break(());
+                    }
+                };
+                items.push(match customer {
+                    Some(customer) => row.canonical(customer, partner),
+                    None => row,
+                });
             }
             ControlFlow::Continue(())
         })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
         Ok(Page { items, next_cursor })
     }
 }

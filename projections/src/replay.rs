@@ -207,12 +207,23 @@ async fn rebuild_into(
 pub async fn replay(
     store: &dyn EventStore,
     db: &sled::Db,
+    progress: impl FnMut(u64, u64, u64),
+) -> Result<ReplayReport, ProjectionError> {
+    replay_in_spans(store, db, REPLAY_SPAN_EVENTS, progress).await
+}
+
+/// [`replay`] with spans of `span_events` events: what the models hold must not depend
+/// on it, which the property tests check with small random spans.
+pub async fn replay_in_spans(
+    store: &dyn EventStore,
+    db: &sled::Db,
+    span_events: usize,
     mut progress: impl FnMut(u64, u64, u64),
 ) -> Result<ReplayReport, ProjectionError> {
     let old = generation(db)?;
     let fresh = old + 1;
     let tree = db.open_tree(tree_name(fresh))?;
-    let (report, _) = rebuild_into(store, tree, None, REPLAY_SPAN_EVENTS, &mut progress).await?;
+    let (report, _) = rebuild_into(store, tree, None, span_events.max(1), &mut progress).await?;
     set_generation(db, fresh)?;
     db.drop_tree(tree_name(old))?;
     Ok(report)

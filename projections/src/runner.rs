@@ -70,8 +70,9 @@ impl ReadModels {
 
     /// Applies events (in log order, after the checkpoint) and moves the checkpoint.
     /// Events at or before the checkpoint are skipped: a redelivered event is never
-    /// applied twice.
-    pub(crate) fn apply_chunk(&self, chunk: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    /// applied twice. The projector calls it per chunk; public so that tests can cut the
+    /// log into chunks of their choosing.
+    pub fn apply_chunk(&self, chunk: &[RecordedEvent]) -> Result<(), ProjectionError> {
         let checkpoint = read_checkpoint(&self.tree)?;
         let fresh: Vec<&RecordedEvent> = chunk.iter().filter(|e| e.position > checkpoint).collect();
         let Some(last) = fresh.last() else { return Ok(()) };

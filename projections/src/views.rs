@@ -53,29 +53,34 @@ pub(crate) const PREFIX_BOOK_ACCOUNT: u8 = b'K';
 
 /// The layout of the keys above. Models of another layout are not read: they are
 /// rebuilt from the log. 2: CDR rows live in the account pieces (`X`), no `D` keys.
-pub(crate) const MODELS_FORMAT: u32 = 2;
+/// 3: every amount is held normalised ([`Amount::normalized`]), so that the models'
+/// bytes depend on the log's values only, not on how it was cut into chunks or spans.
+pub(crate) const MODELS_FORMAT: u32 = 3;
 
 /// Bucket sizes in microseconds, finest first: an hour, a day, 32 days, 1024 days.
 pub(crate) const BUCKET_MICROS: [i64; 4] = [3_600_000_000, 86_400_000_000, 32 * 86_400_000_000, 1024 * 86_400_000_000];
 
-/// Per-category sums, in [`Category::ALL`] order.
+/// Per-category sums, in [`Category::ALL`] order, each held normalised: a decimal sum
+/// keeps the larger scale of its operands (and one that adds zero the other's), so sums
+/// of one set of postings added in another order would otherwise differ in their places.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sums(pub [Amount; 6]);
 
 impl Sums {
     pub fn add(&mut self, category: Category, amount: Amount) {
-        self.0[category_index(category)] += amount;
+        let sum = &mut self.0[category_index(category)];
+        *sum = (*sum + amount).normalized();
     }
 
     pub fn add_all(&mut self, other: &Sums) {
         for (mine, theirs) in self.0.iter_mut().zip(other.0.iter()) {
-            *mine += *theirs;
+            *mine = (*mine + *theirs).normalized();
         }
     }
 
     pub fn sub_all(&mut self, other: &Sums) {
         for (mine, theirs) in self.0.iter_mut().zip(other.0.iter()) {
-            *mine -= *theirs;
+            *mine = (*mine - *theirs).normalized();
         }
     }
 
@@ -114,8 +119,17 @@ pub struct AccountView {
 }
 
 impl AccountView {
+    /// What may still be spent, in the account's canonical form.
     pub fn available(&self) -> Amount {
-        self.balance + self.credit_limit
+        (self.balance + self.credit_limit).canonical(self.currency)
+    }
+
+    /// The view as answers show it: its amounts in the currency's canonical form (the
+    /// models hold them normalised).
+    pub(crate) fn canonical(mut self) -> Self {
+        self.balance = self.balance.canonical(self.currency);
+        self.credit_limit = self.credit_limit.canonical(self.currency);
+        self
     }
 }
 
@@ -145,6 +159,20 @@ pub struct CdrRow {
 }
 
 impl CdrRow {
+    /// The row with its costs in their canonical forms: the customer's cost in the
+    /// customer's currency, the partner's in the partner's.
+    pub fn canonical(mut self, customer: Currency, partner: Option<Currency>) -> Self {
+        self.customer_cost = self.customer_cost.canonical(customer);
+        self.partner_cost = self.partner_cost.map(|c| partner.map_or_else(|| c.normalized(), |p| c.canonical(p)));
+        self
+    }
+
+    fn normalized(mut self) -> Self {
+        self.customer_cost = self.customer_cost.normalized();
+        self.partner_cost = self.partner_cost.map(Amount::normalized);
+        self
+    }
+
     /// The CDR that `recorded` charged, if it is a `CallCharged` event.
     pub fn from_recorded(recorded: &RecordedEvent) -> Option<CdrRow> {
         let Payload::CallCharged(e) = &recorded.event.payload else { return None };
@@ -463,7 +491,7 @@ impl ChunkWriter {
                         partner: e.partner,
                         book: envelope.book,
                         currency: e.currency,
-                        credit_limit: e.credit_limit,
+                        credit_limit: e.credit_limit.normalized(),
                         status: AccountStatus::Active,
                         tariff: None,
                         balance: Amount::ZERO,
@@ -480,7 +508,7 @@ impl ChunkWriter {
             }
             Payload::CreditLimitChanged(e) => {
                 if let Some(view) = self.account(e.account)? {
-                    view.credit_limit = e.to;
+                    view.credit_limit = e.to.normalized();
                 }
             }
             Payload::TariffAssigned(e) => {
@@ -489,7 +517,7 @@ impl ChunkWriter {
                 }
             }
             Payload::CallCharged(_) => {
-                let row = CdrRow::from_recorded(recorded).expect("a CallCharged event");
+                let row = CdrRow::from_recorded(recorded).expect("a CallCharged event").normalized();
                 let hour = row.cdr.start.micros().div_euclid(HOUR_MICROS);
                 if let Some(partner) = row.partner {
                     self.pieces.cdrs.entry((partner, hour)).or_default().push(CdrEntry(row.clone()));
@@ -503,20 +531,18 @@ impl ChunkWriter {
         let occurred = occurred_at.micros();
         let hour = occurred.div_euclid(HOUR_MICROS);
         for posting in event.payload.postings() {
+            // As recorded the amount keeps the places it was sent with; the models hold
+            // its value only (see `MODELS_FORMAT`).
+            let amount = posting.amount.normalized();
             let Some(view) = self.account(posting.account)? else { continue };
-            view.balance += posting.category.balance_effect(posting.amount);
+            view.balance = (view.balance + posting.category.balance_effect(amount)).normalized();
             view.first_occurred_at = Some(view.first_occurred_at.map_or(occurred_at, |t| t.min(occurred_at)));
             let piece = self.pieces.hours.entry((posting.account, hour)).or_default();
-            piece.sums.add(posting.category, posting.amount);
-            piece.postings.push(PostingEntry {
-                occurred_at: occurred,
-                position,
-                category: posting.category,
-                amount: posting.amount,
-            });
+            piece.sums.add(posting.category, amount);
+            piece.postings.push(PostingEntry { occurred_at: occurred, position, category: posting.category, amount });
             match per_account.iter_mut().find(|(a, _)| *a == posting.account) {
-                Some((_, list)) => list.push((posting.category, posting.amount)),
-                None => per_account.push((posting.account, vec![(posting.category, posting.amount)])),
+                Some((_, list)) => list.push((posting.category, amount)),
+                None => per_account.push((posting.account, vec![(posting.category, amount)])),
             }
         }
         let kind = match &event.payload {

@@ -119,9 +119,10 @@ impl Renderer {
 
 /// The template variables of an alert; amounts are shown with the currency when known.
 pub fn alert_values(raised: &AlertRaised, name: String, number: String, currency: Option<&str>) -> AlertValues {
-    let money = |amount: Amount| match currency {
-        Some(code) => format!("{amount} {code}"),
-        None => amount.to_string(),
+    // In the canonical form the API shows amounts in (see docs/api.md, "Amounts").
+    let money = |amount: Amount| match currency.and_then(|code| domain::Currency::parse(code).ok()) {
+        Some(code) => format!("{} {code}", amount.canonical(code)),
+        None => amount.normalized().to_string(),
     };
     let mut values = AlertValues {
         alert: raised.alert.kind().to_owned(),
@@ -184,7 +185,7 @@ mod tests {
         let values = alert_values(&raised, "Ann".into(), "C-1".into(), Some("EUR"));
         assert_eq!(
             render(&AlertTemplates::default().call_cost_above, &values),
-            "Ann (C-1): a call to 4930123456 lasting 12:34 cost 12.50 EUR, over 5 EUR"
+            "Ann (C-1): a call to 4930123456 lasting 12:34 cost 12.50 EUR, over 5.00 EUR"
         );
         let values = alert_values(&raised, "Ann".into(), "C-1".into(), None);
         assert_eq!(render("{balance}/{credit_limit}", &values), "-2.5/10");

@@ -103,8 +103,8 @@ pub async fn show_thresholds(
     Ok(Json(ThresholdsOut {
         status: "ok",
         account: number.clone(),
-        balance_below: account.alert_balance_below,
-        call_cost_above: account.alert_call_cost_above,
+        balance_below: account.alert_balance_below.map(|a| a.canonical(account.currency)),
+        call_cost_above: account.alert_call_cost_above.map(|a| a.canonical(account.currency)),
         links: account_links(&number),
     }))
 }

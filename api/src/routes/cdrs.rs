@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use commands::{AccountRef, CommandError};
 use domain::cdr::CdrInput;
 use domain::rating::CallDirection;
-use domain::{Amount, DomainError, EventId, Timestamp};
+use domain::{AccountId, Amount, DomainError, EventId, Timestamp};
 use futures::StreamExt;
 use projections::{CdrFilter, CdrRow};
 use serde::{Deserialize, Serialize};
@@ -241,8 +241,15 @@ pub async fn upload(State(state): State<AppState>, write: Write, request: Reques
                     _ => None,
                 });
                 if let Some((at, call)) = charged {
-                    out.customer_cost = Some(call.customer_cost);
-                    out.partner_cost = call.partner_cost;
+                    let shown = |account: AccountId, amount: Amount| {
+                        state
+                            .ledger
+                            .account_by_id(account)
+                            .map_or(amount.normalized(), |a| amount.canonical(a.currency))
+                    };
+                    out.customer_cost = Some(shown(call.account, call.customer_cost));
+                    out.partner_cost =
+                        call.partner_cost.map(|cost| call.partner.map_or(cost.normalized(), |p| shown(p, cost)));
                     out.position = Some(at);
                 }
                 out.result = if outcome.repeated { CdrResult::Duplicate } else { CdrResult::Charged };
@@ -305,12 +312,12 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
         }
         CSV => {
             let bytes = read_bytes(request, state).await?;
-            Ok((from_csv(&bytes)?, false))
+            Ok((from_csv("body", &bytes)?, false))
         }
         FORM => {
             let bytes = read_bytes(request, state).await?;
-            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-                .map_err(|e| ApiError::undeserializable("invalid_body", None, e.to_string()))?;
+            let pairs = crate::body::url_encoded_pairs(&bytes)
+                .map_err(|e| ApiError::undeserializable("invalid_body", e.field, e.message))?;
             Ok((vec![Row { index: 0, line: None, parsed: from_pairs(&pairs) }], true))
         }
         MULTIPART => {
@@ -327,14 +334,18 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
                     }
                     file = Some(field.bytes().await.map_err(multipart_error)?);
                 } else {
-                    pairs.push((name, field.text().await.map_err(multipart_error)?));
+                    // Not `text()`: it would read bytes that are not UTF-8 as U+FFFD.
+                    let bytes = field.bytes().await.map_err(multipart_error)?;
+                    let text = crate::body::utf8_field(&name, bytes.to_vec())
+                        .map_err(|e| ApiError::undeserializable("invalid_body", e.field, e.message))?;
+                    pairs.push((name, text));
                 }
             }
             match file {
                 Some(_) if !pairs.is_empty() => {
                     Err(ApiError::bad_request("invalid_body", pairs[0].0.clone(), "either a CSV file or CDR fields"))
                 }
-                Some(bytes) => Ok((from_csv(&bytes)?, false)),
+                Some(bytes) => Ok((from_csv("file", &bytes)?, false)),
                 None => Ok((vec![Row { index: 0, line: None, parsed: from_pairs(&pairs) }], true)),
             }
         }
@@ -369,7 +380,19 @@ pub(super) fn multipart_error(error: axum::extract::multipart::MultipartError) -
     }
 }
 
-fn from_csv(bytes: &[u8]) -> Result<Vec<Row>, ApiError> {
+/// The rows of a CSV upload. A file that is not UTF-8 (a spreadsheet's Latin-1 export)
+/// is refused whole: charging its readable rows and rejecting the rest would be half an
+/// upload, and a row's text would never be what the switch wrote.
+fn from_csv(field: &'static str, bytes: &[u8]) -> Result<Vec<Row>, ApiError> {
+    if let Err(error) = std::str::from_utf8(bytes) {
+        let at = error.valid_up_to();
+        let line = 1 + bytes[..at].iter().filter(|b| **b == b'\n').count();
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            field,
+            format!("the CSV is not UTF-8: line {line} has an invalid byte (at offset {at}); export it as UTF-8"),
+        ));
+    }
     let mut table = commands::ingest::cdr_table(bytes).map_err(row_error)?;
     let mut rows = Vec::new();
     while let Some((line, parsed)) = commands::ingest::next_cdr(&mut table) {
@@ -715,6 +738,15 @@ pub async fn show(
     let not_found = || ApiError::not_found("cdr_not_found", format!("CDR `{id}` not found")).with_field("id");
     let charged = state.ledger.charged_cdr(account.book, &id).await?;
     let row = charged.as_ref().and_then(CdrRow::from_recorded).ok_or_else(not_found)?;
+    // Read from the log, as recorded: shown in the canonical form the CDR lists use.
+    let currency = |id: AccountId| state.ledger.account_by_id(id).map(|a| a.currency);
+    let row = match currency(row.account) {
+        Some(customer) => {
+            let partner = row.partner.and_then(currency);
+            row.canonical(customer, partner)
+        }
+        None => row,
+    };
     // The book holds the CDRs of all its customers: only this account's (or, for a
     // partner, those it paid wholesale) answer here.
     if row.account != account.id && row.partner != Some(account.id) {
