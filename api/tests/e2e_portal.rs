@@ -296,6 +296,17 @@ async fn password_login_csrf_and_partner_fund_moves() {
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let refusal = refused.text().await.unwrap();
     assert!(refusal.contains("id=\"move-error\""), "{refusal}");
+    // A note that is not UTF-8 is refused, not recorded as U+FFFD.
+    let not_utf8 = format!("csrf={csrf}&idempotency_key=a-fourth&direction=to_customer&customer=C2&amount=1&note=%FF");
+    let refused = client
+        .post(book.server.url("/portal/accounts/P1/transfers"))
+        .header(COOKIE, p1_session.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(not_utf8)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let (status, html) = page(&book.server, &c2_session, "/portal/accounts/C2").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(text_of(&html, "balance"), "14.00 EUR", "7 + 10 - 3");

@@ -122,9 +122,26 @@ fn with_query(path: String, pairs: &[(&str, String)]) -> String {
 }
 
 fn parse_query<T: for<'de> Deserialize<'de> + Default>(raw: Option<&str>) -> Result<T, PageError> {
-    serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|e| {
+    let pairs = strict_pairs(raw.unwrap_or("").as_bytes(), "invalid_query")?;
+    serde_urlencoded::from_str(&pairs).map_err(|e| {
         PageError(ApiError::bad_request("invalid_query", "query", format!("the address is not valid: {e}")))
     })
+}
+
+/// A form the portal posts, its text decoded strictly as the API's forms are: a field
+/// that is not UTF-8 is refused, never recorded as U+FFFD. A form of another shape reads
+/// as empty, and the page says what is missing.
+fn parse_form<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, PageError> {
+    let pairs = strict_pairs(body, "invalid_body")?;
+    Ok(serde_urlencoded::from_str(&pairs).unwrap_or_default())
+}
+
+/// URL-encoded text checked to be UTF-8 once decoded, encoded again for serde_urlencoded
+/// (whose own decoding is lossy): valid text makes the round trip unchanged.
+fn strict_pairs(encoded: &[u8], code: &'static str) -> Result<String, PageError> {
+    let pairs = crate::body::url_encoded_pairs(encoded)
+        .map_err(|e| PageError(ApiError::undeserializable(code, e.field, e.message)))?;
+    serde_urlencoded::to_string(pairs).map_err(|e| PageError(ApiError::internal(&e)))
 }
 
 fn frame(visitor: &Visitor, state: &AppState, viewing: &str, section: &'static str) -> Option<Frame> {
@@ -244,7 +261,7 @@ pub async fn login(State(state): State<AppState>, PeerIp(peer): PeerIp, headers:
     if super::sent_from_another_site(&headers, state.auth.portal.public_url.as_deref()) {
         return Err(ApiError::csrf_mismatch().into());
     }
-    let form: LoginForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let form: LoginForm = parse_form(&body)?;
     match state.auth.portal_password_login(form.login.trim(), form.password, peer).await {
         Ok(login) => Ok(signed_in(&state, &headers, login)),
         Err(error) if matches!(error.status, StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS) => {
@@ -276,7 +293,7 @@ struct CsrfForm {
 }
 
 pub async fn logout(State(state): State<AppState>, visitor: Visitor, body: Bytes) -> PageResult {
-    let form: CsrfForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let form: CsrfForm = parse_form(&body)?;
     visitor.check_csrf(&form.csrf)?;
     state.auth.portal_logout(&visitor.cookie).await?;
     let mut response = Redirect::to(super::LOGIN_PATH).into_response();
@@ -412,7 +429,7 @@ pub async fn transfer(
     Path(number): Path<String>,
     body: Bytes,
 ) -> PageResult {
-    let form: TransferForm = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let form: TransferForm = parse_form(&body)?;
     visitor.check_csrf(&form.csrf)?;
     // The form belongs to the partner's own page; any other account's is not there.
     if !visitor.is_partner() || number != visitor.own.number {
