@@ -97,13 +97,20 @@ where
     }
 }
 
-/// 413 at once for a body whose declared `Content-Length` is over `limit`, before any of
-/// it is read: the client need not send it, and a connection is not held while it does.
-/// (`DefaultBodyLimit` alone counts the bytes as they arrive.)
+/// A declared body this many times over its limit is refused before any of it is read.
+/// Below that it is read up to the limit and refused then, as `DefaultBodyLimit` does: an
+/// ordinary client writes its whole body before it reads the answer, and a connection
+/// closed under a body barely over the limit would hand it a broken pipe, not the 413.
+pub const BODY_DECLARED_OVER_LIMIT_FACTOR_MAX: u64 = 2;
+
+/// 413 at once for a body whose declared `Content-Length` is far over `limit`, before any
+/// of it is read: the client need not send it, and a connection is not held while it
+/// does. (`DefaultBodyLimit` alone counts the bytes as they arrive.)
 pub fn refuse_declared_over(request: &Request, limit: usize) -> Result<(), ApiError> {
     let declared = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    let early_refusal_bytes_min = (limit as u64).saturating_mul(BODY_DECLARED_OVER_LIMIT_FACTOR_MAX);
     match declared.and_then(|v| v.trim().parse::<u64>().ok()) {
-        Some(length) if length > limit as u64 => Err(ApiError::payload_too_large(limit)),
+        Some(length) if length > early_refusal_bytes_min => Err(ApiError::payload_too_large(limit)),
         _ => Ok(()),
     }
 }

