@@ -552,7 +552,7 @@ async fn a_partner_manages_its_customers_but_not_itself() {
     let move_back = body["position"].as_u64().unwrap();
     let (status, body) = partner(Method::POST, "/api/v1/accounts/C1/credit-limit", json!({"credit_limit": "5"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["balances"][0]["available"].to_string(), "25");
+    assert_eq!(body["balances"][0]["available"].to_string(), "25.00");
     let (status, body) = partner(Method::POST, "/api/v1/charges", json!({"account": "C1", "amount": "2.5"})).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = partner(Method::POST, "/api/v1/reversals", json!({"position": move_back})).await;
@@ -571,8 +571,8 @@ async fn a_partner_manages_its_customers_but_not_itself() {
     }
     let (_, body) = partner(Method::GET, &format!("/api/v1/accounts/P1?min_position={reversed_at}"), Value::Null).await;
     // 100 paid by the operator, 30 out, 10 back, the 10 reversed.
-    assert_eq!(body["account"]["balance"].to_string(), "70", "{body}");
-    assert_eq!(body["account"]["credit_limit"].to_string(), "0");
+    assert_eq!(body["account"]["balance"].to_string(), "70.00", "{body}");
+    assert_eq!(body["account"]["credit_limit"].to_string(), "0.00");
 
     // A tariff by id; an unknown one is not found, a malformed id names the field.
     let unknown = "01a211ed-0000-7000-8000-000000000001";
