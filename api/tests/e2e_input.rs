@@ -42,10 +42,12 @@ async fn get(server: &Server, path: &str) -> (StatusCode, Value) {
     send(client().get(server.url(path)).bearer_auth(ADMIN_KEY)).await
 }
 
-async fn open_customer(server: &Server, number: &str) {
+/// Opens a customer of the operator's and gives the position its write answered.
+async fn open_customer(server: &Server, number: &str) -> u64 {
     let body = json!({"number": number, "name": "Customer", "kind": "customer", "currency": "EUR"});
     let (status, answer) = post_json(server, "/api/v1/accounts", body).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
+    answer["position"].as_u64().unwrap()
 }
 
 fn tollbook(args: &[&str], data: &Path) -> (bool, String) {
@@ -69,8 +71,9 @@ fn tollbook(args: &[&str], data: &Path) -> (bool, String) {
 async fn text_that_is_not_utf8_is_refused_and_never_collides_under_one_key() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
-    open_customer(&server, "C1").await;
-    let (_, before) = get(&server, "/api/v1/accounts/C1/events").await;
+    let opened = open_customer(&server, "C1").await;
+    let (_, before) = get(&server, &format!("/api/v1/accounts/C1/events?min_position={opened}")).await;
+    assert_eq!(before["events"].as_array().map(Vec::len), Some(1), "the opening: {before}");
 
     for reference in ["%FF", "%FE"] {
         let body = format!("account=C1&amount=10&reference={reference}");
@@ -104,7 +107,8 @@ async fn text_that_is_not_utf8_is_refused_and_never_collides_under_one_key() {
     let (status, answer) = send(upload.body(csv.to_vec())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert_eq!(answer["error"], "invalid_body");
-    let (_, account) = get(&server, "/api/v1/accounts/C1").await;
+    let paid = first["position"].as_u64().unwrap();
+    let (_, account) = get(&server, &format!("/api/v1/accounts/C1?min_position={paid}")).await;
     assert_eq!(account["account"]["balance"].to_string(), "10.00", "one payment, no CDR");
     server.stop();
 }
