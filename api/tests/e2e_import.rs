@@ -5,25 +5,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{ADMIN_KEY, Server, send};
+use common::{ADMIN_KEY, Server, send, tollbook};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-fn tollbook(args: &[&str], data: &Path) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tollbook"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("TOLLBOOK_STORE")
-        .env("TOLLBOOK_LOG", "warn")
-        .output()
-        .unwrap();
-    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
-    (output.status.success(), text(output.stdout), text(output.stderr))
-}
 
 async fn call(server: &Server, method: Method, path: &str, body: Value) -> Value {
     let (status, answer) =

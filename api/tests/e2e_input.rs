@@ -10,10 +10,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{ADMIN_KEY, Server, send};
+use common::{ADMIN_KEY, Server, send, tollbook};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -48,19 +45,6 @@ async fn open_customer(server: &Server, number: &str) -> u64 {
     let (status, answer) = post_json(server, "/api/v1/accounts", body).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     answer["position"].as_u64().unwrap()
-}
-
-fn tollbook(args: &[&str], data: &Path) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tollbook"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .env_remove("TOLLBOOK_STORE")
-        .env("TOLLBOOK_LOG", "warn")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
 }
 
 /// `reference=%FF` and then `reference=%FE` under one key were both read as U+FFFD: the
@@ -181,9 +165,11 @@ async fn verify_passes_and_replay_changes_no_answer_after_charges_and_reversals(
     }
     server.stop();
 
-    let (clean, report) = tollbook(&["verify"], data.path());
+    let (clean, out, err) = tollbook(&["verify"], data.path());
+    let report = out + &err;
     assert!(clean, "verify found differences on a healthy directory:\n{report}");
-    let (replayed, report) = tollbook(&["replay"], data.path());
+    let (replayed, out, err) = tollbook(&["replay"], data.path());
+    let report = out + &err;
     assert!(replayed, "{report}");
 
     let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;

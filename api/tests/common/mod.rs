@@ -119,3 +119,18 @@ pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
+
+/// Runs a `tollbook` subcommand on a data directory: whether it succeeded, its stdout and
+/// its stderr.
+pub fn tollbook(args: &[&str], data: &Path) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tollbook"))
+        .args(args)
+        .arg("--data")
+        .arg(data)
+        .env_remove("TOLLBOOK_STORE")
+        .env("TOLLBOOK_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
