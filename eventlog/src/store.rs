@@ -86,6 +86,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// Up to `max` durable events of the global log with a position `>= from`.
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// The durable events at `positions` (ascending), in that order; a position that
+    /// holds no durable event is left out. Read models keep positions, not copies of
+    /// events, and read a page's events back with one call.
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = Vec::with_capacity(positions.len());
+        for &position in positions {
+            if let Some(event) = self.read_all(position, 1).await?.pop().filter(|e| e.position == position) {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
     /// The global log from `from` on: everything already there, then live events as
     /// they become durable. No gap, no repeat.
     fn subscribe_all(&self, from: u64) -> BoxStream<'static, Result<RecordedEvent, StoreError>>;

@@ -323,6 +323,44 @@ impl SledStore {
         })
     }
 
+    /// One lookup per stored batch, not per event: a page's positions are often in one
+    /// batch.
+    fn read_positions_sync(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let durable = self.inner.durable.borrow().end;
+        let mut events = Vec::with_capacity(positions.len());
+        // The batch last read: its first position, bytes and frames' byte ranges.
+        let mut batch: Option<(u64, sled::IVec, Vec<std::ops::Range<usize>>)> = None;
+        for &position in positions {
+            if position == 0 || position >= durable {
+                continue;
+            }
+            let held = |(first, _, frames): &(u64, sled::IVec, Vec<std::ops::Range<usize>>)| {
+                *first <= position && position - first < frames.len() as u64
+            };
+            if !batch.as_ref().is_some_and(held) {
+                batch = match self.batch_holding(position)? {
+                    Some((first, value)) => {
+                        let base = value.as_ptr() as usize;
+                        let frames = unframe(first, &value)?
+                            .into_iter()
+                            .map(|frame| {
+                                let start = frame.as_ptr() as usize - base;
+                                start..start + frame.len()
+                            })
+                            .collect();
+                        Some((first, value, frames))
+                    }
+                    None => None,
+                };
+            }
+            let Some((first, value, frames)) = &batch else { continue };
+            if let Some(range) = frames.get((position - first) as usize) {
+                events.push(RecordedEvent { position, event: chain::decode(position, &value[range.clone()])? });
+            }
+        }
+        Ok(events)
+    }
+
     fn read_all_sync(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let durable = self.inner.durable.borrow().end;
         let from = from.max(1);
@@ -476,6 +514,13 @@ impl EventStore for SledStore {
     async fn read_all(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.read_all_sync(from, max))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+    }
+
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let (store, positions) = (self.clone(), positions.to_vec());
+        tokio::task::spawn_blocking(move || store.read_positions_sync(&positions))
             .await
             .map_err(|e| StoreError::Io(e.to_string()))?
     }
