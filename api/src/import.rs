@@ -89,7 +89,6 @@ struct Tally {
 /// while the import writes, so that projecting overlaps charging.
 struct Workspace {
     store: Arc<dyn EventStore>,
-    views: sled::Db,
     models: ReadModels,
     projector: projections::Projector,
     ledger: Ledger,
@@ -98,10 +97,10 @@ struct Workspace {
 impl Workspace {
     async fn open(data: &DataArgs) -> Result<Self, Box<dyn std::error::Error>> {
         let (store, views) = crate::maintenance::open(data).await?;
-        let models = ReadModels::open(&views)?;
+        let models = ReadModels::open(&views, store.clone())?;
         let projector = projections::spawn_projector(models.clone(), store.clone());
         let ledger = Ledger::open(store.clone()).await?;
-        Ok(Workspace { store, views, models, projector, ledger })
+        Ok(Workspace { store, models, projector, ledger })
     }
 
     /// Waits until the read models hold everything written, then stops.
@@ -114,8 +113,8 @@ impl Workspace {
             }
             let _ = self.models.wait_for(last, Duration::from_secs(1)).await;
         }
+        // Stopping saves the models' snapshot: the server starts with nothing to project.
         self.projector.stop().await?;
-        self.views.flush_async().await?;
         Ok(())
     }
 }
@@ -392,8 +391,9 @@ pub async fn reconcile(command: ReconcileCommand) -> CliResult {
     let workspace = Workspace::open(&args.data).await?;
     let models = workspace.models.clone();
     workspace.close().await?;
-    let accounts = projections::reconcile::customer_accounts(&models, &projections::AccountFilter::default())?;
-    let ledger = projections::reconcile::ledger_calls(&models, &accounts, from, to)?;
+    let accounts =
+        projections::reconcile::customer_accounts(&models.snapshot(), &projections::AccountFilter::default())?;
+    let ledger = projections::reconcile::ledger_calls(&models.snapshot(), &accounts, from, to).await?;
     let mut report = projections::reconcile::reconcile(from, to, calls, ledger);
     report.unreadable = unreadable;
     let mut out = std::io::stdout().lock();

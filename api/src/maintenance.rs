@@ -1,5 +1,6 @@
 //! `tollbook replay` and `tollbook verify`: offline maintenance of the read models.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use commands::{EventStore, StoreSpec};
@@ -10,7 +11,8 @@ use crate::server::VIEWS_DIR;
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
-pub async fn open(args: &DataArgs) -> Result<(Arc<dyn EventStore>, sled::Db), Box<dyn std::error::Error>> {
+/// The event log of a data directory and the directory its read models are saved in.
+pub async fn open(args: &DataArgs) -> Result<(Arc<dyn EventStore>, PathBuf), Box<dyn std::error::Error>> {
     let spec = crate::store_spec(&args.data_dir, &args.store);
     if let StoreSpec::Sled(events) = &spec
         && !events.exists()
@@ -18,8 +20,7 @@ pub async fn open(args: &DataArgs) -> Result<(Arc<dyn EventStore>, sled::Db), Bo
         return Err(format!("no event log in {}", events.display()).into());
     }
     let store = spec.open().await?;
-    let views = sled::open(args.data_dir.join(VIEWS_DIR))?;
-    Ok((store, views))
+    Ok((store, args.data_dir.join(VIEWS_DIR)))
 }
 
 fn progress_bar(what: &str) -> ProgressBar {
@@ -54,11 +55,10 @@ pub async fn replay(args: DataArgs) -> CliResult {
     let stages = report.stages;
     let ms = |micros: u64| micros / 1000;
     println!(
-        "stages: read and decode {} ms (wall); CPU: apply {} ms, encode {} ms, sled inserts {} ms",
+        "stages: read and decode {} ms (wall); apply {} ms (CPU); save the snapshot {} ms (wall)",
         ms(stages.read_micros),
         ms(stages.apply_micros),
-        ms(stages.encode_micros),
-        ms(stages.insert_micros)
+        ms(stages.save_micros)
     );
     Ok(())
 }
@@ -66,7 +66,7 @@ pub async fn replay(args: DataArgs) -> CliResult {
 pub async fn verify(args: DataArgs) -> CliResult {
     let (store, views) = open(&args).await?;
     let bar = progress_bar("verifying");
-    let report = projections::verify(&*store, &views, |_, position, head| {
+    let report = projections::verify(store.clone(), &views, |_, position, head| {
         bar.set_length(head);
         bar.set_position(position);
     })

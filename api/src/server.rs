@@ -78,8 +78,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         other => (other.open().await?, None),
     };
-    let views = sled::open(args.data_dir.join(VIEWS_DIR))?;
-    let models = projections::ReadModels::open(&views)?;
+    let views = args.data_dir.join(VIEWS_DIR);
+    let models = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || projections::ReadModels::open(&views, store)).await??
+    };
     let projector = projections::spawn_projector(models.clone(), store.clone());
     let ledger = Arc::new(Ledger::open(store).await?);
     if args.admin_key.as_deref().is_none_or(str::is_empty) {
@@ -169,7 +172,6 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(projector) = projector {
         projector.stop().await?;
     }
-    views.flush()?;
     tracing::info!("tollbook stopped");
     Ok(())
 }

@@ -31,7 +31,7 @@ fn read_models(c: &mut Criterion) {
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path().join("events")).unwrap());
     let book_events = book_events();
     let book = runtime.block_on(append_synthetic_book(&*store, book_events, DAYS));
-    let views = sled::Config::new().path(dir.path().join("views")).cache_capacity(512 << 20).open().unwrap();
+    let views = dir.path().join("views");
 
     let mut group = c.benchmark_group("read_models");
     group.sample_size(10);
@@ -47,10 +47,10 @@ fn read_models(c: &mut Criterion) {
 
     // Statements on the account most events touch, for random periods. A filtered run
     // (`-- statement`) skipped the replays above: the models are built once here.
-    if ReadModels::open(&views).unwrap().position() == 0 {
+    if ReadModels::open(&views, store.clone()).unwrap().position() == 0 {
         runtime.block_on(projections::replay(&*store, &views, |_, _, _| {})).expect("replay");
     }
-    let models = ReadModels::open(&views).unwrap();
+    let models = ReadModels::open(&views, store.clone()).unwrap();
     let account_events = runtime.block_on(async {
         let (mut next, mut touching) = (1, 0u64);
         loop {
@@ -82,7 +82,7 @@ fn read_models(c: &mut Criterion) {
         b.iter(|| {
             let (from, to) = random_period();
             let started = Instant::now();
-            let statement = models.statement(book.customer, from, to, None).expect("statement");
+            let statement = runtime.block_on(models.statement(book.customer, from, to, None)).expect("statement");
             latencies.record(started.elapsed().as_nanos() as u64).unwrap();
             statement
         })

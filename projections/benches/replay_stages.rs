@@ -56,7 +56,7 @@ fn main() {
             events
         }
     };
-    let views = sled::Config::new().path(dir.path().join("views")).cache_capacity(512 << 20).open().unwrap();
+    let views = dir.path().join("views");
     runtime.block_on(async {
         let (started, cpu) = (Instant::now(), process_cpu_seconds());
         let (mut next, mut read) = (1, 0u64);
@@ -76,17 +76,15 @@ fn main() {
             let cpu = process_cpu_seconds() - cpu;
             let s = report.stages;
             println!(
-                "replay: {} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s; read {} ms (wall), CPU: apply {} ms, encode {} ms, insert {} ms",
+                "replay: {} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s; read {} ms (wall), CPU: apply {} ms, save {} ms (wall)",
                 report.events,
                 report.events as f64 / seconds,
                 s.read_micros / 1000,
                 s.apply_micros / 1000,
-                s.encode_micros / 1000,
-                s.insert_micros / 1000
+                s.save_micros / 1000
             );
         }
-        let live = sled::Config::new().path(dir.path().join("live")).cache_capacity(512 << 20).open().unwrap();
-        let models = projections::ReadModels::open(&live).unwrap();
+        let models = projections::ReadModels::open(&dir.path().join("live"), store.clone()).unwrap();
         let last = store.head().await.unwrap() - 1;
         let (started, cpu) = (Instant::now(), process_cpu_seconds());
         let projector = projections::spawn_projector(models.clone(), store.clone());

@@ -19,9 +19,3 @@ pub enum ProjectionError {
     #[error(transparent)]
     Store(#[from] eventlog::StoreError),
 }
-
-impl From<sled::Error> for ProjectionError {
-    fn from(error: sled::Error) -> Self {
-        ProjectionError::Storage(error.to_string())
-    }
-}

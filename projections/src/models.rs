@@ -1,43 +1,53 @@
-//! The read models' front door: queries over the views, and waiting for a position.
+//! The read models' front door: one consistent snapshot per query, and waiting for a
+//! position.
+//!
+//! Every query takes the state the projector last published (an `Arc`, taken without a
+//! lock) and answers from it alone, with the position it reflects. What the state keeps
+//! only as positions (audit rows, CDR rows) is read back from the log, off the async
+//! workers; those events are at or before the state's position, so they belong to it.
 
-use std::ops::ControlFlow;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use domain::event::Category;
-use domain::{AccountId, AccountStatus, Amount, Currency, Timestamp};
+use domain::{AccountId, AccountStatus, Amount, Currency, RecordedEvent, Timestamp};
+use eventlog::{EventStore, READ_EVENTS_MAX};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::ProjectionError;
-use crate::views::*;
+use crate::persist;
+use crate::state::*;
 
 /// Largest page any list returns.
 pub const PAGE_SIZE_MAX: usize = 1000;
 /// Longest a read waits for the models to reach a position it asked for.
 pub const WAIT_FOR_POSITION_MAX: Duration = Duration::from_secs(5);
 
-/// The read models over one sled tree, with the position they reflect.
+/// The read models: the current state, the log it follows, and where it is saved.
 #[derive(Clone)]
 pub struct ReadModels {
-    pub(crate) tree: sled::Tree,
-    pub(crate) applied: watch::Sender<u64>,
-    /// sled has no snapshots: a query that reads several keys (a statement reads the
-    /// account view, bucket sums and postings) holds this shared while a chunk's batch
-    /// lands under it exclusively, so the query sees one position, never half of a chunk.
-    pub(crate) landing: Arc<RwLock<()>>,
+    shared: Arc<Shared>,
 }
 
-impl ReadModels {
-    pub(crate) fn over(tree: sled::Tree, applied: watch::Sender<u64>) -> Self {
-        ReadModels { tree, applied, landing: Arc::new(RwLock::new(())) }
-    }
+struct Shared {
+    current: ArcSwap<Model>,
+    cdr_ids: CdrIdIndex,
+    applied: watch::Sender<u64>,
+    store: Arc<dyn EventStore>,
+    dir: PathBuf,
+    /// One applier at a time: each builds on the state the last one published.
+    applying: Mutex<()>,
+    saved: Mutex<Saved>,
+}
 
-    /// Holds off chunk commits for as long as the guard lives.
-    fn consistent(&self) -> RwLockReadGuard<'_, ()> {
-        // A poisoned lock guards no data (only the order of reads and commits).
-        self.landing.read().unwrap_or_else(PoisonError::into_inner)
-    }
+/// The last snapshot written, and whether one is being written.
+struct Saved {
+    position: u64,
+    at: Instant,
+    writing: bool,
 }
 
 /// The statement (balance by period) of an account for `[from, to)` by `occurred_at`.
@@ -103,9 +113,6 @@ impl Statement {
     }
 }
 
-/// An audit-trail row with its global position.
-type PositionedRow = (u64, EventRow);
-
 /// The point in the ledger's history a statement is reproduced at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AsOf {
@@ -159,15 +166,79 @@ fn bad_cursor() -> ProjectionError {
     ProjectionError::InvalidQuery { field: "cursor", reason: "not a cursor this list gave".into() }
 }
 
+/// Files an older version kept its models in (a sled database): derived data, replaced
+/// by the snapshot file.
+const OLD_LAYOUT_FILES: [&str; 3] = ["db", "conf", "blobs"];
+
+fn remove_old_layout(dir: &Path) -> Result<(), ProjectionError> {
+    let io = |e: std::io::Error| ProjectionError::Storage(format!("{}: {e}", dir.display()));
+    if !dir.join("db").exists() || !dir.join("conf").exists() {
+        return Ok(());
+    }
+    tracing::warn!(dir = %dir.display(), "removing read models of an older layout; they are rebuilt from the log");
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if OLD_LAYOUT_FILES.contains(&name.as_str()) || name.starts_with("snap.") {
+            let path = entry.path();
+            if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }.map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
 impl ReadModels {
+    /// Opens the models saved in `dir` (empty if there is no usable snapshot there) over
+    /// the log in `store`; a projector then brings them up to the log's head.
+    pub fn open(dir: &Path, store: Arc<dyn EventStore>) -> Result<Self, ProjectionError> {
+        std::fs::create_dir_all(dir).map_err(|e| ProjectionError::Storage(format!("{}: {e}", dir.display())))?;
+        remove_old_layout(dir)?;
+        let (model, cdr_ids) = persist::read(dir)?.unwrap_or_default();
+        Ok(ReadModels::over(dir, store, model, cdr_ids))
+    }
+
+    pub(crate) fn over(dir: &Path, store: Arc<dyn EventStore>, model: Model, cdr_ids: CdrIdIndex) -> Self {
+        let position = model.position;
+        ReadModels {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(model),
+                cdr_ids,
+                applied: watch::channel(position).0,
+                store,
+                dir: dir.to_path_buf(),
+                applying: Mutex::new(()),
+                saved: Mutex::new(Saved { position, at: Instant::now(), writing: false }),
+            }),
+        }
+    }
+
+    /// The state as of now, to answer one query from.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot { model: self.shared.current.load_full(), shared: self.shared.clone() }
+    }
+
+    pub(crate) fn model(&self) -> Arc<Model> {
+        self.shared.current.load_full()
+    }
+
+    pub(crate) fn cdr_ids(&self) -> &CdrIdIndex {
+        &self.shared.cdr_ids
+    }
+
+    /// The bytes a snapshot of the current state holds: two models are equal exactly when
+    /// these are (tests compare live projection, replay and restarts with them).
+    pub fn encoded(&self) -> Vec<u8> {
+        persist::encode(&self.model(), &self.shared.cdr_ids).expect("encoding into memory cannot fail")
+    }
+
     /// The last global position applied to the models.
     pub fn position(&self) -> u64 {
-        *self.applied.borrow()
+        *self.shared.applied.borrow()
     }
 
     /// Waits until the models reflect `position` (read your writes), at most `timeout`.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> Result<u64, ProjectionError> {
-        let mut applied = self.applied.subscribe();
+        let mut applied = self.shared.applied.subscribe();
         let timeout = timeout.min(WAIT_FOR_POSITION_MAX);
         match tokio::time::timeout(timeout, applied.wait_for(|p| *p >= position)).await {
             Ok(Ok(reached)) => Ok(*reached),
@@ -175,30 +246,175 @@ impl ReadModels {
         }
     }
 
-    /// An account, its amounts in the currency's canonical form.
-    pub fn account(&self, id: AccountId) -> Result<Option<AccountView>, ProjectionError> {
-        let key = account_key(id);
-        let view: Option<AccountView> = self.tree.get(&key)?.map(|bytes| decode(&key, &bytes)).transpose()?;
-        Ok(view.map(AccountView::canonical))
+    /// Applies events (in log order) and publishes the state after them. Events at or
+    /// before the models' position are skipped: a redelivered event is never applied
+    /// twice. The projector calls it per chunk; public so that tests can cut the log into
+    /// chunks of their choosing.
+    pub fn apply_chunk(&self, chunk: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let _applying = self.shared.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.shared.current.load_full();
+        let applied = current.position;
+        let fresh = chunk.iter().filter(|e| e.position > applied);
+        let mut next = (*current).clone();
+        // The published state is no longer referenced from here: nodes only the new
+        // state uses are changed in place, shared ones are copied once.
+        drop(current);
+        let mut any = false;
+        for event in fresh {
+            next.apply(event, &self.shared.cdr_ids);
+            any = true;
+        }
+        if any {
+            let position = next.position;
+            self.shared.current.store(Arc::new(next));
+            self.shared.applied.send_replace(position);
+        }
+        Ok(())
     }
 
-    /// The currency amounts of `account` are shown in; `None` for an account the models
-    /// do not know (its amounts are then shown normalised).
-    fn currency_of(&self, account: AccountId) -> Result<Option<Currency>, ProjectionError> {
-        Ok(self.account(account)?.map(|view| view.currency))
+    /// Writes a snapshot of the current state now (a clean stop does, so that the next
+    /// start projects nothing).
+    pub fn save(&self) -> Result<(), ProjectionError> {
+        let model = self.model();
+        persist::write(&self.shared.dir, &model, &self.shared.cdr_ids)?;
+        let mut saved = self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner);
+        saved.position = saved.position.max(model.position);
+        saved.at = Instant::now();
+        Ok(())
+    }
+
+    /// Starts writing a snapshot in the background if at least `events` were applied and
+    /// `interval` passed since the last one, and none is being written.
+    pub(crate) fn save_in_background_if_due(&self, events: u64, interval: Duration) {
+        let model = self.model();
+        {
+            let mut saved = self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner);
+            if saved.writing || model.position < saved.position + events || saved.at.elapsed() < interval {
+                return;
+            }
+            saved.writing = true;
+        }
+        let models = self.clone();
+        std::thread::spawn(move || {
+            let result = persist::write(&models.shared.dir, &model, &models.shared.cdr_ids);
+            let mut saved = models.shared.saved.lock().unwrap_or_else(PoisonError::into_inner);
+            saved.writing = false;
+            saved.at = Instant::now();
+            match result {
+                Ok(()) => saved.position = saved.position.max(model.position),
+                // Only a cache: the next start projects more of the log.
+                Err(error) => tracing::warn!(%error, "could not save the read models' snapshot"),
+            }
+        });
+    }
+
+    /// True while a background snapshot is being written.
+    pub fn saving(&self) -> bool {
+        self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner).writing
+    }
+
+    /// The position of the last snapshot written.
+    pub fn saved_position(&self) -> u64 {
+        self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner).position
+    }
+
+    pub fn account(&self, id: AccountId) -> Result<Option<AccountView>, ProjectionError> {
+        Ok(self.snapshot().account(id))
     }
 
     pub fn account_by_number(&self, number: &str) -> Result<Option<AccountView>, ProjectionError> {
-        match self.tree.get(number_key(number))? {
-            Some(id) => {
-                let id = uuid_from(&id).ok_or_else(|| ProjectionError::Corrupt {
-                    key: number.into(),
-                    reason: "number index holds no account id".into(),
-                })?;
-                self.account(AccountId(id))
-            }
-            None => Ok(None),
-        }
+        Ok(self.snapshot().account_by_number(number))
+    }
+
+    pub fn accounts(
+        &self,
+        filter: &AccountFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AccountView>, ProjectionError> {
+        self.snapshot().accounts(filter, cursor, limit)
+    }
+
+    pub async fn statement(
+        &self,
+        account: AccountId,
+        from: Timestamp,
+        to: Timestamp,
+        as_of: Option<AsOf>,
+    ) -> Result<Statement, ProjectionError> {
+        self.snapshot().statement(account, from, to, as_of).await
+    }
+
+    pub fn statement_lines(
+        &self,
+        account: AccountId,
+        from: Timestamp,
+        to: Timestamp,
+        category: Option<Category>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<StatementLine>, ProjectionError> {
+        self.snapshot().statement_lines(account, from, to, category, cursor, limit)
+    }
+
+    pub async fn account_events(
+        &self,
+        account: AccountId,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Page<(u64, EventRow)>, ProjectionError> {
+        self.snapshot().account_events(account, after_position, limit).await
+    }
+
+    pub async fn cdrs(
+        &self,
+        account: AccountId,
+        from: Timestamp,
+        to: Timestamp,
+        filter: &CdrFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CdrRow>, ProjectionError> {
+        self.snapshot().cdrs(account, from, to, filter, cursor, limit).await
+    }
+
+    pub async fn cdrs_by_id(&self, id: &str) -> Result<Vec<CdrRow>, ProjectionError> {
+        self.snapshot().cdrs_by_id(id).await
+    }
+}
+
+/// The models at one position: every answer taken from it agrees with every other.
+#[derive(Clone)]
+pub struct Snapshot {
+    model: Arc<Model>,
+    shared: Arc<Shared>,
+}
+
+impl Snapshot {
+    /// The global position this snapshot reflects.
+    pub fn position(&self) -> u64 {
+        self.model.position
+    }
+
+    /// An account, its amounts in the currency's canonical form.
+    pub fn account(&self, id: AccountId) -> Option<AccountView> {
+        self.model.accounts.get(&id).map(|a| a.view.clone().canonical())
+    }
+
+    pub fn account_by_number(&self, number: &str) -> Option<AccountView> {
+        self.model.numbers.get(number).and_then(|id| self.account(*id))
+    }
+
+    fn currency_of(&self, account: AccountId) -> Option<Currency> {
+        self.model.accounts.get(&account).map(|a| a.view.currency)
+    }
+
+    fn account_model(&self, account: AccountId) -> Result<&AccountModel, ProjectionError> {
+        self.model
+            .accounts
+            .get(&account)
+            .map(|a| &**a)
+            .ok_or_else(|| ProjectionError::AccountNotFound(account.to_string()))
     }
 
     /// Accounts in id order (ids are time-ordered: oldest first), filtered.
@@ -210,88 +426,43 @@ impl ReadModels {
     ) -> Result<Page<AccountView>, ProjectionError> {
         let limit = check_limit(limit)?;
         let after = cursor.map(|c| AccountId::parse(c).ok_or_else(bad_cursor)).transpose()?;
-        // A partner's accounts are its book: read the book's index, not every account.
+        let wanted = |view: &AccountView| {
+            filter.partner.is_none_or(|p| view.partner == Some(p) || view.id == p)
+                && filter.status.is_none_or(|s| view.status == s)
+                && filter.book.is_none_or(|b| view.book == b)
+                && filter.kind.is_none_or(|k| view.kind == k)
+        };
+        // A partner's accounts are its book: walk the book's index, not every account.
         let book = filter.partner.map(domain::BookId::of_partner).or(filter.book);
-        let ids: Box<dyn Iterator<Item = Result<AccountId, ProjectionError>>> = match book {
-            Some(book) => {
-                let start = book_account_key(book, after.unwrap_or(AccountId(uuid::Uuid::nil())));
-                let end = book_account_key(book, AccountId(uuid::Uuid::max()));
-                Box::new(self.tree.range(start..=end).map(|entry| {
-                    let (key, _) = entry?;
-                    Ok(AccountId(uuid_from(&key[17..33]).expect("16 bytes")))
-                }))
-            }
-            None => {
-                let start = after.map_or_else(|| account_key(AccountId(uuid::Uuid::nil())), account_key);
-                Box::new(self.tree.range(start..vec![PREFIX_ACCOUNT + 1]).map(|entry| {
-                    let (key, _) = entry?;
-                    Ok(AccountId(uuid_from(&key[1..17]).expect("16 bytes")))
-                }))
-            }
+        let start = after.unwrap_or(AccountId(uuid::Uuid::nil()));
+        let ids: Box<dyn Iterator<Item = AccountId> + '_> = match book {
+            Some(book) => Box::new(
+                self.model.books.range((book, start)..=(book, AccountId(uuid::Uuid::max()))).map(|(_, id)| *id),
+            ),
+            None => Box::new(self.model.accounts.range(start..).map(|(id, _)| *id)),
         };
         let mut items = Vec::new();
         for id in ids {
-            let id = id?;
             if Some(id) == after {
                 continue;
             }
-            let Some(view) = self.account(id)? else { continue };
-            let wanted = filter.partner.is_none_or(|p| view.partner == Some(p) || view.id == p)
-                && filter.status.is_none_or(|s| view.status == s)
-                && filter.book.is_none_or(|b| view.book == b)
-                && filter.kind.is_none_or(|k| view.kind == k);
-            if !wanted {
+            let Some(account) = self.model.accounts.get(&id) else { continue };
+            if !wanted(&account.view) {
                 continue;
             }
             if items.len() == limit {
                 let next_cursor = items.last().map(|v: &AccountView| v.id.to_string());
                 return Ok(Page { items, next_cursor });
             }
-            items.push(view);
+            items.push(account.view.clone().canonical());
         }
         Ok(Page { items, next_cursor: None })
-    }
-
-    /// The sums of `account`'s postings with `occurred_at` in `[from, to)`.
-    fn sum_range(&self, account: AccountId, from: i64, to: i64) -> Result<Sums, ProjectionError> {
-        let mut sums = Sums::default();
-        let mut cursor = from;
-        while cursor < to {
-            // The largest bucket that starts here and fits; else single postings up to
-            // the next hour.
-            let level = (0..BUCKET_MICROS.len()).rev().find(|&level| {
-                let size = BUCKET_MICROS[level];
-                cursor.rem_euclid(size) == 0 && cursor.checked_add(size).is_some_and(|end| end <= to)
-            });
-            match level {
-                Some(level) => {
-                    let size = BUCKET_MICROS[level];
-                    let key = bucket_key(level, account, cursor.div_euclid(size));
-                    if let Some(bytes) = self.tree.get(key)? {
-                        sums.add_all(&decode(&key, &bytes)?);
-                    }
-                    cursor += size;
-                }
-                None => {
-                    let hour = cursor.div_euclid(HOUR_MICROS);
-                    let end = ((hour + 1) * HOUR_MICROS).min(to);
-                    self.visit_hours::<PostingEntry>(PREFIX_POSTING, account, hour, hour, |entries| {
-                        for e in entries.iter().filter(|e| e.occurred_at >= cursor && e.occurred_at < end) {
-                            sums.add(e.category, e.amount);
-                        }
-                        ControlFlow::Continue(())
-                    })?;
-                    cursor = end;
-                }
-            }
-        }
-        Ok(sums)
     }
 
     /// The statement of `account` for `[from, to)`; with `as_of`, as the ledger knew it
     /// at that global position or ledger time (events recorded later are left out,
     /// whatever their business time).
-    pub fn statement(
+    pub async fn statement(
         &self,
         account: AccountId,
         from: Timestamp,
@@ -301,119 +472,77 @@ impl ReadModels {
         if from > to {
             return Err(ProjectionError::InvalidQuery { field: "to", reason: "must not be before `from`".into() });
         }
-        let _consistent = self.consistent();
-        let view = self.account(account)?.ok_or_else(|| ProjectionError::AccountNotFound(account.to_string()))?;
+        let model = self.account_model(account)?;
+        let view = &model.view;
         let position = self.position();
         let history_start = view.first_occurred_at.map_or(from.micros(), |t| t.micros());
-        let opening_sums = if history_start < from.micros() {
-            self.sum_range(account, history_start, from.micros())?
-        } else {
-            Sums::default()
-        };
-        let mut opening = opening_sums.balance_effect();
-        let mut period = self.sum_range(account, from.micros(), to.micros())?;
+        let mut opening = model.sum_range(history_start, from.micros()).balance_effect();
+        let mut period = model.sum_range(from.micros(), to.micros());
         let mut reflects = position;
         let later = match as_of {
             None => None,
             Some(AsOf::Position(p)) if p >= position => None,
-            Some(AsOf::Position(p)) => Some((p, self.events_after(account, p)?)),
+            Some(AsOf::Position(p)) => Some((p, model.trail_after(p))),
             Some(AsOf::Time(t)) => {
-                let (known, later) = self.events_recorded_after(account, t)?;
-                Some((known.unwrap_or(0), later))
+                let first_later = self.first_recorded_after(model, t).await?;
+                let known = first_later.checked_sub(1).map_or(0, |i| model.trail[i]);
+                Some((known, first_later))
             }
         };
-        if let Some((known_position, later)) = later {
+        if let Some((known_position, first_later)) = later {
             // Take back what was recorded later: bounded by the account's events since.
-            for (_, row) in later {
-                for (category, amount) in row.postings {
-                    if row.occurred_at < from {
-                        opening -= category.balance_effect(amount);
-                    } else if row.occurred_at < to {
-                        let mut taken = Sums::default();
-                        taken.add(category, amount);
-                        period.sub_all(&taken);
-                    }
+            let positions: Vec<u64> = model.trail.iter().skip(first_later).copied().collect();
+            for batch in positions.chunks(READ_EVENTS_MAX) {
+                for recorded in self.read(batch).await? {
+                    let occurred_at = recorded.event.envelope.occurred_at;
+                    recorded.event.payload.for_each_posting(|posting| {
+                        if posting.account != account {
+                            return;
+                        }
+                        let amount = posting.amount.normalized();
+                        if occurred_at < from {
+                            opening -= posting.category.balance_effect(amount);
+                        } else if occurred_at < to {
+                            let mut taken = Sums::default();
+                            taken.add(posting.category, amount);
+                            period.sub_all(&taken);
+                        }
+                    });
                 }
             }
             reflects = known_position.min(position);
         }
-        Ok(Statement::from_sums(&view, from, to, opening, &period, reflects))
+        Ok(Statement::from_sums(view, from, to, opening, &period, reflects))
     }
 
-    /// The pieces of an account's per-hour list (`P` or `X`) for hours `first..=last`,
-    /// merged per hour and sorted.
-    /// Visits an account's pieces of `prefix` hour by hour, oldest first, each hour's
-    /// entries merged and sorted, until `visit` says stop: a page of a long history reads
-    /// only the hours it shows.
-    fn visit_hours<T: for<'de> serde::Deserialize<'de> + Ord>(
-        &self,
-        prefix: u8,
-        account: AccountId,
-        first_hour: i64,
-        last_hour: i64,
-        mut visit: impl FnMut(Vec<T>) -> ControlFlow<()>,
-    ) -> Result<(), ProjectionError> {
-        let range =
-            hour_piece_key(prefix, account, first_hour, 0)..=hour_piece_key(prefix, account, last_hour, u64::MAX);
-        let mut current: Option<(i64, Vec<T>)> = None;
-        for entry in self.tree.range(range) {
-            let (key, value) = entry?;
-            let hour = time_from_bytes(&key[17..25]);
-            let piece: Vec<T> = decode(&key, &value)?;
-            match &mut current {
-                Some((h, entries)) if *h == hour => entries.extend(piece),
-                _ => {
-                    if let Some((_, mut entries)) = current.replace((hour, piece)) {
-                        entries.sort();
-                        if visit(entries).is_break() {
-                            return Ok(());
-                        }
-                    }
-                }
-            }
+    /// The index in `account`'s trail of its first event recorded after ledger time
+    /// `time`. Ledger time never goes back within a book, so the events recorded by then
+    /// are a prefix of the trail: a binary search reads a handful of events.
+    async fn first_recorded_after(&self, account: &AccountModel, time: Timestamp) -> Result<usize, ProjectionError> {
+        let (mut low, mut high) = (0, account.trail.len());
+        while low < high {
+            let middle = (low + high) / 2;
+            let recorded = self.read(&[account.trail[middle]]).await?;
+            let recorded_at =
+                recorded.first().map(|e| e.event.envelope.recorded_at).ok_or_else(|| ProjectionError::Corrupt {
+                    key: account.trail[middle].to_string(),
+                    reason: "the log has no event at this position".into(),
+                })?;
+            if recorded_at <= time { low = middle + 1 } else { high = middle }
         }
-        if let Some((_, mut entries)) = current {
-            entries.sort();
-            let _ = visit(entries);
-        }
-        Ok(())
+        Ok(low)
     }
 
-    /// An account's events recorded after `position`, in log order.
-    fn events_after(&self, account: AccountId, position: u64) -> Result<Vec<(u64, EventRow)>, ProjectionError> {
-        let mut rows = Vec::new();
-        let range = event_piece_key(account, position.saturating_add(1))..=event_piece_key(account, u64::MAX);
-        for entry in self.tree.range(range) {
-            let (key, value) = entry?;
-            let piece: Vec<(u64, EventRow)> = decode(&key, &value)?;
-            rows.extend(piece.into_iter().filter(|(p, _)| *p > position));
+    /// The events at `positions`, all of which this snapshot's state has applied.
+    async fn read(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, ProjectionError> {
+        let events = self.shared.store.read_positions(positions).await?;
+        if events.len() != positions.len() {
+            return Err(ProjectionError::Corrupt {
+                key: format!("{positions:?}"),
+                reason: "the log is missing events the read models index".into(),
+            });
         }
-        Ok(rows)
-    }
-
-    /// An account's events recorded after ledger time `time`, and the position of the
-    /// last one recorded at or before it. Ledger time never goes back within a book,
-    /// so these are a suffix of the account's events: read from the end.
-    fn events_recorded_after(
-        &self,
-        account: AccountId,
-        time: Timestamp,
-    ) -> Result<(Option<u64>, Vec<PositionedRow>), ProjectionError> {
-        let mut later = Vec::new();
-        let range = event_piece_key(account, 0)..=event_piece_key(account, u64::MAX);
-        for entry in self.tree.range(range).rev() {
-            let (key, value) = entry?;
-            let piece: Vec<(u64, EventRow)> = decode(&key, &value)?;
-            for (position, row) in piece.into_iter().rev() {
-                if row.recorded_at <= time {
-                    later.reverse();
-                    return Ok((Some(position), later));
-                }
-                later.push((position, row));
-            }
-        }
-        later.reverse();
-        Ok((None, later))
+        Ok(events)
     }
 
     /// The postings behind a statement's figures, in business-time order.
@@ -427,71 +556,68 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<StatementLine>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let _consistent = self.consistent();
-        let currency = self.currency_of(account)?;
+        let Some(model) = self.model.accounts.get(&account) else {
+            return Ok(Page { items: vec![], next_cursor: None });
+        };
+        let currency = model.view.currency;
         let after = cursor.map(parse_time_cursor).transpose()?;
         let start = after.map_or(from.micros(), |(time, _)| time.max(from.micros()));
-        let (first, last) = (start.div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
         let mut items = Vec::new();
-        let mut next_cursor = None;
-        self.visit_hours::<PostingEntry>(PREFIX_POSTING, account, first, last, |entries| {
-            for e in entries {
+        if start >= to.micros() {
+            return Ok(Page { items, next_cursor: None });
+        }
+        for (_, block) in model.days.range(day_of(start)..=day_of(to.micros() - 1)) {
+            for e in &block.postings {
                 let in_period = e.occurred_at >= from.micros() && e.occurred_at < to.micros();
                 let past_cursor = after.is_none_or(|c| (e.occurred_at, e.position) > c);
                 if !in_period || !past_cursor || category.is_some_and(|c| c != e.category) {
                     continue;
                 }
                 if items.len() == limit {
-                    next_cursor =
+                    let next_cursor =
                         items.last().map(|l: &StatementLine| format!("{}-{}", l.occurred_at.micros(), l.position));
-                    return ControlFlow::Break(());
+                    return Ok(Page { items, next_cursor });
                 }
                 items.push(StatementLine {
                     position: e.position,
                     occurred_at: Timestamp(e.occurred_at),
                     category: e.category,
-                    amount: currency.map_or(e.amount, |c| e.amount.canonical(c)),
+                    amount: e.amount.canonical(currency),
                 });
             }
-            ControlFlow::Continue(())
-        })?;
-        Ok(Page { items, next_cursor })
+        }
+        Ok(Page { items, next_cursor: None })
     }
 
     /// The events concerning `account`, in log order, after `after_position`.
-    pub fn account_events(
+    pub async fn account_events(
         &self,
         account: AccountId,
         after_position: u64,
         limit: usize,
     ) -> Result<Page<(u64, EventRow)>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let _consistent = self.consistent();
-        let currency = self.currency_of(account)?;
-        let mut items = Vec::new();
-        let range = event_piece_key(account, after_position.saturating_add(1))..=event_piece_key(account, u64::MAX);
-        for entry in self.tree.range(range) {
-            let (key, value) = entry?;
-            let piece: Vec<(u64, EventRow)> = decode(&key, &value)?;
-            for (position, mut row) in piece.into_iter().filter(|(p, _)| *p > after_position) {
-                if items.len() == limit {
-                    let next_cursor = items.last().map(|(p, _): &(u64, EventRow)| p.to_string());
-                    return Ok(Page { items, next_cursor });
-                }
-                if let Some(currency) = currency {
-                    for (_, amount) in &mut row.postings {
-                        *amount = amount.canonical(currency);
-                    }
-                }
-                items.push((position, row));
+        let Some(model) = self.model.accounts.get(&account) else {
+            return Ok(Page { items: vec![], next_cursor: None });
+        };
+        let first = model.trail_after(after_position);
+        let positions: Vec<u64> = model.trail.iter().skip(first).take(limit + 1).copied().collect();
+        let more = positions.len() > limit;
+        let mut items = Vec::with_capacity(limit.min(positions.len()));
+        for recorded in self.read(&positions[..positions.len().min(limit)]).await? {
+            let mut row = EventRow::of(&recorded, account);
+            for (_, amount) in &mut row.postings {
+                *amount = amount.canonical(model.view.currency);
             }
+            items.push((recorded.position, row));
         }
-        Ok(Page { items, next_cursor: None })
+        let next_cursor = if more { items.last().map(|(p, _)| p.to_string()) } else { None };
+        Ok(Page { items, next_cursor })
     }
 
     /// CDRs of `account` that started in `[from, to)`, oldest first, filtered: a
     /// customer's calls, or for a partner the calls of its customers it paid wholesale.
-    pub fn cdrs(
+    pub async fn cdrs(
         &self,
         account: AccountId,
         from: Timestamp,
@@ -501,59 +627,88 @@ impl ReadModels {
         limit: usize,
     ) -> Result<Page<CdrRow>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let _consistent = self.consistent();
+        let Some(model) = self.model.accounts.get(&account) else {
+            return Ok(Page { items: vec![], next_cursor: None });
+        };
         let after = cursor.map(parse_time_cursor).transpose()?;
-        let start = after.map_or(from.micros(), |(time, _)| time.max(from.micros()));
-        let (first, last) = (start.div_euclid(HOUR_MICROS), to.micros().div_euclid(HOUR_MICROS));
-        let mut items = Vec::new();
+        let mut items: Vec<CdrRow> = Vec::new();
         let mut next_cursor = None;
-        // A partner's list holds its customers' calls: each cost is shown in the currency
-        // of the account that pays it.
-        let mut currencies: std::collections::HashMap<AccountId, Option<Currency>> = Default::default();
-        let mut failure = None;
-        self.visit_hours::<CdrEntry>(PREFIX_ACCOUNT_CDR, account, first, last, |entries| {
-            for e in entries {
-                let (start, _) = e.order();
-                let in_period = start >= from.micros() && start < to.micros();
-                if !in_period || after.is_some_and(|c| e.order() <= c) {
-                    continue;
-                }
-                let row = e.0;
-                let wanted = filter.answered.is_none_or(|a| row.cdr.answered() == a)
-                    && filter.hangup_cause.is_none_or(|c| row.cdr.hangup_cause == c)
-                    && filter.destination_prefix.as_deref().is_none_or(|p| row.cdr.callee.starts_with(p));
-                if !wanted {
+        let mut seen = after;
+        // Read one more row than the page holds, so that the page knows whether the list
+        // goes on, in batches as large as what may still be needed.
+        loop {
+            let wanted = (limit + 1 - items.len()).max(16);
+            let batch = cdr_candidates(model, from.micros(), to.micros(), seen, filter, wanted);
+            let Some(last) = batch.last() else { break };
+            seen = Some(last.order());
+            let positions: Vec<u64> = batch.iter().map(|c| c.position).collect();
+            for recorded in self.read(&positions).await? {
+                let Some(row) = CdrRow::from_recorded(&recorded) else { continue };
+                if filter.destination_prefix.as_deref().is_some_and(|p| !row.cdr.callee.starts_with(p)) {
                     continue;
                 }
                 if items.len() == limit {
-                    next_cursor = items.last().map(|r: &CdrRow| format!("{}-{}", r.cdr.start.micros(), r.position));
-                    return ControlFlow::Break(());
+                    next_cursor = items.last().map(|r| format!("{}-{}", r.cdr.start.micros(), r.position));
+                    break;
                 }
-                let mut currency = |account: AccountId| match currencies.get(&account) {
-                    Some(known) => Ok(*known),
-                    None => self.currency_of(account).inspect(|c| {
-                        currencies.insert(account, *c);
-                    }),
-                };
-                let (customer, partner) = match (currency(row.account), row.partner.map(&mut currency).transpose()) {
-                    (Ok(customer), Ok(partner)) => (customer, partner.flatten()),
-                    (Err(error), _) | (_, Err(error)) => {
-                        failure = Some(error);
-                        return ControlFlow::Break(());
-                    }
-                };
-                items.push(match customer {
-                    Some(customer) => row.canonical(customer, partner),
-                    None => row,
-                });
+                items.push(self.shown(row));
             }
-            ControlFlow::Continue(())
-        })?;
-        if let Some(error) = failure {
-            return Err(error);
+            if next_cursor.is_some() || batch.len() < wanted {
+                break;
+            }
         }
         Ok(Page { items, next_cursor })
     }
+
+    /// The row with each cost in the currency of the account that pays it.
+    fn shown(&self, row: CdrRow) -> CdrRow {
+        let partner = row.partner.and_then(|p| self.currency_of(p));
+        match self.currency_of(row.account) {
+            Some(customer) => row.canonical(customer, partner),
+            None => row,
+        }
+    }
+
+    /// Every call charged under the switch's CDR id `id`, in any book (ids are unique
+    /// per book); the caller keeps those it may see.
+    pub async fn cdrs_by_id(&self, id: &str) -> Result<Vec<CdrRow>, ProjectionError> {
+        let positions = self.shared.cdr_ids.positions(cdr_id_hash(id), self.position());
+        Ok(self
+            .read(&positions)
+            .await?
+            .iter()
+            .filter_map(CdrRow::from_recorded)
+            .filter(|row| row.cdr.id == id)
+            .map(|row| self.shown(row))
+            .collect())
+    }
+}
+
+/// Up to `max` calls of `account` that started in `[from, to)`, after `after` in list
+/// order, passing what the index can decide on its own (the destination needs the event).
+fn cdr_candidates(
+    account: &AccountModel,
+    from: i64,
+    to: i64,
+    after: Option<(i64, u64)>,
+    filter: &CdrFilter,
+    max: usize,
+) -> Vec<CdrRef> {
+    let start = after.map_or(from, |(time, _)| time.max(from));
+    if start >= to {
+        return Vec::new();
+    }
+    account
+        .cdr_days
+        .range(day_of(start)..=day_of(to - 1))
+        .flat_map(|(_, list)| list.iter())
+        .filter(|c| c.start >= from && c.start < to)
+        .filter(|c| after.is_none_or(|cursor| c.order() > cursor))
+        .filter(|c| filter.answered.is_none_or(|a| c.answered == a))
+        .filter(|c| filter.hangup_cause.is_none_or(|h| c.hangup_cause == h))
+        .take(max)
+        .copied()
+        .collect()
 }
 
 /// A `<micros>-<position>` cursor of a time-ordered list.
@@ -564,8 +719,4 @@ fn parse_time_cursor(cursor: &str) -> Result<(i64, u64), ProjectionError> {
         if time.is_empty() { cursor[1..].split_once('-').ok_or_else(bad_cursor)? } else { (time, position) };
     let time: i64 = time.parse().map_err(|_| bad_cursor())?;
     Ok((time, position.parse().map_err(|_| bad_cursor())?))
-}
-
-fn uuid_from(bytes: &[u8]) -> Option<uuid::Uuid> {
-    uuid::Uuid::from_slice(bytes).ok()
 }

@@ -8,7 +8,7 @@ use domain::{AccountId, Amount, Timestamp};
 use serde::Serialize;
 
 use crate::error::ProjectionError;
-use crate::models::{AccountFilter, CdrFilter, PAGE_SIZE_MAX, ReadModels};
+use crate::models::{AccountFilter, CdrFilter, PAGE_SIZE_MAX, Snapshot};
 
 /// A call as either side tells it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -157,9 +157,9 @@ pub fn reconcile(
 }
 
 /// The calls the ledger charged to `accounts` (customers) that started in `[from, to)`,
-/// named by account number, as the read models hold them.
-pub fn ledger_calls(
-    models: &ReadModels,
+/// named by account number, as one snapshot of the read models holds them.
+pub async fn ledger_calls(
+    models: &Snapshot,
     accounts: &[(AccountId, String)],
     from: Timestamp,
     to: Timestamp,
@@ -168,7 +168,7 @@ pub fn ledger_calls(
     for (account, number) in accounts {
         let mut cursor = None;
         loop {
-            let page = models.cdrs(*account, from, to, &CdrFilter::default(), cursor.as_deref(), PAGE_SIZE_MAX)?;
+            let page = models.cdrs(*account, from, to, &CdrFilter::default(), cursor.as_deref(), PAGE_SIZE_MAX).await?;
             // A partner's list also holds its customers' calls; only the customer's own count.
             calls.extend(page.items.into_iter().filter(|row| row.account == *account).map(|row| CallRecord {
                 account: number.clone(),
@@ -189,7 +189,7 @@ pub fn ledger_calls(
 
 /// Every customer account the filter keeps, with its number.
 pub fn customer_accounts(
-    models: &ReadModels,
+    models: &Snapshot,
     filter: &AccountFilter,
 ) -> Result<Vec<(AccountId, String)>, ProjectionError> {
     let filter = AccountFilter { kind: Some(domain::AccountKind::Customer), ..filter.clone() };

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use domain::{RecordedEvent, Timestamp};
 use eventlog::EventStore;
@@ -12,80 +13,24 @@ use tokio::task::JoinHandle;
 
 use crate::error::ProjectionError;
 use crate::models::ReadModels;
-use crate::views::{ChunkWriter, MODELS_FORMAT, read_checkpoint, read_format};
 
-/// Events applied in one atomic write at most (a chunk is what the subscription has
-/// ready, so only a projector catching up, as behind a bulk import, fills it). Catching up
-/// on a log of 1,000,000 imported CDRs cost 14.8 CPU s in 512-event chunks, 12.8 in 2,048
-/// and 12.5 in 16,384 (`replay_stages` bench, `TOLLBOOK_BENCH_LOG`); readers wait while a
-/// chunk lands (one position per read), so chunks stay no larger than the gain needs.
-pub const CHUNK_EVENTS_MAX: usize = 2048;
+/// Events applied and published at once at most (a chunk is what the subscription has
+/// ready, so only a projector catching up, as behind a bulk import, fills it). Each
+/// published state copies the map nodes its chunk touched, so larger chunks cost less
+/// per event; readers never wait for a chunk, they keep the state they took.
+pub const CHUNK_EVENTS_MAX: usize = 8192;
 
-const GENERATION_KEY: &[u8] = b"views_generation";
-
-pub(crate) fn generation(db: &sled::Db) -> Result<u64, ProjectionError> {
-    Ok(db.get(GENERATION_KEY)?.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]))).unwrap_or(0))
-}
-
-pub(crate) fn tree_name(generation: u64) -> String {
-    format!("views-{generation}")
-}
-
-pub(crate) fn set_generation(db: &sled::Db, generation: u64) -> Result<(), ProjectionError> {
-    db.insert(GENERATION_KEY, &generation.to_be_bytes())?;
-    db.flush()?;
-    Ok(())
-}
+/// A snapshot of the models is written in the background once at least this many events
+/// and [`SNAPSHOT_INTERVAL_MIN`] have passed since the last: a restart after a crash
+/// projects at most what came after it.
+pub const SNAPSHOT_EVENTS_MIN: u64 = 50_000;
+pub const SNAPSHOT_INTERVAL_MIN: Duration = Duration::from_secs(30);
 
 /// How far the read models are behind the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lag {
     pub events: u64,
     pub seconds: i64,
-}
-
-impl ReadModels {
-    /// Opens the read models kept in `db` (the current generation, see [`crate::replay`]).
-    /// Models written in another key layout are not read: a fresh, empty generation
-    /// takes their place, and the projector rebuilds it from the start of the log.
-    pub fn open(db: &sled::Db) -> Result<Self, ProjectionError> {
-        let current = generation(db)?;
-        let mut tree = db.open_tree(tree_name(current))?;
-        let format = read_format(&tree)?;
-        if !tree.is_empty() && format != Some(MODELS_FORMAT) {
-            tracing::warn!(
-                found = format.unwrap_or(1),
-                wanted = MODELS_FORMAT,
-                "the read models are of another layout; rebuilding them from the log"
-            );
-            tree = db.open_tree(tree_name(current + 1))?;
-            tree.clear()?;
-            set_generation(db, current + 1)?;
-            db.drop_tree(tree_name(current))?;
-        }
-        let checkpoint = read_checkpoint(&tree)?;
-        let (applied, _) = watch::channel(checkpoint);
-        Ok(ReadModels::over(tree, applied))
-    }
-
-    /// Applies events (in log order, after the checkpoint) and moves the checkpoint.
-    /// Events at or before the checkpoint are skipped: a redelivered event is never
-    /// applied twice. The projector calls it per chunk; public so that tests can cut the
-    /// log into chunks of their choosing.
-    pub fn apply_chunk(&self, chunk: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let checkpoint = read_checkpoint(&self.tree)?;
-        let fresh: Vec<&RecordedEvent> = chunk.iter().filter(|e| e.position > checkpoint).collect();
-        let Some(last) = fresh.last() else { return Ok(()) };
-        let mut writer = ChunkWriter::new(&self.tree);
-        for event in &fresh {
-            writer.apply(event)?;
-        }
-        let batch = writer.into_batch(last.position)?;
-        let _landing = self.landing.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.tree.apply_batch(batch)?;
-        self.applied.send_replace(last.position);
-        Ok(())
-    }
 }
 
 impl ReadModels {
@@ -116,11 +61,13 @@ pub struct Projector {
 }
 
 impl Projector {
-    /// Stops between two chunks and waits: the chunk being applied is finished and
-    /// committed first, so no write is left behind the stop.
+    /// Stops between two chunks and waits, then saves a snapshot of the models, so
+    /// that the next start has nothing to project.
     pub async fn stop(self) -> Result<(), ProjectionError> {
         let _ = self.stop.send(true);
-        self.task.await.map_err(|e| ProjectionError::Storage(e.to_string()))?
+        self.task.await.map_err(|e| ProjectionError::Storage(e.to_string()))??;
+        let models = self.models.clone();
+        tokio::task::spawn_blocking(move || models.save()).await.map_err(|e| ProjectionError::Storage(e.to_string()))?
     }
 
     /// True if the projector has stopped (after a storage failure, or `stop`).
@@ -168,6 +115,7 @@ pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projec
                 .await
                 .map_err(|e| ProjectionError::Storage(e.to_string()))??;
             task_recorded.store(recorded_at.micros(), Ordering::Relaxed);
+            task_models.save_in_background_if_due(SNAPSHOT_EVENTS_MIN, SNAPSHOT_INTERVAL_MIN);
         }
         Ok(())
     });
@@ -190,8 +138,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path().join("events")).unwrap());
         append_synthetic_book(&*store, 1000, 1).await;
-        let db = sled::open(dir.path().join("views")).unwrap();
-        let models = ReadModels::open(&db).unwrap();
+        let models = ReadModels::open(&dir.path().join("views"), store.clone()).unwrap();
         let lag = models.lag(&*store).await.unwrap();
         let age = chrono_now_micros() / 1_000_000 - 1_767_225_600;
         assert_eq!(lag.events, 1000);

@@ -79,7 +79,7 @@ fn at(offset_seconds: i64) -> Timestamp {
 struct World {
     _dir: tempfile::TempDir,
     store: Arc<SledStore>,
-    views_db: sled::Db,
+    views: std::path::PathBuf,
     slots: Vec<AccountId>,
     log: Vec<RecordedEvent>,
 }
@@ -151,8 +151,8 @@ async fn build(ops: Vec<(Op, i64)>) -> World {
     }
     ledger.shutdown().await;
     let log = store.read_all(1, 4096).await.unwrap();
-    let views_db = sled::Config::new().temporary(true).open().unwrap();
-    World { _dir: dir, store, views_db, slots, log }
+    let views = dir.path().join("views");
+    World { _dir: dir, store, views, slots, log }
 }
 
 /// The statement figures by a plain fold over the events with position `<= as_of`.
@@ -179,8 +179,19 @@ fn naive(
     (opening, sums)
 }
 
+impl World {
+    fn store(&self) -> Arc<dyn EventStore> {
+        self.store.clone()
+    }
+
+    /// A directory of its own for another set of models.
+    fn fresh_dir(&self, name: &str) -> std::path::PathBuf {
+        self._dir.path().join(name)
+    }
+}
+
 async fn project(world: &World) -> ReadModels {
-    let models = ReadModels::open(&world.views_db).unwrap();
+    let models = ReadModels::open(&world.fresh_dir("projected"), world.store()).unwrap();
     let projector = spawn_projector(models.clone(), world.store.clone() as Arc<dyn EventStore>);
     let last = world.log.last().unwrap().position;
     models.wait_for(last, Duration::from_secs(5)).await.unwrap();
@@ -195,7 +206,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Every answer the models give about the world's accounts, serialized as the API sends
 /// it (JSON with exact decimals): the account views, statements for fixed periods now and
 /// as of `as_of`, the statement lines, the audit trail and the CDR lists.
-fn answers(models: &ReadModels, world: &World, as_of: u64) -> Vec<String> {
+async fn answers(models: &ReadModels, world: &World, as_of: u64) -> Vec<String> {
     let json = |value: &dyn erased::Json| value.json();
     let mut out = Vec::new();
     let periods = [
@@ -207,12 +218,12 @@ fn answers(models: &ReadModels, world: &World, as_of: u64) -> Vec<String> {
         out.push(json(&models.account(*account).unwrap()));
         for (from, to) in periods {
             for as_of in [None, Some(AsOf::Position(as_of))] {
-                out.push(json(&models.statement(*account, from, to, as_of).unwrap()));
+                out.push(json(&models.statement(*account, from, to, as_of).await.unwrap()));
             }
             out.push(json(&models.statement_lines(*account, from, to, None, None, 1000).unwrap()));
-            out.push(json(&models.cdrs(*account, from, to, &CdrFilter::default(), None, 1000).unwrap()));
+            out.push(json(&models.cdrs(*account, from, to, &CdrFilter::default(), None, 1000).await.unwrap()));
         }
-        out.push(json(&models.account_events(*account, 0, 1000).unwrap()));
+        out.push(json(&models.account_events(*account, 0, 1000).await.unwrap()));
     }
     out
 }
@@ -227,10 +238,6 @@ mod erased {
             serde_json::to_string(self).unwrap()
         }
     }
-}
-
-fn temporary_db() -> sled::Db {
-    sled::Config::new().temporary(true).open().unwrap()
 }
 
 proptest! {
@@ -251,7 +258,7 @@ proptest! {
                 let (from, to) = (at(a.min(b) - DAY_SECONDS), at(a.max(b)));
                 for account in &world.slots {
                     for position in [last, as_of] {
-                        let statement = models.statement(*account, from, to, Some(AsOf::Position(position))).unwrap();
+                        let statement = models.statement(*account, from, to, Some(AsOf::Position(position))).await.unwrap();
                         let (opening, sums) = naive(&world.log, *account, from, to, position);
                         prop_assert_eq!(statement.opening_balance, opening);
                         let figures = [
@@ -267,13 +274,13 @@ proptest! {
                         );
                         // The next period opens where this one closed.
                         let next =
-                            models.statement(*account, to, at(45 * DAY_SECONDS), Some(AsOf::Position(position))).unwrap();
+                            models.statement(*account, to, at(45 * DAY_SECONDS), Some(AsOf::Position(position))).await.unwrap();
                         prop_assert_eq!(next.opening_balance, statement.closing_balance);
                     }
                     // As of a ledger time: exactly the events recorded by then.
                     let cut = world.log[as_of_pick.index(world.log.len())].event.envelope.recorded_at;
                     let known = world.log.iter().filter(|e| e.event.envelope.recorded_at <= cut).map(|e| e.position).max().unwrap();
-                    let by_time = models.statement(*account, from, to, Some(AsOf::Time(cut))).unwrap();
+                    let by_time = models.statement(*account, from, to, Some(AsOf::Time(cut))).await.unwrap();
                     let (opening, sums) = naive(&world.log, *account, from, to, known);
                     prop_assert_eq!(by_time.opening_balance, opening);
                     prop_assert_eq!([
@@ -281,7 +288,7 @@ proptest! {
                         by_time.other_charges, by_time.transfers_in, by_time.transfers_out,
                     ], sums);
                     // The lines behind the figures add up to them, page after page.
-                    let statement = models.statement(*account, from, to, None).unwrap();
+                    let statement = models.statement(*account, from, to, None).await.unwrap();
                     let mut by_category = [Amount::ZERO; 6];
                     let mut cursor: Option<String> = None;
                     let mut previous: Option<(Timestamp, u64)> = None;
@@ -309,7 +316,7 @@ proptest! {
                     let mut listed = Vec::new();
                     let mut after = 0;
                     loop {
-                        let page = models.account_events(*account, after, 4).unwrap();
+                        let page = models.account_events(*account, after, 4).await.unwrap();
                         listed.extend(page.items.iter().map(|(p, _)| *p));
                         match page.next_cursor {
                             Some(next) => after = next.parse().unwrap(),
@@ -318,7 +325,7 @@ proptest! {
                     }
                     prop_assert_eq!(listed, expected);
                     // The statement over all time closes at the account's balance.
-                    let all = models.statement(*account, at(-DAY_SECONDS), at(50 * DAY_SECONDS), None).unwrap();
+                    let all = models.statement(*account, at(-DAY_SECONDS), at(50 * DAY_SECONDS), None).await.unwrap();
                     let view = models.account(*account).unwrap().unwrap();
                     prop_assert_eq!(all.closing_balance, view.balance);
                     prop_assert_eq!(all.opening_balance, Amount::ZERO);
@@ -341,7 +348,7 @@ proptest! {
             cuts.sort();
             let mut start = 0;
             for cut in cuts.into_iter().chain([world.log.len()]) {
-                let models = ReadModels::open(&world.views_db).unwrap();
+                let models = ReadModels::open(&world.views, world.store()).unwrap();
                 let projector = spawn_projector(models.clone(), store.clone());
                 if cut > 0 {
                     models.wait_for(world.log[cut - 1].position, Duration::from_secs(5)).await.unwrap();
@@ -350,15 +357,15 @@ proptest! {
                 start = start.max(cut);
             }
             prop_assert_eq!(start, world.log.len());
-            let report = projections::verify(&*store, &world.views_db, |_, _, _| {}).await.unwrap();
+            let report = projections::verify(store.clone(), &world.views, |_, _, _| {}).await.unwrap();
             prop_assert!(report.is_clean(), "{:?}", report);
             prop_assert_eq!(report.position, world.log.last().unwrap().position);
             // Replay swaps in fresh models that answer the same.
-            let live = ReadModels::open(&world.views_db).unwrap();
+            let live = ReadModels::open(&world.views, world.store()).unwrap();
             let before: Vec<_> = world.slots.iter().map(|a| live.account(*a).unwrap()).collect();
-            let replayed = projections::replay(&*store, &world.views_db, |_, _, _| {}).await.unwrap();
+            let replayed = projections::replay(&*store, &world.views, |_, _, _| {}).await.unwrap();
             prop_assert_eq!(replayed.events, world.log.len() as u64);
-            let fresh = ReadModels::open(&world.views_db).unwrap();
+            let fresh = ReadModels::open(&world.views, world.store()).unwrap();
             let after: Vec<_> = world.slots.iter().map(|a| fresh.account(*a).unwrap()).collect();
             prop_assert_eq!(before, after);
             Ok(())
@@ -380,23 +387,23 @@ proptest! {
                 let mut total = Amount::ZERO;
                 let mut cursor: Option<String> = None;
                 loop {
-                    let page = models.cdrs(*account, from, to, &CdrFilter::default(), cursor.as_deref(), 7).unwrap();
+                    let page = models.cdrs(*account, from, to, &CdrFilter::default(), cursor.as_deref(), 7).await.unwrap();
                     total += page.items.iter().map(|r| r.customer_cost).sum::<Amount>();
                     match page.next_cursor {
                         Some(next) => cursor = Some(next),
                         None => break,
                     }
                 }
-                let statement = models.statement(*account, from, to, None).unwrap();
+                let statement = models.statement(*account, from, to, None).await.unwrap();
                 if !reversed_calls {
                     prop_assert_eq!(total, statement.call_charges);
                 }
                 // Filters partition the list.
                 let answered = CdrFilter { answered: Some(true), ..CdrFilter::default() };
                 let unanswered = CdrFilter { answered: Some(false), ..CdrFilter::default() };
-                let all = models.cdrs(*account, from, to, &CdrFilter::default(), None, 1000).unwrap().items.len();
-                let yes = models.cdrs(*account, from, to, &answered, None, 1000).unwrap().items.len();
-                let no = models.cdrs(*account, from, to, &unanswered, None, 1000).unwrap().items.len();
+                let all = models.cdrs(*account, from, to, &CdrFilter::default(), None, 1000).await.unwrap().items.len();
+                let yes = models.cdrs(*account, from, to, &answered, None, 1000).await.unwrap().items.len();
+                let no = models.cdrs(*account, from, to, &unanswered, None, 1000).await.unwrap().items.len();
                 prop_assert_eq!(all, yes + no);
             }
             // The directory lists the partner's book, page by page, from its index.
@@ -442,12 +449,11 @@ proptest! {
             let last = world.log.last().unwrap().position;
             let as_of = 1 + as_of_pick.index(last as usize) as u64;
 
-            let whole = ReadModels::open(&temporary_db()).unwrap();
+            let whole = ReadModels::open(&world.fresh_dir("whole"), store.clone()).unwrap();
             whole.apply_chunk(&world.log).unwrap();
-            let expected = answers(&whole, &world, as_of);
+            let expected = answers(&whole, &world, as_of).await;
 
-            let chunked_db = temporary_db();
-            let chunked = ReadModels::open(&chunked_db).unwrap();
+            let chunked = ReadModels::open(&world.fresh_dir("chunked"), store.clone()).unwrap();
             let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(world.log.len())).collect();
             cuts.sort();
             let mut start = 0;
@@ -455,24 +461,24 @@ proptest! {
                 chunked.apply_chunk(&world.log[start..cut]).unwrap();
                 start = cut;
             }
-            prop_assert_eq!(&answers(&chunked, &world, as_of), &expected, "live in chunks");
-            let report = projections::verify(&*store, &chunked_db, |_, _, _| {}).await.unwrap();
+            prop_assert_eq!(&answers(&chunked, &world, as_of).await, &expected, "live in chunks");
+            let report = projections::verify_models(&*store, &chunked, |_, _, _| {}).await.unwrap();
             prop_assert!(report.is_clean(), "{:?}", report);
 
             let projected = project(&world).await;
-            prop_assert_eq!(&answers(&projected, &world, as_of), &expected, "the projector");
+            prop_assert_eq!(&answers(&projected, &world, as_of).await, &expected, "the projector");
 
-            let replayed_db = temporary_db();
-            projections::replay_in_spans(&*store, &replayed_db, span_events, |_, _, _| {}).await.unwrap();
-            let replayed = ReadModels::open(&replayed_db).unwrap();
-            prop_assert_eq!(&answers(&replayed, &world, as_of), &expected, "replay in spans of {}", span_events);
+            let replayed_dir = world.fresh_dir("replayed");
+            projections::replay_in_spans(&*store, &replayed_dir, span_events, |_, _, _| {}).await.unwrap();
+            let replayed = ReadModels::open(&replayed_dir, store.clone()).unwrap();
+            prop_assert_eq!(&answers(&replayed, &world, as_of).await, &expected, "replay in spans of {}", span_events);
 
             // The canonical form: the naive fold's value, normalised and padded to cents.
             let currency = domain::Currency::parse("EUR").unwrap();
             for account in &world.slots {
                 for position in [last, as_of] {
                     let (from, to) = (at(0), at(7 * DAY_SECONDS));
-                    let statement = whole.statement(*account, from, to, Some(AsOf::Position(position))).unwrap();
+                    let statement = whole.statement(*account, from, to, Some(AsOf::Position(position))).await.unwrap();
                     let (opening, sums) = naive(&world.log, *account, from, to, position);
                     let shown = |a: Amount| serde_json::to_string(&a).unwrap();
                     prop_assert_eq!(shown(statement.opening_balance), shown(opening.canonical(currency)));

@@ -218,7 +218,7 @@ fn period(month: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<P
 
 /// The balance at points through `[from, to)`: the opening balance, then the closing
 /// balance after each step (a day, or wider for long periods).
-fn balance_points(
+async fn balance_points(
     state: &AppState,
     account: domain::AccountId,
     from: Timestamp,
@@ -226,12 +226,14 @@ fn balance_points(
 ) -> Result<Vec<(Timestamp, Amount)>, PageError> {
     let span_days = ((to.micros() - from.micros()) + DAY_MICROS - 1) / DAY_MICROS;
     let step_days = ((span_days + CHART_POINTS_MAX - 1) / CHART_POINTS_MAX).max(1);
-    let opening = state.models.statement(account, from, from, None)?.opening_balance;
+    // Every point from one snapshot: the chart is the account at one position.
+    let snapshot = state.models.snapshot();
+    let opening = snapshot.statement(account, from, from, None).await?.opening_balance;
     let mut points = vec![(from, opening)];
     let mut at = from.micros();
     while at < to.micros() {
         at = (at + step_days * DAY_MICROS).min(to.micros());
-        let closing = state.models.statement(account, from, Timestamp::from_micros(at), None)?.closing_balance;
+        let closing = snapshot.statement(account, from, Timestamp::from_micros(at), None).await?.closing_balance;
         points.push((Timestamp::from_micros(at), closing));
     }
     Ok(points)
@@ -343,7 +345,7 @@ async fn overview_page(
     let today = midnight(Utc::now().date_naive());
     let chart_from = Timestamp::from_micros(today.micros() - 29 * DAY_MICROS);
     let chart_to = Timestamp::from_micros(today.micros() + DAY_MICROS);
-    let points = balance_points(state, view.id, chart_from, chart_to)?;
+    let points = balance_points(state, view.id, chart_from, chart_to).await?;
     let is_partner_home = visitor.is_partner() && account.id == visitor.own.id;
     let (mut customers, mut next_customers, mut move_form) = (Vec::new(), None, None);
     if is_partner_home {
@@ -490,7 +492,7 @@ pub async fn statement(
     let query: PeriodQuery = parse_query(raw.as_deref())?;
     let period = period(query.month.as_deref(), query.from.as_deref(), query.to.as_deref())?;
     let (_, view) = viewed(&state, &visitor, &number, None).await?;
-    let s = state.models.statement(view.id, period.from, period.to, None)?;
+    let s = state.models.statement(view.id, period.from, period.to, None).await?;
     let range = [("from", date(period.from)), ("to", date(period.to))];
     let lines_href = |category: Option<Category>, from: Timestamp, to: Timestamp| {
         let mut pairs = vec![("from", from.to_rfc3339()), ("to", to.to_rfc3339())];
@@ -553,7 +555,7 @@ pub async fn statement(
     // The chart stops at tomorrow: the days still to come have no balance yet.
     let tomorrow = Timestamp::from_micros(midnight(Utc::now().date_naive()).micros() + DAY_MICROS);
     let chart_to = period.to.min(tomorrow).max(period.from);
-    let points = balance_points(&state, view.id, period.from, chart_to)?;
+    let points = balance_points(&state, view.id, period.from, chart_to).await?;
     let last_day = Timestamp::from_micros(period.to.micros() - DAY_MICROS);
     let page = templates::StatementPage {
         frame: frame(&visitor, &state, &number, "statement"),
@@ -583,7 +585,7 @@ pub async fn statement_csv(
     let query: PeriodQuery = parse_query(raw.as_deref())?;
     let period = period(query.month.as_deref(), query.from.as_deref(), query.to.as_deref())?;
     let (_, view) = viewed(&state, &visitor, &number, None).await?;
-    let statement = state.models.statement(view.id, period.from, period.to, None)?;
+    let statement = state.models.statement(view.id, period.from, period.to, None).await?;
     Ok(crate::routes::statements::csv_response(&state, statement))
 }
 
@@ -712,7 +714,7 @@ pub async fn activity(
     // is bounded: a page of a sparse filter may come out short, with a next link.
     let mut next = None;
     'scan: for _ in 0..ACTIVITY_SCAN_PAGES_MAX {
-        let page = state.models.account_events(view.id, after, ROWS_PER_PAGE)?;
+        let page = state.models.account_events(view.id, after, ROWS_PER_PAGE).await?;
         let more = page.next_cursor.is_some();
         for (position, row) in page.items {
             after = position;
@@ -790,7 +792,8 @@ pub async fn calls(
         hangup_cause: None,
         destination_prefix: Some(prefix.clone()).filter(|p| !p.is_empty()),
     };
-    let page = state.models.cdrs(view.id, period.from, period.to, &filter, query.cursor.as_deref(), ROWS_PER_PAGE)?;
+    let page =
+        state.models.cdrs(view.id, period.from, period.to, &filter, query.cursor.as_deref(), ROWS_PER_PAGE).await?;
     let is_partner_view = view.kind == AccountKind::Partner;
     let rows = page
         .items

@@ -193,7 +193,9 @@ pub async fn list(
     if let Some(position) = query.min_position {
         super::wait_for_position(&state, position).await?;
     }
-    let position = state.models.position();
+    // One snapshot for the whole page: every row at the position the answer reports.
+    let snapshot = state.models.snapshot();
+    let position = snapshot.position();
     let mut filter = projections::AccountFilter {
         partner: partner.map(|p| p.id),
         status: query.status,
@@ -201,14 +203,14 @@ pub async fn list(
         kind: query.kind,
     };
     let page = match caller.scope {
-        Scope::Admin => state.models.accounts(&filter, query.cursor.as_deref(), limit)?,
+        Scope::Admin => snapshot.accounts(&filter, query.cursor.as_deref(), limit)?,
         Scope::Partner(own) => {
             filter.partner = Some(own);
-            state.models.accounts(&filter, query.cursor.as_deref(), limit)?
+            snapshot.accounts(&filter, query.cursor.as_deref(), limit)?
         }
         // A customer's list is itself, if it passes the filters.
         Scope::Customer(own) => {
-            let view = state.models.account(own)?.filter(|v| {
+            let view = snapshot.account(own).filter(|v| {
                 query.cursor.is_none()
                     && filter.status.is_none_or(|s| v.status == s)
                     && filter.kind.is_none_or(|k| v.kind == k)

@@ -116,7 +116,7 @@ pub async fn events(
     if let Some(position) = query.min_position {
         super::wait_for_position(&state, position).await?;
     }
-    let page = state.models.account_events(account.id, query.after.unwrap_or(0), limit)?;
+    let page = state.models.account_events(account.id, query.after.unwrap_or(0), limit).await?;
     let next_after = page.next_cursor.as_ref().and_then(|_| page.items.last().map(|(position, _)| *position));
     let events = page
         .items

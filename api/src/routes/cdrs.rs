@@ -609,14 +609,10 @@ pub async fn list(
         return Ok(csv_response(state, caller, request));
     }
     let limit = page_size(query.limit.unwrap_or(super::PAGE_SIZE_DEFAULT as u64))?;
-    let page = state.models.cdrs(
-        request.account.id,
-        request.from,
-        request.to,
-        &request.filter,
-        query.cursor.as_deref(),
-        limit,
-    )?;
+    let page = state
+        .models
+        .cdrs(request.account.id, request.from, request.to, &request.filter, query.cursor.as_deref(), limit)
+        .await?;
     let cdrs = page.items.into_iter().map(|row| render(&state, &caller, row)).collect();
     let links = [("account", format!("/api/v1/accounts/{number}"))].into_iter().collect();
     Ok(Json(CdrListOut { status: "ok", cdrs, next_cursor: page.next_cursor, links }).into_response())
@@ -658,30 +654,27 @@ fn csv_record(cdr: &CdrOut) -> Vec<String> {
 fn csv_response(state: AppState, caller: Caller, request: ListRequest) -> Response {
     let columns = domain::cdr::CDR_FIELDS.iter().chain(&commands::ingest::CDR_EXPORT_EXTRA_FIELDS);
     let header = csv_line(&[Column::Text; CSV_COLUMNS.len()], &columns.collect::<Vec<_>>());
+    // One snapshot for the whole file: the export is the list at one position, however
+    // long it takes to stream.
+    let snapshot = state.models.snapshot();
     let pages = futures::stream::unfold(Some(None::<String>), move |cursor| {
-        let (state, caller) = (state.clone(), caller.clone());
+        let (state, caller, snapshot) = (state.clone(), caller.clone(), snapshot.clone());
         let (account, from, to, filter) = (request.account.id, request.from, request.to, request.filter.clone());
         async move {
             let cursor = cursor?;
-            let page = tokio::task::spawn_blocking(move || {
-                state.models.cdrs(account, from, to, &filter, cursor.as_deref(), projections::PAGE_SIZE_MAX).map(
-                    |page| {
-                        let mut text = String::new();
-                        for row in page.items {
-                            text.push_str(&csv_line(&CSV_COLUMNS, &csv_record(&render(&state, &caller, row))));
-                        }
-                        (text, page.next_cursor)
-                    },
-                )
-            })
-            .await;
+            let page = snapshot.cdrs(account, from, to, &filter, cursor.as_deref(), projections::PAGE_SIZE_MAX).await;
             match page {
-                Ok(Ok((text, next))) => Some((Ok::<_, std::io::Error>(Bytes::from(text)), next.map(Some))),
-                Ok(Err(error)) => {
+                Ok(page) => {
+                    let mut text = String::new();
+                    for row in page.items {
+                        text.push_str(&csv_line(&CSV_COLUMNS, &csv_record(&render(&state, &caller, row))));
+                    }
+                    Some((Ok::<_, std::io::Error>(Bytes::from(text)), page.next_cursor.map(Some)))
+                }
+                Err(error) => {
                     tracing::error!(%error, "a CDR export stopped");
                     Some((Err(std::io::Error::other(error.to_string())), None))
                 }
-                Err(error) => Some((Err(std::io::Error::other(error.to_string())), None)),
             }
         }
     });
@@ -736,22 +729,16 @@ pub async fn show(
         super::wait_for_position(&state, position).await?;
     }
     let not_found = || ApiError::not_found("cdr_not_found", format!("CDR `{id}` not found")).with_field("id");
-    let charged = state.ledger.charged_cdr(account.book, &id).await?;
-    let row = charged.as_ref().and_then(CdrRow::from_recorded).ok_or_else(not_found)?;
-    // Read from the log, as recorded: shown in the canonical form the CDR lists use.
-    let currency = |id: AccountId| state.ledger.account_by_id(id).map(|a| a.currency);
-    let row = match currency(row.account) {
-        Some(customer) => {
-            let partner = row.partner.and_then(currency);
-            row.canonical(customer, partner)
-        }
-        None => row,
-    };
-    // The book holds the CDRs of all its customers: only this account's (or, for a
-    // partner, those it paid wholesale) answer here.
-    if row.account != account.id && row.partner != Some(account.id) {
-        return Err(not_found());
-    }
+    // From the read models' index of CDR ids. Ids are unique per book, and the book holds
+    // the CDRs of all its customers: only this account's (or, for a partner, those it paid
+    // wholesale) answer here.
+    let row = state
+        .models
+        .cdrs_by_id(&id)
+        .await?
+        .into_iter()
+        .find(|row| row.account == account.id || row.partner == Some(account.id))
+        .ok_or_else(not_found)?;
     let links =
         [("account", format!("/api/v1/accounts/{number}")), ("self", format!("/api/v1/accounts/{number}/cdrs/{id}"))]
             .into_iter()

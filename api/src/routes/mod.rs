@@ -194,20 +194,19 @@ pub async fn read_account(
     if let Some(position) = min_position {
         wait_for_position(state, position).await?;
     }
-    let position = state.models.position();
-    if let Some(view) = state.models.account(account.id)? {
-        return Ok((view, position));
+    let snapshot = state.models.snapshot();
+    if let Some(view) = snapshot.account(account.id) {
+        return Ok((view, snapshot.position()));
     }
     // The ledger has the account but the read models have not seen it yet: a client that
     // just registered it should find it, so wait for them to catch up with the log.
     let head = state.ledger.store().head().await.map_err(|e| ApiError::internal(&e))?;
-    let position =
-        state.models.wait_for(head.saturating_sub(1), projections::models::WAIT_FOR_POSITION_MAX).await?.max(position);
-    let view = state
-        .models
-        .account(account.id)?
+    state.models.wait_for(head.saturating_sub(1), projections::models::WAIT_FOR_POSITION_MAX).await?;
+    let snapshot = state.models.snapshot();
+    let view = snapshot
+        .account(account.id)
         .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{}` not found", account.number)))?;
-    Ok((view, position))
+    Ok((view, snapshot.position()))
 }
 
 /// The links of an account, shared by every answer about one.

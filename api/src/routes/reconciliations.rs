@@ -89,25 +89,26 @@ pub async fn create(
     if let Some(position) = query.min_position {
         super::wait_for_position(&state, position).await?;
     }
-    let models = state.models.clone();
-    let scope = caller.scope;
+    // The ledger's side at one position, whatever the file's size.
+    let snapshot = state.models.snapshot();
+    let accounts = match caller.scope {
+        Scope::Admin => reconcile::customer_accounts(&snapshot, &AccountFilter::default())?,
+        Scope::Partner(partner) => {
+            reconcile::customer_accounts(&snapshot, &AccountFilter { partner: Some(partner), ..Default::default() })?
+        }
+        Scope::Customer(own) => snapshot.account(own).map(|v| vec![(v.id, v.number)]).unwrap_or_default(),
+    };
+    // Rows naming accounts the caller may not see compare as missing in the ledger,
+    // exactly like rows of accounts that do not exist.
+    let ledger = reconcile::ledger_calls(&snapshot, &accounts, from, to).await?;
+    // Matching a large file is CPU work: off the async workers.
     let report = tokio::task::spawn_blocking(move || {
-        let accounts = match scope {
-            Scope::Admin => reconcile::customer_accounts(&models, &AccountFilter::default())?,
-            Scope::Partner(partner) => {
-                reconcile::customer_accounts(&models, &AccountFilter { partner: Some(partner), ..Default::default() })?
-            }
-            Scope::Customer(own) => models.account(own)?.map(|v| vec![(v.id, v.number)]).unwrap_or_default(),
-        };
-        // Rows naming accounts the caller may not see compare as missing in the ledger,
-        // exactly like rows of accounts that do not exist.
-        let ledger = reconcile::ledger_calls(&models, &accounts, from, to)?;
         let mut report = reconcile::reconcile(from, to, calls, ledger);
         report.unreadable = unreadable;
-        Ok::<_, projections::ProjectionError>(report)
+        report
     })
     .await
-    .map_err(|e| ApiError::internal(&e))??;
+    .map_err(|e| ApiError::internal(&e))?;
     if csv {
         let body = crate::import::report_csv(&report);
         return Ok((StatusCode::OK, [(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response());

@@ -133,7 +133,7 @@ pub async fn show(
     let as_of = query.as_of.as_deref().map(as_of).transpose()?;
     let account = visible_account(&state, &caller, "number", &number)?;
     let (view, _) = super::read_account(&state, &account, query.min_position).await?;
-    let s = state.models.statement(view.id, from, to, as_of)?;
+    let s = state.models.statement(view.id, from, to, as_of).await?;
     if csv {
         return Ok(csv_response(&state, s));
     }
