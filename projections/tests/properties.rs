@@ -372,6 +372,51 @@ proptest! {
         })?;
     }
 
+    /// After any cut of the log, a listing of the book taken from one snapshot adds up,
+    /// account by account and in total, to the postings of the events up to the position
+    /// the snapshot reports.
+    #[test]
+    fn a_book_listing_sums_to_the_events_up_to_its_position(
+        ops in proptest::collection::vec(op(), 1..40),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 1..6),
+    ) {
+        runtime().block_on(async {
+            let world = build(ops).await;
+            let models = ReadModels::open(&world.fresh_dir("listed"), world.store()).unwrap();
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(world.log.len())).collect();
+            cuts.sort();
+            let mut start = 0;
+            let book = AccountFilter { partner: Some(world.slots[0]), ..AccountFilter::default() };
+            for cut in cuts.into_iter().chain([world.log.len()]) {
+                models.apply_chunk(&world.log[start..cut]).unwrap();
+                start = cut;
+                let snapshot = models.snapshot();
+                let position = snapshot.position();
+                prop_assert_eq!(position, if cut == 0 { 0 } else { world.log[cut - 1].position });
+                let listing = snapshot.accounts(&book, None, 10).unwrap();
+                let mut total = Amount::ZERO;
+                let mut expected_total = Amount::ZERO;
+                for view in &listing.items {
+                    let expected: Amount = world.log.iter()
+                        .filter(|e| e.position <= position)
+                        .flat_map(|e| e.event.payload.postings())
+                        .filter(|p| p.account == view.id)
+                        .map(|p| p.category.balance_effect(p.amount))
+                        .sum();
+                    prop_assert_eq!(view.balance, expected.canonical(view.currency));
+                    total += view.balance;
+                    expected_total += expected;
+                }
+                prop_assert_eq!(total, expected_total);
+                // Every account opened up to the position is listed, and no other.
+                let opened = world.log.iter().filter(|e| e.position <= position)
+                    .filter(|e| matches!(e.event.payload, Payload::AccountOpened(_))).count();
+                prop_assert_eq!(listing.items.len(), opened);
+            }
+            Ok(())
+        })?;
+    }
+
     #[test]
     fn cdr_costs_add_up_to_the_call_charges(
         ops in proptest::collection::vec(op(), 1..50),
