@@ -12,7 +12,9 @@ pub mod runner;
 mod state;
 
 pub use error::ProjectionError;
-pub use models::{AccountFilter, AsOf, CdrFilter, PAGE_SIZE_MAX, Page, ReadModels, Snapshot, Statement, StatementLine};
+pub use models::{
+    AccountFilter, AsOf, CdrFilter, PAGE_SIZE_MAX, Page, ReadModels, Snapshot, SnapshotPolicy, Statement, StatementLine,
+};
 pub use replay::{
     REPLAY_READ_EVENTS, ReplayReport, ReplayStages, VerifyReport, replay, replay_in_spans, verify, verify_models,
 };

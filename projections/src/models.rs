@@ -41,6 +41,21 @@ struct Shared {
     /// One applier at a time: each builds on the state the last one published.
     applying: Mutex<()>,
     saved: Mutex<Saved>,
+    policy: Mutex<SnapshotPolicy>,
+}
+
+/// When the projector saves a snapshot in the background: once at least `events` were
+/// applied and `interval` passed since the last one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    pub events: u64,
+    pub interval: Duration,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        SnapshotPolicy { events: crate::runner::SNAPSHOT_EVENTS_MIN, interval: crate::runner::SNAPSHOT_INTERVAL_MIN }
+    }
 }
 
 /// The last snapshot written, and whether one is being written.
@@ -208,6 +223,7 @@ impl ReadModels {
                 dir: dir.to_path_buf(),
                 applying: Mutex::new(()),
                 saved: Mutex::new(Saved { position, at: Instant::now(), writing: false }),
+                policy: Mutex::new(SnapshotPolicy::default()),
             }),
         }
     }
@@ -283,9 +299,15 @@ impl ReadModels {
         Ok(())
     }
 
-    /// Starts writing a snapshot in the background if at least `events` were applied and
-    /// `interval` passed since the last one, and none is being written.
-    pub(crate) fn save_in_background_if_due(&self, events: u64, interval: Duration) {
+    /// Changes when the projector saves snapshots (tests save after every chunk).
+    pub fn set_snapshot_policy(&self, policy: SnapshotPolicy) {
+        *self.shared.policy.lock().unwrap_or_else(PoisonError::into_inner) = policy;
+    }
+
+    /// Starts writing a snapshot in the background if the policy says one is due and none
+    /// is being written.
+    pub(crate) fn save_in_background_if_due(&self) {
+        let SnapshotPolicy { events, interval } = *self.shared.policy.lock().unwrap_or_else(PoisonError::into_inner);
         let model = self.model();
         {
             let mut saved = self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner);

@@ -115,7 +115,7 @@ pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projec
                 .await
                 .map_err(|e| ProjectionError::Storage(e.to_string()))??;
             task_recorded.store(recorded_at.micros(), Ordering::Relaxed);
-            task_models.save_in_background_if_due(SNAPSHOT_EVENTS_MIN, SNAPSHOT_INTERVAL_MIN);
+            task_models.save_in_background_if_due();
         }
         Ok(())
     });
