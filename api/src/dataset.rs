@@ -76,8 +76,8 @@ const _: () = assert!(WINDOW_COMMANDS_MAX * WINDOWS_IN_FLIGHT_MAX < commands::wr
 
 /// Credit limits, in cents: far above what a window of calls costs, so the model's
 /// top-ups keep every account inside them.
-const CUSTOMER_CREDIT_LIMIT_CENTS: i64 = 100_00;
-const PARTNER_CREDIT_LIMIT_CENTS: i64 = 10_000_00;
+const CUSTOMER_CREDIT_LIMIT_CENTS: i64 = 10_000;
+const PARTNER_CREDIT_LIMIT_CENTS: i64 = 1_000_000;
 
 /// Destinations: prefix, the operator's wholesale price per minute in 1/10,000 of the
 /// currency, and the share of calls per mille (German numbers first, as for a German
@@ -508,7 +508,7 @@ struct Planned {
 }
 
 enum What {
-    Cdr(Box<CdrInput>),
+    Cdr(CdrInput),
     Command(Command),
 }
 
@@ -535,7 +535,7 @@ async fn submit<'a>(ledger: &'a Ledger, book: BookId, planned: Vec<Planned>, con
     for Planned { kind, occurred_at, reversible, what } in planned {
         window.kinds.push((kind, reversible));
         match what {
-            What::Cdr(cdr) => calls.push(*cdr),
+            What::Cdr(cdr) => calls.push(cdr),
             What::Command(command) => {
                 if !calls.is_empty() {
                     window.answers.push(Queued::Cdrs(ledger.queue_cdrs(std::mem::take(&mut calls), &meta).await));
@@ -711,7 +711,7 @@ impl Generator {
         self.balances[customer] = customer_after;
         self.balances[PARTNER_SLOT] = partner_after;
         let reversible = !charge.customer_cost.is_zero();
-        Ok(Planned { kind: Kind::Call, occurred_at: at, reversible, what: What::Cdr(Box::new(cdr)) })
+        Ok(Planned { kind: Kind::Call, occurred_at: at, reversible, what: What::Cdr(cdr) })
     }
 
     /// A call of `customer` starting at `start`: nine in ten answered, most short, a few
@@ -763,7 +763,7 @@ impl Generator {
     /// A payment into `slot`: a partner pays more than a customer, and an account below
     /// zero pays its debt on top.
     fn payment(&mut self, slot: usize, i: u64, at: Timestamp) -> Planned {
-        let base = if slot == PARTNER_SLOT { self.cents(100_00..=1000_00) } else { self.cents(10_00..=100_00) };
+        let base = if slot == PARTNER_SLOT { self.cents(10_000..=100_000) } else { self.cents(1_000..=10_000) };
         let balance = self.balances[slot];
         let debt = if balance.is_sign_negative() {
             (-balance).round_dp_with_strategy(2, RoundingStrategy::AwayFromZero)
@@ -791,8 +791,8 @@ impl Generator {
     /// Seven in ten moves go from the partner to the customer, the rest back; never more
     /// than the giving side's funds. With no funds on either side, the partner pays in.
     fn fund_move(&mut self, customer: usize, i: u64, at: Timestamp, tally: &mut Tally) -> Planned {
-        let down = (PARTNER_SLOT, customer, self.cents(5_00..=50_00));
-        let up = (customer, PARTNER_SLOT, self.cents(1_00..=20_00));
+        let down = (PARTNER_SLOT, customer, self.cents(500..=5_000));
+        let up = (customer, PARTNER_SLOT, self.cents(100..=2_000));
         let order = if self.rng.random_ratio(7, 10) { [down, up] } else { [up, down] };
         let Some((from, to, amount)) = order.into_iter().find_map(|(from, to, wanted)| {
             let amount = wanted.min(self.funds(from));
@@ -809,7 +809,7 @@ impl Generator {
 
     /// A charge the ledger accepts only within the account's funds and credit.
     fn charge(&mut self, customer: usize, i: u64, at: Timestamp, tally: &mut Tally) -> Planned {
-        let amount = self.cents(1_00..=15_00);
+        let amount = self.cents(100..=1_500);
         if self.balances[customer] + Self::credit_limit(customer) < amount {
             return self.top_up(customer, i, at, tally);
         }
@@ -825,7 +825,7 @@ impl Generator {
 
     /// Half credits (negative), half debits (positive).
     fn adjustment(&mut self, customer: usize, i: u64, at: Timestamp, tally: &mut Tally) -> Planned {
-        let magnitude = self.cents(50..=10_00);
+        let magnitude = self.cents(50..=1_000);
         let debit = self.rng.random_ratio(1, 2);
         let amount = if debit { magnitude } else { -magnitude };
         if debit && Self::past_limit(customer, self.balances[customer] - amount) {

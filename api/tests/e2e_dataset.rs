@@ -35,6 +35,9 @@ fn generate(data: &Path, seed: u64) {
     assert!(ok, "{out}{err}");
 }
 
+/// An account's postings in one event: its number, the statement category, the amount.
+type Posting = (String, String, Decimal);
+
 /// What the API says about every account of a data set.
 struct Ledger {
     /// By number: the account's details.
@@ -43,7 +46,7 @@ struct Ledger {
     /// interleave the books as they happened to be written).
     statements: BTreeMap<(String, &'static str), Value>,
     /// By global position: the event's type and every account's postings in it.
-    events: BTreeMap<u64, (String, Vec<(String, String, Decimal)>)>,
+    events: BTreeMap<u64, (String, Vec<Posting>)>,
 }
 
 async fn get(server: &Server, path: &str) -> Value {
@@ -160,7 +163,7 @@ async fn one_seed_one_ledger_in_the_promised_mix_with_money_conserved() {
 
     // Money is conserved: the events' postings add up to the balances; fund moves only
     // move money; each statement's identity holds and they add up to the same.
-    let postings: Vec<&(String, String, Decimal)> = first.events.values().flat_map(|(_, p)| p).collect();
+    let postings: Vec<&Posting> = first.events.values().flat_map(|(_, p)| p).collect();
     let from_events: Decimal = postings.iter().map(|(_, category, amount)| balance_effect(category, *amount)).sum();
     let balances: Decimal = first.accounts.values().map(|a| amount(&a["balance"])).sum();
     assert_eq!(from_events, balances);
