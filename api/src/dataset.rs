@@ -63,9 +63,11 @@ const _: () = assert!(
         == 1000
 );
 
-/// Commands of one book queued together: half a writer batch, so that a window and the
-/// next one (see [`WINDOWS_IN_FLIGHT_MAX`]) keep the writer's batches full.
-const WINDOW_COMMANDS_MAX: usize = commands::writer::BATCH_COMMANDS_MAX / 8;
+/// Commands of one book queued together: a quarter of a writer batch, so that a window's
+/// calls fit one bulk message (`BULK_COMMANDS_MAX`), and with the next window queued (see
+/// [`WINDOWS_IN_FLIGHT_MAX`]) the writer always has its next batch waiting. Smaller
+/// windows spent a fifth of the time allocating the bulk path's per-call buffers.
+const WINDOW_COMMANDS_MAX: usize = commands::writer::BATCH_COMMANDS_MAX / 4;
 /// Windows of one book queued and not yet answered: the next window is generated while
 /// the last one is made durable. A reversal names only events of windows already
 /// answered, which is what keeps the choice independent of timing.
@@ -486,8 +488,7 @@ async fn write_book(ledger: Arc<Ledger>, plan: BookPlan, context: Arc<Context>) 
             settle(window, &mut generator, &mut tally, &context).await;
         }
         let end = plan.events.min(next + WINDOW_COMMANDS_MAX as u64);
-        let planned: Vec<Planned> =
-            (next..end).map(|i| generator.next(&ledger, i, &mut tally)).collect::<Result<_, _>>()?;
+        let planned = generator.window(&ledger, next..end, &mut tally)?;
         in_flight.push_back(submit(&ledger, book, planned, &context).await);
         next = end;
     }
@@ -543,7 +544,7 @@ async fn submit<'a>(ledger: &'a Ledger, book: BookId, planned: Vec<Planned>, con
                 let meta = CommandMeta { occurred_at, ..meta.clone() };
                 let mut answer: Answer<'a> = Box::pin(ledger.execute_in(book, command, meta));
                 // Polled once here, the command is in its writer's queue before the next
-                // one is made: queue order is generation order.
+                // one is made: the writer gets them in the window's order.
                 window.answers.push(match futures::poll!(answer.as_mut()) {
                     Poll::Ready(outcome) => Queued::Answered(outcome),
                     Poll::Pending => Queued::Waiting(answer),
@@ -635,37 +636,64 @@ impl Generator {
         }
     }
 
-    /// The `i`-th business command of the book. Business time runs evenly through the
-    /// period: event `i` of `n` falls at random in the `i`-th `n`th of it.
-    fn next(&mut self, ledger: &Ledger, i: u64, tally: &mut Tally) -> Result<Planned, String> {
+    /// The business commands `indexes` of the book, in the order to queue them: the
+    /// window's calls as one run (one bulk message to the writer rather than one per
+    /// stretch of calls), the other commands after them. Payments that keep a call within
+    /// its credit limit go first: a credit queued earlier than the model assumed only
+    /// raises the balances in between. Business time runs evenly through the period:
+    /// event `i` of `n` falls at random in the `i`-th `n`th of it.
+    fn window(
+        &mut self,
+        ledger: &Ledger,
+        indexes: std::ops::Range<u64>,
+        tally: &mut Tally,
+    ) -> Result<Vec<Planned>, String> {
         let span = i128::from(self.span_micros);
-        let offset =
-            (i128::from(i) * span + i128::from(self.rng.random_range(0..self.span_micros))) / i128::from(self.events);
-        let at = Timestamp::from_micros(self.from_micros + offset as i64);
-        let customer = 1 + self.rng.random_range(0..self.accounts.len() - 1);
-        let roll = self.rng.random_range(0..1000u32);
-        let mut threshold = CALLS_PER_MILLE;
-        if roll < threshold {
-            return self.call(ledger, i, customer, at, tally);
+        let draws: Vec<(u64, Timestamp, usize, u32)> = indexes
+            .map(|i| {
+                let jitter = i128::from(self.rng.random_range(0..self.span_micros));
+                let offset = (i128::from(i) * span + jitter) / i128::from(self.events);
+                let at = Timestamp::from_micros(self.from_micros + offset as i64);
+                let customer = 1 + self.rng.random_range(0..self.accounts.len() - 1);
+                (i, at, customer, self.rng.random_range(0..1000u32))
+            })
+            .collect();
+        let (mut top_ups, mut calls, mut others) = (Vec::new(), Vec::new(), Vec::new());
+        for &(i, at, customer, _) in draws.iter().filter(|draw| draw.3 < CALLS_PER_MILLE) {
+            let planned = self.call(ledger, i, customer, at, tally)?;
+            match planned.what {
+                What::Cdr(_) => calls.push(planned),
+                What::Command(_) => top_ups.push(planned),
+            }
         }
-        threshold += PAYMENTS_PER_MILLE;
+        for &(i, at, customer, roll) in draws.iter().filter(|draw| draw.3 >= CALLS_PER_MILLE) {
+            others.push(self.other(roll - CALLS_PER_MILLE, i, customer, at, tally));
+        }
+        top_ups.extend(calls);
+        top_ups.extend(others);
+        Ok(top_ups)
+    }
+
+    /// A business command other than a call; `roll` is below the other kinds' per mille.
+    fn other(&mut self, roll: u32, i: u64, customer: usize, at: Timestamp, tally: &mut Tally) -> Planned {
+        let mut threshold = PAYMENTS_PER_MILLE;
         if roll < threshold {
             let slot = if self.rng.random_ratio(1, 3) { PARTNER_SLOT } else { customer };
-            return Ok(self.payment(slot, i, at));
+            return self.payment(slot, i, at);
         }
         threshold += MOVES_PER_MILLE;
         if roll < threshold {
-            return Ok(self.fund_move(customer, i, at, tally));
+            return self.fund_move(customer, i, at, tally);
         }
         threshold += CHARGES_PER_MILLE;
         if roll < threshold {
-            return Ok(self.charge(customer, i, at, tally));
+            return self.charge(customer, i, at, tally);
         }
         threshold += ADJUSTMENTS_PER_MILLE;
         if roll < threshold {
-            return Ok(self.adjustment(customer, i, at, tally));
+            return self.adjustment(customer, i, at, tally);
         }
-        Ok(self.reversal(customer, i, at, tally))
+        self.reversal(customer, i, at, tally)
     }
 
     fn cents(&mut self, range: std::ops::RangeInclusive<i64>) -> Decimal {
