@@ -68,6 +68,10 @@ const _: () = assert!(
 /// [`WINDOWS_IN_FLIGHT_MAX`]) the writer always has its next batch waiting. Smaller
 /// windows spent a fifth of the time allocating the bulk path's per-call buffers.
 const WINDOW_COMMANDS_MAX: usize = commands::writer::BATCH_COMMANDS_MAX / 4;
+/// A small book takes windows of a sixteenth of its events, down to this: a book of a
+/// window or two would have no answered window to reverse events of.
+const WINDOW_COMMANDS_MIN: u64 = 32;
+const BOOK_WINDOWS_MIN: u64 = 16;
 /// Windows of one book queued and not yet answered: the next window is generated while
 /// the last one is made durable. A reversal names only events of windows already
 /// answered, which is what keeps the choice independent of timing.
@@ -482,12 +486,13 @@ async fn write_book(ledger: Arc<Ledger>, plan: BookPlan, context: Arc<Context>) 
     let mut tally = Tally::default();
     let mut in_flight: VecDeque<Window<'_>> = VecDeque::new();
     let mut next = 0;
+    let window_commands = (plan.events / BOOK_WINDOWS_MIN).clamp(WINDOW_COMMANDS_MIN, WINDOW_COMMANDS_MAX as u64);
     while next < plan.events {
         if in_flight.len() == WINDOWS_IN_FLIGHT_MAX {
             let window = in_flight.pop_front().expect("a window is in flight");
             settle(window, &mut generator, &mut tally, &context).await;
         }
-        let end = plan.events.min(next + WINDOW_COMMANDS_MAX as u64);
+        let end = plan.events.min(next + window_commands);
         let planned = generator.window(&ledger, next..end, &mut tally)?;
         in_flight.push_back(submit(&ledger, book, planned, &context).await);
         next = end;
