@@ -518,7 +518,7 @@ enum What {
     Command(Command),
 }
 
-/// A window's commands as queued, in generation order.
+/// A window's commands as queued, in queue order.
 struct Window<'a> {
     kinds: Vec<(Kind, bool)>,
     answers: Vec<Queued<'a>>,
