@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod auth;
 mod body;
 mod csv_out;
+mod dataset;
 mod error;
 mod flush;
 mod import;
@@ -52,6 +53,10 @@ enum CliCommand {
     /// there are any).
     #[command(subcommand)]
     Reconcile(import::ReconcileCommand),
+    /// Write the standard benchmark data set into a new data directory: partners with
+    /// their customers, a year of calls, payments, fund moves, charges, adjustments and
+    /// reversals, all decided by the ledger; the same seed gives the same ledger.
+    Dataset(dataset::DatasetArgs),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -191,6 +196,7 @@ fn main() -> std::process::ExitCode {
             CliCommand::Verify(args) => maintenance::verify(args).await,
             CliCommand::Import(command) => import::import(command).await,
             CliCommand::Reconcile(command) => import::reconcile(command).await,
+            CliCommand::Dataset(args) => dataset::dataset(args).await,
         }
     });
     match result {
