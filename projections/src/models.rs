@@ -588,8 +588,8 @@ impl Snapshot {
         if start >= to.micros() {
             return Ok(Page { items, next_cursor: None });
         }
-        for (_, block) in model.days.range(day_of(start)..=day_of(to.micros() - 1)) {
-            for e in &block.postings {
+        for chunk in model.postings.chunks_between(start, to.micros()) {
+            for e in &chunk.entries {
                 let in_period = e.occurred_at >= from.micros() && e.occurred_at < to.micros();
                 let past_cursor = after.is_none_or(|c| (e.occurred_at, e.position) > c);
                 if !in_period || !past_cursor || category.is_some_and(|c| c != e.category) {
@@ -662,7 +662,7 @@ impl Snapshot {
             let wanted = (limit + 1 - items.len()).max(16);
             let batch = cdr_candidates(model, from.micros(), to.micros(), seen, filter, wanted);
             let Some(last) = batch.last() else { break };
-            seen = Some(last.order());
+            seen = Some(last.key());
             let positions: Vec<u64> = batch.iter().map(|c| c.position).collect();
             for recorded in self.read(&positions).await? {
                 let Some(row) = CdrRow::from_recorded(&recorded) else { continue };
@@ -721,11 +721,11 @@ fn cdr_candidates(
         return Vec::new();
     }
     account
-        .cdr_days
-        .range(day_of(start)..=day_of(to - 1))
-        .flat_map(|(_, list)| list.iter())
+        .cdrs
+        .chunks_between(start, to)
+        .flat_map(|chunk| chunk.entries.iter())
         .filter(|c| c.start >= from && c.start < to)
-        .filter(|c| after.is_none_or(|cursor| c.order() > cursor))
+        .filter(|c| after.is_none_or(|cursor| c.key() > cursor))
         .filter(|c| filter.answered.is_none_or(|a| c.answered == a))
         .filter(|c| filter.hangup_cause.is_none_or(|h| c.hangup_cause == h))
         .take(max)

@@ -12,11 +12,11 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use imbl::{OrdMap, Vector};
+use imbl::Vector;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProjectionError;
-use crate::state::{AccountModel, AccountView, CdrIdIndex, CdrRef, DayBlock, Model};
+use crate::state::{AccountModel, AccountView, CdrIdIndex, CdrRef, Chunk, Chunked, Entry, Model, PostingEntry, Sums};
 
 /// The layout of the snapshot file. A file of another format is not read: the models
 /// are rebuilt from the log. (Formats 1 to 3 were sled trees of earlier versions.)
@@ -27,16 +27,18 @@ pub(crate) const SNAPSHOT_FILE: &str = "models.snapshot";
 #[derive(Serialize)]
 struct AccountOut<'a> {
     view: &'a AccountView,
-    days: Vec<(i64, &'a DayBlock)>,
-    cdr_days: Vec<(i64, &'a [CdrRef])>,
+    postings: Vec<&'a Chunk<PostingEntry>>,
+    buckets: Vec<(i64, &'a Sums)>,
+    cdrs: Vec<&'a [CdrRef]>,
     trail: Vec<u64>,
 }
 
 #[derive(Deserialize)]
 struct AccountIn {
     view: AccountView,
-    days: Vec<(i64, DayBlock)>,
-    cdr_days: Vec<(i64, Vec<CdrRef>)>,
+    postings: Vec<Chunk<PostingEntry>>,
+    buckets: Vec<(i64, Sums)>,
+    cdrs: Vec<Vec<CdrRef>>,
     trail: Vec<u64>,
 }
 
@@ -84,8 +86,9 @@ pub(crate) fn account_bytes(account: &AccountModel) -> Vec<u8> {
 fn account_out(account: &AccountModel) -> AccountOut<'_> {
     AccountOut {
         view: &account.view,
-        days: account.days.iter().map(|(day, block)| (*day, &**block)).collect(),
-        cdr_days: account.cdr_days.iter().map(|(day, list)| (*day, list.as_slice())).collect(),
+        postings: account.postings.chunks.values().map(|chunk| &**chunk).collect(),
+        buckets: account.buckets.iter().map(|(bucket, sums)| (*bucket, sums)).collect(),
+        cdrs: account.cdrs.chunks.values().map(|chunk| chunk.entries.as_slice()).collect(),
         trail: account.trail.iter().copied().collect(),
     }
 }
@@ -95,15 +98,22 @@ fn write_body(out: &mut impl Write, model: &Model, cdr_ids: &CdrIdIndex) -> Resu
     out.write_all(&MODELS_FORMAT.to_le_bytes()).map_err(io)?;
     out.write_all(&model.position.to_le_bytes()).map_err(io)?;
     out.write_all(&(model.accounts.len() as u64).to_le_bytes()).map_err(io)?;
+    // Each account encoded into memory, then written at once: postcard writing field by
+    // field into the file's writer cost more than the encoding itself.
+    let mut buffer = Vec::new();
     for account in model.accounts.values() {
-        postcard::to_io(&account_out(account), &mut *out).map_err(io)?;
+        buffer.clear();
+        buffer = postcard::to_extend(&account_out(account), buffer).map_err(io)?;
+        out.write_all(&buffer).map_err(io)?;
     }
     let entries = cdr_ids.entries(model.position);
     out.write_all(&(entries.len() as u64).to_le_bytes()).map_err(io)?;
+    buffer.clear();
     for (hash, position) in entries {
-        out.write_all(&hash.to_le_bytes()).map_err(io)?;
-        out.write_all(&position.to_le_bytes()).map_err(io)?;
+        buffer.extend_from_slice(&hash.to_le_bytes());
+        buffer.extend_from_slice(&position.to_le_bytes());
     }
+    out.write_all(&buffer).map_err(io)?;
     Ok(())
 }
 
@@ -157,6 +167,10 @@ pub(crate) fn read(dir: &Path) -> Result<Option<(Model, CdrIdIndex)>, Projection
     }
 }
 
+fn last_key<T: Entry>(entries: &[T]) -> (i64, u64) {
+    entries.last().map_or((0, 0), Entry::key)
+}
+
 fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
@@ -169,10 +183,19 @@ fn decode(body: &[u8]) -> Option<(Model, CdrIdIndex)> {
     for _ in 0..accounts {
         let (account, tail): (AccountIn, _) = postcard::take_from_bytes(rest).ok()?;
         rest = tail;
+        // Chunks are never empty: an empty one is damage.
+        if account.postings.iter().any(|c| c.entries.is_empty()) || account.cdrs.iter().any(Vec::is_empty) {
+            return None;
+        }
         model.insert_account(AccountModel {
             view: account.view,
-            days: account.days.into_iter().map(|(day, block)| (day, Arc::new(block))).collect::<OrdMap<_, _>>(),
-            cdr_days: account.cdr_days.into_iter().map(|(day, list)| (day, Arc::new(list))).collect(),
+            postings: Chunked {
+                chunks: account.postings.into_iter().map(|c| (last_key(&c.entries), Arc::new(c))).collect(),
+            },
+            buckets: account.buckets.into_iter().collect(),
+            cdrs: Chunked {
+                chunks: account.cdrs.into_iter().map(|c| (last_key(&c), Arc::new(Chunk::of(c)))).collect(),
+            },
             trail: Vector::from(account.trail),
         });
     }

@@ -180,10 +180,13 @@ impl CdrRow {
     }
 }
 
-pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
+/// Month-sized buckets of business time (32 days, aligned to the epoch): an account keeps
+/// its sums per bucket, so a statement adds whole buckets and reads single postings only
+/// at its two ends.
+pub(crate) const BUCKET_MICROS: i64 = 32 * 86_400_000_000;
 
-pub(crate) fn day_of(micros: i64) -> i64 {
-    micros.div_euclid(DAY_MICROS)
+pub(crate) fn bucket_of(micros: i64) -> i64 {
+    micros.div_euclid(BUCKET_MICROS)
 }
 
 /// One posting of an account.
@@ -193,15 +196,6 @@ pub(crate) struct PostingEntry {
     pub position: u64,
     pub category: Category,
     pub amount: Amount,
-}
-
-/// An account's postings of one business day, in (occurred_at, position) order, and
-/// their sums: a statement adds whole days' sums and reads single postings only in the
-/// partial days at its two ends.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct DayBlock {
-    pub sums: Sums,
-    pub postings: Vec<PostingEntry>,
 }
 
 /// A call in an account's list: where its event is, and what the list filters on
@@ -214,9 +208,114 @@ pub(crate) struct CdrRef {
     pub hangup_cause: u16,
 }
 
-impl CdrRef {
-    pub(crate) fn order(&self) -> (i64, u64) {
+/// An entry of a [`Chunked`] list: its place in the order, and what a chunk sums of it.
+pub(crate) trait Entry: Clone {
+    type Summary: Clone + Default + Eq + std::fmt::Debug;
+    fn key(&self) -> (i64, u64);
+    fn add_to(&self, summary: &mut Self::Summary);
+}
+
+impl Entry for PostingEntry {
+    type Summary = Sums;
+    fn key(&self) -> (i64, u64) {
+        (self.occurred_at, self.position)
+    }
+    fn add_to(&self, summary: &mut Sums) {
+        summary.add(self.category, self.amount);
+    }
+}
+
+impl Entry for CdrRef {
+    type Summary = ();
+    fn key(&self) -> (i64, u64) {
         (self.start, self.position)
+    }
+    fn add_to(&self, _: &mut ()) {}
+}
+
+/// Entries in a chunk at most: small enough that a chunk copied for a new state is
+/// cheap and a partial chunk at a statement's end is a short scan, large enough that a
+/// chunk's map node and summary cost little per entry.
+pub(crate) const CHUNK_ENTRIES_MAX: usize = 64;
+
+/// A sorted run of entries and their summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Chunk<T: Entry> {
+    pub summary: T::Summary,
+    pub entries: Vec<T>,
+}
+
+impl<T: Entry> Chunk<T> {
+    pub(crate) fn of(entries: Vec<T>) -> Self {
+        let mut summary = T::Summary::default();
+        for entry in &entries {
+            entry.add_to(&mut summary);
+        }
+        Chunk { summary, entries }
+    }
+
+    fn last_key(&self) -> (i64, u64) {
+        self.entries.last().expect("a chunk is never empty").key()
+    }
+}
+
+/// Entries sorted by key, in chunks keyed by their last entry. Entries mostly arrive in
+/// key order (business time moves forward), so an insert usually lands at the end of
+/// the last chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Chunked<T: Entry> {
+    pub chunks: OrdMap<(i64, u64), Arc<Chunk<T>>>,
+}
+
+impl<T: Entry> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked { chunks: OrdMap::new() }
+    }
+}
+
+impl<T: Entry> Chunked<T> {
+    fn insert(&mut self, entry: T) {
+        let key = entry.key();
+        // The first chunk that ends at or after the entry holds its place; past the end,
+        // the last chunk grows.
+        let holder = match self.chunks.range(key..).next() {
+            Some((last, _)) => Some(*last),
+            None => self.chunks.get_max().map(|(last, _)| *last),
+        };
+        let Some(holder) = holder else {
+            self.chunks.insert(key, Arc::new(Chunk::of(vec![entry])));
+            return;
+        };
+        let moves = key > holder;
+        let mut chunk = if moves {
+            self.chunks.remove(&holder).expect("the chunk was just found")
+        } else {
+            match self.chunks.get_mut(&holder) {
+                Some(chunk) if chunk.entries.len() < CHUNK_ENTRIES_MAX => {
+                    let chunk = Arc::make_mut(chunk);
+                    let at = chunk.entries.partition_point(|e| e.key() <= key);
+                    entry.add_to(&mut chunk.summary);
+                    chunk.entries.insert(at, entry);
+                    return;
+                }
+                _ => self.chunks.remove(&holder).expect("the chunk was just found"),
+            }
+        };
+        let inner = Arc::make_mut(&mut chunk);
+        let at = inner.entries.partition_point(|e| e.key() <= key);
+        entry.add_to(&mut inner.summary);
+        inner.entries.insert(at, entry);
+        if inner.entries.len() > CHUNK_ENTRIES_MAX {
+            let upper = Chunk::of(inner.entries.split_off(inner.entries.len() / 2));
+            *inner = Chunk::of(std::mem::take(&mut inner.entries));
+            self.chunks.insert(upper.last_key(), Arc::new(upper));
+        }
+        self.chunks.insert(chunk.last_key(), chunk);
+    }
+
+    /// The chunks that may hold entries with keys in `[from, to)` by time, in order.
+    pub(crate) fn chunks_between(&self, from: i64, to: i64) -> impl Iterator<Item = &Chunk<T>> {
+        self.chunks.range((from, 0)..).map(|(_, chunk)| &**chunk).take_while(move |chunk| chunk.entries[0].key().0 < to)
     }
 }
 
@@ -224,63 +323,83 @@ impl CdrRef {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AccountModel {
     pub view: AccountView,
-    /// Postings by business day.
-    pub days: OrdMap<i64, Arc<DayBlock>>,
-    /// Calls by the day they started: a customer's, and a partner's customers' calls it
-    /// paid wholesale.
-    pub cdr_days: OrdMap<i64, Arc<Vec<CdrRef>>>,
+    /// Postings by business time, each chunk with its sums.
+    pub postings: Chunked<PostingEntry>,
+    /// Sums of postings per bucket of business time ([`BUCKET_MICROS`]).
+    pub buckets: OrdMap<i64, Sums>,
+    /// Calls by start time: a customer's, and a partner's customers' calls it paid
+    /// wholesale.
+    pub cdrs: Chunked<CdrRef>,
     /// The positions of the events that concern the account, in log order.
     pub trail: Vector<u64>,
 }
 
+/// Adds without normalising: a query's running sums are shown in canonical form at the
+/// end, so the rescale per addition that stored sums pay is not needed.
+fn add_raw(sums: &mut Sums, other: &Sums) {
+    for (mine, theirs) in sums.0.iter_mut().zip(other.0.iter()) {
+        *mine += *theirs;
+    }
+}
+
 impl AccountModel {
-    fn new(view: AccountView) -> Self {
-        AccountModel { view, days: OrdMap::new(), cdr_days: OrdMap::new(), trail: Vector::new() }
+    pub(crate) fn new(view: AccountView) -> Self {
+        AccountModel {
+            view,
+            postings: Chunked::default(),
+            buckets: OrdMap::new(),
+            cdrs: Chunked::default(),
+            trail: Vector::new(),
+        }
     }
 
     fn add_posting(&mut self, entry: PostingEntry) {
-        let day = day_of(entry.occurred_at);
-        let block = match self.days.get_mut(&day) {
-            Some(block) => Arc::make_mut(block),
+        let bucket = bucket_of(entry.occurred_at);
+        match self.buckets.get_mut(&bucket) {
+            Some(sums) => sums.add(entry.category, entry.amount),
             None => {
-                self.days.insert(day, Arc::new(DayBlock::default()));
-                Arc::make_mut(self.days.get_mut(&day).expect("just inserted"))
+                let mut sums = Sums::default();
+                sums.add(entry.category, entry.amount);
+                self.buckets.insert(bucket, sums);
             }
-        };
-        block.sums.add(entry.category, entry.amount);
-        // Postings mostly arrive in business-time order: the search ends at the back.
-        let at = block.postings.partition_point(|p| (p.occurred_at, p.position) <= (entry.occurred_at, entry.position));
-        block.postings.insert(at, entry);
+        }
+        self.postings.insert(entry);
     }
 
-    fn add_cdr(&mut self, entry: CdrRef) {
-        let day = day_of(entry.start);
-        let list = match self.cdr_days.get_mut(&day) {
-            Some(list) => Arc::make_mut(list),
-            None => {
-                self.cdr_days.insert(day, Arc::new(Vec::new()));
-                Arc::make_mut(self.cdr_days.get_mut(&day).expect("just inserted"))
+    /// The sums of the postings with `occurred_at` in `[from, to)`, from chunks only.
+    fn sum_chunks(&self, from: i64, to: i64, sums: &mut Sums) {
+        if from >= to {
+            return;
+        }
+        for chunk in self.postings.chunks_between(from, to) {
+            let (first, last) = (chunk.entries[0].occurred_at, chunk.last_key().0);
+            if first >= from && last < to {
+                add_raw(sums, &chunk.summary);
+            } else {
+                for p in chunk.entries.iter().filter(|p| p.occurred_at >= from && p.occurred_at < to) {
+                    sums.0[category_index(p.category)] += p.amount;
+                }
             }
-        };
-        let at = list.partition_point(|c| c.order() <= entry.order());
-        list.insert(at, entry);
+        }
     }
 
-    /// The sums of the postings with `occurred_at` in `[from, to)`.
+    /// The sums of the postings with `occurred_at` in `[from, to)`: whole buckets from
+    /// their sums, the partial buckets at the ends from the chunks.
     pub(crate) fn sum_range(&self, from: i64, to: i64) -> Sums {
         let mut sums = Sums::default();
         if from >= to {
             return sums;
         }
-        for (day, block) in self.days.range(day_of(from)..=day_of(to - 1)) {
-            let start = day * DAY_MICROS;
-            if start >= from && start.saturating_add(DAY_MICROS) <= to {
-                sums.add_all(&block.sums);
-            } else {
-                for p in block.postings.iter().filter(|p| p.occurred_at >= from && p.occurred_at < to) {
-                    sums.add(p.category, p.amount);
-                }
+        let first_whole = bucket_of(from) + i64::from(from.rem_euclid(BUCKET_MICROS) != 0);
+        let end_whole = bucket_of(to);
+        if first_whole >= end_whole {
+            self.sum_chunks(from, to, &mut sums);
+        } else {
+            self.sum_chunks(from, first_whole * BUCKET_MICROS, &mut sums);
+            for (_, bucket) in self.buckets.range(first_whole..end_whole) {
+                add_raw(&mut sums, bucket);
             }
+            self.sum_chunks(end_whole * BUCKET_MICROS, to, &mut sums);
         }
         sums
     }
@@ -325,8 +444,8 @@ impl Model {
         let envelope = &event.envelope;
         let position = recorded.position;
         let occurred_at = envelope.occurred_at;
-        match &event.payload {
-            Payload::AccountOpened(e) => self.insert_account(AccountModel::new(AccountView {
+        if let Payload::AccountOpened(e) = &event.payload {
+            self.insert_account(AccountModel::new(AccountView {
                 id: e.account,
                 number: e.number.clone(),
                 name: e.name.clone(),
@@ -341,59 +460,58 @@ impl Model {
                 opened_at: occurred_at,
                 first_occurred_at: None,
                 last_position: position,
-            })),
-            Payload::AccountStatusChanged(e) => {
-                if let Some(account) = self.account_mut(e.account) {
-                    account.view.status = e.to;
-                }
-            }
-            Payload::CreditLimitChanged(e) => {
-                if let Some(account) = self.account_mut(e.account) {
-                    account.view.credit_limit = e.to.normalized();
-                }
-            }
-            Payload::TariffAssigned(e) => {
-                if let Some(account) = self.account_mut(e.account) {
-                    account.view.tariff = e.tariff;
-                }
-            }
+            }));
+        }
+        let call = match &event.payload {
             Payload::CallCharged(e) => {
-                let entry = CdrRef {
+                cdr_ids.insert(cdr_id_hash(&e.cdr.id), position);
+                Some(CdrRef {
                     start: e.cdr.start.micros(),
                     position,
                     answered: e.cdr.answered(),
                     hangup_cause: e.cdr.hangup_cause,
-                };
-                for account in std::iter::once(e.account).chain(e.partner) {
-                    if let Some(account) = self.account_mut(account) {
-                        account.add_cdr(entry);
-                    }
-                }
-                cdr_ids.insert(cdr_id_hash(&e.cdr.id), position);
+                })
             }
-            _ => {}
-        }
-        let occurred = occurred_at.micros();
+            _ => None,
+        };
         // The accounts whose trail lists this event: those it names and those it posts to.
         let mut concerned = event.payload.accounts();
+        let mut postings = Vec::with_capacity(2);
         event.payload.for_each_posting(|posting| {
-            // As recorded the amount keeps the places it was sent with; the models hold
-            // its value only, so that they depend on the log's values alone.
-            let amount = posting.amount.normalized();
             if !concerned.contains(&posting.account) {
                 concerned.push(posting.account);
             }
-            let Some(account) = self.account_mut(posting.account) else { return };
-            account.view.balance = (account.view.balance + posting.category.balance_effect(amount)).normalized();
-            account.view.first_occurred_at =
-                Some(account.view.first_occurred_at.map_or(occurred_at, |t| t.min(occurred_at)));
-            account.add_posting(PostingEntry { occurred_at: occurred, position, category: posting.category, amount });
+            postings.push(posting);
         });
+        let occurred = occurred_at.micros();
+        // One lookup per account the event concerns, whatever it changes there.
         for id in concerned {
-            if let Some(account) = self.account_mut(id) {
-                account.view.last_position = position;
-                account.trail.push_back(position);
+            let Some(account) = self.account_mut(id) else { continue };
+            match &event.payload {
+                Payload::AccountStatusChanged(e) => account.view.status = e.to,
+                Payload::CreditLimitChanged(e) => account.view.credit_limit = e.to.normalized(),
+                Payload::TariffAssigned(e) => account.view.tariff = e.tariff,
+                Payload::CallCharged(e) if id == e.account || Some(id) == e.partner => {
+                    account.cdrs.insert(call.expect("a CallCharged event has its call"));
+                }
+                _ => {}
             }
+            for posting in postings.iter().filter(|p| p.account == id) {
+                // As recorded the amount keeps the places it was sent with; the models
+                // hold its value only, so that they depend on the log's values alone.
+                let amount = posting.amount.normalized();
+                account.view.balance = (account.view.balance + posting.category.balance_effect(amount)).normalized();
+                account.view.first_occurred_at =
+                    Some(account.view.first_occurred_at.map_or(occurred_at, |t| t.min(occurred_at)));
+                account.add_posting(PostingEntry {
+                    occurred_at: occurred,
+                    position,
+                    category: posting.category,
+                    amount,
+                });
+            }
+            account.view.last_position = position;
+            account.trail.push_back(position);
         }
         self.position = position;
     }
@@ -529,5 +647,77 @@ impl CdrIdIndex {
             index.insert(*hash, *position);
         }
         index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn view() -> AccountView {
+        AccountView {
+            id: AccountId::new(),
+            number: "A".into(),
+            name: "A".into(),
+            kind: AccountKind::Customer,
+            partner: None,
+            book: BookId::OPERATOR,
+            currency: Currency::parse("EUR").unwrap(),
+            credit_limit: Amount::ZERO,
+            status: AccountStatus::Active,
+            tariff: None,
+            balance: Amount::ZERO,
+            opened_at: Timestamp(0),
+            first_occurred_at: None,
+            last_position: 0,
+        }
+    }
+
+    proptest! {
+        /// Postings inserted in any order, enough to split chunks many times: the chunks
+        /// stay sorted, bounded and keyed by their last entry, and every range sum equals
+        /// the sum of the postings in it.
+        #[test]
+        fn chunked_postings_sum_every_range_like_a_plain_list(
+            postings in proptest::collection::vec((0i64..200, 0usize..6, -500i64..500), 1..400),
+            ranges in proptest::collection::vec((-5i64..210, -5i64..210), 1..20),
+        ) {
+            let day = 86_400_000_000i64;
+            let mut account = AccountModel::new(view());
+            let mut plain = Vec::new();
+            for (position, (days, category, cents)) in postings.into_iter().enumerate() {
+                let entry = PostingEntry {
+                    occurred_at: days * day / 3,
+                    position: position as u64 + 1,
+                    category: Category::ALL[category],
+                    amount: Amount(Decimal::new(cents, 2)),
+                };
+                account.add_posting(entry);
+                plain.push(entry);
+            }
+            plain.sort();
+            let listed: Vec<PostingEntry> =
+                account.postings.chunks.values().flat_map(|c| c.entries.iter().copied()).collect();
+            prop_assert_eq!(&listed, &plain);
+            for (key, chunk) in &account.postings.chunks {
+                prop_assert!(!chunk.entries.is_empty() && chunk.entries.len() <= CHUNK_ENTRIES_MAX);
+                prop_assert_eq!(*key, chunk.last_key());
+                prop_assert_eq!(&chunk.summary, &Chunk::of(chunk.entries.clone()).summary);
+            }
+            for (a, b) in ranges {
+                let (from, to) = (a.min(b) * day / 3, a.max(b) * day / 3);
+                let mut expected = [Amount::ZERO; 6];
+                for p in plain.iter().filter(|p| p.occurred_at >= from && p.occurred_at < to) {
+                    expected[category_index(p.category)] += p.amount;
+                }
+                let got = account.sum_range(from, to);
+                for i in 0..6 {
+                    prop_assert_eq!(got.0[i].normalized(), expected[i].normalized(), "[{}, {}) category {}", from, to, i);
+                }
+            }
+        }
     }
 }
