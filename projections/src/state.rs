@@ -714,8 +714,8 @@ mod tests {
                     expected[category_index(p.category)] += p.amount;
                 }
                 let got = account.sum_range(from, to);
-                for i in 0..6 {
-                    prop_assert_eq!(got.0[i].normalized(), expected[i].normalized(), "[{}, {}) category {}", from, to, i);
+                for (i, (got, expected)) in got.0.iter().zip(expected).enumerate() {
+                    prop_assert_eq!(got.normalized(), expected.normalized(), "[{}, {}) category {}", from, to, i);
                 }
             }
         }
