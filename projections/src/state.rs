@@ -277,10 +277,12 @@ impl<T: Entry> Chunked<T> {
     fn insert(&mut self, entry: T) {
         let key = entry.key();
         // The first chunk that ends at or after the entry holds its place; past the end,
-        // the last chunk grows.
-        let holder = match self.chunks.range(key..).next() {
-            Some((last, _)) => Some(*last),
-            None => self.chunks.get_max().map(|(last, _)| *last),
+        // the last chunk grows. Past the end is the common case: checked first, without
+        // walking a range.
+        let holder = match self.chunks.get_max() {
+            Some((max, _)) if *max < key => Some(*max),
+            Some(_) => self.chunks.range(key..).next().map(|(last, _)| *last),
+            None => None,
         };
         let Some(holder) = holder else {
             self.chunks.insert(key, Arc::new(Chunk::of(vec![entry])));
