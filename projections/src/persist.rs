@@ -145,11 +145,17 @@ fn unusable(path: &Path, reason: &str) -> Result<Option<(Model, CdrIdIndex)>, Pr
 /// The snapshot in `dir`, or `None` if there is none or it cannot be used.
 pub(crate) fn read(dir: &Path) -> Result<Option<(Model, CdrIdIndex)>, ProjectionError> {
     let path = snapshot_path(dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(io(error)),
     };
+    // Mapped, not read: a snapshot of a large ledger is a GB, and reading it would fault
+    // in and zero as much fresh memory before decoding it into the models.
+    // SAFETY: tollbook writes this file only under another name and renames it into
+    // place, so the mapped file is never changed while it is read; another process
+    // truncating it would be tampering with the data directory.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
     if bytes.len() < 8 + 4 + 8 + 8 + 8 + 4 || &bytes[..8] != MAGIC {
         return unusable(&path, "not a snapshot file");
     }

@@ -308,8 +308,14 @@ impl<T: Entry> Chunked<T> {
         entry.add_to(&mut inner.summary);
         inner.entries.insert(at, entry);
         if inner.entries.len() > CHUNK_ENTRIES_MAX {
-            let upper = Chunk::of(inner.entries.split_off(inner.entries.len() / 2));
-            *inner = Chunk::of(std::mem::take(&mut inner.entries));
+            // Appended past the end (entries in order, the common case): the chunk stays
+            // full and the new one starts with the entry, so in-order lists are dense.
+            // Otherwise halves, with room for more inserts in either.
+            let at = if moves { CHUNK_ENTRIES_MAX } else { inner.entries.len() / 2 };
+            let upper = Chunk::of(inner.entries.split_off(at));
+            let mut lower = std::mem::take(&mut inner.entries);
+            lower.shrink_to_fit();
+            *inner = Chunk::of(lower);
             self.chunks.insert(upper.last_key(), Arc::new(upper));
         }
         self.chunks.insert(chunk.last_key(), chunk);
@@ -564,22 +570,23 @@ pub(crate) fn cdr_id_hash(id: &str) -> u64 {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-/// The positions of the calls charged under one CDR id hash (ids are unique per book,
-/// so several books may share one).
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Positions {
-    One(u64),
-    Many(Vec<u64>),
-}
-
 const CDR_ID_SHARDS: usize = 64;
+
+/// One shard of the CDR id index: hash -> position, and for the rare hash that more
+/// than one call shares (the same id in two books, or a collision), all its positions
+/// apart, so that the common entry costs 16 bytes.
+#[derive(Default)]
+struct CdrIdShard {
+    first: FastMap<u64, u64>,
+    more: FastMap<u64, Vec<u64>>,
+}
 
 /// CDR id hash -> positions of the events that charged it. Unlike the rest of the
 /// state it is not copied per version: entries are only ever added, each carries its
 /// position, and a reader ignores those past the position of the state it holds. So a
 /// chunk adds its ids in place, under a short lock of one shard of 64.
 pub(crate) struct CdrIdIndex {
-    shards: Vec<RwLock<FastMap<u64, Positions>>>,
+    shards: Vec<RwLock<CdrIdShard>>,
 }
 
 impl Default for CdrIdIndex {
@@ -589,7 +596,7 @@ impl Default for CdrIdIndex {
 }
 
 impl CdrIdIndex {
-    fn shard(&self, hash: u64) -> &RwLock<FastMap<u64, Positions>> {
+    fn shard(&self, hash: u64) -> &RwLock<CdrIdShard> {
         &self.shards[(hash >> 58) as usize % CDR_ID_SHARDS]
     }
 
@@ -597,32 +604,28 @@ impl CdrIdIndex {
     /// again after a failure).
     pub(crate) fn insert(&self, hash: u64, position: u64) {
         let mut shard = self.shard(hash).write().unwrap_or_else(PoisonError::into_inner);
-        match shard.get_mut(&hash) {
+        match shard.first.get(&hash) {
             None => {
-                shard.insert(hash, Positions::One(position));
+                shard.first.insert(hash, position);
             }
-            Some(Positions::One(p)) if *p == position => {}
-            Some(Positions::One(p)) => {
-                let mut many = vec![*p, position];
-                many.sort_unstable();
-                shard.insert(hash, Positions::Many(many));
-            }
-            Some(Positions::Many(many)) => {
-                if let Err(at) = many.binary_search(&position) {
-                    many.insert(at, position);
+            Some(first) if *first == position => {}
+            Some(_) => {
+                let more = shard.more.entry(hash).or_default();
+                if let Err(at) = more.binary_search(&position) {
+                    more.insert(at, position);
                 }
             }
         }
     }
 
-    /// The positions at or before `up_to` under `hash`.
+    /// The positions at or before `up_to` under `hash`, ascending.
     pub(crate) fn positions(&self, hash: u64, up_to: u64) -> Vec<u64> {
         let shard = self.shard(hash).read().unwrap_or_else(PoisonError::into_inner);
-        match shard.get(&hash) {
-            None => Vec::new(),
-            Some(Positions::One(p)) => [*p].into_iter().filter(|p| *p <= up_to).collect(),
-            Some(Positions::Many(many)) => many.iter().copied().filter(|p| *p <= up_to).collect(),
-        }
+        let mut positions: Vec<u64> = shard.first.get(&hash).copied().into_iter().collect();
+        positions.extend(shard.more.get(&hash).into_iter().flatten().copied());
+        positions.retain(|p| *p <= up_to);
+        positions.sort_unstable();
+        positions
     }
 
     /// Every (hash, position) at or before `up_to`, sorted: what a snapshot saves and
@@ -631,11 +634,9 @@ impl CdrIdIndex {
         let mut entries = Vec::new();
         for shard in &self.shards {
             let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-            for (hash, positions) in shard.iter() {
-                match positions {
-                    Positions::One(p) => entries.push((*hash, *p)),
-                    Positions::Many(many) => entries.extend(many.iter().map(|p| (*hash, *p))),
-                }
+            entries.extend(shard.first.iter().map(|(hash, p)| (*hash, *p)));
+            for (hash, more) in &shard.more {
+                entries.extend(more.iter().map(|p| (*hash, *p)));
             }
         }
         entries.retain(|(_, p)| *p <= up_to);
@@ -676,6 +677,25 @@ mod tests {
             first_occurred_at: None,
             last_position: 0,
         }
+    }
+
+    /// One id charged in two books (or two ids of one hash): both positions answer, each
+    /// only to states at or past it, and adding one again changes nothing.
+    #[test]
+    fn the_cdr_id_index_keeps_every_position_of_a_hash() {
+        let index = CdrIdIndex::default();
+        let hash = cdr_id_hash("call-1");
+        index.insert(hash, 40);
+        index.insert(hash, 12);
+        index.insert(hash, 40);
+        index.insert(cdr_id_hash("call-2"), 7);
+        assert_eq!(index.positions(hash, u64::MAX), vec![12, 40]);
+        assert_eq!(index.positions(hash, 39), vec![12]);
+        assert_eq!(index.positions(hash, 11), Vec::<u64>::new());
+        let entries = index.entries(u64::MAX);
+        assert_eq!(entries.len(), 3);
+        assert_eq!(CdrIdIndex::from_entries(&entries).entries(u64::MAX), entries);
+        assert_eq!(index.entries(12).len(), 2);
     }
 
     proptest! {
