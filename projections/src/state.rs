@@ -361,7 +361,7 @@ impl AccountModel {
         }
     }
 
-    fn add_posting(&mut self, entry: PostingEntry) {
+    pub(crate) fn add_posting(&mut self, entry: PostingEntry) {
         let bucket = bucket_of(entry.occurred_at);
         match self.buckets.get_mut(&bucket) {
             Some(sums) => sums.add(entry.category, entry.amount),
