@@ -233,8 +233,8 @@ fn decode(body: &[u8]) -> Option<(Model, CdrIdIndex)> {
 
 #[cfg(test)]
 mod tests {
+    use domain::Amount;
     use domain::event::Category;
-    use domain::{AccountId, AccountKind, AccountStatus, Amount, BookId, Currency, Timestamp};
 
     use super::*;
 
@@ -242,22 +242,7 @@ mod tests {
     /// what verify compares (its content) is the same, what a snapshot stores is not.
     #[test]
     fn account_content_does_not_depend_on_chunk_boundaries() {
-        let view = AccountView {
-            id: AccountId::new(),
-            number: "A".into(),
-            name: "A".into(),
-            kind: AccountKind::Customer,
-            partner: None,
-            book: BookId::OPERATOR,
-            currency: Currency::parse("EUR").unwrap(),
-            credit_limit: Amount::ZERO,
-            status: AccountStatus::Active,
-            tariff: None,
-            balance: Amount::ZERO,
-            opened_at: Timestamp(0),
-            first_occurred_at: None,
-            last_position: 0,
-        };
+        let view = crate::state::tests::view();
         let postings: Vec<PostingEntry> = (0..300u64)
             .map(|n| PostingEntry {
                 occurred_at: n as i64 * 1_000_000,

@@ -654,13 +654,14 @@ impl CdrIdIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
     use rust_decimal::Decimal;
 
     use super::*;
 
-    fn view() -> AccountView {
+    /// An empty EUR customer, for tests of one account's structures.
+    pub(crate) fn view() -> AccountView {
         AccountView {
             id: AccountId::new(),
             number: "A".into(),
