@@ -330,16 +330,6 @@ impl ReadModels {
         });
     }
 
-    /// True while a background snapshot is being written.
-    pub fn saving(&self) -> bool {
-        self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner).writing
-    }
-
-    /// The position of the last snapshot written.
-    pub fn saved_position(&self) -> u64 {
-        self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner).position
-    }
-
     pub fn account(&self, id: AccountId) -> Result<Option<AccountView>, ProjectionError> {
         Ok(self.snapshot().account(id))
     }
