@@ -19,7 +19,7 @@ scenarios=${*:-payment transfer read}
 [ -x "$bin" ] || cargo build --release -p tollbook
 data=$(mktemp -d)
 out=$(mktemp)
-TOLLBOOK_LOG=${TOLLBOOK_LOG:-warn} "$bin" serve --data "$data" --listen 127.0.0.1:0 --admin-key "$ADMIN_KEY" >"$out" &
+TOLLBOOK_LOG=${TOLLBOOK_LOG:-warn} "$bin" serve --data "$data" --listen 127.0.0.1:0 --admin-key "$ADMIN_KEY" ${SERVE_ARGS:-} >"$out" &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$data" "$out"' EXIT
 for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done

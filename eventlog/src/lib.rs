@@ -16,7 +16,7 @@ pub use chain::{ChainBreak, ChainVerifier, EncodedEvent, verify_book};
 pub use error::StoreError;
 #[cfg(feature = "kurrentdb")]
 pub use store::kurrentdb::KurrentDbStore;
-pub use store::sled::{SledStats, SledStore};
+pub use store::sled::{SledOptions, SledStats, SledStore};
 pub use store::{
     Appended, DEFAULT_STORE_SPEC, EventStore, ExpectedVersion, PendingAppend, READ_EVENTS_MAX, StoreSpec, open_store,
 };

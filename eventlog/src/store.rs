@@ -15,6 +15,7 @@ use crate::error::StoreError;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
 pub mod open;
+mod segment;
 pub mod sled;
 
 pub use open::{DEFAULT_STORE_SPEC, StoreSpec, open_store};

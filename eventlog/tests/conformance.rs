@@ -19,7 +19,7 @@ use domain::testing::{amount, meta, open_partner};
 use domain::{AccountId, BookId, BookState, Command, Decision, EventId, RecordedEvent, decide, seal};
 use eventlog::chain::{self, EncodedEvent};
 use eventlog::store::READ_EVENTS_MAX;
-use eventlog::{EventStore, ExpectedVersion, StoreError, open_store, verify_book};
+use eventlog::{EventStore, ExpectedVersion, SledOptions, SledStore, StoreError, open_store, verify_book};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
@@ -536,4 +536,183 @@ async fn subscription_from_one_past_an_event_or_from_head(store: Arc<dyn EventSt
         assert_eq!(received, expected, "from {name}");
         assert_quiet(subscription, &books).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// sled only: the segments are the log, sled only indexes them
+
+/// The segments hold the events; sled's index is made durable only at checkpoints. A
+/// store whose sled lost the index of its latest batches (a crash) indexes them again
+/// from the segments when it opens: readable by position and by stream, and the log goes
+/// on after them.
+#[tokio::test]
+async fn sled_indexes_again_what_only_the_segments_hold() {
+    let source_dir = tempfile::tempdir().expect("temp dir");
+    let source: Arc<dyn EventStore> = Arc::new(SledStore::open(source_dir.path()).expect("sled opens"));
+    let (mut first, mut second) = (Writer::new(), Writer::new());
+    let mut written = Vec::new();
+    for size in [1, 3, 2, 5] {
+        written.extend(append(&*source, &mut first, size).await);
+        written.extend(append(&*source, &mut second, 1).await);
+    }
+    let segment = |dir: &std::path::Path| dir.join("segments").join("segment-00000000000000000001.log");
+    let segment_bytes = std::fs::read(segment(source_dir.path())).unwrap();
+    drop(source);
+
+    // A store whose sled never indexed those batches, with the segment in place.
+    let dir = tempfile::tempdir().expect("temp dir");
+    drop(SledStore::open(dir.path()).expect("sled opens"));
+    std::fs::write(segment(dir.path()), &segment_bytes).unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("sled reopens"));
+    assert_eq!(store.head().await.unwrap(), written.last().unwrap().position + 1);
+    assert_eq!(ids(&store.read_all(1, 1000).await.unwrap()), ids(&written));
+    let of_first: Vec<_> = written.iter().filter(|e| e.event.envelope.book == first.book()).cloned().collect();
+    assert_eq!(ids(&whole_stream(&*store, first.book()).await), ids(&of_first));
+    let more = append(&*store, &mut first, 2).await;
+    assert_eq!(more[0].position, written.last().unwrap().position + 1);
+    drop(store);
+
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("sled reopens"));
+    assert_eq!(store.read_all(1, 1000).await.unwrap().len(), written.len() + more.len());
+    let positions: Vec<u64> = written.iter().map(|e| e.position).rev().step_by(3).collect();
+    let read = store.read_positions(&positions).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.position).collect::<Vec<_>>(), positions);
+}
+
+/// Small segments: a log spread over many files reads back whole, in pages that cross
+/// files, by stream and by position, before and after a reopen; each new segment was a
+/// checkpoint.
+#[tokio::test]
+async fn sled_reads_a_log_spread_over_many_segments() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SledOptions { segment_bytes_max: 4096 };
+    let store = SledStore::open_with(dir.path(), options).expect("sled opens");
+    let (mut first, mut second) = (Writer::new(), Writer::new());
+    let mut written = Vec::new();
+    for round in 0..60 {
+        written.extend(append(&store, &mut first, 1 + round % 4).await);
+        written.extend(append(&store, &mut second, 1).await);
+    }
+    let files = std::fs::read_dir(dir.path().join("segments")).unwrap().count();
+    assert!(files > 5, "{files} segments");
+    for _ in 0..100 {
+        if store.stats().checkpoints > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(store.stats().checkpoints > 0, "a new segment asks for a checkpoint");
+    let check = |store: Arc<dyn EventStore>, written: Vec<RecordedEvent>, book: BookId| async move {
+        let mut paged = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = store.read_all(from, 7).await.unwrap();
+            let Some(last) = page.last() else { break };
+            from = last.position + 1;
+            paged.extend(page);
+        }
+        assert_eq!(ids(&paged), ids(&written));
+        let of_book: Vec<_> = written.iter().filter(|e| e.event.envelope.book == book).cloned().collect();
+        assert_eq!(ids(&whole_stream(&*store, book).await), ids(&of_book));
+        let positions: Vec<u64> = written.iter().map(|e| e.position).step_by(5).collect();
+        assert_eq!(
+            store.read_positions(&positions).await.unwrap().iter().map(|e| e.position).collect::<Vec<_>>(),
+            positions
+        );
+    };
+    check(Arc::new(store), written.clone(), first.book()).await;
+    let reopened = SledStore::open_with(dir.path(), options).expect("sled reopens");
+    check(Arc::new(reopened), written, first.book()).await;
+}
+
+/// A power cut can take the segments' unsynced tail while sled's index of it survives (a
+/// checkpoint flushed it): the open takes those entries back, so the log, the stream and
+/// the next append agree on where the book is.
+#[tokio::test]
+async fn sled_takes_back_the_index_of_records_that_did_not_survive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("sled opens"));
+    let mut writer = Writer::new();
+    let kept = append(&*store, &mut writer, 3).await;
+    let before_lost = writer.clone();
+    let lost = append(&*store, &mut writer, 2).await;
+    drop(store);
+    // The state a power cut leaves: the last record half on disk, its index entries
+    // durable, the checkpoint from before it.
+    let segment = dir.path().join("segments").join("segment-00000000000000000001.log");
+    let bytes = std::fs::read(&segment).unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let mut checkpoint = 1u64.to_be_bytes().to_vec();
+        checkpoint.extend_from_slice(&0u64.to_be_bytes());
+        checkpoint.extend_from_slice(&1u64.to_be_bytes());
+        log.insert(b"C", checkpoint).unwrap();
+        db.flush().unwrap();
+    }
+    let unsynced_from = bytes.len() - 10;
+    std::fs::write(&segment, &bytes[..unsynced_from]).unwrap();
+
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("sled reopens"));
+    assert_eq!(store.head().await.unwrap(), lost[0].position);
+    assert_eq!(ids(&whole_stream(&*store, writer.book()).await), ids(&kept));
+    assert!(store.read_positions(&[lost[0].position]).await.unwrap().is_empty());
+    let mut writer = before_lost;
+    let again = append(&*store, &mut writer, 1).await;
+    assert_eq!(again[0].position, lost[0].position);
+    assert_eq!(again[0].event.envelope.version, lost[0].event.envelope.version);
+}
+
+/// A log written before the segments (batches stored in sled under `L` keys) opens as
+/// it is: its events read back by position, by stream and in pages that cross into the
+/// segments, and new batches follow at the next position and version.
+#[tokio::test]
+async fn sled_reads_a_log_of_the_layout_before_the_segments() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut writer = Writer::new();
+    let mut legacy = Vec::new();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let mut position = 1u64;
+        for size in [2, 3] {
+            let (expected, encoded) = writer.batch(size);
+            let first_version = match expected {
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => v + 1,
+            };
+            let mut framed = (encoded.len() as u32).to_le_bytes().to_vec();
+            for e in &encoded {
+                framed.extend_from_slice(&(e.bytes.len() as u32).to_le_bytes());
+                framed.extend_from_slice(&e.bytes);
+            }
+            let mut log_key = vec![b'L'];
+            log_key.extend_from_slice(&position.to_be_bytes());
+            let mut stream_key = vec![b'S'];
+            stream_key.extend_from_slice(writer.book().0.as_bytes());
+            stream_key.extend_from_slice(&first_version.to_be_bytes());
+            let mut batch_value = position.to_be_bytes().to_vec();
+            batch_value.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+            log.insert(log_key, framed).unwrap();
+            log.insert(stream_key, batch_value).unwrap();
+            for e in encoded {
+                legacy.push(RecordedEvent { position, event: e.event });
+                position += 1;
+            }
+        }
+        db.flush().unwrap();
+    }
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("sled opens a legacy log"));
+    assert_eq!(ids(&store.read_all(1, 100).await.unwrap()), ids(&legacy));
+    let added = append(&*store, &mut writer, 2).await;
+    assert_eq!(added[0].position, legacy.last().unwrap().position + 1);
+    drop(store);
+
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("sled reopens"));
+    let everything: Vec<RecordedEvent> = legacy.iter().chain(&added).cloned().collect();
+    assert_eq!(ids(&whole_stream(&*store, writer.book()).await), ids(&everything));
+    assert_eq!(ids(&store.read_all(4, 3).await.unwrap()), ids(&everything[3..6]));
+    let read = store.read_positions(&[2, 6]).await.unwrap();
+    assert_eq!(ids(&read), ids(&[everything[1].clone(), everything[5].clone()]));
+    assert!(store.read_raw(6).await.unwrap().is_some());
 }

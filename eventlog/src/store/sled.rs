@@ -1,27 +1,31 @@
-//! The embedded backend: the whole log in one sled tree.
+//! The embedded backend: the events in append-only segment files, indexed in sled.
 //!
-//! One append is one batch of one book at contiguous positions, and it is stored as
-//! such: `L` + first position (u64 BE) holds the batch's events, framed
-//! (`[count u32][len u32][bytes]...`); `S` + book (16 bytes) + first version (u64 BE)
-//! holds (first position, count). Two sled inserts per append, whatever its size —
-//! sled copies a leaf on every insert, so one key per event cost more than everything
-//! else on the write path. Both inserts go in one sled batch (atomic).
+//! One append is one batch of one book at contiguous positions. It is written as one
+//! record at the end of the current segment (see [`super::segment`] for the format and
+//! for why the events left sled), and indexed by two sled keys in one atomic sled batch:
+//! `F` + first position (u64 BE) holds where the record is (segment, offset, body
+//! length, event count); `S` + book (16 bytes) + first version (u64 BE) holds (first
+//! position, count). Logs written before the segments keep their batches in sled under
+//! `L` + first position (the framed events themselves); they are read as before, and
+//! every later batch goes to the segments.
 //!
-//! Appends are serialized only around position assignment and the in-memory batch
-//! apply. Durability comes from one flusher thread: an append asks for everything up to
-//! its last position to be flushed and waits; the flusher flushes whatever has been
-//! applied by the time it starts, so the appends of all books that arrive during one
-//! flush share the next (group commit across books). sled's own `flush_async` is not
-//! used: concurrent calls to it deadlock in sled 0.34 (spacejam/sled#1308).
-//! `append_pipelined` returns right after the apply, with the wait for the flush as a
-//! future: a book's writer applies its next batch while this one is flushed.
+//! Durability: one flusher thread `fdatasync`s the segments written since its last
+//! round, so the appends of all books that arrive during one sync share the next (group
+//! commit across books). `append_pipelined` returns right after the write, with the wait
+//! for the sync as a future: a book's writer applies its next batch while this one is
+//! synced. sled itself is only flushed (and its file fsynced) at checkpoints, when a
+//! segment is full and when the store closes: after a crash, the open indexes again the
+//! records written since sled's last durable index entry.
 //!
 //! Readers of the global log see only positions below the durable watermark, so a
 //! projection never acts on an event that a crash could still take back.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use async_trait::async_trait;
 use domain::{BookId, RecordedEvent};
@@ -30,9 +34,11 @@ use tokio::sync::watch;
 
 use crate::chain::{self, EncodedEvent};
 use crate::error::StoreError;
+use crate::store::segment::{self, Segment};
 use crate::store::{Appended, EventStore, ExpectedVersion, PendingAppend, READ_EVENTS_MAX};
 
-const LOG_PREFIX: u8 = b'L';
+const LEGACY_LOG_PREFIX: u8 = b'L';
+const SEGMENT_INDEX_PREFIX: u8 = b'F';
 const STREAM_PREFIX: u8 = b'S';
 
 /// Events the live subscription reads in one go: also the most a projector catching up
@@ -46,6 +52,29 @@ const SUBSCRIPTION_GATHER: std::time::Duration = std::time::Duration::from_milli
 const SUBSCRIPTION_GATHER_EVENTS: u64 = 512;
 /// Events that one flush made durable from which a subscription counts as under load.
 const SUBSCRIPTION_GATHER_UNDER_LOAD: u64 = 16;
+/// A segment is closed and the next one started once it holds this much (by default). It
+/// bounds what an open after a crash indexes again (sled is checkpointed at every new
+/// segment).
+pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// How the sled store lays out its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SledOptions {
+    /// See [`SEGMENT_BYTES_MAX`]; smaller segments mean more files and checkpoints.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions { segment_bytes_max: SEGMENT_BYTES_MAX }
+    }
+}
+/// How much of a segment one read of the global log takes: many records at once.
+const SEGMENT_READ_BYTES: u64 = 1024 * 1024;
+/// The segments, in the store's directory.
+const SEGMENT_DIR: &str = "segments";
+/// sled 0.34's data file in its directory.
+const SLED_DATA_FILE: &str = "db";
 
 #[derive(Clone)]
 pub struct SledStore {
@@ -55,9 +84,13 @@ pub struct SledStore {
 struct Inner {
     db: sled::Db,
     log: sled::Tree,
-    append_lock: Mutex<AppendState>,
+    segment_dir: PathBuf,
+    /// Segments opened for reading, by sequence.
+    readers: RwLock<HashMap<u64, Arc<File>>>,
+    append_lock: Arc<Mutex<AppendState>>,
     flusher: Arc<Flusher>,
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     opened_next_position: u64,
     /// One past the highest durable position (positions start at 1), or the flush
     /// failure that stopped durability.
@@ -70,12 +103,15 @@ struct Durable {
     failure: Option<String>,
 }
 
-/// The flusher thread's mailbox: the highest position applied and waiting for a flush.
+/// The flusher thread's mailbox: the highest position written and waiting for a sync.
 struct Flusher {
     requested_end: Mutex<FlushRequest>,
+    /// Where the segments were when the last sync began: what a checkpoint may promise.
+    synced: Mutex<IndexedUpTo>,
     wake: Condvar,
-    flushes: std::sync::atomic::AtomicU64,
-    flush_micros_total: std::sync::atomic::AtomicU64,
+    flushes: AtomicU64,
+    flush_micros_total: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 /// Counters of the store's durable writes, for metrics and benchmarks.
@@ -83,8 +119,11 @@ struct Flusher {
 pub struct SledStats {
     pub appends: u64,
     pub events: u64,
+    /// Syncs of the segments: group commits.
     pub flushes: u64,
     pub flush_micros_total: u64,
+    /// sled flushes, at each new segment and at close.
+    pub checkpoints: u64,
 }
 
 struct FlushRequest {
@@ -106,48 +145,105 @@ impl Flusher {
         self.wake.notify_one();
     }
 
-    /// Flushes until stopped. Each round makes durable every batch applied before it
-    /// began, whichever book wrote it.
-    fn run(&self, db: sled::Db, durable: watch::Sender<Durable>) {
+    /// Syncs until stopped. Each round makes durable every batch written before it
+    /// began, whichever book wrote it, and asks for a checkpoint when a segment was
+    /// closed since the last round. On stop, asks for a last checkpoint, so that a clean
+    /// restart has nothing to index again.
+    fn run(
+        &self,
+        appends: &Mutex<AppendState>,
+        durable: watch::Sender<Durable>,
+        checkpoints: std::sync::mpsc::Sender<()>,
+    ) {
         let mut flushed_end = durable.borrow().end;
         loop {
-            let target = {
+            {
                 let mut request = self.requested_end.lock().expect("flusher lock");
                 while request.end <= flushed_end && !request.stop {
                     request = self.wake.wait(request).expect("flusher lock");
                 }
                 if request.end <= flushed_end {
-                    return;
+                    break;
                 }
-                request.end
+            }
+            let (reached, closed, current) = {
+                let mut state = appends.lock().expect("append lock poisoned");
+                let reached = IndexedUpTo {
+                    segment: state.segment.sequence(),
+                    offset: state.segment.bytes(),
+                    next_position: state.next_position,
+                };
+                (reached, std::mem::take(&mut state.closed_unsynced), state.segment.sync_handle())
             };
+            let end = reached.next_position;
             let started = std::time::Instant::now();
-            let flushed = db.flush();
-            self.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let micros = started.elapsed().as_micros() as u64;
-            self.flush_micros_total.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
-            match flushed {
-                Ok(_) => {
-                    flushed_end = target;
-                    durable.send_modify(|d| d.end = target);
+            let synced = closed.iter().chain([&current]).try_for_each(|file| file.sync_data()).map_err(segment::io);
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+            self.flush_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            match synced {
+                Ok(()) => {
+                    flushed_end = end;
+                    *self.synced.lock().expect("synced lock") = reached;
+                    durable.send_modify(|d| d.end = end);
+                    if !closed.is_empty() {
+                        let _ = checkpoints.send(());
+                    }
                 }
                 Err(error) => {
                     // Nothing after this point can be promised durable: fail every waiter.
-                    tracing::error!(%error, "flushing the event log failed");
+                    tracing::error!(%error, "syncing the event log failed");
                     durable.send_modify(|d| d.failure = Some(error.to_string()));
                     return;
                 }
             }
         }
+        let _ = checkpoints.send(());
     }
 }
 
+/// Makes sled's index durable, once per request (requests that queue up meanwhile are
+/// served by one checkpoint).
+fn run_checkpoints(
+    log: sled::Tree,
+    db: sled::Db,
+    store_dir: PathBuf,
+    flusher: Arc<Flusher>,
+    requests: std::sync::mpsc::Receiver<()>,
+) {
+    while requests.recv().is_ok() {
+        while requests.try_recv().is_ok() {}
+        // Only what is synced: the flush may also make entries of later batches durable,
+        // whose records a power cut could still take; the open after it takes them back.
+        let indexed = *flusher.synced.lock().expect("synced lock");
+        match checkpoint(&log, &db, &store_dir, indexed) {
+            Ok(()) => {
+                flusher.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            // Nothing is lost: the next open indexes again from the last checkpoint.
+            Err(error) => tracing::error!(%error, "checkpoint of the event log's index failed"),
+        }
+    }
+}
+
+/// Records how far the index is complete, flushes sled, then fsyncs its file: sled's own
+/// flush stops at `sync_file_range`. Every batch before `indexed` was indexed (and its
+/// record synced) before the flush began, so the flush makes its entries durable.
+fn checkpoint(log: &sled::Tree, db: &sled::Db, store_dir: &Path, indexed: IndexedUpTo) -> Result<(), StoreError> {
+    log.insert(CHECKPOINT_KEY, &indexed.to_bytes())?;
+    db.flush()?;
+    File::open(store_dir.join(SLED_DATA_FILE)).and_then(|f| f.sync_all()).map_err(segment::io)
+}
+
 impl Drop for Inner {
-    /// Waits for the flusher to finish, so that the database (and its lock) is released
-    /// when the last handle to the store goes.
+    /// Waits for the flusher and the last checkpoint, so that the database (and its
+    /// lock) is released when the last handle to the store goes.
     fn drop(&mut self) {
         self.flusher.stop();
         if let Some(thread) = self.flusher_thread.lock().expect("flusher thread lock").take() {
+            let _ = thread.join();
+        }
+        // The flusher's end closed the checkpoints' queue after its last request.
+        if let Some(thread) = self.checkpoint_thread.lock().expect("checkpoint thread lock").take() {
             let _ = thread.join();
         }
     }
@@ -158,10 +254,19 @@ struct AppendState {
     next_position: u64,
     /// Next version of each book seen so far; others are looked up on first append.
     next_versions: HashMap<BookId, u64>,
+    segment: Segment,
+    segment_bytes_max: u64,
+    /// Segments closed since the flusher's last round, which it syncs before the current.
+    closed_unsynced: Vec<Arc<File>>,
+    /// The record being written, kept for its capacity.
+    record: Vec<u8>,
+    /// Set when a batch was written to its segment but could not be indexed: appends
+    /// stop rather than write another record at the same positions.
+    failed: Option<String>,
 }
 
-fn log_key(position: u64) -> [u8; 9] {
-    let mut key = [LOG_PREFIX; 9];
+fn log_key(prefix: u8, position: u64) -> [u8; 9] {
+    let mut key = [prefix; 9];
     key[1..].copy_from_slice(&position.to_be_bytes());
     key
 }
@@ -178,6 +283,108 @@ fn batch_value(first_position: u64, count: u32) -> [u8; 12] {
     value[..8].copy_from_slice(&first_position.to_be_bytes());
     value[8..].copy_from_slice(&count.to_be_bytes());
     value
+}
+
+/// Where a batch's record is, and whose it is: the value of its `F` key. The book and
+/// first version name the batch's `S` key, so that an entry can be taken back whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RecordRef {
+    segment: u64,
+    offset: u64,
+    body_len: u32,
+    count: u32,
+    book: BookId,
+    first_version: u64,
+}
+
+const RECORD_REF_BYTES: usize = 48;
+
+impl RecordRef {
+    fn to_bytes(self) -> [u8; RECORD_REF_BYTES] {
+        let mut value = [0u8; RECORD_REF_BYTES];
+        value[..8].copy_from_slice(&self.segment.to_be_bytes());
+        value[8..16].copy_from_slice(&self.offset.to_be_bytes());
+        value[16..20].copy_from_slice(&self.body_len.to_be_bytes());
+        value[20..24].copy_from_slice(&self.count.to_be_bytes());
+        value[24..40].copy_from_slice(self.book.0.as_bytes());
+        value[40..].copy_from_slice(&self.first_version.to_be_bytes());
+        value
+    }
+
+    fn parse(value: &[u8]) -> Result<Self, StoreError> {
+        let value: &[u8; RECORD_REF_BYTES] = value
+            .try_into()
+            .map_err(|_| StoreError::Corrupt { position: 0, reason: "a segment index entry is damaged".into() })?;
+        Ok(RecordRef {
+            segment: parse_u64(&value[..8]),
+            offset: parse_u64(&value[8..16]),
+            body_len: u32::from_be_bytes(value[16..20].try_into().expect("4 bytes")),
+            count: u32::from_be_bytes(value[20..24].try_into().expect("4 bytes")),
+            book: BookId(uuid::Uuid::from_bytes(value[24..40].try_into().expect("16 bytes"))),
+            first_version: parse_u64(&value[40..]),
+        })
+    }
+}
+
+/// Indexes one batch: its `S` entry first, then its `F` entry. Two plain inserts, not a
+/// sled batch: sled 0.34 writes out its I/O buffer (through its thread pool, waking every
+/// thread of it) for every batch it applies, which cost more than the rest of an append.
+/// An interrupted pair is never read: a crash is followed by indexing again from the
+/// last checkpoint, and an `S` entry alone is only ever overwritten.
+fn index_batch(log: &sled::Tree, first_position: u64, at: RecordRef) -> Result<(), StoreError> {
+    log.insert(stream_key(at.book, at.first_version), &batch_value(first_position, at.count))?;
+    log.insert(log_key(SEGMENT_INDEX_PREFIX, first_position), &at.to_bytes()[..])?;
+    Ok(())
+}
+
+/// Where the index was complete when sled was last made durable: the segment, the byte
+/// in it, and the position of the next batch. The value of the `C` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct IndexedUpTo {
+    segment: u64,
+    offset: u64,
+    next_position: u64,
+}
+
+const CHECKPOINT_KEY: &[u8] = b"C";
+
+impl IndexedUpTo {
+    fn to_bytes(self) -> [u8; 24] {
+        let mut value = [0u8; 24];
+        value[..8].copy_from_slice(&self.segment.to_be_bytes());
+        value[8..16].copy_from_slice(&self.offset.to_be_bytes());
+        value[16..].copy_from_slice(&self.next_position.to_be_bytes());
+        value
+    }
+
+    fn read(log: &sled::Tree) -> Result<Option<Self>, StoreError> {
+        let Some(value) = log.get(CHECKPOINT_KEY)? else { return Ok(None) };
+        if value.len() != 24 {
+            return Err(StoreError::Corrupt { position: 0, reason: "the checkpoint entry is damaged".into() });
+        }
+        Ok(Some(IndexedUpTo {
+            segment: parse_u64(&value[..8]),
+            offset: parse_u64(&value[8..16]),
+            next_position: parse_u64(&value[16..]),
+        }))
+    }
+}
+
+/// A stored batch's framed events, wherever they are.
+enum Framed {
+    Legacy(sled::IVec),
+    Segment(Vec<u8>),
+}
+
+impl std::ops::Deref for Framed {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Framed::Legacy(value) => value,
+            Framed::Segment(bytes) => bytes,
+        }
+    }
 }
 
 /// Frames a batch's encoded events into one value.
@@ -229,12 +436,108 @@ fn parse_batch(key: &[u8], value: &[u8]) -> BatchRef {
     }
 }
 
+/// The last entry under `prefix` before `key`, if any.
+fn last_before(log: &sled::Tree, prefix: u8, key: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+    Ok(log.get_lt(key)?.filter(|(k, _)| k.len() == 9 && k[0] == prefix))
+}
+
+/// Indexes again every record written since the last checkpoint (a crash may have taken
+/// their entries from sled, or left entries of records that never became durable), cuts
+/// a torn record off the last segment, and takes back the entries of batches past the
+/// last whole record. Returns the segment to append to, its valid length and the next
+/// position.
+fn index_segments(log: &sled::Tree, dir: &Path, legacy_end: u64) -> Result<(u64, u64, u64), StoreError> {
+    let from = IndexedUpTo::read(log)?.unwrap_or(IndexedUpTo { segment: 0, offset: 0, next_position: legacy_end });
+    let files = segment::segments(dir)?;
+    let mut next_position = from.next_position;
+    let mut append_at = (from.segment.max(1), from.offset);
+    let mut indexed = 0usize;
+    let last_sequence = files.last().map_or(0, |(s, _)| *s);
+    for (sequence, path) in files {
+        if sequence < from.segment {
+            continue;
+        }
+        let start = if sequence == from.segment { from.offset } else { 0 };
+        let bytes = std::fs::read(&path).map_err(segment::io)?;
+        let tail = bytes.get(start as usize..).unwrap_or_default();
+        let (records, valid) = segment::decode_records(tail, start);
+        for record in records {
+            if record.first_position != next_position {
+                let reason = format!(
+                    "segment {} holds position {} where {next_position} was due",
+                    path.display(),
+                    record.first_position
+                );
+                return Err(StoreError::Corrupt { position: record.first_position, reason });
+            }
+            let count = unframe(record.first_position, &record.framed)?.len() as u32;
+            let at = RecordRef {
+                segment: sequence,
+                offset: record.offset,
+                body_len: record.body_len,
+                count,
+                book: record.book,
+                first_version: record.first_version,
+            };
+            index_batch(log, record.first_position, at)?;
+            next_position += u64::from(count);
+            indexed += 1;
+        }
+        let valid_end = start + valid as u64;
+        if valid_end < bytes.len() as u64 && sequence != last_sequence {
+            let reason = format!("segment {} is damaged at byte {valid_end}", path.display());
+            return Err(StoreError::Corrupt { position: next_position, reason });
+        }
+        append_at = (sequence, valid_end);
+    }
+    // Entries of batches whose records did not survive: never acknowledged.
+    let mut taken_back = 0usize;
+    for entry in log.range(log_key(SEGMENT_INDEX_PREFIX, next_position)..=log_key(SEGMENT_INDEX_PREFIX, u64::MAX)) {
+        let (key, value) = entry?;
+        let at = RecordRef::parse(&value)?;
+        log.remove(stream_key(at.book, at.first_version))?;
+        log.remove(key)?;
+        taken_back += 1;
+    }
+    if indexed > 0 || taken_back > 0 {
+        tracing::info!(indexed, taken_back, "indexed the log's latest batches again after an unclean stop");
+    }
+    Ok((append_at.0, append_at.1, next_position))
+}
+
+/// Decodes the events of one framed batch that fall in `from..durable` into `events`,
+/// up to `max`. False once no more are wanted.
+fn push_batch(
+    events: &mut Vec<RecordedEvent>,
+    first_position: u64,
+    framed: &[u8],
+    from: u64,
+    durable: u64,
+    max: usize,
+) -> Result<bool, StoreError> {
+    for (offset, bytes) in unframe(first_position, framed)?.into_iter().enumerate() {
+        let position = first_position + offset as u64;
+        if position < from {
+            continue;
+        }
+        if events.len() == max || position >= durable {
+            return Ok(false);
+        }
+        events.push(RecordedEvent { position, event: chain::decode(position, bytes)? });
+    }
+    Ok(events.len() < max)
+}
+
 impl SledStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SledOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: SledOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let db = sled::Config::new()
             .path(path)
-            // Durability comes from the explicit flush after every append.
+            // Durability comes from the segments' syncs; sled is flushed at checkpoints.
             .flush_every_ms(None)
             .cache_capacity(256 * 1024 * 1024)
             .open()
@@ -245,38 +548,65 @@ impl SledStore {
                 }
                 other => other.into(),
             })?;
-        Self::with_db(db)
-    }
-
-    pub fn with_db(db: sled::Db) -> Result<Self, StoreError> {
         let log = db.open_tree("log")?;
-        let next_position = match log.get_lt(log_key(u64::MAX))? {
-            Some((key, value)) if key[0] == LOG_PREFIX => {
+        let segment_dir = path.join(SEGMENT_DIR);
+        std::fs::create_dir_all(&segment_dir).map_err(segment::io)?;
+        let legacy_end = match last_before(&log, LEGACY_LOG_PREFIX, &log_key(LEGACY_LOG_PREFIX, u64::MAX))? {
+            Some((key, value)) => {
                 let first_position = parse_u64(&key[1..]);
                 first_position + unframe(first_position, &value)?.len() as u64
             }
-            _ => 1,
+            None => 1,
         };
+        let (sequence, valid, next_position) = index_segments(&log, &segment_dir, legacy_end)?;
+        let segment = Segment::open(&segment_dir, sequence, valid)?;
+        let indexed = IndexedUpTo { segment: sequence, offset: valid, next_position };
+        if IndexedUpTo::read(&log)? != Some(indexed) {
+            checkpoint(&log, &db, path, indexed)?;
+        }
         let (durable_tx, durable) = watch::channel(Durable { end: next_position, failure: None });
         let flusher = Arc::new(Flusher {
             requested_end: Mutex::new(FlushRequest { end: next_position, stop: false }),
+            synced: Mutex::new(indexed),
             wake: Condvar::new(),
             flushes: Default::default(),
             flush_micros_total: Default::default(),
+            checkpoints: Default::default(),
         });
-        let flusher_db = db.clone();
-        let flusher_thread = flusher.clone();
-        let flusher_thread = std::thread::Builder::new()
-            .name("tollbook-flusher".into())
-            .spawn(move || flusher_thread.run(flusher_db, durable_tx))
-            .map_err(|e| StoreError::Io(e.to_string()))?;
+        let append_lock = Arc::new(Mutex::new(AppendState {
+            appends: 0,
+            next_position,
+            next_versions: HashMap::new(),
+            segment,
+            segment_bytes_max: options.segment_bytes_max,
+            closed_unsynced: Vec::new(),
+            record: Vec::new(),
+            failed: None,
+        }));
+        let (checkpoint_tx, checkpoint_rx) = std::sync::mpsc::channel();
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(run).map_err(segment::io)
+        };
+        let flusher_thread = {
+            let (flusher, appends) = (flusher.clone(), append_lock.clone());
+            spawn("tollbook-flusher", Box::new(move || flusher.run(&appends, durable_tx, checkpoint_tx)))?
+        };
+        let checkpoint_thread = {
+            let (log, db, dir) = (log.clone(), db.clone(), path.to_owned());
+            let flusher = flusher.clone();
+            let run = move || run_checkpoints(log, db, dir, flusher, checkpoint_rx);
+            spawn("tollbook-checkpoint", Box::new(run))?
+        };
         Ok(SledStore {
             inner: Arc::new(Inner {
                 db,
                 log,
-                append_lock: Mutex::new(AppendState { appends: 0, next_position, next_versions: HashMap::new() }),
+                segment_dir,
+                readers: RwLock::new(HashMap::new()),
+                append_lock,
                 flusher,
                 flusher_thread: Mutex::new(Some(flusher_thread)),
+                checkpoint_thread: Mutex::new(Some(checkpoint_thread)),
                 opened_next_position: next_position,
                 durable,
             }),
@@ -289,7 +619,7 @@ impl SledStore {
 
     /// Appends, events and flushes since the store was opened.
     pub fn stats(&self) -> SledStats {
-        use std::sync::atomic::Ordering::Relaxed;
+        use Ordering::Relaxed;
         let (appends, next_position) = {
             let state = self.inner.append_lock.lock().expect("append lock poisoned");
             (state.appends, state.next_position)
@@ -300,7 +630,36 @@ impl SledStore {
             events: next_position - opened_at,
             flushes: self.inner.flusher.flushes.load(Relaxed),
             flush_micros_total: self.inner.flusher.flush_micros_total.load(Relaxed),
+            checkpoints: self.inner.flusher.checkpoints.load(Relaxed),
         }
+    }
+
+    /// A segment opened for reading.
+    fn reader(&self, sequence: u64) -> Result<Arc<File>, StoreError> {
+        if let Some(file) = self.inner.readers.read().expect("readers lock").get(&sequence) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(segment::segment_path(&self.inner.segment_dir, sequence)).map_err(segment::io)?);
+        self.inner.readers.write().expect("readers lock").insert(sequence, file.clone());
+        Ok(file)
+    }
+
+    /// The framed events of the batch that an `F` entry points at.
+    fn read_record(&self, first_position: u64, value: &[u8]) -> Result<Framed, StoreError> {
+        let at = RecordRef::parse(value)?;
+        let framed = segment::read_framed(&*self.reader(at.segment)?, at.offset, at.body_len).map_err(|e| match e {
+            StoreError::Corrupt { reason, .. } => StoreError::Corrupt { position: first_position, reason },
+            other => other,
+        })?;
+        Ok(Framed::Segment(framed))
+    }
+
+    /// The batch that starts at `first_position`, wherever it is stored.
+    fn batch_at(&self, first_position: u64) -> Result<Option<Framed>, StoreError> {
+        if let Some(value) = self.inner.log.get(log_key(SEGMENT_INDEX_PREFIX, first_position))? {
+            return self.read_record(first_position, &value).map(Some);
+        }
+        Ok(self.inner.log.get(log_key(LEGACY_LOG_PREFIX, first_position))?.map(Framed::Legacy))
     }
 
     /// The next version of `book` as stored, from its last batch.
@@ -315,12 +674,18 @@ impl SledStore {
         })
     }
 
-    /// The stored batch holding `position`: its first position and its value.
-    fn batch_holding(&self, position: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
-        Ok(match self.inner.log.get_lt(log_key(position.saturating_add(1)))? {
-            Some((key, value)) if key[0] == LOG_PREFIX => Some((parse_u64(&key[1..]), value)),
-            _ => None,
-        })
+    /// The stored batch holding `position`: its first position and its events. Batches
+    /// in segments all come after those of the legacy layout.
+    fn batch_holding(&self, position: u64) -> Result<Option<(u64, Framed)>, StoreError> {
+        let after = position.saturating_add(1);
+        if let Some((key, value)) =
+            last_before(&self.inner.log, SEGMENT_INDEX_PREFIX, &log_key(SEGMENT_INDEX_PREFIX, after))?
+        {
+            let first_position = parse_u64(&key[1..]);
+            return Ok(Some((first_position, self.read_record(first_position, &value)?)));
+        }
+        Ok(last_before(&self.inner.log, LEGACY_LOG_PREFIX, &log_key(LEGACY_LOG_PREFIX, after))?
+            .map(|(key, value)| (parse_u64(&key[1..]), Framed::Legacy(value))))
     }
 
     /// One lookup per stored batch, not per event: a page's positions are often in one
@@ -329,12 +694,12 @@ impl SledStore {
         let durable = self.inner.durable.borrow().end;
         let mut events = Vec::with_capacity(positions.len());
         // The batch last read: its first position, bytes and frames' byte ranges.
-        let mut batch: Option<(u64, sled::IVec, Vec<std::ops::Range<usize>>)> = None;
+        let mut batch: Option<(u64, Framed, Vec<std::ops::Range<usize>>)> = None;
         for &position in positions {
             if position == 0 || position >= durable {
                 continue;
             }
-            let held = |(first, _, frames): &(u64, sled::IVec, Vec<std::ops::Range<usize>>)| {
+            let held = |(first, _, frames): &(u64, Framed, Vec<std::ops::Range<usize>>)| {
                 *first <= position && position - first < frames.len() as u64
             };
             if !batch.as_ref().is_some_and(held) {
@@ -369,22 +734,85 @@ impl SledStore {
         }
         let max = max.min(READ_EVENTS_MAX).min((durable - from) as usize);
         let mut events = Vec::with_capacity(max);
-        let start = self.batch_holding(from)?.map_or(from, |(first, _)| first);
-        for entry in self.inner.log.range(log_key(start)..log_key(durable)) {
+        // The legacy batches first: they all precede the segments'.
+        let legacy_start = last_before(&self.inner.log, LEGACY_LOG_PREFIX, &log_key(LEGACY_LOG_PREFIX, from + 1))?
+            .map_or(from, |(key, _)| parse_u64(&key[1..]));
+        for entry in self.inner.log.range(log_key(LEGACY_LOG_PREFIX, legacy_start)..log_key(LEGACY_LOG_PREFIX, durable))
+        {
             let (key, value) = entry?;
-            let first_position = parse_u64(&key[1..]);
-            for (offset, bytes) in unframe(first_position, &value)?.into_iter().enumerate() {
-                let position = first_position + offset as u64;
-                if position < from {
-                    continue;
-                }
-                if events.len() == max || position >= durable {
-                    return Ok(events);
-                }
-                events.push(RecordedEvent { position, event: chain::decode(position, bytes)? });
+            if !push_batch(&mut events, parse_u64(&key[1..]), &value, from, durable, max)? {
+                return Ok(events);
             }
         }
+        // Then the segments, read in long runs: their records are in log order.
+        let first_in_segments =
+            match last_before(&self.inner.log, SEGMENT_INDEX_PREFIX, &log_key(SEGMENT_INDEX_PREFIX, from + 1))? {
+                Some(found) => Some(found),
+                None => self
+                    .inner
+                    .log
+                    .range(log_key(SEGMENT_INDEX_PREFIX, from)..log_key(SEGMENT_INDEX_PREFIX, durable))
+                    .next()
+                    .transpose()?,
+            };
+        let Some((key, value)) = first_in_segments else { return Ok(events) };
+        let at = RecordRef::parse(&value)?;
+        self.read_segments_from(&mut events, parse_u64(&key[1..]), at.segment, at.offset, from, durable, max)?;
         Ok(events)
+    }
+
+    /// Reads the records of the segments from `offset` of `segment` (where the record of
+    /// `position` starts) on, until `max` events or the durable end.
+    #[expect(clippy::too_many_arguments, reason = "one cursor's worth of state, used once")]
+    fn read_segments_from(
+        &self,
+        events: &mut Vec<RecordedEvent>,
+        mut position: u64,
+        mut segment: u64,
+        mut offset: u64,
+        from: u64,
+        durable: u64,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        let mut buffer = Vec::new();
+        while position < durable && events.len() < max {
+            let file = self.reader(segment)?;
+            let length = file.metadata().map_err(segment::io)?.len();
+            if offset >= length {
+                // Records of durable positions are past this segment: in the next one.
+                (segment, offset) = (segment + 1, 0);
+                continue;
+            }
+            let mut wanted = (length - offset).min(SEGMENT_READ_BYTES);
+            buffer.resize(wanted as usize, 0);
+            file.read_exact_at(&mut buffer, offset).map_err(segment::io)?;
+            if let Some(len) = segment::record_len(&buffer).filter(|len| *len as u64 > wanted) {
+                // One record longer than a read: read it whole.
+                wanted = (len as u64).min(length - offset);
+                buffer.resize(wanted as usize, 0);
+                file.read_exact_at(&mut buffer, offset).map_err(segment::io)?;
+            }
+            let mut consumed = 0;
+            for record in segment::records(&buffer) {
+                if record.first_position != position {
+                    let reason =
+                        format!("segment {segment} holds position {} where {position} was due", record.first_position);
+                    return Err(StoreError::Corrupt { position, reason });
+                }
+                consumed = record.at + record.len;
+                let more = push_batch(events, position, record.framed, from, durable, max)?;
+                position += unframe(position, record.framed)?.len() as u64;
+                if !more {
+                    return Ok(());
+                }
+            }
+            if consumed == 0 {
+                let reason = format!("segment {segment} has no whole record at byte {offset} before the durable end");
+                return Err(StoreError::Corrupt { position, reason });
+            }
+            offset += consumed as u64;
+        }
+        Ok(())
     }
 
     fn read_stream_sync(&self, book: BookId, from_version: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -401,7 +829,7 @@ impl SledStore {
             if batch.first_version + batch.count <= from_version {
                 continue;
             }
-            let stored = self.inner.log.get(log_key(batch.first_position))?.ok_or_else(|| StoreError::Corrupt {
+            let stored = self.batch_at(batch.first_position)?.ok_or_else(|| StoreError::Corrupt {
                 position: batch.first_position,
                 reason: "indexed by its stream but missing from the log".into(),
             })?;
@@ -471,6 +899,9 @@ impl EventStore for SledStore {
                     actual: next_version.checked_sub(1),
                 });
             }
+            if let Some(failure) = &state.failed {
+                return Err(StoreError::Io(failure.clone()));
+            }
             let first_position = state.next_position;
             for (offset, encoded) in events.iter().enumerate() {
                 // Paired check: what is written is what the writer decided.
@@ -478,10 +909,28 @@ impl EventStore for SledStore {
                 assert_eq!(envelope.book, book, "event of another book in the batch");
                 assert_eq!(envelope.version, next_version + offset as u64, "batch versions must be contiguous");
             }
-            let mut batch = sled::Batch::default();
-            batch.insert(&log_key(first_position), frame_events(events));
-            batch.insert(&stream_key(book, next_version), &batch_value(first_position, events.len() as u32));
-            self.inner.log.apply_batch(batch)?;
+            let state = &mut *state;
+            state.record.clear();
+            segment::encode_record(&mut state.record, first_position, book, next_version, &frame_events(events));
+            if state.segment.bytes() > 0 && state.segment.bytes() + state.record.len() as u64 > state.segment_bytes_max
+            {
+                state.closed_unsynced.push(state.segment.sync_handle());
+                state.segment.rotate()?;
+            }
+            let written = state.segment.append(&state.record).and_then(|offset| {
+                let body_len = (state.record.len() - segment::RECORD_HEADER_BYTES) as u32;
+                let count = events.len() as u32;
+                let segment = state.segment.sequence();
+                let at = RecordRef { segment, offset, body_len, count, book, first_version: next_version };
+                index_batch(&self.inner.log, first_position, at)
+            });
+            if let Err(error) = written {
+                // The record may be in the segment, unindexed: another at the same
+                // positions must never follow it. A restart indexes what is there.
+                tracing::error!(%error, "a batch could not be written and indexed; the store takes no more appends");
+                state.failed = Some(format!("the event log stopped taking appends after a failure: {error}"));
+                return Err(error);
+            }
             state.appends += 1;
             state.next_position = first_position + events.len() as u64;
             state.next_versions.insert(book, next_version + events.len() as u64);
