@@ -228,9 +228,9 @@ pub async fn import(command: ImportCommand) -> CliResult {
             bytes_read: chunk.bytes_read,
         };
         let (mut cdr_rows, mut payment_rows) = (Vec::new(), Vec::new());
-        for (line, row) in chunk.rows {
+        for (line, id, row) in chunk.rows {
             match row {
-                Err(error) => sent.unreadable.push((line, error)),
+                Err(error) => sent.unreadable.push((line, id, error)),
                 Ok(Row::Cdr(cdr)) => {
                     sent.lines.push(line);
                     sent.ids.push(cdr.id.clone());
@@ -284,9 +284,10 @@ enum Row {
     Payment(ingest::PaymentRow),
 }
 
-/// Parsed rows with their lines, and how far into the file they reach.
+/// Parsed rows with their lines (and, for a row that could not be read, its `id` as
+/// written), and how far into the file they reach.
 struct Chunk {
-    rows: Vec<(u64, Result<Row, DomainError>)>,
+    rows: Vec<(u64, Option<String>, Result<Row, DomainError>)>,
     bytes_read: u64,
 }
 
@@ -303,7 +304,8 @@ fn read_chunks<R: std::io::Read, T>(
         let mut rows = Vec::with_capacity(IMPORT_CHUNK_ROWS);
         while rows.len() < IMPORT_CHUNK_ROWS {
             let Some((line, row)) = next(&mut table) else { break };
-            rows.push((line, row.map(wrap)));
+            let id = row.is_err().then(|| table.last_field("id").map(str::to_owned)).flatten();
+            rows.push((line, id, row.map(wrap)));
         }
         if rows.is_empty() {
             return match table.io_failure() {
@@ -322,7 +324,7 @@ fn read_chunks<R: std::io::Read, T>(
 struct Sent {
     lines: Vec<u64>,
     ids: Vec<String>,
-    unreadable: Vec<(u64, DomainError)>,
+    unreadable: Vec<(u64, Option<String>, DomainError)>,
     bytes_read: u64,
 }
 
@@ -340,9 +342,9 @@ async fn tally_chunk(
     tally: &mut Tally,
     rejects: &mut Rejects,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    for (line, error) in &sent.unreadable {
+    for (line, id, error) in &sent.unreadable {
         let (code, field, message) = domain_refusal(error);
-        rejects.add(*line, None, code, field, &message)?;
+        rejects.add(*line, id.as_deref(), code, field, &message)?;
         tally.rejected += 1;
         tally.rows += 1;
     }

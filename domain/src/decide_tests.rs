@@ -46,6 +46,8 @@ fn cdr(id: &str, seconds: u32) -> RatedCdr {
         matched_prefix: None,
         customer_tariff: None,
         partner_tariff: None,
+        hangup_cause_raw: None,
+        hangup_cause_flag: None,
     }
 }
 

@@ -316,8 +316,13 @@ impl Payload {
 
     /// The payload's schema version. When a payload's shape changes, its number goes
     /// up and the store's codec keeps a reader for every older number.
+    /// `CallCharged` is at 2 since its CDR keeps the hang-up cause as the switch wrote it
+    /// (`RatedCdr::hangup_cause_raw`, `hangup_cause_flag`); every other payload is at 1.
     pub fn schema_version(&self) -> u16 {
-        1
+        match self {
+            Payload::CallCharged(_) => 2,
+            _ => 1,
+        }
     }
 
     /// Which accounts' statements this event moves, and in which category.

@@ -10,6 +10,7 @@ pub mod decide;
 mod decide_tests;
 pub mod error;
 pub mod event;
+pub mod hangup;
 pub mod ids;
 pub mod money;
 pub mod rating;

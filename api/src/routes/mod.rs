@@ -144,6 +144,8 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("openapi", crate::openapi::OPENAPI_PATH),
         ("docs", crate::openapi::DOCS_PATH),
         ("health", "/health"),
+        ("cdr", "/api/v1/cdrs/{id}{?min_position}"),
+        ("hangup_causes", "/api/v1/hangup-causes"),
     ];
     Json(IndexOut { status: "ok", links: links.into_iter().map(|(name, path)| (name, path.to_owned())).collect() })
 }
