@@ -84,7 +84,8 @@ async fn an_answered_call_is_billed_whatever_its_hangup_cause() {
     api.ok(ADMIN_KEY, Method::POST, "/api/v1/accounts/C1/tariff", Some(json!({"tariff": tariff_id}))).await;
 
     // (id, cause sent, Q.850 code, raw kept, flag)
-    let cases: [(&str, Option<&str>, u64, Option<&str>, Option<&str>); 10] = [
+    type Case = (&'static str, Option<&'static str>, u64, Option<&'static str>, Option<&'static str>);
+    let cases: [Case; 10] = [
         ("fs-cancel", Some("ORIGINATOR_CANCEL"), 16, Some("ORIGINATOR_CANCEL"), None),
         ("fs-tempfail", Some("NORMAL_TEMPORARY_FAILURE"), 41, Some("NORMAL_TEMPORARY_FAILURE"), None),
         ("fs-timer", Some("RECOVERY_ON_TIMER_EXPIRE"), 102, Some("RECOVERY_ON_TIMER_EXPIRE"), None),

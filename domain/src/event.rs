@@ -138,6 +138,7 @@ pub enum Payload {
     TariffPublished(TariffPublished),
     AlertsConfigured(AlertsConfigured),
     AlertRaised(AlertRaised),
+    SwitchIdentifiersSet(SwitchIdentifiersSet),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +231,15 @@ pub struct TariffPublished {
     pub tariff: Tariff,
 }
 
+/// The identifiers an account is known by on the switches (account code, caller ids,
+/// trunks), replacing those it had: a switch's CDR is charged to the account holding one
+/// of its identifiers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchIdentifiersSet {
+    pub account: AccountId,
+    pub identifiers: Vec<crate::switch::SwitchIdentifier>,
+}
+
 /// An account's alert thresholds; `None` turns an alert off. Reaching the credit limit
 /// always alerts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,7 +289,7 @@ impl Alert {
 
 impl Payload {
     /// Every [`Payload::type_name`], for clients that filter events by kind.
-    pub const TYPE_NAMES: [&'static str; 13] = [
+    pub const TYPE_NAMES: [&'static str; 14] = [
         "AccountOpened",
         "AccountStatusChanged",
         "CreditLimitChanged",
@@ -293,6 +303,7 @@ impl Payload {
         "TariffPublished",
         "AlertsConfigured",
         "AlertRaised",
+        "SwitchIdentifiersSet",
     ];
 
     /// The event's type name, stable forever (KurrentDB's event type).
@@ -311,6 +322,7 @@ impl Payload {
             Payload::TariffPublished(_) => "TariffPublished",
             Payload::AlertsConfigured(_) => "AlertsConfigured",
             Payload::AlertRaised(_) => "AlertRaised",
+            Payload::SwitchIdentifiersSet(_) => "SwitchIdentifiersSet",
         }
     }
 
@@ -361,7 +373,8 @@ impl Payload {
             | Payload::TariffAssigned(_)
             | Payload::TariffPublished(_)
             | Payload::AlertsConfigured(_)
-            | Payload::AlertRaised(_) => {}
+            | Payload::AlertRaised(_)
+            | Payload::SwitchIdentifiersSet(_) => {}
         }
     }
 
@@ -375,6 +388,7 @@ impl Payload {
             Payload::TariffAssigned(e) => accounts.push(e.account),
             Payload::AlertsConfigured(e) => accounts.push(e.account),
             Payload::AlertRaised(e) => accounts.push(e.account),
+            Payload::SwitchIdentifiersSet(e) => accounts.push(e.account),
             Payload::TariffPublished(_) => {}
             _ => self.for_each_posting(|p| {
                 if !accounts.contains(&p.account) {

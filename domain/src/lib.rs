@@ -15,6 +15,8 @@ pub mod ids;
 pub mod money;
 pub mod rating;
 pub mod rating_engine;
+pub mod switch;
+pub mod switch_cdr;
 pub mod time;
 
 #[cfg(any(test, feature = "testing"))]

@@ -154,7 +154,7 @@ pub enum CdrUpload {
 }
 
 /// One parsed upload row, before charging.
-struct Row {
+pub(super) struct Row {
     index: usize,
     line: Option<u64>,
     /// The row's `id` as written, kept for a row that could not be read, so that its
@@ -164,7 +164,7 @@ struct Row {
 }
 
 impl Row {
-    fn new(index: usize, line: Option<u64>, id: Option<String>, parsed: Result<CdrInput, ApiError>) -> Row {
+    pub(super) fn new(index: usize, line: Option<u64>, id: Option<String>, parsed: Result<CdrInput, ApiError>) -> Row {
         // A text that is not a valid id is still shown as written (bounded): it is what
         // the client must look for in its file.
         let id = id.map(|id| id.trim().chars().take(domain::ids::IDENTIFIER_LENGTH_MAX).collect());
@@ -197,6 +197,18 @@ impl Row {
 )]
 pub async fn upload(State(state): State<AppState>, write: Write, request: Request) -> Result<Response, ApiError> {
     let (rows, single) = read_upload(request, &state).await?;
+    charge_rows(&state, &write, rows, single).await
+}
+
+/// Charges the read rows of an upload, in any format, and answers: one CDR (`single`) as
+/// one write (201 charged, 200 duplicate, or its error), a batch with a result per row.
+pub(super) async fn charge_rows(
+    state: &AppState,
+    write: &Write,
+    rows: Vec<Row>,
+    single: bool,
+) -> Result<Response, ApiError> {
+    let state = state.clone();
     if rows.len() > CDRS_PER_REQUEST_MAX {
         return Err(ApiError::bad_request(
             "too_many_cdrs",
