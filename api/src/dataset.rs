@@ -790,6 +790,8 @@ impl Generator {
             direction: CallDirection::Outbound,
             cost: None,
             partner_cost: None,
+            hangup_cause_raw: None,
+            hangup_cause_flag: None,
         }
     }
 

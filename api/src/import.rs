@@ -41,6 +41,17 @@ pub struct ImportArgs {
     /// next to the file, as FILE.rejects.csv.
     #[arg(long = "rejects")]
     pub rejects: Option<PathBuf>,
+    /// CDRs only: the file's format: `tollbook` (the columns of a CDR upload),
+    /// `freeswitch-json` (mod_json_cdr documents, one a line), `freeswitch-csv`
+    /// (mod_cdr_csv's default template), `asterisk-csv` (Master.csv), `kamailio-dbtext` or
+    /// `kamailio-csv` (acc dialog CDRs). A switch's CDR is charged to the account holding
+    /// its account code, caller id or trunk (`/api/v1/accounts/{number}/switch-identifiers`).
+    #[arg(long = "format", default_value = "tollbook")]
+    pub format: String,
+    /// CDRs only: the switch's offset from UTC for times written without a zone
+    /// (`+01:00`); UTC when absent.
+    #[arg(long = "utc-offset")]
+    pub utc_offset: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -196,6 +207,20 @@ pub async fn import(command: ImportCommand) -> CliResult {
         ImportCommand::Cdrs(args) => (args, true),
         ImportCommand::Payments(args) => (args, false),
     };
+    let format = domain::switch_cdr::SwitchFormat::parse(&args.format).ok_or_else(|| {
+        let names: Vec<&str> = domain::switch_cdr::SwitchFormat::ALL.iter().map(|f| f.as_str()).collect();
+        format!("--format: `{}` is not one of {}", args.format, names.join(", "))
+    })?;
+    if !cdrs && (format != domain::switch_cdr::SwitchFormat::Tollbook || args.utc_offset.is_some()) {
+        return Err("--format and --utc-offset are for CDR files".into());
+    }
+    let offset = args
+        .utc_offset
+        .as_deref()
+        .map(domain::switch_cdr::UtcOffset::parse)
+        .transpose()
+        .map_err(|e| format!("--utc-offset: {e}"))?
+        .unwrap_or_default();
     let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let length = file.metadata()?.len();
     let input = BufReader::with_capacity(1 << 20, file);
@@ -209,7 +234,11 @@ pub async fn import(command: ImportCommand) -> CliResult {
     // The file is parsed (and CDRs validated) on a thread of its own, a chunk ahead of
     // the chunk being charged.
     let (chunks, mut parsed) = tokio::sync::mpsc::channel::<Chunk>(2);
-    let reader = if cdrs {
+    let reader = if format != domain::switch_cdr::SwitchFormat::Tollbook {
+        let table = domain::switch_cdr::SwitchTable::open(input, format, offset)
+            .map_err(|e| format!("{}: {e}", args.file.display()))?;
+        std::thread::spawn(move || read_switch_chunks(table, chunks))
+    } else if cdrs {
         let table = ingest::cdr_table(input).map_err(|e| format!("{}: {e}", args.file.display()))?;
         std::thread::spawn(move || read_chunks(table, ingest::next_cdr, Row::Cdr, chunks))
     } else {
@@ -228,14 +257,25 @@ pub async fn import(command: ImportCommand) -> CliResult {
             bytes_read: chunk.bytes_read,
         };
         let (mut cdr_rows, mut payment_rows) = (Vec::new(), Vec::new());
-        for (line, row) in chunk.rows {
+        for (line, id, row) in chunk.rows {
             match row {
-                Err(error) => sent.unreadable.push((line, error)),
+                Err(error) => sent.unreadable.push((line, id, error)),
                 Ok(Row::Cdr(cdr)) => {
                     sent.lines.push(line);
                     sent.ids.push(cdr.id.clone());
                     cdr_rows.push(cdr);
                 }
+                // A switch's CDR is tied to its account here, where the ledger's
+                // identifiers are; one that no account holds is the row's refusal.
+                Ok(Row::Native(native)) => match workspace.ledger.native_input(native) {
+                    Ok(cdr) => {
+                        sent.lines.push(line);
+                        sent.ids.push(cdr.id.clone());
+                        cdr_rows.push(cdr);
+                    }
+                    Err(CommandError::Domain(error)) => sent.unreadable.push((line, id, error)),
+                    Err(other) => return Err(other.into()),
+                },
                 Ok(Row::Payment(payment)) => {
                     sent.lines.push(line);
                     sent.ids.push(payment.id.clone());
@@ -281,12 +321,15 @@ pub async fn import(command: ImportCommand) -> CliResult {
 /// A row of an import file, parsed.
 enum Row {
     Cdr(domain::cdr::CdrInput),
+    /// A switch's CDR, not yet tied to an account.
+    Native(domain::switch_cdr::NativeCdr),
     Payment(ingest::PaymentRow),
 }
 
-/// Parsed rows with their lines, and how far into the file they reach.
+/// Parsed rows with their lines (and, for a row that could not be read, its `id` as
+/// written), and how far into the file they reach.
 struct Chunk {
-    rows: Vec<(u64, Result<Row, DomainError>)>,
+    rows: Vec<(u64, Option<String>, Result<Row, DomainError>)>,
     bytes_read: u64,
 }
 
@@ -303,7 +346,31 @@ fn read_chunks<R: std::io::Read, T>(
         let mut rows = Vec::with_capacity(IMPORT_CHUNK_ROWS);
         while rows.len() < IMPORT_CHUNK_ROWS {
             let Some((line, row)) = next(&mut table) else { break };
-            rows.push((line, row.map(wrap)));
+            let id = row.is_err().then(|| table.last_field("id").map(str::to_owned)).flatten();
+            rows.push((line, id, row.map(wrap)));
+        }
+        if rows.is_empty() {
+            return match table.io_failure() {
+                Some(failure) => Err(format!("reading the file failed after {} bytes: {failure}", table.bytes_read())),
+                None => Ok(()),
+            };
+        }
+        if chunks.blocking_send(Chunk { rows, bytes_read: table.bytes_read() }).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// [`read_chunks`] for a switch's file.
+fn read_switch_chunks<R: std::io::Read>(
+    mut table: domain::switch_cdr::SwitchTable<R>,
+    chunks: tokio::sync::mpsc::Sender<Chunk>,
+) -> Result<(), String> {
+    loop {
+        let mut rows = Vec::with_capacity(IMPORT_CHUNK_ROWS);
+        while rows.len() < IMPORT_CHUNK_ROWS {
+            let Some((line, id, row)) = table.next_cdr() else { break };
+            rows.push((line, id, row.map(Row::Native)));
         }
         if rows.is_empty() {
             return match table.io_failure() {
@@ -322,7 +389,7 @@ fn read_chunks<R: std::io::Read, T>(
 struct Sent {
     lines: Vec<u64>,
     ids: Vec<String>,
-    unreadable: Vec<(u64, DomainError)>,
+    unreadable: Vec<(u64, Option<String>, DomainError)>,
     bytes_read: u64,
 }
 
@@ -340,9 +407,9 @@ async fn tally_chunk(
     tally: &mut Tally,
     rejects: &mut Rejects,
 ) -> Result<u64, Box<dyn std::error::Error>> {
-    for (line, error) in &sent.unreadable {
+    for (line, id, error) in &sent.unreadable {
         let (code, field, message) = domain_refusal(error);
-        rejects.add(*line, None, code, field, &message)?;
+        rejects.add(*line, id.as_deref(), code, field, &message)?;
         tally.rejected += 1;
         tally.rows += 1;
     }

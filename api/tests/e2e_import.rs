@@ -77,8 +77,9 @@ async fn imports_resume_and_reconciliation_finds_exactly_the_differences() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("302 rows") && out.contains("300 charged, 0 already in, 2 rejected"), "{out}");
     let rejects = std::fs::read_to_string(dir.path().join("cdrs.csv.rejects.csv")).unwrap();
+    // A row that could not be read still names its id (it used to be left empty).
     assert!(
-        rejects.contains("302,,invalid_field,start,") && rejects.contains("303,bad-2,account_not_found,account,"),
+        rejects.contains("302,bad-1,invalid_field,start,") && rejects.contains("303,bad-2,account_not_found,account,"),
         "{rejects}"
     );
     // A rerun finds everything in.

@@ -93,6 +93,8 @@ fn cdr_file(books: usize) -> Vec<CdrInput> {
                 direction: CallDirection::Outbound,
                 cost: Some(amount("0.024")),
                 partner_cost: Some(amount("0.012")),
+                hangup_cause_raw: None,
+                hangup_cause_flag: None,
             }
         })
         .collect()

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use domain::cdr::{CdrInput, RatingParty, rate_call};
 use domain::rating::Tariff;
+use domain::switch::{CdrIdentifiers, SwitchIdentifier};
+use domain::switch_cdr::NativeCdr;
 use domain::{
     AccountId, AccountKind, Amount, AssignedTariff, BookId, BookState, ChargeCall, Command, CommandMeta, Currency,
     DomainError, OpenAccount, Payload, RecordedEvent, TariffId,
@@ -40,6 +42,9 @@ pub struct AccountRef {
 struct AccountIndex {
     by_id: HashMap<AccountId, AccountRef>,
     id_of: HashMap<String, AccountId>,
+    /// Switch identifiers, ledger-wide: a switch's CDR names no book.
+    by_identifier: HashMap<SwitchIdentifier, AccountId>,
+    identifiers_of: HashMap<AccountId, Vec<SwitchIdentifier>>,
 }
 
 impl AccountIndex {
@@ -66,6 +71,16 @@ impl AccountIndex {
                 Payload::TariffAssigned(assigned) => {
                     if let Some(account) = self.by_id.get_mut(&assigned.account) {
                         account.tariff = assigned.tariff;
+                    }
+                }
+                Payload::SwitchIdentifiersSet(set) => {
+                    if let Some(old) = self.identifiers_of.insert(set.account, set.identifiers.clone()) {
+                        for identifier in old {
+                            self.by_identifier.remove(&identifier);
+                        }
+                    }
+                    for identifier in &set.identifiers {
+                        self.by_identifier.insert(identifier.clone(), set.account);
                     }
                 }
                 Payload::AlertsConfigured(configured) => {
@@ -129,6 +144,56 @@ impl Ledger {
     /// How many accounts the ledger holds.
     pub fn account_count(&self) -> usize {
         self.index.read().expect("index lock").by_id.len()
+    }
+
+    /// The identifiers the switches know `account` by, sorted.
+    pub fn switch_identifiers(&self, account: AccountId) -> Vec<SwitchIdentifier> {
+        self.index.read().expect("index lock").identifiers_of.get(&account).cloned().unwrap_or_default()
+    }
+
+    /// Replaces the identifiers the switches know `account` by. An identifier names one
+    /// account ledger-wide: its book checks its own accounts, and assignments take turns
+    /// with each other (and with registrations) so that two books cannot take one
+    /// identifier at once.
+    pub async fn set_switch_identifiers(
+        &self,
+        account: AccountId,
+        identifiers: Vec<SwitchIdentifier>,
+        meta: CommandMeta,
+    ) -> Result<CommandOutcome, CommandError> {
+        let _turn = self.registration.lock().await;
+        {
+            let index = self.index.read().expect("index lock");
+            let checked = domain::switch::validated_identifiers(&identifiers)?;
+            if let Some(taken) =
+                checked.iter().find(|i| index.by_identifier.get(*i).is_some_and(|holder| *holder != account))
+            {
+                return Err(DomainError::SwitchIdentifierTaken {
+                    kind: taken.kind.as_str(),
+                    value: taken.value.clone(),
+                }
+                .into());
+            }
+        }
+        self.execute(Command::SetSwitchIdentifiers { account, identifiers }, meta).await
+    }
+
+    /// The account a switch's CDR is tied to: the first of its identifiers (account code,
+    /// then caller id, then trunk) that an account holds.
+    pub fn identify(&self, identifiers: &CdrIdentifiers) -> Result<AccountRef, CommandError> {
+        let index = self.index.read().expect("index lock");
+        identifiers
+            .candidates()
+            .iter()
+            .find_map(|candidate| index.by_identifier.get(candidate).and_then(|id| index.by_id.get(id)))
+            .cloned()
+            .ok_or_else(|| identifiers.unmatched().into())
+    }
+
+    /// A switch's CDR as a CDR of the account it is tied to.
+    pub fn native_input(&self, cdr: NativeCdr) -> Result<CdrInput, CommandError> {
+        let account = self.identify(&cdr.identifiers)?;
+        Ok(cdr.into_input(&account.number)?)
     }
 
     /// Opens an account in the right book: a partner opens its own, a partner's

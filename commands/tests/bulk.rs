@@ -95,6 +95,8 @@ fn cdr((number, id, seconds, pre_rated, answered): CdrSpec) -> CdrInput {
         direction: CallDirection::Outbound,
         cost: pre_rated.then(|| amount(&format!("0.{:03}", seconds % 1000))),
         partner_cost: (pre_rated && partnered).then(|| amount(&format!("0.{:03}", seconds % 500))),
+        hangup_cause_raw: None,
+        hangup_cause_flag: None,
     }
 }
 
@@ -230,6 +232,8 @@ async fn many_books_with_few_cdrs_each_are_sent_before_the_end() {
             direction: CallDirection::Outbound,
             cost: Some(amount("0.01")),
             partner_cost: Some(amount("0.005")),
+            hangup_cause_raw: None,
+            hangup_cause_flag: None,
         })
         .collect();
     let mut answers = Vec::new();

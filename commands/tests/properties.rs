@@ -88,6 +88,8 @@ fn cdr(id: u8) -> RatedCdr {
         matched_prefix: None,
         customer_tariff: None,
         partner_tariff: None,
+        hangup_cause_raw: None,
+        hangup_cause_flag: None,
     }
 }
 

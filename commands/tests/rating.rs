@@ -73,6 +73,8 @@ fn cdr(index: usize, (prefix, seconds, offset, answered): (usize, u32, i64, bool
         direction: CallDirection::Outbound,
         cost: None,
         partner_cost: None,
+        hangup_cause_raw: None,
+        hangup_cause_flag: None,
     }
 }
 

@@ -6,10 +6,11 @@
 
 use crate::command::ChargeCall;
 use crate::error::DomainError;
+use crate::hangup::{CauseFlag, read_cause};
 use crate::ids::{AccountId, TariffId, validate_identifier, validate_text};
 use crate::money::{Amount, Currency};
 use crate::rating::{CallDirection, RatedCdr, Tariff};
-use crate::rating_engine::{CompiledTariff, parse_hangup_cause};
+use crate::rating_engine::CompiledTariff;
 use crate::time::Timestamp;
 
 /// Longest call a CDR may describe: a record claiming more is a broken clock, not a call.
@@ -54,6 +55,10 @@ pub struct CdrInput {
     pub cost: Option<Amount>,
     /// The partner's wholesale cost, already computed.
     pub partner_cost: Option<Amount>,
+    /// The cause as the switch wrote it, when it was not a bare Q.850 number.
+    pub hangup_cause_raw: Option<String>,
+    /// Set when the cause was missing or unknown; the call is billed all the same.
+    pub hangup_cause_flag: Option<CauseFlag>,
 }
 
 impl CdrInput {
@@ -119,11 +124,9 @@ impl CdrInput {
                 seconds
             }
         };
-        let hangup_cause = match get("hangup_cause") {
-            // A switch that leaves the cause out means the call ended normally.
-            None => 16,
-            Some(text) => parse_hangup_cause(text)?,
-        };
+        // Never a reason to refuse a call: a missing cause reads as 16, an unknown one
+        // as 0, both flagged, and the call is billed by its billable seconds.
+        let cause = read_cause(get("hangup_cause"))?;
         let direction = match get("direction") {
             None => CallDirection::Outbound,
             Some(text) if text.eq_ignore_ascii_case("outbound") => CallDirection::Outbound,
@@ -141,10 +144,12 @@ impl CdrInput {
             answer,
             end,
             billable_seconds,
-            hangup_cause,
+            hangup_cause: cause.code,
             direction,
             cost: cost("cost")?,
             partner_cost: cost("partner_cost")?,
+            hangup_cause_raw: cause.raw,
+            hangup_cause_flag: cause.flag,
         })
     }
 
@@ -240,6 +245,8 @@ pub fn rate_call(
             matched_prefix,
             customer_tariff: tariff_id(Some(customer), cdr.cost.is_none()),
             partner_tariff: tariff_id(partner, cdr.partner_cost.is_none()),
+            hangup_cause_raw: cdr.hangup_cause_raw.clone(),
+            hangup_cause_flag: cdr.hangup_cause_flag,
         },
         customer_cost,
         partner_cost,
@@ -312,6 +319,29 @@ mod tests {
     }
 
     #[test]
+    fn an_answered_call_with_an_odd_or_missing_cause_is_charged_and_flagged() {
+        let tariff = version("49", "0.10", "EUR");
+        for (cause, code, raw, flag) in [
+            (Some("ORIGINATOR_CANCEL"), 16, Some("ORIGINATOR_CANCEL"), None),
+            (Some("0"), 0, None, None),
+            (Some("SOMETHING_NEW"), 0, Some("SOMETHING_NEW"), Some(CauseFlag::Unrecognised)),
+            (None, 16, None, Some(CauseFlag::Missing)),
+        ] {
+            let mut call = answered_call();
+            if let Some(cause) = cause {
+                call = with(call, "hangup_cause", cause);
+            }
+            let cdr = fields(&call).unwrap();
+            assert!(cdr.charged(), "{cause:?}");
+            let charge = rate_call(&cdr, &party(Some(&tariff)), None).unwrap();
+            assert_eq!(charge.customer_cost, "0.2".parse().unwrap(), "{cause:?}");
+            assert_eq!(charge.cdr.hangup_cause, code);
+            assert_eq!(charge.cdr.hangup_cause_raw.as_deref(), raw);
+            assert_eq!(charge.cdr.hangup_cause_flag, flag);
+        }
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (with(answered_call(), "id", ""), "id"),
@@ -324,7 +354,7 @@ mod tests {
             (with(answered_call(), "answer", "2026-03-01T09:59:00Z"), "answer"),
             (with(answered_call(), "billable_seconds", "-3"), "billable_seconds"),
             (with(answered_call(), "billable_seconds", "600"), "billable_seconds"),
-            (with(answered_call(), "hangup_cause", "200x"), "hangup_cause"),
+            (with(answered_call(), "hangup_cause", &*"9".repeat(65).leak()), "hangup_cause"),
             (with(answered_call(), "direction", "sideways"), "direction"),
             (with(answered_call(), "cost", "1.2.3"), "cost"),
             (with(answered_call(), "cost", "-1"), "cost"),

@@ -69,6 +69,11 @@ pub enum Command {
         reason: Option<String>,
     },
     PublishTariff(Box<Tariff>),
+    /// Replaces the identifiers the switches know the account by.
+    SetSwitchIdentifiers {
+        account: AccountId,
+        identifiers: Vec<crate::switch::SwitchIdentifier>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +123,7 @@ impl Command {
             Command::MoveFunds { from, to, .. } => vec![*from, *to],
             Command::ReverseEntry { target, .. } => target.payload.accounts(),
             Command::PublishTariff(_) => vec![],
+            Command::SetSwitchIdentifiers { account, .. } => vec![*account],
         }
     }
 }

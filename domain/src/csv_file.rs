@@ -72,6 +72,12 @@ impl<R: Read> CsvTable<R> {
         }
     }
 
+    /// A field of the row read last, as written: names a row that could not be read
+    /// (its `id`) in its rejection.
+    pub fn last_field(&self, name: &str) -> Option<&str> {
+        self.columns.get(name).and_then(|index| self.record.get(*index)).filter(|v| !v.is_empty()).map(restored_cell)
+    }
+
     /// Why the reading ended before the end of the file, if it did.
     pub fn io_failure(&self) -> Option<&str> {
         self.io_failure.as_deref()

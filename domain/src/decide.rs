@@ -40,6 +40,9 @@ pub struct BookState {
     pub idempotency: HashMap<String, IdempotencyRecord>,
     pub reversed: HashSet<EventId>,
     pub tariffs: HashMap<TariffId, Tariff>,
+    /// Which account of the book holds each switch identifier, and each account's.
+    pub switch_identifiers: HashMap<crate::switch::SwitchIdentifier, AccountId>,
+    pub identifiers_of: HashMap<AccountId, Vec<crate::switch::SwitchIdentifier>>,
 }
 
 impl BookState {
@@ -55,6 +58,8 @@ impl BookState {
             idempotency: HashMap::new(),
             reversed: HashSet::new(),
             tariffs: HashMap::new(),
+            switch_identifiers: HashMap::new(),
+            identifiers_of: HashMap::new(),
         }
     }
 
@@ -182,7 +187,32 @@ fn decide_command(state: &BookState, command: &Command, meta: &CommandMeta) -> R
         Command::MoveFunds { from, to, amount, note } => move_funds(state, *from, *to, *amount, note),
         Command::ReverseEntry { target, reason } => reverse_entry(state, target, reason),
         Command::PublishTariff(tariff) => publish_tariff(state, tariff, meta),
+        Command::SetSwitchIdentifiers { account, identifiers } => set_switch_identifiers(state, *account, identifiers),
     }
+}
+
+/// Switch CDRs are charged to customers, so only a customer holds identifiers; within a
+/// book an identifier names one account (the ledger checks the other books).
+fn set_switch_identifiers(
+    state: &BookState,
+    account: AccountId,
+    identifiers: &[crate::switch::SwitchIdentifier],
+) -> Result<Decision, DomainError> {
+    let acc = open_account_ref(state, account)?;
+    if acc.kind != AccountKind::Customer {
+        return Err(DomainError::NotACustomer(account));
+    }
+    let identifiers = crate::switch::validated_identifiers(identifiers)?;
+    if let Some(taken) =
+        identifiers.iter().find(|i| state.switch_identifiers.get(*i).is_some_and(|holder| *holder != account))
+    {
+        return Err(DomainError::SwitchIdentifierTaken { kind: taken.kind.as_str(), value: taken.value.clone() });
+    }
+    let current = state.identifiers_of.get(&account).map_or(&[][..], Vec::as_slice);
+    if current == identifiers.as_slice() {
+        return Ok(Decision::Accept(vec![]));
+    }
+    accept(Payload::SwitchIdentifiersSet(crate::event::SwitchIdentifiersSet { account, identifiers }))
 }
 
 /// A tariff's first version may start at any time (importing old CDRs needs old
@@ -569,6 +599,16 @@ pub fn evolve(state: &mut BookState, event: &Event) {
         }
         Payload::TariffPublished(e) => {
             state.tariffs.insert(e.tariff.id, e.tariff.clone());
+        }
+        Payload::SwitchIdentifiersSet(e) => {
+            if let Some(old) = state.identifiers_of.insert(e.account, e.identifiers.clone()) {
+                for identifier in old {
+                    state.switch_identifiers.remove(&identifier);
+                }
+            }
+            for identifier in &e.identifiers {
+                state.switch_identifiers.insert(identifier.clone(), e.account);
+            }
         }
         Payload::PaymentReceived(_)
         | Payload::AdjustmentPosted(_)

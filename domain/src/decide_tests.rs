@@ -46,6 +46,8 @@ fn cdr(id: &str, seconds: u32) -> RatedCdr {
         matched_prefix: None,
         customer_tariff: None,
         partner_tariff: None,
+        hangup_cause_raw: None,
+        hangup_cause_flag: None,
     }
 }
 
@@ -482,4 +484,45 @@ fn tariff_prices_have_at_most_eight_places_as_written() {
     let error = scenario.apply(&Command::PublishTariff(Box::new(tariff("0.010000000")))).unwrap_err();
     assert_eq!((error.code(), error.field()), ("invalid_field", Some("rates.price_per_minute")), "{error}");
     assert!(scenario.apply(&Command::PublishTariff(Box::new(tariff("0.01000000")))).is_ok());
+}
+
+#[test]
+fn switch_identifiers_replace_each_other_and_name_one_account_in_the_book() {
+    use crate::switch::{IdentifierKind, SwitchIdentifier};
+    let (partner, customer, scenario) = partner_book();
+    let other = AccountId::new();
+    let mut scenario = scenario;
+    scenario.apply(&open_customer(other, Some(partner), "C-2", "0")).unwrap();
+    let set = |account: AccountId, values: &[(IdentifierKind, &str)]| Command::SetSwitchIdentifiers {
+        account,
+        identifiers: values.iter().map(|(kind, value)| SwitchIdentifier::new(*kind, *value)).collect(),
+    };
+    let code = SwitchIdentifier::new(IdentifierKind::AccountCode, "1001");
+    let trunk = SwitchIdentifier::new(IdentifierKind::Trunk, "gw1");
+    let scenario = scenario
+        .then_payloads(
+            &set(customer, &[(IdentifierKind::Trunk, "gw1"), (IdentifierKind::AccountCode, " 1001 ")]),
+            &[Payload::SwitchIdentifiersSet(SwitchIdentifiersSet {
+                account: customer,
+                identifiers: vec![code.clone(), trunk.clone()],
+            })],
+        )
+        // The same set again changes nothing.
+        .then_payloads(&set(customer, &[(IdentifierKind::AccountCode, "1001"), (IdentifierKind::Trunk, "gw1")]), &[])
+        .then_error(&set(other, &[(IdentifierKind::AccountCode, "1001")]), "switch_identifier_taken")
+        .then_error(&set(partner, &[(IdentifierKind::Trunk, "p")]), "not_a_customer")
+        // Given up by one account, an identifier may go to another.
+        .then_payloads(
+            &set(customer, &[(IdentifierKind::Trunk, "gw1")]),
+            &[Payload::SwitchIdentifiersSet(SwitchIdentifiersSet {
+                account: customer,
+                identifiers: vec![trunk.clone()],
+            })],
+        )
+        .then_payloads(
+            &set(other, &[(IdentifierKind::AccountCode, "1001")]),
+            &[Payload::SwitchIdentifiersSet(SwitchIdentifiersSet { account: other, identifiers: vec![code.clone()] })],
+        );
+    assert_eq!(scenario.state.switch_identifiers.get(&code), Some(&other));
+    assert_eq!(scenario.state.switch_identifiers.get(&trunk), Some(&customer));
 }

@@ -66,6 +66,10 @@ pub enum DomainError {
     TariffNotFound(TariffId),
     #[error("a new version of tariff {tariff} must take effect after {after}, the start of its current one")]
     TariffVersionNotLater { tariff: TariffId, after: String },
+    #[error("the {kind} `{value}` already belongs to another account")]
+    SwitchIdentifierTaken { kind: &'static str, value: String },
+    #[error("no account is tied to this CDR: {0}")]
+    NoAccountForCdr(String),
 }
 
 impl DomainError {
@@ -100,6 +104,8 @@ impl DomainError {
             NoTariff { .. } => "no_tariff",
             TariffNotFound(_) => "tariff_not_found",
             TariffVersionNotLater { .. } => "tariff_version_not_later",
+            SwitchIdentifierTaken { .. } => "switch_identifier_taken",
+            NoAccountForCdr(_) => "account_not_identified",
         }
     }
 
@@ -111,9 +117,11 @@ impl DomainError {
                 ErrorKind::BadInput
             }
             AccountNotFound(_) | EventNotFound(_) | TariffNotFound(_) => ErrorKind::NotFound,
-            DuplicateAccountNumber(_) | DuplicateAccount(_) | AlreadyReversed(_) | IdempotencyKeyReused(_) => {
-                ErrorKind::Conflict
-            }
+            DuplicateAccountNumber(_)
+            | DuplicateAccount(_)
+            | AlreadyReversed(_)
+            | IdempotencyKeyReused(_)
+            | SwitchIdentifierTaken { .. } => ErrorKind::Conflict,
             _ => ErrorKind::Refused,
         }
     }
@@ -130,6 +138,8 @@ impl DomainError {
             NoMatchingRate(_) => Some("callee"),
             TariffNotFound(_) => Some("tariff"),
             TariffVersionNotLater { .. } => Some("effective_from"),
+            SwitchIdentifierTaken { .. } => Some("identifiers"),
+            NoAccountForCdr(_) => Some("account"),
             _ => None,
         }
     }

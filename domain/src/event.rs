@@ -138,6 +138,7 @@ pub enum Payload {
     TariffPublished(TariffPublished),
     AlertsConfigured(AlertsConfigured),
     AlertRaised(AlertRaised),
+    SwitchIdentifiersSet(SwitchIdentifiersSet),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +231,15 @@ pub struct TariffPublished {
     pub tariff: Tariff,
 }
 
+/// The identifiers an account is known by on the switches (account code, caller ids,
+/// trunks), replacing those it had: a switch's CDR is charged to the account holding one
+/// of its identifiers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchIdentifiersSet {
+    pub account: AccountId,
+    pub identifiers: Vec<crate::switch::SwitchIdentifier>,
+}
+
 /// An account's alert thresholds; `None` turns an alert off. Reaching the credit limit
 /// always alerts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,7 +289,7 @@ impl Alert {
 
 impl Payload {
     /// Every [`Payload::type_name`], for clients that filter events by kind.
-    pub const TYPE_NAMES: [&'static str; 13] = [
+    pub const TYPE_NAMES: [&'static str; 14] = [
         "AccountOpened",
         "AccountStatusChanged",
         "CreditLimitChanged",
@@ -293,6 +303,7 @@ impl Payload {
         "TariffPublished",
         "AlertsConfigured",
         "AlertRaised",
+        "SwitchIdentifiersSet",
     ];
 
     /// The event's type name, stable forever (KurrentDB's event type).
@@ -311,13 +322,19 @@ impl Payload {
             Payload::TariffPublished(_) => "TariffPublished",
             Payload::AlertsConfigured(_) => "AlertsConfigured",
             Payload::AlertRaised(_) => "AlertRaised",
+            Payload::SwitchIdentifiersSet(_) => "SwitchIdentifiersSet",
         }
     }
 
     /// The payload's schema version. When a payload's shape changes, its number goes
     /// up and the store's codec keeps a reader for every older number.
+    /// `CallCharged` is at 2 since its CDR keeps the hang-up cause as the switch wrote it
+    /// (`RatedCdr::hangup_cause_raw`, `hangup_cause_flag`); every other payload is at 1.
     pub fn schema_version(&self) -> u16 {
-        1
+        match self {
+            Payload::CallCharged(_) => 2,
+            _ => 1,
+        }
     }
 
     /// Which accounts' statements this event moves, and in which category.
@@ -356,7 +373,8 @@ impl Payload {
             | Payload::TariffAssigned(_)
             | Payload::TariffPublished(_)
             | Payload::AlertsConfigured(_)
-            | Payload::AlertRaised(_) => {}
+            | Payload::AlertRaised(_)
+            | Payload::SwitchIdentifiersSet(_) => {}
         }
     }
 
@@ -370,6 +388,7 @@ impl Payload {
             Payload::TariffAssigned(e) => accounts.push(e.account),
             Payload::AlertsConfigured(e) => accounts.push(e.account),
             Payload::AlertRaised(e) => accounts.push(e.account),
+            Payload::SwitchIdentifiersSet(e) => accounts.push(e.account),
             Payload::TariffPublished(_) => {}
             _ => self.for_each_posting(|p| {
                 if !accounts.contains(&p.account) {

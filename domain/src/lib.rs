@@ -10,10 +10,13 @@ pub mod decide;
 mod decide_tests;
 pub mod error;
 pub mod event;
+pub mod hangup;
 pub mod ids;
 pub mod money;
 pub mod rating;
 pub mod rating_engine;
+pub mod switch;
+pub mod switch_cdr;
 pub mod time;
 
 #[cfg(any(test, feature = "testing"))]

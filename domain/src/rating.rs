@@ -33,6 +33,13 @@ pub struct RatedCdr {
     pub matched_prefix: Option<String>,
     pub customer_tariff: Option<TariffId>,
     pub partner_tariff: Option<TariffId>,
+    /// The hang-up cause as the switch wrote it, when it was not a bare Q.850 number
+    /// (`CallCharged` schema 2; absent from older events).
+    #[serde(default)]
+    pub hangup_cause_raw: Option<String>,
+    /// Set when the cause was missing or unknown (`CallCharged` schema 2).
+    #[serde(default)]
+    pub hangup_cause_flag: Option<crate::hangup::CauseFlag>,
 }
 
 impl RatedCdr {

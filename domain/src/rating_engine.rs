@@ -273,117 +273,30 @@ fn invalid(field: &'static str, reason: String) -> DomainError {
 }
 
 // ---------------------------------------------------------------------------------------
-// Hang-up causes
+// Hang-up causes: the tables are `crate::hangup`'s; these are the readers rating and the
+// CDR filters have always used.
 
-/// Q.850 cause codes and the snake_case names switches (FreeSWITCH, Kamailio) log them
-/// under, so CDRs from either source can be stored as one number.
-const Q850_NAMES: &[(u16, &str)] = &[
-    (1, "unallocated_number"),
-    (2, "no_route_transit_net"),
-    (3, "no_route_destination"),
-    (6, "channel_unacceptable"),
-    (16, "normal_clearing"),
-    (17, "user_busy"),
-    (18, "no_user_response"),
-    (19, "no_answer"),
-    (20, "subscriber_absent"),
-    (21, "call_rejected"),
-    (22, "number_changed"),
-    (25, "exchange_routing_error"),
-    (27, "destination_out_of_order"),
-    (28, "invalid_number_format"),
-    (29, "facility_rejected"),
-    (31, "normal_unspecified"),
-    (34, "no_circuit_available"),
-    (38, "network_out_of_order"),
-    (41, "temporary_failure"),
-    (42, "switching_equipment_congestion"),
-    (44, "requested_channel_unavailable"),
-    (47, "resource_unavailable"),
-    (50, "facility_not_subscribed"),
-    (55, "incoming_call_barred"),
-    (57, "bearer_capability_not_authorized"),
-    (58, "bearer_capability_not_available"),
-    (63, "service_unavailable"),
-    (65, "bearer_capability_not_implemented"),
-    (69, "facility_not_implemented"),
-    (79, "service_not_implemented"),
-    (88, "incompatible_destination"),
-    (95, "invalid_message"),
-    (102, "recovery_on_timer_expiry"),
-    (111, "protocol_error"),
-    (127, "interworking"),
-];
+pub use crate::hangup::sip_to_q850;
 
-/// The name of a common Q.850 cause, e.g. 16 → `normal_clearing`.
+/// The name of a Q.850 cause (0 to 127), e.g. 16 → `normal_clearing`.
 pub fn q850_name(code: u16) -> Option<&'static str> {
-    Q850_NAMES.iter().find(|(c, _)| *c == code).map(|(_, name)| *name)
+    crate::hangup::q850(code).map(|c| c.name)
 }
 
-/// The Q.850 cause for a SIP final response, after RFC 3398 §8.2.6.1. Where the RFC
-/// leaves a status open ("by Warning header", "no mapping") the values gateways commonly
-/// use are taken: 487 and 488 → 127, 606 → 58. 2xx means the call was answered and then
-/// cleared normally (16); every other status becomes 31 (normal, unspecified).
-pub fn sip_to_q850(status: u16) -> u16 {
-    match status {
-        200..=299 => 16,
-        400 => 41,
-        401..=403 => 21,
-        404 => 1,
-        405 => 63,
-        406 => 79,
-        407 => 21,
-        408 => 102,
-        410 => 22,
-        413 | 414 => 127,
-        415 => 79,
-        416 | 420 | 421 | 423 => 127,
-        480 => 18,
-        481 => 41,
-        482 | 483 => 25,
-        484 => 28,
-        485 => 1,
-        486 => 17,
-        487 | 488 => 127,
-        500 => 41,
-        501 => 79,
-        502 => 38,
-        503 => 41,
-        504 => 102,
-        505 | 513 => 127,
-        600 => 17,
-        603 => 21,
-        604 => 1,
-        606 => 58,
-        _ => 31,
-    }
-}
-
-/// Reads a hang-up cause as switches write it: a Q.850 number (`16`), a Q.850 name in
-/// any case (`normal_clearing`, `NORMAL_CLEARING`), or a SIP status (`sip:486`,
-/// `SIP 486`), which is mapped with [`sip_to_q850`].
+/// Reads a hang-up cause that must be known (a filter): a Q.850 number (`16`), a name
+/// from any table in any case (`normal_clearing`, `ORIGINATOR_CANCEL`, `NO ANSWER`), or a
+/// SIP status (`sip:486`, `SIP 486`). A CDR's own cause is read with
+/// [`crate::hangup::read_cause`], which never refuses a call for an unknown cause.
 pub fn parse_hangup_cause(text: &str) -> Result<u16, DomainError> {
-    let text = text.trim();
-    let bad = |reason: String| invalid("hangup_cause", reason);
-    let shown = || text.chars().take(40).collect::<String>();
-    if let Some(rest) = text.get(..3).filter(|head| head.eq_ignore_ascii_case("sip")).map(|_| &text[3..]) {
-        let number = rest.strip_prefix([':', ' ', '/', '_', '-']).unwrap_or(rest).trim();
-        return match number.parse::<u16>() {
-            Ok(status @ 200..=699) => Ok(sip_to_q850(status)),
-            _ => Err(bad(format!("`{}` is not a SIP status from 200 to 699", shown()))),
-        };
-    }
-    if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
-        return match text.parse::<u16>() {
-            Ok(code @ 1..=127) => Ok(code),
-            _ => Err(bad(format!("`{}` is not a Q.850 cause from 1 to 127", shown()))),
-        };
-    }
-    Q850_NAMES
-        .iter()
-        .find(|(_, name)| name.eq_ignore_ascii_case(text))
-        .map(|(code, _)| *code)
-        .ok_or_else(|| bad(format!("`{}` is neither a Q.850 cause nor a SIP status", shown())))
+    crate::hangup::known_code(text).ok_or_else(|| {
+        invalid(
+            "hangup_cause",
+            format!(
+                "`{}` is neither a Q.850 cause, a known cause name nor a SIP status",
+                text.chars().take(40).collect::<String>()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -601,8 +514,8 @@ mod tests {
         assert_eq!(q850_name(17), Some("user_busy"));
         assert_eq!(q850_name(127), Some("interworking"));
         assert_eq!(q850_name(200), None);
-        for (code, name) in Q850_NAMES {
-            assert_eq!(parse_hangup_cause(name), Ok(*code));
+        for cause in crate::hangup::Q850 {
+            assert_eq!(parse_hangup_cause(cause.name), Ok(cause.code));
         }
         assert_eq!(parse_hangup_cause("16"), Ok(16));
         assert_eq!(parse_hangup_cause(" NORMAL_CLEARING "), Ok(16));
@@ -610,7 +523,11 @@ mod tests {
         assert_eq!(parse_hangup_cause("SIP 486"), Ok(17));
         assert_eq!(parse_hangup_cause("SIP486"), Ok(17));
         assert_eq!(parse_hangup_cause("sip:404"), Ok(1));
-        for bad in ["", "0", "128", "65536", "sip:", "sip:99", "sip:700", "busy", "-16", "sip:4x6"] {
+        // 0 is a cause (unspecified), and so are Asterisk's `BUSY` and FreeSWITCH's names.
+        assert_eq!(parse_hangup_cause("0"), Ok(0));
+        assert_eq!(parse_hangup_cause("busy"), Ok(17));
+        assert_eq!(parse_hangup_cause("ORIGINATOR_CANCEL"), Ok(16));
+        for bad in ["", "128", "65536", "sip:", "sip:99", "sip:700", "-16", "sip:4x6", "nonsense"] {
             let err = parse_hangup_cause(bad).unwrap_err();
             assert_eq!(err.field(), Some("hangup_cause"), "{bad}");
         }

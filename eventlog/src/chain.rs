@@ -99,15 +99,33 @@ pub fn decode(position: u64, bytes: &[u8]) -> Result<Event, StoreError> {
         return Err(corrupt(format!("unknown codec version {}", bytes[0])));
     }
     let schema = u16::from_le_bytes([bytes[1], bytes[2]]);
-    if schema != 1 {
-        return Err(corrupt(format!("unknown payload schema version {schema}")));
-    }
     #[derive(serde::Deserialize)]
-    struct Body {
+    struct Body<P> {
         envelope: Envelope,
-        payload: Payload,
+        payload: P,
     }
-    let body: Body = postcard::from_bytes(&bytes[HEADER_LEN..]).map_err(|e| corrupt(e.to_string()))?;
+    let body = &bytes[HEADER_LEN..];
+    let (envelope, payload) = match schema {
+        // Schema 1: a `CallCharged` of the old shape is read by the old reader; every
+        // other payload kept its shape, and those past `CallCharged` in the enum are
+        // unknown to the old reader, so they are read with today's.
+        1 => match postcard::from_bytes::<Body<legacy::PayloadV1>>(body) {
+            Ok(old) => (old.envelope, old.payload.into()),
+            Err(_) => {
+                let body: Body<Payload> = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+                if matches!(body.payload, Payload::CallCharged(_)) {
+                    return Err(corrupt("a schema 1 event holds a schema 2 CallCharged".into()));
+                }
+                (body.envelope, body.payload)
+            }
+        },
+        2 => {
+            let body: Body<Payload> = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+            (body.envelope, body.payload)
+        }
+        other => return Err(corrupt(format!("unknown payload schema version {other}"))),
+    };
+    let body = Body { envelope, payload };
     let mut envelope = body.envelope;
     envelope.hash.copy_from_slice(&bytes[3..HEADER_LEN]);
     Ok(Event { envelope, payload: body.payload })
@@ -200,6 +218,99 @@ pub async fn verify_book(store: &dyn EventStore, book: BookId) -> Result<Result<
     }
 }
 
+/// The readers of older payload schemas.
+mod legacy {
+    use domain::event::{
+        AccountOpened, AccountStatusChanged, AdjustmentPosted, CallCharged, ChargePosted, CreditLimitChanged,
+        PaymentReceived, TariffAssigned,
+    };
+    use domain::rating::{CallDirection, RatedCdr};
+    use domain::{AccountId, Amount, Payload, TariffId, Timestamp};
+    use serde::{Deserialize, Serialize};
+
+    /// The payload enum of schema 1 up to `CallCharged`, in the same order: postcard
+    /// encodes a variant as its index, so the first eight read exactly as they were
+    /// written. Later variants did not change and are not here.
+    #[derive(Serialize, Deserialize)]
+    pub(super) enum PayloadV1 {
+        AccountOpened(AccountOpened),
+        AccountStatusChanged(AccountStatusChanged),
+        CreditLimitChanged(CreditLimitChanged),
+        TariffAssigned(TariffAssigned),
+        PaymentReceived(PaymentReceived),
+        AdjustmentPosted(AdjustmentPosted),
+        ChargePosted(ChargePosted),
+        CallCharged(CallChargedV1),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct CallChargedV1 {
+        pub account: AccountId,
+        pub cdr: RatedCdrV1,
+        pub customer_cost: Amount,
+        pub partner: Option<AccountId>,
+        pub partner_cost: Option<Amount>,
+    }
+
+    /// A rated CDR before it kept the hang-up cause as written.
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct RatedCdrV1 {
+        pub id: String,
+        pub caller: String,
+        pub callee: String,
+        pub start: Timestamp,
+        pub answer: Option<Timestamp>,
+        pub end: Timestamp,
+        pub billable_seconds: u32,
+        pub hangup_cause: u16,
+        pub direction: CallDirection,
+        pub billed_seconds: u32,
+        pub matched_prefix: Option<String>,
+        pub customer_tariff: Option<TariffId>,
+        pub partner_tariff: Option<TariffId>,
+    }
+
+    impl From<PayloadV1> for Payload {
+        fn from(old: PayloadV1) -> Payload {
+            match old {
+                PayloadV1::AccountOpened(e) => Payload::AccountOpened(e),
+                PayloadV1::AccountStatusChanged(e) => Payload::AccountStatusChanged(e),
+                PayloadV1::CreditLimitChanged(e) => Payload::CreditLimitChanged(e),
+                PayloadV1::TariffAssigned(e) => Payload::TariffAssigned(e),
+                PayloadV1::PaymentReceived(e) => Payload::PaymentReceived(e),
+                PayloadV1::AdjustmentPosted(e) => Payload::AdjustmentPosted(e),
+                PayloadV1::ChargePosted(e) => Payload::ChargePosted(e),
+                PayloadV1::CallCharged(e) => {
+                    let c = e.cdr;
+                    Payload::CallCharged(CallCharged {
+                        account: e.account,
+                        cdr: RatedCdr {
+                            id: c.id,
+                            caller: c.caller,
+                            callee: c.callee,
+                            start: c.start,
+                            answer: c.answer,
+                            end: c.end,
+                            billable_seconds: c.billable_seconds,
+                            hangup_cause: c.hangup_cause,
+                            direction: c.direction,
+                            billed_seconds: c.billed_seconds,
+                            matched_prefix: c.matched_prefix,
+                            customer_tariff: c.customer_tariff,
+                            partner_tariff: c.partner_tariff,
+                            hangup_cause_raw: None,
+                            hangup_cause_flag: None,
+                        },
+                        customer_cost: e.customer_cost,
+                        partner: e.partner,
+                        partner_cost: e.partner_cost,
+                    })
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +331,96 @@ mod tests {
         assert_eq!(hash, event.envelope.hash);
         assert_eq!(decode(1, &bytes).unwrap(), *event);
         assert!(verify_bytes(&bytes));
+    }
+
+    /// A log written before `CallCharged` kept the cause as written (schema 1) still
+    /// reads, with its hash intact, next to the events of today.
+    #[test]
+    fn a_schema_1_call_charge_still_reads() {
+        let start = domain::Timestamp::from_seconds(1_700_000_000);
+        let charged = Payload::CallCharged(domain::event::CallCharged {
+            account: AccountId::new(),
+            cdr: domain::rating::RatedCdr {
+                id: "sw-1".into(),
+                caller: "15550001".into(),
+                callee: "4930123456".into(),
+                start,
+                answer: Some(start),
+                end: start.add_seconds(61),
+                billable_seconds: 61,
+                hangup_cause: 17,
+                direction: domain::rating::CallDirection::Outbound,
+                billed_seconds: 120,
+                matched_prefix: Some("4930".into()),
+                customer_tariff: Some(domain::TariffId::new()),
+                partner_tariff: None,
+                hangup_cause_raw: None,
+                hangup_cause_flag: None,
+            },
+            customer_cost: "0.024".parse().unwrap(),
+            partner: Some(AccountId::new()),
+            partner_cost: Some("0.012".parse().unwrap()),
+        });
+        let Payload::CallCharged(call) = &charged else { panic!("a call charge") };
+        let c = &call.cdr;
+        let old = legacy::PayloadV1::CallCharged(legacy::CallChargedV1 {
+            account: call.account,
+            cdr: legacy::RatedCdrV1 {
+                id: c.id.clone(),
+                caller: c.caller.clone(),
+                callee: c.callee.clone(),
+                start: c.start,
+                answer: c.answer,
+                end: c.end,
+                billable_seconds: c.billable_seconds,
+                hangup_cause: c.hangup_cause,
+                direction: c.direction,
+                billed_seconds: c.billed_seconds,
+                matched_prefix: c.matched_prefix.clone(),
+                customer_tariff: c.customer_tariff,
+                partner_tariff: c.partner_tariff,
+            },
+            customer_cost: call.customer_cost,
+            partner: call.partner,
+            partner_cost: call.partner_cost,
+        });
+        let envelope = Envelope {
+            event_id: domain::EventId::new(),
+            book: BookId::OPERATOR,
+            version: 3,
+            occurred_at: domain::Timestamp::from_seconds(1),
+            recorded_at: domain::Timestamp::from_seconds(2),
+            actor: "admin".into(),
+            idempotency: None,
+            command_events: 1,
+            prev_hash: GENESIS_HASH,
+            hash: GENESIS_HASH,
+        };
+        // Stored exactly as the codec of schema 1 wrote it.
+        let mut bytes = vec![CODEC_VERSION, 1, 0];
+        bytes.extend_from_slice(&[0u8; 32]);
+        let mut bytes = postcard::to_extend(&(&UnhashedEnvelope::of(&envelope), &old), bytes).unwrap();
+        let hash: Hash = Sha256::digest(&bytes[HEADER_LEN..]).into();
+        bytes[3..HEADER_LEN].copy_from_slice(&hash);
+        assert!(verify_bytes(&bytes));
+        let event = decode(7, &bytes).unwrap();
+        assert_eq!(event.payload, charged);
+        assert_eq!(event.envelope.hash, hash);
+        // Written today, the same charge is schema 2 and reads back equal.
+        let (bytes, _) = encode(&envelope, &charged);
+        assert_eq!(u16::from_le_bytes([bytes[1], bytes[2]]), 2);
+        assert_eq!(decode(7, &bytes).unwrap().payload, charged);
+        // A schema 1 payload past `CallCharged` (unchanged) reads with today's reader.
+        let tariff = Payload::TariffAssigned(domain::event::TariffAssigned { account: call.account, tariff: None });
+        let (bytes, _) = encode(&envelope, &tariff);
+        assert_eq!(decode(7, &bytes).unwrap().payload, tariff);
+        let alerts = Payload::AlertsConfigured(domain::event::AlertsConfigured {
+            account: call.account,
+            balance_below: None,
+            call_cost_above: None,
+        });
+        let (bytes, _) = encode(&envelope, &alerts);
+        assert_eq!(bytes[1], 1);
+        assert_eq!(decode(7, &bytes).unwrap().payload, alerts);
     }
 }

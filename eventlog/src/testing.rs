@@ -81,6 +81,8 @@ pub fn sample_call(customer: AccountId, cdr_id: String, start: Timestamp) -> Com
             matched_prefix: Some("4930".into()),
             customer_tariff: None,
             partner_tariff: None,
+            hangup_cause_raw: None,
+            hangup_cause_flag: None,
         },
         customer_cost: amount("0.024"),
         partner_cost: Some(amount("0.012")),

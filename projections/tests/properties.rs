@@ -135,6 +135,8 @@ async fn build(ops: Vec<(Op, i64)>) -> World {
                         matched_prefix: None,
                         customer_tariff: None,
                         partner_tariff: None,
+                        hangup_cause_raw: None,
+                        hangup_cause_flag: None,
                     },
                     customer_cost: cents(c),
                     partner_cost: Some(cents(c / 2)),

@@ -43,6 +43,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .layer(DefaultBodyLimit::max(CDR_UPLOAD_BYTES_MAX))
         .routes(routes!(list))
         .routes(routes!(show))
+        .routes(routes!(show_by_id))
+        .routes(routes!(hangup_causes))
 }
 
 /// What happened to one posted CDR.
@@ -152,10 +154,22 @@ pub enum CdrUpload {
 }
 
 /// One parsed upload row, before charging.
-struct Row {
+pub(super) struct Row {
     index: usize,
     line: Option<u64>,
+    /// The row's `id` as written, kept for a row that could not be read, so that its
+    /// rejection still names it.
+    id: Option<String>,
     parsed: Result<CdrInput, ApiError>,
+}
+
+impl Row {
+    pub(super) fn new(index: usize, line: Option<u64>, id: Option<String>, parsed: Result<CdrInput, ApiError>) -> Row {
+        // A text that is not a valid id is still shown as written (bounded): it is what
+        // the client must look for in its file.
+        let id = id.map(|id| id.trim().chars().take(domain::ids::IDENTIFIER_LENGTH_MAX).collect());
+        Row { index, line, id: id.filter(|id: &String| !id.is_empty()), parsed }
+    }
 }
 
 /// Post CDRs: one JSON object, a JSON array, a CSV file (`text/csv`, or a multipart file
@@ -183,6 +197,18 @@ struct Row {
 )]
 pub async fn upload(State(state): State<AppState>, write: Write, request: Request) -> Result<Response, ApiError> {
     let (rows, single) = read_upload(request, &state).await?;
+    charge_rows(&state, &write, rows, single).await
+}
+
+/// Charges the read rows of an upload, in any format, and answers: one CDR (`single`) as
+/// one write (201 charged, 200 duplicate, or its error), a batch with a result per row.
+pub(super) async fn charge_rows(
+    state: &AppState,
+    write: &Write,
+    rows: Vec<Row>,
+    single: bool,
+) -> Result<Response, ApiError> {
+    let state = state.clone();
     if rows.len() > CDRS_PER_REQUEST_MAX {
         return Err(ApiError::bad_request(
             "too_many_cdrs",
@@ -219,7 +245,7 @@ pub async fn upload(State(state): State<AppState>, write: Write, request: Reques
     let mut results = Vec::with_capacity(rows.len());
     let mut position = None;
     for row in rows {
-        let id = row.parsed.as_ref().ok().map(|c| c.id.clone());
+        let id = row.parsed.as_ref().ok().map(|c| c.id.clone()).or(row.id);
         let mut out = CdrOutcomeOut {
             index: row.index,
             line: row.line,
@@ -300,12 +326,12 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
                     let rows = items
                         .into_iter()
                         .enumerate()
-                        .map(|(index, item)| Row { index, line: None, parsed: from_json(&item) })
+                        .map(|(index, item)| Row::new(index, None, json_id(&item), from_json(&item)))
                         .collect();
                     Ok((rows, false))
                 }
                 object @ serde_json::Value::Object(_) => {
-                    Ok((vec![Row { index: 0, line: None, parsed: from_json(&object) }], true))
+                    Ok((vec![Row::new(0, None, json_id(&object), from_json(&object))], true))
                 }
                 _ => Err(ApiError::bad_request("invalid_body", "body", "a CDR object or an array of CDR objects")),
             }
@@ -318,7 +344,7 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
             let bytes = read_bytes(request, state).await?;
             let pairs = crate::body::url_encoded_pairs(&bytes)
                 .map_err(|e| ApiError::undeserializable("invalid_body", e.field, e.message))?;
-            Ok((vec![Row { index: 0, line: None, parsed: from_pairs(&pairs) }], true))
+            Ok((vec![Row::new(0, None, pairs_id(&pairs), from_pairs(&pairs))], true))
         }
         MULTIPART => {
             let mut multipart = Multipart::from_request(request, state)
@@ -346,7 +372,7 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
                     Err(ApiError::bad_request("invalid_body", pairs[0].0.clone(), "either a CSV file or CDR fields"))
                 }
                 Some(bytes) => Ok((from_csv("file", &bytes)?, false)),
-                None => Ok((vec![Row { index: 0, line: None, parsed: from_pairs(&pairs) }], true)),
+                None => Ok((vec![Row::new(0, None, pairs_id(&pairs), from_pairs(&pairs))], true)),
             }
         }
         "" => Err(ApiError::unsupported_media_type("a Content-Type is required")),
@@ -396,9 +422,23 @@ fn from_csv(field: &'static str, bytes: &[u8]) -> Result<Vec<Row>, ApiError> {
     let mut table = commands::ingest::cdr_table(bytes).map_err(row_error)?;
     let mut rows = Vec::new();
     while let Some((line, parsed)) = commands::ingest::next_cdr(&mut table) {
-        rows.push(Row { index: rows.len(), line: Some(line), parsed: parsed.map_err(row_error) });
+        let id = parsed.is_err().then(|| table.last_field("id").map(str::to_owned)).flatten();
+        rows.push(Row::new(rows.len(), Some(line), id, parsed.map_err(row_error)));
     }
     Ok(rows)
+}
+
+/// The `id` of a JSON CDR as sent, text or number.
+fn json_id(value: &serde_json::Value) -> Option<String> {
+    match value.get("id")? {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+fn pairs_id(pairs: &[(String, String)]) -> Option<String> {
+    pairs.iter().find(|(name, _)| name == "id").map(|(_, value)| value.clone())
 }
 
 fn from_pairs(pairs: &[(String, String)]) -> Result<CdrInput, ApiError> {
@@ -447,9 +487,18 @@ pub struct CdrOut {
     answered: bool,
     /// Q.850 release cause.
     hangup_cause: u16,
-    /// Its Q.850 name, for the common causes.
+    /// Its Q.850 name (see `GET /api/v1/hangup-causes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     hangup_cause_name: Option<&'static str>,
+    /// The cause as the switch wrote it, when it was not a bare Q.850 number
+    /// (`ORIGINATOR_CANCEL`, `sip:486`, `NO ANSWER`, or a cause no table knows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hangup_cause_raw: Option<String>,
+    /// `missing` (no cause given: read as 16) or `unrecognised` (no table knows it: read
+    /// as 0); absent when the cause was known. The call was billed all the same.
+    #[schema(value_type = Option<String>, example = "unrecognised")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hangup_cause_flag: Option<&'static str>,
     #[schema(value_type = String, example = "outbound")]
     direction: CallDirection,
     /// The destination prefix that priced the call.
@@ -475,6 +524,8 @@ fn render(state: &AppState, caller: &Caller, row: CdrRow) -> CdrOut {
     CdrOut {
         answered: row.cdr.answered(),
         hangup_cause_name: domain::rating_engine::q850_name(row.cdr.hangup_cause),
+        hangup_cause_raw: row.cdr.hangup_cause_raw,
+        hangup_cause_flag: row.cdr.hangup_cause_flag.map(|flag| flag.as_str()),
         id: row.cdr.id,
         account,
         caller: row.cdr.caller,
@@ -744,4 +795,158 @@ pub async fn show(
             .into_iter()
             .collect();
     Ok(Json(CdrShowOut { status: "ok", cdr: render(&state, &caller, row), links }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CdrByIdOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+    cdr: CdrOut,
+    #[schema(example = json!({"account": "/api/v1/accounts/C-1001", "self": "/api/v1/cdrs/sw1-000123"}))]
+    links: BTreeMap<&'static str, String>,
+}
+
+/// A CDR by the switch's id alone, among those the caller may see: the operator all, a
+/// partner its book's, a customer its own. Ids are unique within a book; when the
+/// operator holds the same id in two books the answer is 409 `cdr_id_ambiguous`, naming
+/// the accounts (read it under `/api/v1/accounts/{number}/cdrs/{id}`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/cdrs/{id}",
+    operation_id = "show_cdr_by_id",
+    tag = "cdrs",
+    params(("id" = String, Path, description = "The CDR id the switch gave", example = "sw1-000123"), crate::openapi::MinPosition),
+    responses(
+        (status = 200, description = "The CDR", body = CdrByIdOut),
+        (status = 409, description = "The id names CDRs in more than one book", body = crate::error::ErrorBody),
+        ReadErrors
+    )
+)]
+pub async fn show_by_id(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<CdrByIdOut>, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ShowQuery {
+        #[serde(default, deserialize_with = "query::optional_u64")]
+        min_position: Option<u64>,
+    }
+    let query: ShowQuery = query::parse(raw.as_deref())?;
+    if let Some(position) = query.min_position {
+        super::wait_for_position(&state, position).await?;
+    }
+    // Another tenant's CDR is as absent as one never posted.
+    let mut rows: Vec<(CdrRow, AccountRef)> = state
+        .models
+        .cdrs_by_id(&id)
+        .await?
+        .into_iter()
+        .filter_map(|row| state.ledger.account_by_id(row.account).filter(|a| caller.sees(a)).map(|a| (row, a)))
+        .collect();
+    if rows.len() > 1 {
+        let numbers: Vec<String> = rows.iter().map(|(_, account)| format!("`{}`", account.number)).collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cdr_id_ambiguous",
+            format!(
+                "CDR `{id}` was charged to accounts {} (ids are unique per book): read it under \
+                 /api/v1/accounts/{{number}}/cdrs/{{id}}",
+                numbers.join(", ")
+            ),
+        )
+        .with_field("id"));
+    }
+    let (row, account) = rows
+        .pop()
+        .ok_or_else(|| ApiError::not_found("cdr_not_found", format!("CDR `{id}` not found")).with_field("id"))?;
+    let links = [("account", format!("/api/v1/accounts/{}", account.number)), ("self", format!("/api/v1/cdrs/{id}"))]
+        .into_iter()
+        .collect();
+    Ok(Json(CdrByIdOut { status: "ok", cdr: render(&state, &caller, row), links }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Q850Out {
+    code: u16,
+    /// tollbook's name, as CDRs show it in `hangup_cause_name`.
+    #[schema(example = "normal_clearing")]
+    name: &'static str,
+    description: &'static str,
+    /// FreeSWITCH's name for the cause, where it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    freeswitch: Option<&'static str>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SwitchCauseOut {
+    #[schema(example = "ORIGINATOR_CANCEL")]
+    name: &'static str,
+    /// Its number in FreeSWITCH's `switch_call_cause_t`.
+    number: u16,
+    /// The Q.850 code it is read as.
+    q850: u16,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DispositionOut {
+    #[schema(example = "NO ANSWER")]
+    name: &'static str,
+    q850: u16,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SipMappingOut {
+    status: u16,
+    q850: u16,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HangupCausesOut {
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// Every code from 0 to 127.
+    q850: Vec<Q850Out>,
+    /// FreeSWITCH's names that are not Q.850 numbers (its names for Q.850 causes are
+    /// under `q850`).
+    freeswitch: Vec<SwitchCauseOut>,
+    /// Asterisk's CDR dispositions.
+    asterisk: Vec<DispositionOut>,
+    /// SIP final responses with a mapping of their own (RFC 3398); any other 2xx reads as
+    /// 16, any other status from 300 to 699 as 31.
+    sip: Vec<SipMappingOut>,
+    /// The flags a CDR's cause may carry.
+    #[schema(example = json!(["missing", "unrecognised"]))]
+    flags: Vec<&'static str>,
+}
+
+/// Every hang-up cause tollbook reads, and the Q.850 code each reads as. A CDR's
+/// `hangup_cause` may be any of them (a Q.850 number, any name in any case, `sip:486`); a
+/// cause in none of them is kept as written, read as 0 and flagged `unrecognised`, and
+/// the call is billed all the same.
+#[utoipa::path(
+    get,
+    path = "/api/v1/hangup-causes",
+    operation_id = "list_hangup_causes",
+    tag = "cdrs",
+    responses((status = 200, description = "The tables", body = HangupCausesOut), crate::openapi::AuthenticatedErrors)
+)]
+pub async fn hangup_causes(_caller: Caller) -> Json<HangupCausesOut> {
+    use domain::hangup::{ASTERISK_DISPOSITIONS, CauseFlag, FREESWITCH_EXTRA, Q850, SIP_MAPPINGS};
+    Json(HangupCausesOut {
+        status: "ok",
+        q850: Q850
+            .iter()
+            .map(|c| Q850Out { code: c.code, name: c.name, description: c.description, freeswitch: c.freeswitch })
+            .collect(),
+        freeswitch: FREESWITCH_EXTRA
+            .iter()
+            .map(|c| SwitchCauseOut { name: c.name, number: c.number, q850: c.q850 })
+            .collect(),
+        asterisk: ASTERISK_DISPOSITIONS.iter().map(|d| DispositionOut { name: d.name, q850: d.q850 }).collect(),
+        sip: SIP_MAPPINGS.iter().map(|m| SipMappingOut { status: m.status, q850: m.q850 }).collect(),
+        flags: [CauseFlag::Missing, CauseFlag::Unrecognised].iter().map(CauseFlag::as_str).collect(),
+    })
 }

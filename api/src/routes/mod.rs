@@ -33,6 +33,7 @@ mod reversals;
 mod sessions;
 pub mod statements;
 mod stream;
+mod switches;
 mod tariffs;
 mod tokens;
 pub mod transfers;
@@ -74,6 +75,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(alerts::router())
         .merge(stream::router())
         .merge(webhooks::router())
+        .merge(switches::router())
         .split_for_parts();
     crate::openapi::Conventions.modify(&mut openapi);
     let api = api
@@ -144,6 +146,12 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("openapi", crate::openapi::OPENAPI_PATH),
         ("docs", crate::openapi::DOCS_PATH),
         ("health", "/health"),
+        ("cdr", "/api/v1/cdrs/{id}{?min_position}"),
+        ("hangup_causes", "/api/v1/hangup-causes"),
+        ("switch_identifiers", "/api/v1/accounts/{number}/switch-identifiers"),
+        ("cdrs_freeswitch", "/api/v1/cdrs/freeswitch"),
+        ("cdrs_asterisk", "/api/v1/cdrs/asterisk{?utc_offset}"),
+        ("cdrs_kamailio", "/api/v1/cdrs/kamailio{?utc_offset}"),
     ];
     Json(IndexOut { status: "ok", links: links.into_iter().map(|(name, path)| (name, path.to_owned())).collect() })
 }

@@ -1,0 +1,269 @@
+//! CDRs in the switches' own formats, tied to accounts by the identifiers the operator
+//! assigns, over HTTP and through `tollbook import cdrs --format`, on the real binary.
+//! The samples follow each switch's documentation, cited where they appear.
+
+mod common;
+
+use common::{ADMIN_KEY, Server, send, tollbook};
+use reqwest::{Method, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+struct Api {
+    client: reqwest::Client,
+    server: Server,
+}
+
+impl Api {
+    async fn call(&self, credential: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.server.url(path)).bearer_auth(credential);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request).await
+    }
+
+    async fn ok(&self, credential: &str, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.call(credential, method, path, body).await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
+        answer
+    }
+
+    async fn text(&self, path: &str, content_type: &str, body: &str) -> (StatusCode, Value) {
+        let request = self
+            .client
+            .post(self.server.url(path))
+            .bearer_auth(ADMIN_KEY)
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        send(request).await
+    }
+}
+
+fn dec(value: &Value) -> Decimal {
+    value.to_string().trim_matches('"').parse().unwrap_or_else(|_| panic!("not a decimal: {value}"))
+}
+
+/// Two customers of the operator on one tariff (0.10 a minute in 60/60 to 49), a partner
+/// with a customer of its own; C1 known by account code 1001 and trunk carrier1, C3 by two
+/// calling numbers.
+async fn ledger(api: &Api) {
+    for (number, kind, partner) in
+        [("C1", "customer", None), ("C3", "customer", None), ("P1", "partner", None), ("C2", "customer", Some("P1"))]
+    {
+        let body = json!({"number": number, "name": number, "kind": kind, "partner": partner, "currency": "EUR"});
+        api.ok(ADMIN_KEY, Method::POST, "/api/v1/accounts", Some(body)).await;
+    }
+    let tariff = api
+        .ok(
+            ADMIN_KEY,
+            Method::POST,
+            "/api/v1/tariffs",
+            Some(json!({"name": "Retail", "currency": "EUR", "effective_from": "2026-01-01",
+                        "rates": [{"prefix": "49", "price_per_minute": "0.10"}]})),
+        )
+        .await;
+    let tariff_id = tariff["links"]["tariff"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    for account in ["C1", "C3"] {
+        let path = format!("/api/v1/accounts/{account}/tariff");
+        api.ok(ADMIN_KEY, Method::POST, &path, Some(json!({"tariff": tariff_id}))).await;
+    }
+    let identifiers = json!({"account_codes": ["1001"], "trunks": ["carrier1"]});
+    api.ok(ADMIN_KEY, Method::POST, "/api/v1/accounts/C1/switch-identifiers", Some(identifiers)).await;
+    // As a form: one text, separated by commas.
+    let (status, set) = send(
+        api.client
+            .post(api.server.url("/api/v1/accounts/C3/switch-identifiers"))
+            .bearer_auth(ADMIN_KEY)
+            .form(&[("caller_ids", "4940333, 4940334")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+}
+
+/// A document as FreeSWITCH's mod_json_cdr posts it (FreeSWITCH documentation,
+/// "mod_json_cdr"): `variables` URL-encoded (`encode-values` is on by default).
+fn freeswitch_document(uuid: &str, accountcode: &str, caller: &str) -> Value {
+    json!({
+        "core-uuid": "3b4c8e0a-1f2b-4c5d-8e9f-0a1b2c3d4e5f", "switchname": "fs1",
+        "channel_data": {"state": "CS_REPORTING", "direction": "inbound"},
+        "variables": {
+            "uuid": uuid, "direction": "inbound", "accountcode": accountcode,
+            "caller_id_number": caller, "destination_number": "4930123456",
+            "start_epoch": "1777888800", "answer_epoch": "1777888802", "end_epoch": "1777888867",
+            "start_stamp": "2026-05-04%2010%3A00%3A00", "duration": "67", "billsec": "65",
+            "hangup_cause": "ORIGINATOR_CANCEL", "hangup_cause_q850": "16", "sip_hangup_disposition": "recv_bye"
+        },
+        "callflow": [{"caller_profile": {"caller_id_number": caller, "destination_number": "4930123456"}}]
+    })
+}
+
+/// Asterisk's Master.csv (cdr_csv; columns as the Asterisk documentation lists them, with
+/// loguniqueid on), written in the switch's local time, here UTC+02:00: the first row is
+/// C1's by its channel's peer, the second C3's by its caller id, the third nobody's.
+const MASTER_CSV: &str = concat!(
+    r#""","4940111","4930123456","default","""Alice"" <4940111>","SIP/carrier1-0000002a","SIP/out-0000002b","Dial","SIP/out/4930123456,30","2026-05-04 12:00:00","2026-05-04 12:00:02","2026-05-04 12:01:07",67,65,"ANSWERED","DOCUMENTATION","1777888800.42","""#,
+    "\n",
+    r#""","4940333","4930123456","default","","SIP/other-0000002c","","Dial","","2026-05-04 12:02:00","2026-05-04 12:02:01","2026-05-04 12:03:06",66,65,"ANSWERED","DOCUMENTATION","1777888920.43","""#,
+    "\n",
+    r#""7777","4940777","4930123456","default","","SIP/other-0000002d","","Dial","","2026-05-04 12:04:00","","2026-05-04 12:04:30",30,0,"NO ANSWER","DOCUMENTATION","1777889040.44","""#,
+    "\n",
+);
+
+/// Kamailio's dialog CDRs in its db_text table acc_cdrs (acc module README, "Call Data
+/// Record generation"; the header Kamailio ships in utils/kamctl/dbtext plus the
+/// cdr_extra columns of docs/kamailio.md).
+const KAMAILIO_DBTEXT: &str = concat!(
+    "id(int,auto) start_time(int) end_time(int) duration(double) callid(string) src_user(string) ",
+    "dst_user(string) src_ip(string) sip_code(string)\n",
+    "1:1777888800:1777888865:65.250:k1\\:x@pc33.example.com:4940334:4930123456:192.0.2.10:200\n",
+);
+
+/// mod_cdr_csv's default template (`example` in the cdr_csv.conf.xml FreeSWITCH ships), no
+/// header, local times.
+const FREESWITCH_CSV: &str = concat!(
+    r#""Alice","4940111","4930123456","default","2026-05-04 10:00:00","2026-05-04 10:00:02","2026-05-04 10:01:07","67","65","NORMAL_CLEARING","fs-csv-1","","1001","PCMA","PCMA""#,
+    "\n",
+    r#""Eve","4940666","4930123456","default","2026-05-04 10:05:00","2026-05-04 10:05:01","2026-05-04 10:06:06","66","65","MEDIA_TIMEOUT","fs-csv-2","","6666","PCMA","PCMA""#,
+    "\n",
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_cdrs_are_charged_to_the_account_their_identifiers_name() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let api = Api { client: reqwest::Client::new(), server };
+    ledger(&api).await;
+
+    // The identifiers read back; an identifier belongs to one account; only the operator sets them.
+    let shown = api.ok(ADMIN_KEY, Method::GET, "/api/v1/accounts/C3/switch-identifiers", None).await;
+    assert_eq!(shown["caller_ids"], json!(["4940333", "4940334"]), "{shown}");
+    let taken = json!({"trunks": ["carrier1"]});
+    let (status, error) =
+        api.call(ADMIN_KEY, Method::POST, "/api/v1/accounts/C3/switch-identifiers", Some(taken)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::CONFLICT, Some("switch_identifier_taken")), "{error}");
+    let user = json!({"login": "p1", "role": "partner", "account": "P1"});
+    api.ok(ADMIN_KEY, Method::POST, "/api/v1/users", Some(user)).await;
+    let token = api.ok(ADMIN_KEY, Method::POST, "/api/v1/tokens", Some(json!({"user": "p1"}))).await;
+    let p1 = token["token"].as_str().unwrap().to_owned();
+    let own = json!({"account_codes": ["2002"]});
+    let (status, _) = api.call(&p1, Method::POST, "/api/v1/accounts/C2/switch-identifiers", Some(own)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // FreeSWITCH posts one document a call; a retry is a duplicate, not a second charge.
+    let document = freeswitch_document("a1b2c3d4-0000-4000-8000-000000000001", "1001", "%2B4940111");
+    let (status, answer) = api.call(ADMIN_KEY, Method::POST, "/api/v1/cdrs/freeswitch", Some(document.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(dec(&answer["results"][0]["customer_cost"]), dec(&json!("0.20")));
+    let (status, again) = api.call(ADMIN_KEY, Method::POST, "/api/v1/cdrs/freeswitch", Some(document)).await;
+    assert_eq!((status, &again["results"][0]["result"]), (StatusCode::OK, &json!("duplicate")), "{again}");
+    let position = answer["position"].as_u64().unwrap();
+    let path = format!("/api/v1/cdrs/a1b2c3d4-0000-4000-8000-000000000001?min_position={position}");
+    let cdr = api.ok(ADMIN_KEY, Method::GET, &path, None).await;
+    assert_eq!(cdr["cdr"]["account"], "C1");
+    assert_eq!(cdr["cdr"]["caller"], "+4940111", "values are URL-decoded");
+    assert_eq!(cdr["cdr"]["hangup_cause_raw"], "ORIGINATOR_CANCEL");
+
+    // No account holds the call's identifiers: refused, naming each value.
+    let stranger = freeswitch_document("a1b2c3d4-0000-4000-8000-000000000002", "9999", "4940999");
+    let (status, error) = api.call(ADMIN_KEY, Method::POST, "/api/v1/cdrs/freeswitch", Some(stranger)).await;
+    assert_eq!(
+        (status, error["error"].as_str(), error["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("account_not_identified"), Some("account")),
+        "{error}"
+    );
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("account_code `9999`") && message.contains("caller_id `4940999`"), "{message}");
+    // A partner does not learn which of the operator's accounts holds an identifier.
+    let foreign = freeswitch_document("x-9", "1001", "1");
+    let (status, error) = api.call(&p1, Method::POST, "/api/v1/cdrs/freeswitch", Some(foreign)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("account_not_identified")));
+
+    let (status, answer) = api.text("/api/v1/cdrs/asterisk?utc_offset=%2B02:00", "text/csv", MASTER_CSV).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let summary = (&answer["summary"]["charged"], &answer["summary"]["rejected"]);
+    assert_eq!(summary, (&json!(2), &json!(1)), "{answer}");
+    let rejected = &answer["results"][2];
+    assert_eq!((rejected["line"].as_u64(), rejected["id"].as_str()), (Some(3), Some("1777889040.44")), "{rejected}");
+    assert_eq!(rejected["error"]["error"], "account_not_identified");
+    assert!(rejected["error"]["message"].as_str().unwrap().contains("account_code `7777`"), "{rejected}");
+    let position = answer["position"].as_u64().unwrap();
+    let path = format!("/api/v1/cdrs/1777888800.42?min_position={position}");
+    let first = api.ok(ADMIN_KEY, Method::GET, &path, None).await;
+    assert_eq!(first["cdr"]["account"], "C1");
+    assert_eq!(first["cdr"]["start"], "2026-05-04T10:00:00Z", "12:00 at +02:00");
+    let second = api.ok(ADMIN_KEY, Method::GET, "/api/v1/cdrs/1777888920.43", None).await;
+    assert_eq!(second["cdr"]["account"], "C3");
+
+    let (status, answer) = api.text("/api/v1/cdrs/kamailio", "text/plain", KAMAILIO_DBTEXT).await;
+    assert_eq!((status, &answer["summary"]["charged"]), (StatusCode::OK, &json!(1)), "{answer}");
+    assert_eq!(dec(&answer["results"][0]["customer_cost"]), dec(&json!("0.20")));
+    let position = answer["position"].as_u64().unwrap();
+    let path = format!("/api/v1/cdrs/k1:x@pc33.example.com?min_position={position}");
+    let kamailio = api.ok(ADMIN_KEY, Method::GET, &path, None).await;
+    assert_eq!(kamailio["cdr"]["account"], "C3");
+
+    // The identifiers are events: they replay. After a restart C1 still holds 1001.
+    let Api { server, client } = api;
+    server.stop();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let api = Api { client, server };
+    let shown = api.ok(ADMIN_KEY, Method::GET, "/api/v1/accounts/C1/switch-identifiers", None).await;
+    assert_eq!((&shown["account_codes"], &shown["trunks"]), (&json!(["1001"]), &json!(["carrier1"])), "{shown}");
+    let document = freeswitch_document("a1b2c3d4-0000-4000-8000-000000000003", "1001", "4940111");
+    let (status, _) = api.call(ADMIN_KEY, Method::POST, "/api/v1/cdrs/freeswitch", Some(document)).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+/// `tollbook import cdrs --format`: a switch's files, each row tied to its account, the
+/// rows no account holds in the rejects file with their lines and ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_files_import_with_their_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--admin-key", ADMIN_KEY]).await;
+    let api = Api { client: reqwest::Client::new(), server };
+    ledger(&api).await;
+    api.server.stop();
+
+    let path = dir.path().join("Master-fs.csv");
+    std::fs::write(&path, FREESWITCH_CSV).unwrap();
+    let file = path.to_str().unwrap();
+    let (ok, out, err) =
+        tollbook(&["import", "cdrs", file, "--format", "freeswitch-csv", "--utc-offset", "UTC"], &data);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("1 charged, 0 already in, 1 rejected"), "{out}");
+    let rejects = std::fs::read_to_string(dir.path().join("Master-fs.csv.rejects.csv")).unwrap();
+    assert!(rejects.contains("2,fs-csv-2,account_not_identified,account,"), "{rejects}");
+    assert!(rejects.contains("account_code `6666`"), "{rejects}");
+
+    // One mod_json_cdr document a line.
+    let lines = format!(
+        "{}\n{}\n",
+        freeswitch_document("json-1", "1001", "4940111"),
+        freeswitch_document("json-2", "", "4940334")
+    );
+    let path = dir.path().join("cdrs.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    let file = path.to_str().unwrap();
+    let (ok, out, err) = tollbook(&["import", "cdrs", file, "--format", "freeswitch-json"], &data);
+    assert!(ok && out.contains("2 charged"), "{out}{err}");
+    // The same file again is all duplicates.
+    let (ok, out, err) = tollbook(&["import", "cdrs", file, "--format", "freeswitch-json"], &data);
+    assert!(ok && out.contains("0 charged, 2 already in"), "{out}{err}");
+
+    // Asterisk and Kamailio files the same way.
+    let path = dir.path().join("Master.csv");
+    std::fs::write(&path, MASTER_CSV).unwrap();
+    let file = path.to_str().unwrap();
+    let (ok, out, err) =
+        tollbook(&["import", "cdrs", file, "--format", "asterisk-csv", "--utc-offset", "+02:00"], &data);
+    assert!(ok && out.contains("2 charged, 0 already in, 1 rejected"), "{out}{err}");
+    let path = dir.path().join("acc_cdrs");
+    std::fs::write(&path, KAMAILIO_DBTEXT).unwrap();
+    let (ok, out, err) = tollbook(&["import", "cdrs", path.to_str().unwrap(), "--format", "kamailio-dbtext"], &data);
+    assert!(ok && out.contains("1 charged"), "{out}{err}");
+
+    let (ok, _, err) = tollbook(&["import", "cdrs", file, "--format", "cisco"], &data);
+    assert!(!ok && err.contains("--format: `cisco` is not one of tollbook, freeswitch-json"), "{err}");
+}
