@@ -1,6 +1,6 @@
 //! The write path: mixed commands (payments, call charges, fund moves) through the book
 //! writers into a durable sled store, at 1, 16 and 256 concurrent callers over 1 and 8
-//! books. Criterion reports commands/s; each case also prints the latency p50/p99 of
+//! books, and 800 callers over 100 books. Criterion reports commands/s; each case also prints the latency p50/p99 of
 //! one command as its caller saw it.
 //!
 //! `write_path/bulk_cdrs` charges files of CDRs (pre-rated, over 8 books) through
@@ -145,9 +145,11 @@ fn write_path(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
-    for book_count in [1usize, 8] {
+    // (books, callers): the last is issue 16's tenant case, 8 callers for each of 100 books.
+    let cases: [(usize, &[u64]); 3] = [(1, &[1, 16, 256]), (8, &[1, 16, 256]), (100, &[800])];
+    for (book_count, callers_cases) in cases {
         let fixture = runtime.block_on(fixture(book_count));
-        for callers in [1u64, 16, 256] {
+        for &callers in callers_cases {
             let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
             let stats_before = fixture.store.stats();
             let id = BenchmarkId::new(format!("{book_count}_books"), format!("{callers}_callers"));
