@@ -474,3 +474,50 @@ async fn a_statement_csv_longer_than_a_chunk_streams_every_line_and_honours_as_o
     let earlier = positions.iter().filter(|p| **p <= halfway).count();
     check(&csv_of(format!("&as_of={halfway}")).await, earlier);
 }
+
+/// The values of the cells marked `data-{name}` on a page, in order.
+fn cells(html: &str, name: &str) -> Vec<String> {
+    let marker = format!("data-{name}>");
+    html.split(&marker).skip(1).map(|rest| unescape(&rest[..rest.find('<').unwrap()])).collect()
+}
+
+/// Issue 19: the calls page spoke to developers: durations in raw seconds (4200), hang-up
+/// causes as bare numbers, costs at mixed scales in one column (0.19 next to 0.2094), no
+/// totals, and a partner's list of its customers' calls without saying whose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_page_reads_like_a_bill() {
+    let data = tempfile::tempdir().unwrap();
+    let mut book = book(data.path(), &[]).await;
+    let calls = json!([
+        {"id": "long-1", "account": "C1", "callee": "4930123456", "start": "2026-03-02T10:00:00Z",
+         "answer": "2026-03-02T10:00:00Z", "end": "2026-03-02T11:10:00Z", "cost": "0.19", "partner_cost": "0.1"},
+        {"id": "short-2", "account": "C1", "callee": "4989123456", "start": "2026-03-03T10:00:00Z",
+         "answer": "2026-03-03T10:00:00Z", "end": "2026-03-03T10:00:59Z", "cost": "0.2094", "partner_cost": "0.12"},
+        {"id": "busy-3", "account": "C1", "callee": "4940123456", "start": "2026-03-04T10:00:00Z",
+         "end": "2026-03-04T10:00:10Z", "hangup_cause": "17", "cost": "0", "partner_cost": "0"},
+    ]);
+    let answer = book.admin(Method::POST, "/api/v1/cdrs", calls).await;
+    assert_eq!(answer["summary"]["charged"], 3, "{answer}");
+    book.settle().await;
+    let period = "from=2026-03-01&to=2026-04-01";
+
+    let (_, cookie, _) = open(&book.link("C1").await).await;
+    let c1_session = cookie_pair(&cookie.unwrap());
+    let (status, html) = page(&book.server, &c1_session, &format!("/portal/accounts/C1/calls?{period}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cells(&html, "duration"), ["1:10:00", "0:00:59", "0:00:00"]);
+    assert_eq!(cells(&html, "hangup"), ["Normal clearing (16)", "Normal clearing (16)", "User busy (17)"]);
+    assert_eq!(cells(&html, "cost"), ["0.1900", "0.2094", "0.0000"]);
+    assert_eq!(text_of(&html, "total-duration"), "1:10:59");
+    assert_eq!(text_of(&html, "total-cost"), "0.3994");
+    assert!(cells(&html, "customer").is_empty(), "a customer's own calls need no customer column");
+
+    // The partner's list holds its customers' calls, at what they cost the partner.
+    let (_, cookie, _) = open(&book.link("P1").await).await;
+    let p1_session = cookie_pair(&cookie.unwrap());
+    let (status, html) = page(&book.server, &p1_session, &format!("/portal/accounts/P1/calls?{period}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cells(&html, "customer"), ["C1", "C1", "C1"]);
+    assert_eq!(cells(&html, "cost"), ["0.10", "0.12", "0.00"]);
+    assert_eq!(text_of(&html, "total-cost"), "0.22");
+}

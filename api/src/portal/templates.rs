@@ -169,10 +169,14 @@ pub struct ActivityPage {
 pub struct CallView {
     pub id: String,
     pub start: String,
+    /// The customer's number, on a partner's list (its customers' calls).
+    pub customer: String,
     pub caller: String,
     pub callee: String,
-    pub billed_seconds: u32,
-    pub hangup_cause: u16,
+    /// The billed duration as h:mm:ss.
+    pub duration: String,
+    /// The hang-up cause by name, with its Q.850 code.
+    pub hangup: String,
     pub cost: String,
 }
 
@@ -188,4 +192,8 @@ pub struct CallsPage {
     pub prefix: String,
     pub rows: Vec<CallView>,
     pub next_href: Option<String>,
+    /// A partner's list holds its customers' calls: say whose.
+    pub show_customer: bool,
+    pub total_duration: String,
+    pub total_cost: String,
 }
