@@ -511,6 +511,18 @@ async fn the_calls_page_reads_like_a_bill() {
     assert_eq!(text_of(&html, "total-duration"), "1:10:59");
     assert_eq!(text_of(&html, "total-cost"), "0.3994");
     assert!(cells(&html, "customer").is_empty(), "a customer's own calls need no customer column");
+    // The statement and the activity speak a customer's words: no event types, no log
+    // positions.
+    for path in ["/portal/accounts/C1/statement", "/portal/accounts/C1/activity?all=1"] {
+        let (status, html) = page(&book.server, &c1_session, path).await;
+        assert_eq!(status, StatusCode::OK);
+        let main = &html[html.find("<main").unwrap()..];
+        for developer_word in ["position", "PaymentReceived", "FundsMoved", "CallCharged", ">#"] {
+            assert!(!main.contains(developer_word), "{path}: {developer_word}");
+        }
+    }
+    let (_, html) = page(&book.server, &c1_session, "/portal/accounts/C1/activity?all=1").await;
+    assert!(cells(&html, "kind").iter().any(|kind| kind == "Fund move"), "{html}");
 
     // The partner's list holds its customers' calls, at what they cost the partner.
     let (_, cookie, _) = open(&book.link("P1").await).await;

@@ -327,7 +327,7 @@ pub async fn overview(
     RawQuery(raw): RawQuery,
 ) -> PageResult {
     let query: OverviewQuery = parse_query(raw.as_deref())?;
-    let notice = query.moved.map(|position| format!("Funds moved (event #{position})."));
+    let notice = query.moved.map(|_| "Funds moved.".to_owned());
     let page = overview_page(&state, &visitor, &number, &query, notice, None).await?;
     Ok(Html(render_page(&page)).into_response())
 }
@@ -376,6 +376,10 @@ async fn overview_page(
                 .filter(|c| c.id != account.id && c.kind == AccountKind::Customer)
                 .map(|c| templates::Choice { number: c.number, name: c.name })
                 .collect(),
+            direction: "to_customer".into(),
+            customer: String::new(),
+            amount: String::new(),
+            note: String::new(),
         });
     }
     let account_box = templates::AccountBox {
@@ -467,7 +471,14 @@ pub async fn transfer(
         Err(error) if error.status.is_client_error() => {
             let status = error.status;
             let message = error.message.to_string();
-            let page = overview_page(&state, &visitor, &number, &OverviewQuery::default(), None, Some(message)).await?;
+            let mut page =
+                overview_page(&state, &visitor, &number, &OverviewQuery::default(), None, Some(message)).await?;
+            if let Some(entered) = page.move_form.as_mut() {
+                entered.direction = form.direction.clone();
+                entered.customer = form.customer.clone();
+                entered.amount = form.amount.clone();
+                entered.note = form.note.clone();
+            }
             Ok((status, Html(render_page(&page))).into_response())
         }
         Err(error) => Err(error.into()),
@@ -568,7 +579,6 @@ pub async fn statement(
         figures,
         charges_sum,
         closing_sum,
-        position: s.position,
         csv_href: with_query(account_href(&number, "/statement.csv"), &range),
         chart: chart::balance_svg(&points, view.currency.as_str(), "chart-title"),
     };
@@ -641,7 +651,6 @@ pub async fn lines(
         .items
         .iter()
         .map(|l| templates::LineRow {
-            position: l.position,
             event_href: format!(
                 "{}#event-{}",
                 with_query(
@@ -729,7 +738,7 @@ pub async fn activity(
                 .join("; ");
             rows.push(templates::EventView {
                 position,
-                kind: row.kind.clone(),
+                kind: activity_label(&row.kind),
                 occurred_at: when(row.occurred_at),
                 recorded_at: when(row.recorded_at),
                 postings,
@@ -870,4 +879,37 @@ fn hangup_cause(code: u16) -> String {
         }
         None => format!("Cause {code}"),
     }
+}
+
+/// What an event is, in the words of a customer's statement rather than the ledger's
+/// event types.
+fn activity_label(kind: &str) -> String {
+    let label = match kind {
+        "AccountOpened" => "Account opened",
+        "AccountStatusChanged" => "Account status changed",
+        "CreditLimitChanged" => "Credit limit changed",
+        "TariffAssigned" => "Tariff changed",
+        "PaymentReceived" => "Payment",
+        "AdjustmentPosted" => "Adjustment",
+        "ChargePosted" => "Charge",
+        "CallCharged" => "Call",
+        "FundsMoved" => "Fund move",
+        "EntryReversed" => "Correction",
+        "TariffPublished" => "Tariff published",
+        "AlertsConfigured" => "Alerts changed",
+        "AlertRaised" => "Alert",
+        // A kind added later reads as words until it gets its own label.
+        other => {
+            return other.chars().fold(String::new(), |mut words, c| {
+                if c.is_uppercase() && !words.is_empty() {
+                    words.push(' ');
+                    words.extend(c.to_lowercase());
+                } else {
+                    words.push(c);
+                }
+                words
+            });
+        }
+    };
+    label.to_owned()
 }

@@ -80,6 +80,11 @@ pub struct MoveForm {
     pub csrf: String,
     pub idempotency_key: String,
     pub customers: Vec<Choice>,
+    /// What was entered, shown again after a refusal so that nothing is typed twice.
+    pub direction: String,
+    pub customer: String,
+    pub amount: String,
+    pub note: String,
 }
 
 #[derive(Template)]
@@ -120,13 +125,11 @@ pub struct StatementPage {
     pub figures: Vec<Figure>,
     pub charges_sum: String,
     pub closing_sum: String,
-    pub position: u64,
     pub csv_href: String,
     pub chart: String,
 }
 
 pub struct LineRow {
-    pub position: u64,
     pub event_href: String,
     pub occurred_at: String,
     pub category: &'static str,
