@@ -521,8 +521,20 @@ async fn the_calls_page_reads_like_a_bill() {
             assert!(!main.contains(developer_word), "{path}: {developer_word}");
         }
     }
+    // Payments with their method and reference, fund moves with the other side, by date:
+    // a payment entered last but dated before everything else comes first.
+    let payment = json!({"account": "C1", "amount": "3", "method": "wire", "reference": "INV-7",
+                         "occurred_at": "2026-01-05"});
+    book.admin(Method::POST, "/api/v1/payments", payment).await;
+    book.settle().await;
+    let (_, html) = page(&book.server, &c1_session, "/portal/accounts/C1/activity").await;
+    let (kinds, details) = (cells(&html, "kind"), cells(&html, "details"));
+    assert_eq!(kinds.first().map(String::as_str), Some("Payment"), "{kinds:?}");
+    assert_eq!(details.first().map(String::as_str), Some("wire · INV-7"), "{details:?}");
+    let fund_move = kinds.iter().position(|kind| kind == "Fund move").expect("the fund move from P1");
+    assert_eq!(details[fund_move], "from P1");
     let (_, html) = page(&book.server, &c1_session, "/portal/accounts/C1/activity?all=1").await;
-    assert!(cells(&html, "kind").iter().any(|kind| kind == "Fund move"), "{html}");
+    assert!(cells(&html, "details").contains(&"DID".to_owned()), "the charge's description: {html}");
 
     // The partner's list holds its customers' calls, at what they cost the partner.
     let (_, cookie, _) = open(&book.link("P1").await).await;

@@ -736,8 +736,16 @@ pub async fn activity(
                 .map(|(c, a)| format!("{} {}", category_label(*c), money(*a)))
                 .collect::<Vec<_>>()
                 .join("; ");
+            // A fund move names the other side; a payment its method and reference.
+            let other = row.counterparty.and_then(|id| state.ledger.account_by_id(id)).map(|other| {
+                let incoming = row.postings.iter().any(|(c, _)| *c == Category::TransfersIn);
+                format!("{} {}", if incoming { "from" } else { "to" }, other.number)
+            });
+            let details = other.into_iter().chain(row.remarks.iter().cloned()).collect::<Vec<_>>().join(" · ");
             rows.push(templates::EventView {
                 position,
+                sort_key: row.occurred_at,
+                details,
                 kind: activity_label(&row.kind),
                 occurred_at: when(row.occurred_at),
                 recorded_at: when(row.recorded_at),
@@ -753,6 +761,9 @@ pub async fn activity(
             break;
         }
     }
+    // By business time, as a statement reads (the pages follow the log, so a late entry
+    // dated earlier sorts into the page it arrived with).
+    rows.sort_by_key(|row| row.sort_key);
     let all = if money_only { String::new() } else { "1".to_owned() };
     let next_href = next.map(|after| {
         with_query(account_href(&number, "/activity"), &[("all", all.clone()), ("after", after.to_string())])

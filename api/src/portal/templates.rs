@@ -151,7 +151,11 @@ pub struct LinesPage {
 
 pub struct EventView {
     pub position: u64,
+    /// Business time: the rows of a page are ordered by it.
+    pub sort_key: domain::Timestamp,
     pub kind: String,
+    /// The other account of a fund move, a payment's method and reference, a note.
+    pub details: String,
     pub occurred_at: String,
     pub recorded_at: String,
     pub postings: String,
