@@ -212,7 +212,7 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
     client.find(Locator::Id("note")).await.unwrap().send_keys("too much").await.unwrap();
     click_through(&client, Locator::Id("move-submit")).await;
     let refusal = text(&client, "#move-error").await;
-    assert!(refusal.starts_with("account C2 has ") && refusal.ends_with("1000 requested"), "{refusal}");
+    assert!(refusal.starts_with("account C2 has ") && refusal.ends_with("1000.00 requested"), "{refusal}");
     let value = async |css: &str, property: &str| {
         client.find(Locator::Css(css)).await.unwrap().prop(property).await.unwrap().unwrap_or_default()
     };
@@ -222,7 +222,12 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
     assert_eq!(value("input[value=from_customer]", "checked").await, "true");
     assert_eq!(text(&client, "#balance").await, "450.00 EUR", "nothing moved");
     let png = client.screenshot().await.unwrap();
-    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-partner.png"), png).unwrap();
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-partner.png"), &png).unwrap();
+    // `UPDATE_SCREENSHOTS=1` refreshes docs/portal.md's picture of a refused move.
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/portal-partner.png"), &png)
+            .unwrap();
+    }
 
     // Signing out ends the session: the pages lead to the login page.
     click_through(&client, Locator::Css("header button")).await;

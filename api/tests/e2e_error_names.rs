@@ -52,7 +52,7 @@ async fn refusals_name_accounts_by_their_number() {
     let too_much = json!({"from": "C-1", "to": "P-1", "amount": "100"});
     assert_eq!(
         refused(&server, "/api/v1/transfers", too_much).await,
-        (unprocessable, "insufficient_funds".into(), "account C-1 has 10 available, 100 requested".into())
+        (unprocessable, "insufficient_funds".into(), "account C-1 has 10.00 available, 100.00 requested".into())
     );
     let another_partners = json!({"from": "P-1", "to": "C-2", "amount": "1"});
     assert_eq!(

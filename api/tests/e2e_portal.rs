@@ -297,7 +297,7 @@ async fn password_login_csrf_and_partner_fund_moves() {
     let refusal = refused.text().await.unwrap();
     assert!(refusal.contains("id=\"move-error\""), "{refusal}");
     // The account by its number, not its internal id (issue 19).
-    assert!(refusal.contains("account P1 has 453 available, 100000 requested"), "{refusal}");
+    assert!(refusal.contains("account P1 has 453.00 available, 100000.00 requested"), "{refusal}");
     // A note that is not UTF-8 is refused, not recorded as U+FFFD.
     let not_utf8 = format!("csrf={csrf}&idempotency_key=a-fourth&direction=to_customer&customer=C2&amount=1&note=%FF");
     let refused = client

@@ -261,8 +261,9 @@ fn require_available(account: &Account, amount: Amount) -> Result<(), DomainErro
     if available < amount {
         return Err(DomainError::InsufficientFunds {
             account: account.label(),
-            available: available.to_string(),
-            requested: amount.to_string(),
+            // In the account's currency's form (17.00, not 17.0), as the API shows amounts.
+            available: available.canonical(account.currency).to_string(),
+            requested: amount.canonical(account.currency).to_string(),
         });
     }
     Ok(())

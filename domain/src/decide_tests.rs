@@ -493,7 +493,7 @@ fn refusals_name_accounts_by_their_number() {
     scenario.apply(&open_customer(other_customer, Some(partner), "C-2", "0")).unwrap();
     let status = |account, status| Command::ChangeStatus { account, status, reason: None };
     let refusals = [
-        (move_funds(customer, partner, "100"), "account C-1 has 10 available, 100 requested"),
+        (move_funds(customer, partner, "100"), "account C-1 has 10.00 available, 100.00 requested"),
         (move_funds(partner, partner, "1"), "account P-1 is not a customer of partner P-1"),
         (move_funds(customer, other_customer, "1"), "account C-2 is not a partner"),
         (status(partner, AccountStatus::Closed), "partner P-1 still has customers that are not closed"),
