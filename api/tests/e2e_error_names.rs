@@ -72,3 +72,19 @@ async fn refusals_name_accounts_by_their_number() {
         )
     );
 }
+
+/// Issue 19: `curl --data-binary @missing.csv` sends an empty body, which was answered
+/// "column `id` is required"; it is answered as what it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_csv_body_is_called_empty() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let client = reqwest::Client::new();
+    for path in ["/api/v1/cdrs", "/api/v1/reconciliations?from=2026-07-01&to=2026-08-01"] {
+        let request = client.post(server.url(path)).bearer_auth(ADMIN_KEY).header("content-type", "text/csv");
+        let (status, body) = send(request.body("")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!((body["error"].as_str(), body["field"].as_str()), (Some("invalid_body"), Some("body")), "{body}");
+        assert!(body["message"].as_str().unwrap().starts_with("the CSV body is empty"), "{path}: {body}");
+    }
+}

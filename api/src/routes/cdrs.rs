@@ -312,6 +312,7 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
         }
         CSV => {
             let bytes = read_bytes(request, state).await?;
+            refuse_empty_csv(&bytes)?;
             Ok((from_csv("body", &bytes)?, false))
         }
         FORM => {
@@ -744,4 +745,19 @@ pub async fn show(
             .into_iter()
             .collect();
     Ok(Json(CdrShowOut { status: "ok", cdr: render(&state, &caller, row), links }))
+}
+
+/// An empty CSV body is most often a file that was not there: `curl --data-binary
+/// @missing.csv` warns on stderr and sends nothing. Said as such, rather than "column `id`
+/// is required".
+pub fn refuse_empty_csv(bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "body",
+            "the CSV body is empty (with curl, check that the file after `@` exists: curl sends an empty body when it \
+             does not)",
+        ));
+    }
+    Ok(())
 }
