@@ -50,7 +50,8 @@ start() {
   local began out base
   out=$work/stdout
   began=$(date +%s.%N)
-  TOLLBOOK_LOG=error "$bin" serve --data "$data" --listen 127.0.0.1:0 >"$out" &
+  # `serve` refuses to start without an admin key; this one is never used.
+  TOLLBOOK_ADMIN_KEY="bench-$RANDOM$RANDOM" TOLLBOOK_LOG=error "$bin" serve --data "$data" --listen 127.0.0.1:0 >"$out" &
   server=$!
   for _ in $(seq $((START_TIMEOUT_S * 50))); do grep -q listening "$out" && break; sleep 0.02; done
   base=$(sed -n 's/^tollbook listening on //p' "$out")

@@ -32,7 +32,7 @@ pub struct ApiError {
 /// Every error answer: a machine code to match on, a human message, and the input field
 /// at fault when there is one.
 #[derive(Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"status": "error", "error": "insufficient_funds", "message": "account 0190... has 4.00 available, 10 requested"}))]
+#[schema(example = json!({"status": "error", "error": "insufficient_funds", "message": "account C-1001 has 4.00 available, 10.00 requested"}))]
 pub struct ErrorBody<'a> {
     /// Always `error`.
     #[schema(example = "error")]

@@ -1,5 +1,6 @@
 //! `tollbook`: the ledger's one binary.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -197,7 +198,10 @@ fn main() -> std::process::ExitCode {
     tune_allocator();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLBOOK_LOG").unwrap_or_else(|_| "info".into());
     // Logs go to stderr: stdout carries only what a script may read (the bound address).
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: in a file or a log collector, escape codes
+    // are noise that breaks grep.
+    let colours = std::io::stderr().is_terminal();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
     // One JSON object a line, for log collectors; text for people.
     if std::env::var("TOLLBOOK_LOG_FORMAT").is_ok_and(|format| format == "json") {
         logs.json().init();

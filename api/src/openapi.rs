@@ -85,6 +85,7 @@ impl Modify for Conventions {
                 same_body_in_every_encoding(operation);
             }
         }
+        readable_in_the_docs_page(openapi);
     }
 }
 
@@ -314,4 +315,108 @@ pub fn account_links_example() -> serde_json::Value {
 /// The example of the alert templates' `variables`: the real list.
 pub fn template_variables_example() -> serde_json::Value {
     json!(crate::notify::template::VARIABLES.into_iter().collect::<BTreeMap<_, _>>())
+}
+
+/// Rewrites what the docs page (Swagger UI) shows wrongly, without changing what the
+/// document accepts or promises: a schema typed `[T, "null"]` (every `Option`) becomes
+/// `anyOf: [T, null]`, which the page's example generator reads as T (it folded the type
+/// list into "stringnull"), with the schema's `example` as an example of T; and the
+/// business time of a write (`occurred_at`) is a `date-time`, which the page shows as
+/// one, rather than a bare "string".
+fn readable_in_the_docs_page(openapi: &mut utoipa::openapi::OpenApi) {
+    let Ok(mut document) = serde_json::to_value(&*openapi) else { return };
+    visit_schemas(&mut document, false);
+    match serde_json::from_value(document) {
+        Ok(rewritten) => *openapi = rewritten,
+        Err(error) => tracing::error!(%error, "the OpenAPI document could not be rewritten for the docs page"),
+    }
+}
+
+/// Keys whose values are data (examples, enumerations), not schemas or document parts.
+const DATA_KEYS: [&str; 5] = ["example", "examples", "enum", "const", "default"];
+/// The keys of a schema that stay on the outer schema when its type is split.
+const OUTER_KEYS: [&str; 5] = ["description", "title", "deprecated", "readOnly", "writeOnly"];
+
+fn visit_schemas(value: &mut serde_json::Value, in_schema: bool) {
+    match value {
+        serde_json::Value::Object(map) => {
+            // Before the children are visited: `occurred_at` is still typed `[string, null]`.
+            if in_schema
+                && let Some(serde_json::Value::Object(properties)) = map.get_mut("properties")
+                && let Some(serde_json::Value::Object(occurred_at)) = properties.get_mut("occurred_at")
+            {
+                date_time_format(occurred_at);
+            }
+            for (key, child) in map.iter_mut() {
+                if in_schema && DATA_KEYS.contains(&key.as_str()) {
+                    continue;
+                }
+                let child_in_schema = in_schema || key == "schema" || key == "schemas";
+                visit_schemas(child, child_in_schema);
+            }
+            if in_schema {
+                split_null_type(map);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                visit_schemas(item, in_schema);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `{"type": ["string", "null"], …}` → `{"anyOf": [{"type": "string", …}, {"type": "null"}]}`.
+fn split_null_type(schema: &mut serde_json::Map<String, serde_json::Value>) {
+    let Some(serde_json::Value::Array(types)) = schema.get("type") else { return };
+    let null = json!("null");
+    if types.len() < 2 || !types.contains(&null) {
+        return;
+    }
+    let mut others: Vec<serde_json::Value> = types.iter().filter(|t| **t != null).cloned().collect();
+    let other = if others.len() == 1 { others.remove(0) } else { serde_json::Value::Array(others) };
+    let mut inner = serde_json::Map::new();
+    inner.insert("type".into(), other);
+    let keys: Vec<String> =
+        schema.keys().filter(|k| *k != "type" && !OUTER_KEYS.contains(&k.as_str())).cloned().collect();
+    for key in keys {
+        if let Some(value) = schema.remove(&key) {
+            inner.insert(key, value);
+        }
+    }
+    schema.remove("type");
+    if let Some(serde_json::Value::Array(values)) = inner.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+    if let Some(example) = inner.remove("example") {
+        inner.entry("examples").or_insert_with(|| json!([example]));
+    }
+    schema.insert("anyOf".into(), json!([inner, {"type": "null"}]));
+}
+
+/// An `occurred_at` given as a string is a date-time (a bare date is taken too: the
+/// description says so).
+fn date_time_format(schema: &mut serde_json::Map<String, serde_json::Value>) {
+    let string = json!("string");
+    let is_string = match schema.get("type") {
+        Some(serde_json::Value::Array(types)) => types.contains(&string),
+        Some(other) => *other == string,
+        None => false,
+    };
+    if is_string {
+        schema.entry("format").or_insert_with(|| json!("date-time"));
+    }
+}
+
+/// An adjustment's amount: signed, and the sign is the part people get wrong.
+pub fn adjustment_amount_in() -> utoipa::openapi::schema::Object {
+    let mut schema = amount_in();
+    schema.description = Some(
+        "Signed: a positive amount is a debit (it adds to the account's charges and lowers its balance), a \
+         negative one a credit (it raises the balance). An exact decimal, as a JSON number or a string; at \
+         most 5 decimal places."
+            .into(),
+    );
+    schema
 }

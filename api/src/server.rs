@@ -65,7 +65,31 @@ impl Shared {
     }
 }
 
+/// Why `serve` refuses to start without an admin key when no admin user exists: every
+/// request would be answered 401, and nobody could make the first account or user.
+const NO_ADMIN_KEY: &str = "no admin key is set, and no admin user exists to sign in with: every request would be \
+refused. Start the server with one, for example:
+    TOLLBOOK_ADMIN_KEY=\"$(openssl rand -hex 32)\" tollbook serve
+(or `--admin-key KEY`; the environment keeps the key out of `ps`), then send it as
+`Authorization: Bearer KEY`.";
+
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let admin_key = args.admin_key.as_deref().filter(|key| !key.is_empty());
+    let auth_dir = args.data_dir.join(crate::auth::store::AUTH_DIR);
+    // Checked before anything is opened or created: a mistake made in the first minute is
+    // said at once, not after the read models have loaded.
+    let auth_store = match admin_key {
+        Some(_) => None,
+        None if auth_dir.exists() => {
+            let store = AuthStore::open(&auth_dir)?;
+            if !store.has_admin()? {
+                return Err(NO_ADMIN_KEY.into());
+            }
+            tracing::info!("no admin key is set: admins sign in as users, with a password or an API token");
+            Some(store)
+        }
+        None => return Err(NO_ADMIN_KEY.into()),
+    };
     std::fs::create_dir_all(&args.data_dir)?;
     let spec = crate::store_spec(&args.data_dir, &args.store);
     let (store, sled_stats): (Arc<dyn EventStore>, _) = match &spec {
@@ -85,18 +109,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let projector = projections::spawn_projector(models.clone(), store.clone());
     let ledger = Arc::new(Ledger::open(store).await?);
-    if args.admin_key.as_deref().is_none_or(str::is_empty) {
-        tracing::warn!("no --admin-key configured: only users' tokens and sessions can sign in");
-    }
-    let auth_store = AuthStore::open(&args.data_dir.join(crate::auth::store::AUTH_DIR))?;
+    let auth_store = match auth_store {
+        Some(store) => store,
+        None => AuthStore::open(&auth_dir)?,
+    };
     let portal = crate::auth::PortalSettings {
         login_link_lifetime: args.login_link_lifetime.0,
         public_url: args.public_url.as_deref().map(|url| url.trim_end_matches('/').to_owned()),
         secure_cookies: args.secure_cookies,
         session_lifetime: args.session_lifetime.0,
     };
-    let auth =
-        Arc::new(Auth::open(auth_store, args.admin_key.as_deref(), args.session_lifetime.0)?.with_portal(portal));
+    let auth = Arc::new(Auth::open(auth_store, admin_key, args.session_lifetime.0)?.with_portal(portal));
     let purger = crate::auth::spawn_purger(auth.clone());
     let notify_store = NotifyStore::open(&args.data_dir.join(crate::notify::store::NOTIFY_DIR))?;
     let delivery = DeliveryConfig {
@@ -122,7 +145,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // both are bound.
     let metrics_server = match args.metrics_listen {
         Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address).await?;
+            let listener = bind(address, "--metrics-listen").await?;
             let bound = listener.local_addr()?;
             tracing::info!(listen = %bound, "metrics are served");
             println!("tollbook metrics on http://{bound}");
@@ -135,7 +158,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = bind(args.listen, "--listen").await?;
     let bound = listener.local_addr()?;
     tracing::info!(listen = %bound, data = %args.data_dir.display(), store = ?spec, "tollbook is ready");
     // On stdout as well, for whoever started us with port 0 and needs to know the port.
@@ -174,6 +197,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("tollbook stopped");
     Ok(())
+}
+
+/// Binds a listener; a failure names the address and the flag that set it ("Address
+/// already in use" alone does not say which of two listeners, nor which port).
+async fn bind(address: std::net::SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| format!("cannot listen on {address} ({flag}): {error}"))
 }
 
 /// The whole HTTP application: the API, its OpenAPI document and docs page, and the

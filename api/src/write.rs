@@ -133,6 +133,11 @@ pub struct BalanceOut {
 pub struct WriteBody {
     #[schema(example = "ok")]
     status: &'static str,
+    /// The id of what the write created, where it has one that the next requests need
+    /// (a tariff's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    id: Option<String>,
     /// True when this answers a repeat of an earlier request (same `Idempotency-Key` and
     /// body): `events` and `position` are the first request's and nothing new was recorded.
     repeated: bool,
@@ -152,6 +157,17 @@ pub fn respond(
     state: &AppState,
     status: StatusCode,
     outcome: CommandOutcome,
+    links: BTreeMap<&'static str, String>,
+) -> Response {
+    respond_with_id(state, status, outcome, None, links)
+}
+
+/// [`respond`], naming what the write created by its `id`.
+pub fn respond_with_id(
+    state: &AppState,
+    status: StatusCode,
+    outcome: CommandOutcome,
+    id: Option<String>,
     links: BTreeMap<&'static str, String>,
 ) -> Response {
     let events = outcome
@@ -180,8 +196,15 @@ pub fn respond(
             }
         })
         .collect();
-    let body =
-        WriteBody { status: "ok", repeated: outcome.repeated, position: outcome.position(), events, balances, links };
+    let body = WriteBody {
+        status: "ok",
+        id,
+        repeated: outcome.repeated,
+        position: outcome.position(),
+        events,
+        balances,
+        links,
+    };
     (status, Json(body)).into_response()
 }
 

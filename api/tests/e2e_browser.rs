@@ -163,7 +163,9 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
     assert_eq!(text(&client, "#lines-sum").await, C1_PAYMENTS);
     click_through(&client, Locator::Css("#lines tbody a")).await;
     let event = text(&client, "#events tbody tr").await;
-    assert!(event.contains("PaymentReceived") && event.contains(C1_PAYMENTS), "{event}");
+    assert!(event.contains("Payment") && event.contains(C1_PAYMENTS), "{event}");
+    // In a customer's words: no event types, no log positions (issue 19).
+    assert!(!event.contains("PaymentReceived") && !event.contains('#'), "{event}");
 
     // Another customer's pages are not there.
     client.goto(&book.server.url("/portal/accounts/C2")).await.unwrap();
@@ -201,8 +203,31 @@ async fn a_customer_and_a_partner_use_the_portal_in_a_browser() {
     click_through(&client, Locator::Id("move-submit")).await;
     assert_eq!(text(&client, "#balance").await, "450.00 EUR");
     assert_eq!(text(&client, "[data-customer-balance=C2]").await, "17.00");
+
+    // Too much is refused on the page, naming the account by its number, and the form
+    // keeps what was entered (issue 19).
+    client.find(Locator::Css("#customer option[value=C2]")).await.unwrap().click().await.unwrap();
+    client.find(Locator::Css("input[value=from_customer]")).await.unwrap().click().await.unwrap();
+    client.find(Locator::Id("amount")).await.unwrap().send_keys("1000").await.unwrap();
+    client.find(Locator::Id("note")).await.unwrap().send_keys("too much").await.unwrap();
+    click_through(&client, Locator::Id("move-submit")).await;
+    let refusal = text(&client, "#move-error").await;
+    assert!(refusal.starts_with("account C2 has ") && refusal.ends_with("1000.00 requested"), "{refusal}");
+    let value = async |css: &str, property: &str| {
+        client.find(Locator::Css(css)).await.unwrap().prop(property).await.unwrap().unwrap_or_default()
+    };
+    assert_eq!(value("#amount", "value").await, "1000");
+    assert_eq!(value("#note", "value").await, "too much");
+    assert_eq!(value("#customer", "value").await, "C2");
+    assert_eq!(value("input[value=from_customer]", "checked").await, "true");
+    assert_eq!(text(&client, "#balance").await, "450.00 EUR", "nothing moved");
     let png = client.screenshot().await.unwrap();
-    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-partner.png"), png).unwrap();
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-partner.png"), &png).unwrap();
+    // `UPDATE_SCREENSHOTS=1` refreshes docs/portal.md's picture of a refused move.
+    if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+        std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/portal-partner.png"), &png)
+            .unwrap();
+    }
 
     // Signing out ends the session: the pages lead to the login page.
     click_through(&client, Locator::Css("header button")).await;

@@ -291,7 +291,11 @@ async fn health_on(stream: &mut TcpStream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_bound_wait_until_one_closes() {
     let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), &["--connections-max", "2", "--header-read-timeout", "60s"]).await;
+    let server = Server::start(
+        data.path(),
+        &["--admin-key", ADMIN_KEY, "--connections-max", "2", "--header-read-timeout", "60s"],
+    )
+    .await;
     // The start-up health check's connection is closed; let the server see it go.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut first = TcpStream::connect(address(&server)).await.unwrap();

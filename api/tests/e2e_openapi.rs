@@ -143,13 +143,19 @@ async fn metrics_count_requests_by_route_template() {
     assert_eq!((status.as_u16(), live["status"].as_str()), (200, Some("ok")));
 }
 
-/// The `type` of a schema as a list: `"number"` and `["number", "null"]` alike.
+/// The `type` of a schema as a list: `"number"`, `["number", "null"]` and
+/// `{"anyOf": [{"type": "number"}, {"type": "null"}]}` alike.
 fn types(schema: &Value) -> Vec<&str> {
     match &schema["type"] {
         Value::String(one) => vec![one.as_str()],
         Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
+        _ => schema["anyOf"].as_array().map_or_else(Vec::new, |any| any.iter().flat_map(types).collect()),
     }
+}
+
+/// The schema itself, or the one branch of `anyOf: [schema, {"type": "null"}]` that is not null.
+fn not_null(schema: &Value) -> &Value {
+    schema["anyOf"].as_array().and_then(|any| any.iter().find(|s| s["type"] != "null")).unwrap_or(schema)
 }
 
 /// The JSON type name of a value, as a schema's `type` names it.
@@ -228,7 +234,7 @@ async fn nulls_in_answers_are_in_the_document_and_examples_are_real() {
     assert_eq!(shown["cdr"]["answer"], Value::Null, "{shown}");
     assert!(types(answer_schema).contains(&"null"), "answer: null is not allowed by {answer_schema}");
     assert!(types(answer_schema).contains(&"string"), "{answer_schema}");
-    assert_eq!(answer_schema["format"], "date-time");
+    assert_eq!(not_null(answer_schema)["format"], "date-time");
 
     // Examples are real: no placeholder text, business times as RFC 3339, and links as a
     // map of named hrefs (Swagger UI would otherwise show `additionalProp1`).
@@ -243,6 +249,7 @@ async fn nulls_in_answers_are_in_the_document_and_examples_are_real() {
     for (name, schema) in schemas.as_object().unwrap() {
         let Some(properties) = schema["properties"].as_object() else { continue };
         if let Some(property) = properties.get("occurred_at") {
+            let property = not_null(property);
             occurred_at += 1;
             let example = property["example"].as_str().or(property["examples"][0].as_str());
             let example = example.unwrap_or_else(|| panic!("{name}.occurred_at has no example: {property}"));
@@ -287,4 +294,60 @@ async fn a_min_position_past_the_log_is_bad_input() {
         assert_eq!((status.as_u16(), error["field"].as_str()), (400, Some("min_position")), "{path}: {error}");
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "{path} waited");
     }
+}
+
+/// Issue 19: the docs page showed optional fields as "stringnull" (it folds a type list
+/// `["string", "null"]` into one word), `occurred_at` as a bare "string", no word on an
+/// adjustment's sign, and a statement description that pointed at identities it did not
+/// show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_reads_types_signs_and_identities_right() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let (_, doc) = send(reqwest::Client::new().get(server.url("/api/v1/openapi.json"))).await;
+
+    fn type_lists_with_null(value: &Value, at: String, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_array).is_some_and(|t| t.contains(&Value::from("null"))) {
+                    found.push(at.clone());
+                }
+                for (key, inner) in map {
+                    if !["example", "examples", "enum", "default"].contains(&key.as_str()) {
+                        type_lists_with_null(inner, format!("{at}/{key}"), found);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                items.iter().enumerate().for_each(|(i, item)| type_lists_with_null(item, format!("{at}/{i}"), found))
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    type_lists_with_null(&doc, String::new(), &mut found);
+    assert!(found.is_empty(), "type lists with null, shown as \"stringnull\": {found:?}");
+
+    let schemas = &doc["components"]["schemas"];
+    for request in ["PaymentRequest", "AdjustmentRequest", "ChargeRequest", "TransferRequest"] {
+        let occurred_at = &schemas[request]["properties"]["occurred_at"];
+        assert!(types(occurred_at).contains(&"null"), "{request}: still optional: {occurred_at}");
+        assert_eq!(not_null(occurred_at)["format"], "date-time", "{request}: {occurred_at}");
+        let example = not_null(occurred_at)["examples"][0].as_str().unwrap_or_default();
+        assert!(chrono::DateTime::parse_from_rfc3339(example).is_ok(), "{request}: {occurred_at}");
+    }
+    let amount = schemas["AdjustmentRequest"]["properties"]["amount"]["description"].as_str().unwrap();
+    assert!(amount.contains("positive amount is a debit"), "{amount}");
+    let adjustment = doc["paths"]["/api/v1/adjustments"]["post"]["description"].as_str().unwrap_or_default();
+    let summary = doc["paths"]["/api/v1/adjustments"]["post"]["summary"].as_str().unwrap_or_default();
+    assert!(format!("{summary} {adjustment}").contains("positive amount is a debit"), "{summary} {adjustment}");
+    let statement = &doc["paths"]["/api/v1/accounts/{number}/statement"]["get"];
+    let text = format!("{} {}", statement["summary"].as_str().unwrap_or_default(), statement["description"]);
+    for identity in [
+        "total_charges = call_charges + other_charges + adjustments",
+        "opening_balance + payments + transfers_in - transfers_out - total_charges",
+    ] {
+        assert!(text.contains(identity), "{identity} not in {text}");
+    }
+    assert!(!text.contains("identities above"), "{text}");
 }

@@ -296,6 +296,8 @@ async fn password_login_csrf_and_partner_fund_moves() {
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let refusal = refused.text().await.unwrap();
     assert!(refusal.contains("id=\"move-error\""), "{refusal}");
+    // The account by its number, not its internal id (issue 19).
+    assert!(refusal.contains("account P1 has 453.00 available, 100000.00 requested"), "{refusal}");
     // A note that is not UTF-8 is refused, not recorded as U+FFFD.
     let not_utf8 = format!("csrf={csrf}&idempotency_key=a-fourth&direction=to_customer&customer=C2&amount=1&note=%FF");
     let refused = client
@@ -471,4 +473,75 @@ async fn a_statement_csv_longer_than_a_chunk_streams_every_line_and_honours_as_o
     let halfway = positions[PAYMENTS / 2];
     let earlier = positions.iter().filter(|p| **p <= halfway).count();
     check(&csv_of(format!("&as_of={halfway}")).await, earlier);
+}
+
+/// The values of the cells marked `data-{name}` on a page, in order.
+fn cells(html: &str, name: &str) -> Vec<String> {
+    let marker = format!("data-{name}>");
+    html.split(&marker).skip(1).map(|rest| unescape(&rest[..rest.find('<').unwrap()])).collect()
+}
+
+/// Issue 19: the calls page spoke to developers: durations in raw seconds (4200), hang-up
+/// causes as bare numbers, costs at mixed scales in one column (0.19 next to 0.2094), no
+/// totals, and a partner's list of its customers' calls without saying whose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_page_reads_like_a_bill() {
+    let data = tempfile::tempdir().unwrap();
+    let mut book = book(data.path(), &[]).await;
+    let calls = json!([
+        {"id": "long-1", "account": "C1", "callee": "4930123456", "start": "2026-03-02T10:00:00Z",
+         "answer": "2026-03-02T10:00:00Z", "end": "2026-03-02T11:10:00Z", "cost": "0.19", "partner_cost": "0.1"},
+        {"id": "short-2", "account": "C1", "callee": "4989123456", "start": "2026-03-03T10:00:00Z",
+         "answer": "2026-03-03T10:00:00Z", "end": "2026-03-03T10:00:59Z", "cost": "0.2094", "partner_cost": "0.12"},
+        {"id": "busy-3", "account": "C1", "callee": "4940123456", "start": "2026-03-04T10:00:00Z",
+         "end": "2026-03-04T10:00:10Z", "hangup_cause": "17", "cost": "0", "partner_cost": "0"},
+    ]);
+    let answer = book.admin(Method::POST, "/api/v1/cdrs", calls).await;
+    assert_eq!(answer["summary"]["charged"], 3, "{answer}");
+    book.settle().await;
+    let period = "from=2026-03-01&to=2026-04-01";
+
+    let (_, cookie, _) = open(&book.link("C1").await).await;
+    let c1_session = cookie_pair(&cookie.unwrap());
+    let (status, html) = page(&book.server, &c1_session, &format!("/portal/accounts/C1/calls?{period}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cells(&html, "duration"), ["1:10:00", "0:00:59", "0:00:00"]);
+    assert_eq!(cells(&html, "hangup"), ["Normal clearing (16)", "Normal clearing (16)", "User busy (17)"]);
+    assert_eq!(cells(&html, "cost"), ["0.1900", "0.2094", "0.0000"]);
+    assert_eq!(text_of(&html, "total-duration"), "1:10:59");
+    assert_eq!(text_of(&html, "total-cost"), "0.3994");
+    assert!(cells(&html, "customer").is_empty(), "a customer's own calls need no customer column");
+    // The statement and the activity speak a customer's words: no event types, no log
+    // positions.
+    for path in ["/portal/accounts/C1/statement", "/portal/accounts/C1/activity?all=1"] {
+        let (status, html) = page(&book.server, &c1_session, path).await;
+        assert_eq!(status, StatusCode::OK);
+        let main = &html[html.find("<main").unwrap()..];
+        for developer_word in ["position", "PaymentReceived", "FundsMoved", "CallCharged", ">#"] {
+            assert!(!main.contains(developer_word), "{path}: {developer_word}");
+        }
+    }
+    // Payments with their method and reference, fund moves with the other side, by date:
+    // a payment entered last but dated before everything else comes first.
+    let payment = json!({"account": "C1", "amount": "3", "method": "wire", "reference": "INV-7",
+                         "occurred_at": "2026-01-05"});
+    book.admin(Method::POST, "/api/v1/payments", payment).await;
+    book.settle().await;
+    let (_, html) = page(&book.server, &c1_session, "/portal/accounts/C1/activity").await;
+    let (kinds, details) = (cells(&html, "kind"), cells(&html, "details"));
+    assert_eq!(kinds.first().map(String::as_str), Some("Payment"), "{kinds:?}");
+    assert_eq!(details.first().map(String::as_str), Some("wire · INV-7"), "{details:?}");
+    let fund_move = kinds.iter().position(|kind| kind == "Fund move").expect("the fund move from P1");
+    assert_eq!(details[fund_move], "from P1");
+    let (_, html) = page(&book.server, &c1_session, "/portal/accounts/C1/activity?all=1").await;
+    assert!(cells(&html, "details").contains(&"DID".to_owned()), "the charge's description: {html}");
+
+    // The partner's list holds its customers' calls, at what they cost the partner.
+    let (_, cookie, _) = open(&book.link("P1").await).await;
+    let p1_session = cookie_pair(&cookie.unwrap());
+    let (status, html) = page(&book.server, &p1_session, &format!("/portal/accounts/P1/calls?{period}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cells(&html, "customer"), ["C1", "C1", "C1"]);
+    assert_eq!(cells(&html, "cost"), ["0.10", "0.12", "0.00"]);
+    assert_eq!(text_of(&html, "total-cost"), "0.22");
 }

@@ -14,8 +14,10 @@ command -v newman >/dev/null || { echo "newman is not installed: npm install -g 
 
 data="$(mktemp -d)"
 out="$data/stdout"
-admin_key="newman-$RANDOM-$RANDOM"
-"$binary" serve --listen 127.0.0.1:0 --data "$data/db" --admin-key "$admin_key" >"$out" 2>"$data/stderr" &
+# The key goes to the server in its environment and to newman in an environment file, so
+# that it shows in no process's command line.
+admin_key="newman-$RANDOM$RANDOM$RANDOM"
+TOLLBOOK_ADMIN_KEY="$admin_key" "$binary" serve --listen 127.0.0.1:0 --data "$data/db" >"$out" 2>"$data/stderr" &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
@@ -38,8 +40,14 @@ if [[ -z "$base" ]]; then
   exit 1
 fi
 
+(umask 077 && cat >"$data/environment.json" <<EOF
+{"name": "tollbook test", "values": [
+  {"key": "baseUrl", "value": "$base", "enabled": true},
+  {"key": "adminKey", "value": "$admin_key", "enabled": true}
+]}
+EOF
+)
 newman run docs/tollbook.postman_collection.json \
-  --env-var "baseUrl=$base" \
-  --env-var "adminKey=$admin_key" \
+  --environment "$data/environment.json" \
   --bail \
   --color off

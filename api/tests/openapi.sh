@@ -6,7 +6,9 @@ cd "$(dirname "$0")/../.."
 binary="${1:-target/debug/tollbook}"
 command -v openapi-spec-validator >/dev/null || { echo "openapi-spec-validator is not installed (scripts/test installs it into target/pyenv)" >&2; exit 1; }
 work="$(mktemp -d)"
-"$binary" serve --listen 127.0.0.1:0 --data "$work/db" >"$work/stdout" 2>"$work/stderr" &
+# `serve` needs an admin key; given in the environment, it shows in no command line.
+TOLLBOOK_ADMIN_KEY="openapi-$RANDOM$RANDOM$RANDOM" \
+  "$binary" serve --listen 127.0.0.1:0 --data "$work/db" >"$work/stdout" 2>"$work/stderr" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 base=""

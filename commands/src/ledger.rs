@@ -10,8 +10,8 @@ use domain::rating::Tariff;
 use domain::switch::{CdrIdentifiers, SwitchIdentifier};
 use domain::switch_cdr::NativeCdr;
 use domain::{
-    AccountId, AccountKind, Amount, AssignedTariff, BookId, BookState, ChargeCall, Command, CommandMeta, Currency,
-    DomainError, OpenAccount, Payload, RecordedEvent, TariffId,
+    AccountId, AccountKind, AccountLabel, Amount, AssignedTariff, BookId, BookState, ChargeCall, Command, CommandMeta,
+    Currency, DomainError, OpenAccount, Payload, RecordedEvent, TariffId,
 };
 use eventlog::{EventStore, READ_EVENTS_MAX, StoreError};
 use tokio::sync::OnceCell;
@@ -36,6 +36,13 @@ pub struct AccountRef {
     pub alert_balance_below: Option<Amount>,
     /// Alert for each call costing more than this.
     pub alert_call_cost_above: Option<Amount>,
+}
+
+impl AccountRef {
+    /// How messages name the account.
+    pub fn label(&self) -> AccountLabel {
+        AccountLabel { id: self.id, number: self.number.clone() }
+    }
 }
 
 #[derive(Default)]
@@ -242,8 +249,8 @@ impl Ledger {
             refs.first().ok_or(DomainError::InvalidField { field: "account", reason: "no account named".into() })?;
         if let Some(other) = refs.iter().find(|r| r.book != first.book) {
             let (partner, customer) = match first.kind {
-                AccountKind::Partner => (first.id, other.id),
-                AccountKind::Customer => (other.id, first.id),
+                AccountKind::Partner => (first.label(), other.label()),
+                AccountKind::Customer => (other.label(), first.label()),
             };
             return Err(DomainError::NotOwnCustomer { partner, customer }.into());
         }
@@ -299,7 +306,7 @@ impl Ledger {
     pub(crate) fn rate_in_book(&self, cdr: &CdrInput) -> Result<(BookId, ChargeCall), CommandError> {
         let customer = self.account(&cdr.account).ok_or_else(|| CommandError::UnknownAccount(cdr.account.clone()))?;
         if customer.kind != AccountKind::Customer {
-            return Err(DomainError::NotACustomer(customer.id).into());
+            return Err(DomainError::NotACustomer(customer.label()).into());
         }
         let partner = customer.partner.map(|id| self.account_by_id(id).ok_or(DomainError::AccountNotFound(id)));
         let partner = partner.transpose()?;
@@ -308,7 +315,7 @@ impl Ledger {
             account.tariff.and_then(|id| catalog.get(id)).and_then(|history| history.in_force(cdr.start))
         };
         let party = |account: &AccountRef| RatingParty {
-            account: account.id,
+            account: account.label(),
             currency: account.currency,
             tariff: in_force(account).map(|v| &**v),
         };

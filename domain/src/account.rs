@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, TariffId};
+use crate::ids::{AccountId, AccountLabel, TariffId};
 use crate::money::{Amount, Currency};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,6 +76,11 @@ pub struct Account {
 }
 
 impl Account {
+    /// How messages name the account.
+    pub fn label(&self) -> AccountLabel {
+        AccountLabel { id: self.id, number: self.number.clone() }
+    }
+
     /// What may still be spent before the credit limit: `balance + credit_limit`.
     pub fn available(&self) -> Amount {
         self.balance + self.credit_limit

@@ -7,7 +7,7 @@
 use crate::command::ChargeCall;
 use crate::error::DomainError;
 use crate::hangup::{CauseFlag, read_cause};
-use crate::ids::{AccountId, TariffId, validate_identifier, validate_text};
+use crate::ids::{AccountLabel, TariffId, validate_identifier, validate_text};
 use crate::money::{Amount, Currency};
 use crate::rating::{CallDirection, RatedCdr, Tariff};
 use crate::rating_engine::CompiledTariff;
@@ -177,7 +177,7 @@ impl TariffVersion {
 /// version in force when the call started (none if no tariff is assigned or none was in
 /// force yet).
 pub struct RatingParty<'a> {
-    pub account: AccountId,
+    pub account: AccountLabel,
     pub currency: Currency,
     pub tariff: Option<&'a TariffVersion>,
 }
@@ -195,7 +195,7 @@ pub fn rate_call(
         if !charged {
             return Ok((Amount::ZERO, None));
         }
-        let version = party.tariff.ok_or(DomainError::NoTariff { account: party.account, role })?;
+        let version = party.tariff.ok_or(DomainError::NoTariff { account: party.account.clone(), role })?;
         if version.tariff.currency != party.currency {
             return Err(DomainError::TariffCurrencyMismatch {
                 account: party.currency.as_str().to_owned(),
@@ -230,7 +230,7 @@ pub fn rate_call(
         party.filter(|_| rated && charged).and_then(|p| p.tariff).map(|v| v.tariff.id)
     };
     Ok(ChargeCall {
-        account: customer.account,
+        account: customer.account.id,
         cdr: RatedCdr {
             id: cdr.id.clone(),
             caller: cdr.caller.clone(),
@@ -386,7 +386,8 @@ mod tests {
     }
 
     fn party(tariff: Option<&TariffVersion>) -> RatingParty<'_> {
-        RatingParty { account: AccountId::new(), currency: Currency::parse("EUR").unwrap(), tariff }
+        let account = AccountLabel { id: crate::ids::AccountId::new(), number: "C-1".into() };
+        RatingParty { account, currency: Currency::parse("EUR").unwrap(), tariff }
     }
 
     #[test]
@@ -432,9 +433,9 @@ mod tests {
         assert_eq!(field_of(rate_call(&stray, &party(Some(&retail)), None).unwrap_err()), "partner_cost");
     }
 
-    fn partner_missing_account(error: &DomainError) -> AccountId {
+    fn partner_missing_account(error: &DomainError) -> AccountLabel {
         match error {
-            DomainError::NoTariff { account, .. } => *account,
+            DomainError::NoTariff { account, .. } => account.clone(),
             other => panic!("{other:?}"),
         }
     }

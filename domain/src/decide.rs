@@ -200,7 +200,7 @@ fn set_switch_identifiers(
 ) -> Result<Decision, DomainError> {
     let acc = open_account_ref(state, account)?;
     if acc.kind != AccountKind::Customer {
-        return Err(DomainError::NotACustomer(account));
+        return Err(DomainError::NotACustomer(acc.label()));
     }
     let identifiers = crate::switch::validated_identifiers(identifiers)?;
     if let Some(taken) =
@@ -281,7 +281,7 @@ fn optional_text(field: &'static str, text: &Option<String>) -> Result<(), Domai
 fn open_account_ref(state: &BookState, id: AccountId) -> Result<&Account, DomainError> {
     let account = state.account(id)?;
     if account.status == AccountStatus::Closed {
-        return Err(DomainError::AccountClosed(id));
+        return Err(DomainError::AccountClosed(account.label()));
     }
     Ok(account)
 }
@@ -290,9 +290,10 @@ fn require_available(account: &Account, amount: Amount) -> Result<(), DomainErro
     let available = account.available();
     if available < amount {
         return Err(DomainError::InsufficientFunds {
-            account: account.id,
-            available: available.to_string(),
-            requested: amount.to_string(),
+            account: account.label(),
+            // In the account's currency's form (17.00, not 17.0), as the API shows amounts.
+            available: available.canonical(account.currency).to_string(),
+            requested: amount.canonical(account.currency).to_string(),
         });
     }
     Ok(())
@@ -328,7 +329,7 @@ fn open_account(state: &BookState, open: &OpenAccount) -> Result<Decision, Domai
             }
             let partner = open_account_ref(state, partner_id)?;
             if partner.kind != AccountKind::Partner {
-                return Err(DomainError::NotAPartner(partner_id));
+                return Err(DomainError::NotAPartner(partner.label()));
             }
         }
         (AccountKind::Customer, None) => {
@@ -368,7 +369,7 @@ fn change_status(
     if status == AccountStatus::Closed && account.kind == AccountKind::Partner {
         let open_customer = state.accounts.values().any(|a| a.partner == Some(id) && a.status != AccountStatus::Closed);
         if open_customer {
-            return Err(DomainError::PartnerHasOpenCustomers(id));
+            return Err(DomainError::PartnerHasOpenCustomers(account.label()));
         }
     }
     accept(Payload::AccountStatusChanged(AccountStatusChanged {
@@ -486,16 +487,20 @@ fn move_funds(
     let direction = match (from.kind, to.kind) {
         (AccountKind::Partner, AccountKind::Customer) if to.partner == Some(from.id) => MoveDirection::ToCustomer,
         (AccountKind::Customer, AccountKind::Partner) if from.partner == Some(to.id) => MoveDirection::ToPartner,
-        (AccountKind::Partner, _) => return Err(DomainError::NotOwnCustomer { partner: from.id, customer: to.id }),
-        (_, AccountKind::Partner) => return Err(DomainError::NotOwnCustomer { partner: to.id, customer: from.id }),
-        (AccountKind::Customer, AccountKind::Customer) => return Err(DomainError::NotAPartner(to.id)),
+        (AccountKind::Partner, _) => {
+            return Err(DomainError::NotOwnCustomer { partner: from.label(), customer: to.label() });
+        }
+        (_, AccountKind::Partner) => {
+            return Err(DomainError::NotOwnCustomer { partner: to.label(), customer: from.label() });
+        }
+        (AccountKind::Customer, AccountKind::Customer) => return Err(DomainError::NotAPartner(to.label())),
     };
     if from.currency != to.currency {
         return Err(DomainError::CurrencyMismatch(from.currency.to_string(), to.currency.to_string()));
     }
     // A suspended account may be topped up, but its funds stay where they are.
     if from.status == AccountStatus::Suspended {
-        return Err(DomainError::AccountSuspended(from.id));
+        return Err(DomainError::AccountSuspended(from.label()));
     }
     require_available(from, amount)?;
     accept(Payload::FundsMoved(FundsMoved { from: from_id, to: to_id, amount, direction, note: note.clone() }))

@@ -526,3 +526,28 @@ fn switch_identifiers_replace_each_other_and_name_one_account_in_the_book() {
     assert_eq!(scenario.state.switch_identifiers.get(&code), Some(&other));
     assert_eq!(scenario.state.switch_identifiers.get(&trunk), Some(&customer));
 }
+
+/// Issue 19: refusals named accounts by their internal id, which means nothing to the
+/// people reading them; they name them by number.
+#[test]
+fn refusals_name_accounts_by_their_number() {
+    let (partner, customer, mut scenario) = partner_book();
+    let other_customer = AccountId::new();
+    scenario.apply(&open_customer(other_customer, Some(partner), "C-2", "0")).unwrap();
+    let status = |account, status| Command::ChangeStatus { account, status, reason: None };
+    let refusals = [
+        (move_funds(customer, partner, "100"), "account C-1 has 10.00 available, 100.00 requested"),
+        (move_funds(partner, partner, "1"), "account P-1 is not a customer of partner P-1"),
+        (move_funds(customer, other_customer, "1"), "account C-2 is not a partner"),
+        (status(partner, AccountStatus::Closed), "partner P-1 still has customers that are not closed"),
+    ];
+    for (command, message) in refusals {
+        assert_eq!(scenario.apply(&command).unwrap_err().to_string(), message);
+    }
+    scenario.apply(&status(customer, AccountStatus::Suspended)).unwrap();
+    let refusal = scenario.apply(&move_funds(customer, partner, "1")).unwrap_err();
+    assert_eq!(refusal.to_string(), "account C-1 is suspended");
+    scenario.apply(&status(other_customer, AccountStatus::Closed)).unwrap();
+    let refusal = scenario.apply(&pay(other_customer, "1")).unwrap_err();
+    assert_eq!(refusal.to_string(), "account C-2 is closed");
+}

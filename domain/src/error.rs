@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::ids::{AccountId, EventId, TariffId};
+use crate::ids::{AccountId, AccountLabel, EventId, TariffId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DomainError {
@@ -29,23 +29,23 @@ pub enum DomainError {
     #[error("amount must be greater than zero")]
     AmountNotPositive,
     #[error("account {account} has {available} available, {requested} requested")]
-    InsufficientFunds { account: AccountId, available: String, requested: String },
+    InsufficientFunds { account: AccountLabel, available: String, requested: String },
     #[error("account {0} is closed")]
-    AccountClosed(AccountId),
+    AccountClosed(AccountLabel),
     #[error("account {0} is suspended")]
-    AccountSuspended(AccountId),
+    AccountSuspended(AccountLabel),
     #[error("account {customer} is not a customer of partner {partner}")]
-    NotOwnCustomer { partner: AccountId, customer: AccountId },
+    NotOwnCustomer { partner: AccountLabel, customer: AccountLabel },
     #[error("currencies differ: {0} and {1}")]
     CurrencyMismatch(String, String),
     #[error("a partner cannot belong to another partner")]
     PartnerOfPartner,
     #[error("account {0} is a partner; this needs a customer")]
-    NotACustomer(AccountId),
+    NotACustomer(AccountLabel),
     #[error("account {0} is not a partner")]
-    NotAPartner(AccountId),
+    NotAPartner(AccountLabel),
     #[error("partner {0} still has customers that are not closed")]
-    PartnerHasOpenCustomers(AccountId),
+    PartnerHasOpenCustomers(AccountLabel),
     #[error("status cannot change from {from} to {to}")]
     InvalidStatusChange { from: &'static str, to: &'static str },
     #[error("event {0} has already been reversed")]
@@ -61,7 +61,7 @@ pub enum DomainError {
     #[error("no rate of the tariff matches the number `{0}`")]
     NoMatchingRate(String),
     #[error("the {role} account {account} has no tariff in force when the call started")]
-    NoTariff { account: AccountId, role: &'static str },
+    NoTariff { account: AccountLabel, role: &'static str },
     #[error("tariff {0} does not exist")]
     TariffNotFound(TariffId),
     #[error("a new version of tariff {tariff} must take effect after {after}, the start of its current one")]

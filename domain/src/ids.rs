@@ -59,6 +59,21 @@ uuid_id!(
     TariffId
 );
 
+/// An account as a message names it: by the number the operator gave it, which is what
+/// people know it by (an internal id in an error means nothing to them). The id rides
+/// along for code that needs to tell accounts apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountLabel {
+    pub id: AccountId,
+    pub number: String,
+}
+
+impl fmt::Display for AccountLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.number)
+    }
+}
+
 /// A book: the consistency boundary, one event stream. A partner's book has the
 /// partner's own account id; customers of the operator itself share the operator's book.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -27,6 +27,6 @@ pub use command::{AssignedTariff, ChargeCall, Command, CommandMeta, OpenAccount}
 pub use decide::{BookState, Decision, IdempotencyRecord, decide, evolve, seal};
 pub use error::{DomainError, ErrorKind};
 pub use event::{Category, Envelope, Event, Hash, Idempotency, Payload, Posting, RecordedEvent};
-pub use ids::{AccountId, BookId, EventId, TariffId};
+pub use ids::{AccountId, AccountLabel, BookId, EventId, TariffId};
 pub use money::{Amount, Currency};
 pub use time::Timestamp;

@@ -110,6 +110,14 @@ pub struct EventRow {
     pub recorded_at: Timestamp,
     pub hash: [u8; 32],
     pub postings: Vec<(Category, Amount)>,
+    /// What people read about the event besides its amounts: a payment's method and
+    /// reference, a charge's description, an adjustment's or a reversal's reason, a fund
+    /// move's note.
+    #[serde(default)]
+    pub remarks: Vec<String>,
+    /// The other account of a fund move.
+    #[serde(default)]
+    pub counterparty: Option<AccountId>,
 }
 
 impl EventRow {
@@ -127,6 +135,15 @@ impl EventRow {
                 postings.push((p.category, p.amount.normalized()));
             }
         });
+        let texts = |texts: &[&Option<String>]| texts.iter().filter_map(|t| t.as_ref()).cloned().collect();
+        let (remarks, counterparty) = match &event.payload {
+            Payload::PaymentReceived(p) => (texts(&[&p.method, &p.reference]), None),
+            Payload::ChargePosted(c) => (texts(&[&c.description]), None),
+            Payload::AdjustmentPosted(a) => (texts(&[&a.reason]), None),
+            Payload::EntryReversed(r) => (texts(&[&r.reason]), None),
+            Payload::FundsMoved(m) => (texts(&[&m.note]), Some(if m.from == account { m.to } else { m.from })),
+            _ => (Vec::new(), None),
+        };
         EventRow {
             event_id: envelope.event_id,
             book: envelope.book,
@@ -136,6 +153,8 @@ impl EventRow {
             recorded_at: envelope.recorded_at,
             hash: envelope.hash,
             postings,
+            remarks,
+            counterparty,
         }
     }
 }

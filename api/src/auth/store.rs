@@ -276,6 +276,18 @@ impl AuthStore {
         range.take(limit).map(|entry| entry.and_then(|(_, v)| decode(&v))).collect()
     }
 
+    /// Whether any user is an admin: without an admin key, only such a user can sign in
+    /// and make the ledger's first accounts and users.
+    pub fn has_admin(&self) -> StoreResult<bool> {
+        for entry in self.users.iter() {
+            let (_, value) = entry?;
+            if decode::<UserRecord>(&value)?.role == Role::Admin {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Removes a user with every token and session of theirs; false if there was none.
     pub async fn remove_user(&self, login: &str) -> StoreResult<bool> {
         if self.users.remove(login)?.is_none() {

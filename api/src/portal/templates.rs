@@ -80,6 +80,11 @@ pub struct MoveForm {
     pub csrf: String,
     pub idempotency_key: String,
     pub customers: Vec<Choice>,
+    /// What was entered, shown again after a refusal so that nothing is typed twice.
+    pub direction: String,
+    pub customer: String,
+    pub amount: String,
+    pub note: String,
 }
 
 #[derive(Template)]
@@ -120,13 +125,11 @@ pub struct StatementPage {
     pub figures: Vec<Figure>,
     pub charges_sum: String,
     pub closing_sum: String,
-    pub position: u64,
     pub csv_href: String,
     pub chart: String,
 }
 
 pub struct LineRow {
-    pub position: u64,
     pub event_href: String,
     pub occurred_at: String,
     pub category: &'static str,
@@ -148,7 +151,11 @@ pub struct LinesPage {
 
 pub struct EventView {
     pub position: u64,
+    /// Business time: the rows of a page are ordered by it.
+    pub sort_key: domain::Timestamp,
     pub kind: String,
+    /// The other account of a fund move, a payment's method and reference, a note.
+    pub details: String,
     pub occurred_at: String,
     pub recorded_at: String,
     pub postings: String,
@@ -169,10 +176,14 @@ pub struct ActivityPage {
 pub struct CallView {
     pub id: String,
     pub start: String,
+    /// The customer's number, on a partner's list (its customers' calls).
+    pub customer: String,
     pub caller: String,
     pub callee: String,
-    pub billed_seconds: u32,
-    pub hangup_cause: u16,
+    /// The billed duration as h:mm:ss.
+    pub duration: String,
+    /// The hang-up cause by name, with its Q.850 code.
+    pub hangup: String,
     pub cost: String,
 }
 
@@ -188,4 +199,8 @@ pub struct CallsPage {
     pub prefix: String,
     pub rows: Vec<CallView>,
     pub next_href: Option<String>,
+    /// A partner's list holds its customers' calls: say whose.
+    pub show_customer: bool,
+    pub total_duration: String,
+    pub total_cost: String,
 }

@@ -26,7 +26,7 @@ pub struct AdjustmentRequest {
     #[schema(example = "C-1001")]
     account: String,
     /// Signed: positive is a debit (it adds to the charges), negative a credit.
-    #[schema(schema_with = crate::openapi::amount_in)]
+    #[schema(schema_with = crate::openapi::adjustment_amount_in)]
     amount: Amount,
     /// When the correction applies (business time); now when absent.
     #[schema(example = "2025-01-15T10:00:00Z")]
@@ -34,7 +34,8 @@ pub struct AdjustmentRequest {
     reason: Option<String>,
 }
 
-/// Post a signed adjustment.
+/// Post a signed adjustment: a positive amount is a debit (it adds to the account's
+/// charges and lowers its balance), a negative one a credit (it raises the balance).
 #[utoipa::path(
     post,
     path = "/api/v1/adjustments",

@@ -338,6 +338,7 @@ async fn read_upload(request: Request, state: &AppState) -> Result<(Vec<Row>, bo
         }
         CSV => {
             let bytes = read_bytes(request, state).await?;
+            refuse_empty_csv(&bytes)?;
             Ok((from_csv("body", &bytes)?, false))
         }
         FORM => {
@@ -949,4 +950,19 @@ pub async fn hangup_causes(_caller: Caller) -> Json<HangupCausesOut> {
         sip: SIP_MAPPINGS.iter().map(|m| SipMappingOut { status: m.status, q850: m.q850 }).collect(),
         flags: [CauseFlag::Missing, CauseFlag::Unrecognised].iter().map(CauseFlag::as_str).collect(),
     })
+}
+
+/// An empty CSV body is most often a file that was not there: `curl --data-binary
+/// @missing.csv` warns on stderr and sends nothing. Said as such, rather than "column `id`
+/// is required".
+pub fn refuse_empty_csv(bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "body",
+            "the CSV body is empty (with curl, check that the file after `@` exists: curl sends an empty body when it \
+             does not)",
+        ));
+    }
+    Ok(())
 }

@@ -121,7 +121,11 @@ async fn read_file(request: Request, state: &AppState) -> Result<axum::body::Byt
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match essence.as_str() {
-        CSV => read_bytes(request, state).await,
+        CSV => {
+            let bytes = read_bytes(request, state).await?;
+            crate::routes::cdrs::refuse_empty_csv(&bytes)?;
+            Ok(bytes)
+        }
         MULTIPART => {
             let mut multipart = Multipart::from_request(request, state)
                 .await

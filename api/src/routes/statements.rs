@@ -103,7 +103,10 @@ fn as_of(text: &str) -> Result<projections::AsOf, ApiError> {
     }
 }
 
-/// An account's balance statement for a period, with the identities above holding.
+/// An account's balance statement for the period `[from, to)` (by business time), in
+/// which `total_charges = call_charges + other_charges + adjustments`, `closing_balance =
+/// opening_balance + payments + transfers_in - transfers_out - total_charges`, and the
+/// opening balance is the closing balance of any period that ends at `from`.
 #[utoipa::path(
     get,
     path = "/api/v1/accounts/{number}/statement",
