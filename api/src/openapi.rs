@@ -283,6 +283,11 @@ error_set!(
     /// Reads that need only a credential.
     AuthenticatedErrors: 401, 500
 );
+error_set!(
+    /// A user changing its own password: the current one is checked and throttled like a
+    /// sign-in.
+    OwnPasswordErrors: 400, 401, 403, 413, 415, 429, 500
+);
 
 /// The `Idempotency-Key` header every ledger write takes.
 #[derive(utoipa::IntoParams)]

@@ -387,6 +387,20 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
         ),
         (Method::GET, p1_link.clone(), None, Expect::Protected { other_partner: 404, customer: 404 }),
         (Method::DELETE, p1_link.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
+        // Passwords: a temporary one only for a user the caller manages; one's own only
+        // with the current one.
+        (
+            Method::PUT,
+            "/api/v1/users/p1-user/password".into(),
+            Some(json!({"password": "intruder password"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::PUT,
+            "/api/v1/me/password".into(),
+            Some(json!({"current_password": "not the password", "new_password": "intruder password"})),
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
     ];
     assert_covers_every_operation(&setup, &endpoints).await;
 
@@ -442,6 +456,8 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     assert_eq!(body["account"]["status"], "active");
     let (status, body) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/users/p1-user", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["password_must_change"], false, "no intruder set P1's password: {body}");
+    assert!(body["user"]["password_changed_at"].is_null(), "{body}");
     let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, &format!("/api/v1/tokens/{p1_token_id}"), None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/accounts/C9", None).await;
