@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::ids::{AccountId, EventId, TariffId};
+use crate::ids::{AccountId, EventId, PlanId, SubscriptionId, TariffId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DomainError {
@@ -66,6 +66,16 @@ pub enum DomainError {
     TariffNotFound(TariffId),
     #[error("a new version of tariff {tariff} must take effect after {after}, the start of its current one")]
     TariffVersionNotLater { tariff: TariffId, after: String },
+    #[error("plan {0} does not exist in this book")]
+    PlanNotFound(PlanId),
+    #[error("plan {0} already exists")]
+    DuplicatePlan(PlanId),
+    #[error("subscription {0} does not exist")]
+    SubscriptionNotFound(SubscriptionId),
+    #[error("subscription {0} already exists")]
+    DuplicateSubscription(SubscriptionId),
+    #[error("the subscription's fees are charged until {charged_until}; it cannot end before")]
+    PeriodAlreadyCharged { charged_until: String },
 }
 
 impl DomainError {
@@ -100,6 +110,11 @@ impl DomainError {
             NoTariff { .. } => "no_tariff",
             TariffNotFound(_) => "tariff_not_found",
             TariffVersionNotLater { .. } => "tariff_version_not_later",
+            PlanNotFound(_) => "plan_not_found",
+            DuplicatePlan(_) => "duplicate_plan",
+            SubscriptionNotFound(_) => "subscription_not_found",
+            DuplicateSubscription(_) => "duplicate_subscription",
+            PeriodAlreadyCharged { .. } => "period_already_charged",
         }
     }
 
@@ -110,10 +125,15 @@ impl DomainError {
             InvalidAmount(_) | InvalidCurrency(_) | InvalidField { .. } | AmountNotPositive | NegativeCreditLimit => {
                 ErrorKind::BadInput
             }
-            AccountNotFound(_) | EventNotFound(_) | TariffNotFound(_) => ErrorKind::NotFound,
-            DuplicateAccountNumber(_) | DuplicateAccount(_) | AlreadyReversed(_) | IdempotencyKeyReused(_) => {
-                ErrorKind::Conflict
+            AccountNotFound(_) | EventNotFound(_) | TariffNotFound(_) | PlanNotFound(_) | SubscriptionNotFound(_) => {
+                ErrorKind::NotFound
             }
+            DuplicateAccountNumber(_)
+            | DuplicateAccount(_)
+            | AlreadyReversed(_)
+            | IdempotencyKeyReused(_)
+            | DuplicatePlan(_)
+            | DuplicateSubscription(_) => ErrorKind::Conflict,
             _ => ErrorKind::Refused,
         }
     }
@@ -130,6 +150,9 @@ impl DomainError {
             NoMatchingRate(_) => Some("callee"),
             TariffNotFound(_) => Some("tariff"),
             TariffVersionNotLater { .. } => Some("effective_from"),
+            PlanNotFound(_) => Some("plan"),
+            SubscriptionNotFound(_) => Some("subscription"),
+            PeriodAlreadyCharged { .. } => Some("ends_at"),
             _ => None,
         }
     }

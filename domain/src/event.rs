@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountKind, AccountStatus};
-use crate::ids::{AccountId, BookId, EventId, TariffId};
+use crate::billing::Plan;
+use crate::ids::{AccountId, BookId, EventId, PlanId, SubscriptionId, TariffId};
 use crate::money::{Amount, Currency};
 use crate::rating::{RatedCdr, Tariff};
 use crate::time::Timestamp;
@@ -138,6 +139,9 @@ pub enum Payload {
     TariffPublished(TariffPublished),
     AlertsConfigured(AlertsConfigured),
     AlertRaised(AlertRaised),
+    PlanPublished(PlanPublished),
+    SubscriptionStarted(SubscriptionStarted),
+    SubscriptionEnded(SubscriptionEnded),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,6 +254,30 @@ pub struct AlertRaised {
     pub credit_limit: Amount,
 }
 
+/// A plan, published in the book that sells it (the operator's, or a partner's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanPublished {
+    pub plan: Plan,
+}
+
+/// An account subscribes to a plan of its book for `[starts_at, ends_at)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionStarted {
+    pub subscription: SubscriptionId,
+    pub account: AccountId,
+    pub plan: PlanId,
+    pub starts_at: Timestamp,
+    pub ends_at: Option<Timestamp>,
+}
+
+/// A subscription's end is set (or brought forward).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionEnded {
+    pub subscription: SubscriptionId,
+    pub account: AccountId,
+    pub ends_at: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Alert {
@@ -265,6 +293,17 @@ pub enum Alert {
         billed_seconds: u32,
         cost: Amount,
     },
+    /// A subscription's fee for one period was refused (the account, or the partner that
+    /// pays the operator its share, had not the funds, or was closed). The period stays
+    /// unpaid, on the record: the fee is not tried again (see docs/billing-cycle.md).
+    FeeRefused {
+        subscription: SubscriptionId,
+        plan: PlanId,
+        period_start: Timestamp,
+        amount: Amount,
+        /// The refusal's machine code (`insufficient_funds`, `account_closed`).
+        reason: String,
+    },
 }
 
 impl Alert {
@@ -273,13 +312,14 @@ impl Alert {
             Alert::CreditLimitReached => "credit_limit_reached",
             Alert::BalanceBelow { .. } => "balance_below",
             Alert::CallCostAbove { .. } => "call_cost_above",
+            Alert::FeeRefused { .. } => "fee_refused",
         }
     }
 }
 
 impl Payload {
     /// Every [`Payload::type_name`], for clients that filter events by kind.
-    pub const TYPE_NAMES: [&'static str; 13] = [
+    pub const TYPE_NAMES: [&'static str; 16] = [
         "AccountOpened",
         "AccountStatusChanged",
         "CreditLimitChanged",
@@ -293,6 +333,9 @@ impl Payload {
         "TariffPublished",
         "AlertsConfigured",
         "AlertRaised",
+        "PlanPublished",
+        "SubscriptionStarted",
+        "SubscriptionEnded",
     ];
 
     /// The event's type name, stable forever (KurrentDB's event type).
@@ -311,6 +354,9 @@ impl Payload {
             Payload::TariffPublished(_) => "TariffPublished",
             Payload::AlertsConfigured(_) => "AlertsConfigured",
             Payload::AlertRaised(_) => "AlertRaised",
+            Payload::PlanPublished(_) => "PlanPublished",
+            Payload::SubscriptionStarted(_) => "SubscriptionStarted",
+            Payload::SubscriptionEnded(_) => "SubscriptionEnded",
         }
     }
 
@@ -356,7 +402,10 @@ impl Payload {
             | Payload::TariffAssigned(_)
             | Payload::TariffPublished(_)
             | Payload::AlertsConfigured(_)
-            | Payload::AlertRaised(_) => {}
+            | Payload::AlertRaised(_)
+            | Payload::PlanPublished(_)
+            | Payload::SubscriptionStarted(_)
+            | Payload::SubscriptionEnded(_) => {}
         }
     }
 
@@ -370,7 +419,9 @@ impl Payload {
             Payload::TariffAssigned(e) => accounts.push(e.account),
             Payload::AlertsConfigured(e) => accounts.push(e.account),
             Payload::AlertRaised(e) => accounts.push(e.account),
-            Payload::TariffPublished(_) => {}
+            Payload::SubscriptionStarted(e) => accounts.push(e.account),
+            Payload::SubscriptionEnded(e) => accounts.push(e.account),
+            Payload::TariffPublished(_) | Payload::PlanPublished(_) => {}
             _ => self.for_each_posting(|p| {
                 if !accounts.contains(&p.account) {
                     accounts.push(p.account)

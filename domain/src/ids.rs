@@ -58,6 +58,14 @@ uuid_id!(
     /// A published tariff.
     TariffId
 );
+uuid_id!(
+    /// A recurring-charge plan.
+    PlanId
+);
+uuid_id!(
+    /// An account's subscription to a plan.
+    SubscriptionId
+);
 
 /// A book: the consistency boundary, one event stream. A partner's book has the
 /// partner's own account id; customers of the operator itself share the operator's book.
