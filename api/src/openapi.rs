@@ -45,6 +45,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "events", description = "The live event stream (WebSocket) and webhooks"),
         (name = "portal", description = "Login links to the customer portal (the portal's pages are under `/portal`)"),
         (name = "operations", description = "Health, metrics, this document"),
+        (name = "billing", description = "Recurring charges: plans and subscriptions (see docs/billing-cycle.md)"),
     )
 )]
 pub struct ApiDoc;

@@ -124,13 +124,7 @@ impl BillingCatalog {
             more |= due.len() > room;
             for period_start in due.into_iter().take(room) {
                 let Some(fee) = billing::fee(&plan.plan, &entry.subscription, period_start) else { continue };
-                let key = billing::fee_key(entry.subscription.id, period_start);
-                let meta = CommandMeta {
-                    occurred_at: fee.covers_from,
-                    recorded_at: now,
-                    actor: FEE_ACTOR.to_owned(),
-                    idempotency: Some(Idempotency { request_digest: Sha256::digest(key.as_bytes()).into(), key }),
-                };
+                let meta = fee_meta(entry.subscription.id, period_start, fee.covers_from, now);
                 let command = Command::ChargeFee {
                     subscription: entry.subscription.id,
                     account: entry.subscription.account,
@@ -145,6 +139,23 @@ impl BillingCatalog {
             }
         }
         (by_book, more)
+    }
+}
+
+/// The meta of a fee command: its own key (with a digest of the key alone, so any
+/// sender of the same fee sends the same request), dated at what it covers.
+pub fn fee_meta(
+    subscription: SubscriptionId,
+    period_start: Timestamp,
+    covers_from: Timestamp,
+    now: Timestamp,
+) -> CommandMeta {
+    let key = billing::fee_key(subscription, period_start);
+    CommandMeta {
+        occurred_at: covers_from,
+        recorded_at: now,
+        actor: FEE_ACTOR.to_owned(),
+        idempotency: Some(Idempotency { request_digest: Sha256::digest(key.as_bytes()).into(), key }),
     }
 }
 

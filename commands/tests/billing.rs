@@ -47,6 +47,9 @@ enum Step {
     Run(usize),
     /// A run taken down while its fees are in flight.
     Abort(usize),
+    /// Two runs at once, both seeing the same fees due: the second's are repeats, which
+    /// only the books' writers can tell.
+    Race(usize),
     Restart,
 }
 
@@ -72,6 +75,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0..20 * DAY_SECONDS).prop_map(Step::Wait),
         3 => (1usize..8).prop_map(Step::Run),
         1 => (1usize..8).prop_map(Step::Abort),
+        2 => (1usize..8).prop_map(Step::Race),
         2 => Just(Step::Restart),
     ]
 }
@@ -177,6 +181,11 @@ fn run_scenario(specs: Vec<SubscriptionSpec>, steps: Vec<Step>) -> Result<(), Te
                     run.abort();
                     let _ = run.await;
                 }
+                Step::Race(limit) => {
+                    let (first, second) =
+                        tokio::join!(charge_due_fees(&ledger, now, limit), charge_due_fees(&ledger, now, limit));
+                    prop_assert_eq!(first.failed + second.failed, 0);
+                }
                 Step::Restart => {
                     ledger.shutdown().await;
                     drop(ledger);
@@ -269,4 +278,21 @@ async fn downtime_is_caught_up_on_start_and_never_charged_twice() {
     let customer = state.account_by_number("C-0").unwrap();
     // 10 whole days at 3.10 and half a day: 1.55.
     assert_eq!(customer.balance, amount("-32.55"));
+    let customer_id = customer.id;
+    // The first day's fee sent again, as a stale scheduler would: a repeat, nothing charged.
+    let catalog_entry = ledger.billing_catalog().subscriptions().next().unwrap().clone();
+    let meta = commands::billing::fee_meta(
+        catalog_entry.subscription.id,
+        base(),
+        base(),
+        base().add_seconds(41 * DAY_SECONDS),
+    );
+    let again = Command::ChargeFee {
+        subscription: catalog_entry.subscription.id,
+        account: catalog_entry.subscription.account,
+        period_start: base(),
+    };
+    let outcome = ledger.execute(again, meta).await.unwrap();
+    assert!(outcome.repeated, "{outcome:?}");
+    assert_eq!(ledger.book_state(BookId::OPERATOR).await.unwrap().accounts[&customer_id].balance, amount("-32.55"));
 }
