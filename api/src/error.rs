@@ -259,3 +259,29 @@ impl From<ProjectionError> for ApiError {
         }
     }
 }
+
+/// Passwords (issue 18).
+impl ApiError {
+    /// The right password, but one someone else set: the user must choose its own, by
+    /// signing in again with `new_password`, before it opens a session.
+    pub fn password_change_required() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "password_change_required",
+            "this password was set by someone else and must be changed: sign in again with `new_password`",
+        )
+        .with_field("new_password")
+    }
+
+    /// A password change whose new password is the current one.
+    pub fn password_unchanged() -> Self {
+        ApiError::bad_request("password_unchanged", "new_password", "the new password must differ from the current one")
+    }
+
+    /// A user changing its own password gave a wrong current one. Not a 401: the
+    /// credential the request came with is fine, and stays so.
+    pub fn current_password_wrong() -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "current_password_wrong", "the current password does not match")
+            .with_field("current_password")
+    }
+}

@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// send `X-Forwarded-Proto`). It is so anyway when the public URL or the request is HTTPS.
     #[arg(long = "secure-cookies", env = "TOLLBOOK_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// How often recurring fees that fell due are charged (and once at start, which
+    /// catches up on any downtime): as for `--session-lifetime`.
+    #[arg(long = "billing-interval", env = "TOLLBOOK_BILLING_INTERVAL", default_value = "1m")]
+    pub billing_interval: Lifetime,
 }
 
 /// A duration given as `172800`, `90s`, `30m`, `48h` or `2d`.

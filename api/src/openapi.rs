@@ -45,6 +45,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "events", description = "The live event stream (WebSocket) and webhooks"),
         (name = "portal", description = "Login links to the customer portal (the portal's pages are under `/portal`)"),
         (name = "operations", description = "Health, metrics, this document"),
+        (name = "billing", description = "Recurring charges: plans and subscriptions (see docs/billing-cycle.md)"),
     )
 )]
 pub struct ApiDoc;
@@ -283,6 +284,11 @@ error_set!(
 error_set!(
     /// Reads that need only a credential.
     AuthenticatedErrors: 401, 500
+);
+error_set!(
+    /// A user changing its own password: the current one is checked and throttled like a
+    /// sign-in.
+    OwnPasswordErrors: 400, 401, 403, 413, 415, 429, 500
 );
 
 /// The `Idempotency-Key` header every ledger write takes.

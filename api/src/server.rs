@@ -131,6 +131,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let policy = AddressPolicy::new(args.webhook_allow_private.clone());
     let notify = Arc::new(Notify::open(notify_store, ledger.clone(), models.clone(), delivery, policy)?);
     notify.start_all()?;
+    // Catches up on fees that fell due while the server was down, then keeps charging
+    // them as they fall due.
+    let billing = commands::billing::spawn_scheduler(ledger.clone(), args.billing_interval.0);
     let state = AppState(Arc::new(Shared {
         ledger: ledger.clone(),
         models,
@@ -190,6 +193,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Deliveries stop mid-way if need be: their cursors have not moved past them.
     notify.stop_all();
     purger.abort();
+    // A run cut short here is finished by the next start: each fee is settled once.
+    billing.abort();
     ledger.shutdown().await;
     let projector = state.projector.lock().expect("projector lock").take();
     if let Some(projector) = projector {

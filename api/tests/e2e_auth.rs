@@ -116,6 +116,21 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/tariffs", Some(&tariff)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let p1_tariff = body["links"]["tariff"].as_str().unwrap().to_owned();
+    // P1's plan, paying an operator plan, and C1's subscription to it (starting far off,
+    // so that no fee moves C1's balance during the walk).
+    let plan = json!({"name": "wholesale line", "price": "2", "currency": "EUR", "period": "monthly"});
+    let operator_plan =
+        setup.admin(Method::POST, "/api/v1/plans", plan).await["links"]["plan"].as_str().unwrap().to_owned();
+    let operator_plan_id = operator_plan.rsplit('/').next().unwrap().to_owned();
+    let plan = json!({"name": "P1 line", "price": "5", "currency": "EUR", "period": "monthly", "wholesale_plan": operator_plan_id});
+    let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/plans", Some(&plan)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let p1_plan = body["links"]["plan"].as_str().unwrap().to_owned();
+    let p1_plan_id = p1_plan.rsplit('/').next().unwrap().to_owned();
+    let subscription = json!({"account": "C1", "plan": p1_plan_id, "starts_at": "2100-01-01"});
+    let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/subscriptions", Some(&subscription)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let c1_subscription = body["links"]["subscription"].as_str().unwrap().to_owned();
     let call = json!({"id": "c1-call", "account": "C1", "callee": "1555", "start": "2026-03-01T10:00:00Z",
         "answer": "2026-03-01T10:00:00Z", "end": "2026-03-01T10:01:00Z", "cost": "0.5", "partner_cost": "0.2"});
     let charged = setup.admin(Method::POST, "/api/v1/cdrs", call.clone()).await;
@@ -387,6 +402,47 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
         ),
         (Method::GET, p1_link.clone(), None, Expect::Protected { other_partner: 404, customer: 404 }),
         (Method::DELETE, p1_link.clone(), None, Expect::Protected { other_partner: 404, customer: 403 }),
+        // Passwords: a temporary one only for a user the caller manages; one's own only
+        // with the current one.
+        (
+            Method::PUT,
+            "/api/v1/users/p1-user/password".into(),
+            Some(json!({"password": "intruder password"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        // Recurring charges: another partner sells plans of its own (paying the
+        // operator's) but never sees P1's, nor C1's subscriptions; a customer reads the
+        // plans it may subscribe to.
+        (
+            Method::POST,
+            "/api/v1/plans".into(),
+            Some(
+                json!({"name": "P2 line", "price": "3", "currency": "EUR", "period": "monthly", "wholesale_plan": operator_plan_id}),
+            ),
+            Expect::Protected { other_partner: 201, customer: 403 },
+        ),
+        (Method::GET, "/api/v1/plans".into(), None, Expect::Protected { other_partner: 200, customer: 200 }),
+        (Method::GET, p1_plan.clone(), None, Expect::Protected { other_partner: 404, customer: 200 }),
+        (
+            Method::POST,
+            "/api/v1/subscriptions".into(),
+            Some(subscription.clone()),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (Method::GET, "/api/v1/subscriptions".into(), None, Expect::Protected { other_partner: 200, customer: 200 }),
+        (Method::GET, c1_subscription.clone(), None, Expect::Protected { other_partner: 404, customer: 404 }),
+        (
+            Method::POST,
+            format!("{c1_subscription}/end"),
+            Some(json!({"ends_at": "2100-02-01"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::PUT,
+            "/api/v1/me/password".into(),
+            Some(json!({"current_password": "not the password", "new_password": "intruder password"})),
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
     ];
     assert_covers_every_operation(&setup, &endpoints).await;
 
@@ -442,6 +498,12 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     assert_eq!(body["account"]["status"], "active");
     let (status, body) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/users/p1-user", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["password_must_change"], false, "no intruder set P1's password: {body}");
+    let (_, body) = setup.call(Some(&p1_token), Method::GET, &c1_subscription, None).await;
+    assert!(body["subscription"]["ends_at"].is_null(), "no intruder ended C1's subscription: {body}");
+    let (_, body) = setup.call(Some(&p1_token), Method::GET, "/api/v1/subscriptions", None).await;
+    assert_eq!(body["subscriptions"].as_array().map(Vec::len), Some(1), "no intruder subscribed C1: {body}");
+    assert!(body["user"]["password_changed_at"].is_null(), "{body}");
     let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, &format!("/api/v1/tokens/{p1_token_id}"), None).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/accounts/C9", None).await;

@@ -17,6 +17,7 @@ use eventlog::{EventStore, READ_EVENTS_MAX, StoreError};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
+use crate::billing::BillingCatalog;
 use crate::error::CommandError;
 use crate::tariffs::{TariffCatalog, TariffHistory};
 use crate::writer::{self, BookHandle, CommandOutcome, CommitHook};
@@ -108,6 +109,7 @@ pub struct Ledger {
     store: Arc<dyn EventStore>,
     index: Arc<RwLock<AccountIndex>>,
     tariffs: Arc<RwLock<TariffCatalog>>,
+    billing: Arc<RwLock<BillingCatalog>>,
     writers: Mutex<HashMap<BookId, WriterSlot>>,
     /// Account numbers are unique ledger-wide, across books: registrations take turns.
     registration: tokio::sync::Mutex<()>,
@@ -118,6 +120,7 @@ impl Ledger {
     pub async fn open(store: Arc<dyn EventStore>) -> Result<Self, CommandError> {
         let mut index = AccountIndex::default();
         let mut tariffs = TariffCatalog::default();
+        let mut billing = BillingCatalog::default();
         let mut from = 1;
         loop {
             let events = store.read_all(from, READ_EVENTS_MAX).await?;
@@ -125,11 +128,13 @@ impl Ledger {
             from = last.position + 1;
             index.apply(&events);
             tariffs.apply(&events);
+            billing.apply(&events);
         }
         Ok(Ledger {
             store,
             index: Arc::new(RwLock::new(index)),
             tariffs: Arc::new(RwLock::new(tariffs)),
+            billing: Arc::new(RwLock::new(billing)),
             writers: Mutex::new(HashMap::new()),
             registration: tokio::sync::Mutex::new(()),
         })
@@ -255,6 +260,11 @@ impl Ledger {
             return Err(DomainError::NotOwnCustomer { partner, customer }.into());
         }
         Ok(first.book)
+    }
+
+    /// The plans and subscriptions of every book, as far as the writers have committed.
+    pub fn billing_catalog(&self) -> std::sync::RwLockReadGuard<'_, BillingCatalog> {
+        self.billing.read().expect("billing lock")
     }
 
     /// A tariff's history, if it was published.
@@ -403,10 +413,11 @@ impl Ledger {
         let (handle, _) = slot
             .get_or_try_init(|| async {
                 let state = writer::load_book(&*self.store, book).await?;
-                let (index, tariffs) = (self.index.clone(), self.tariffs.clone());
+                let (index, tariffs, billing) = (self.index.clone(), self.tariffs.clone(), self.billing.clone());
                 let hook: CommitHook = Arc::new(move |events| {
                     index.write().expect("index lock").apply(events);
                     tariffs.write().expect("tariffs lock").apply(events);
+                    billing.write().expect("billing lock").apply(events);
                 });
                 let (handle, task) = writer::spawn_writer(self.store.clone(), state, Some(hook));
                 Ok::<_, CommandError>((handle, Arc::new(Mutex::new(Some(task)))))

@@ -3,12 +3,14 @@
 //! HTTP. The event log it appends to (the store, its backends, the hash chain) is the
 //! `eventlog` crate; what of it the API and the tests use is re-exported here.
 
+pub mod billing;
 pub mod error;
 pub mod ingest;
 pub mod ledger;
 pub mod tariffs;
 pub mod writer;
 
+pub use billing::{BillingCatalog, FeeRun, charge_due_fees};
 pub use error::CommandError;
 #[cfg(feature = "kurrentdb")]
 pub use eventlog::KurrentDbStore;

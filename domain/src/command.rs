@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountKind, AccountStatus};
+use crate::billing::{BillingPeriod, Plan};
 use crate::event::{Actor, Event, Idempotency};
-use crate::ids::{AccountId, BookId, TariffId};
+use crate::ids::{AccountId, BookId, PlanId, SubscriptionId, TariffId};
 use crate::money::{Amount, Currency};
 use crate::rating::{RatedCdr, Tariff};
 use crate::time::Timestamp;
@@ -74,6 +75,47 @@ pub enum Command {
         account: AccountId,
         identifiers: Vec<crate::switch::SwitchIdentifier>,
     },
+    /// Publishes a plan in the book the command is sent to.
+    PublishPlan(Box<PublishPlan>),
+    StartSubscription {
+        subscription: SubscriptionId,
+        account: AccountId,
+        plan: PlanId,
+        starts_at: Timestamp,
+        ends_at: Option<Timestamp>,
+    },
+    EndSubscription {
+        subscription: SubscriptionId,
+        account: AccountId,
+        ends_at: Timestamp,
+    },
+    /// Charges one period's fee of a subscription. Its idempotency key must be the fee's
+    /// ([`crate::billing::fee_key`]) and its business time the start of the covered part
+    /// of the period: the scheduler sends it, and a repeat is answered as a repeat.
+    ChargeFee {
+        subscription: SubscriptionId,
+        account: AccountId,
+        period_start: Timestamp,
+    },
+}
+
+/// A plan to publish. `plan.wholesale` is ignored: a partner's plan names the operator
+/// plan it pays for in `wholesale`, as the ledger's catalog knows it (the operator's
+/// plans live in another book).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishPlan {
+    pub plan: Plan,
+    pub wholesale: Option<WholesalePlan>,
+}
+
+/// An operator plan as the catalog knows it, for a partner plan that pays its price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WholesalePlan {
+    pub id: PlanId,
+    pub book: BookId,
+    pub currency: Currency,
+    pub period: BillingPeriod,
+    pub price: Amount,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +164,10 @@ impl Command {
             Command::ChargeCall(c) => vec![c.account],
             Command::MoveFunds { from, to, .. } => vec![*from, *to],
             Command::ReverseEntry { target, .. } => target.payload.accounts(),
-            Command::PublishTariff(_) => vec![],
+            Command::PublishTariff(_) | Command::PublishPlan(_) => vec![],
+            Command::StartSubscription { account, .. }
+            | Command::EndSubscription { account, .. }
+            | Command::ChargeFee { account, .. } => vec![*account],
             Command::SetSwitchIdentifiers { account, .. } => vec![*account],
         }
     }

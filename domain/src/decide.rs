@@ -5,10 +5,11 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::account::{Account, AccountKind, AccountStatus};
+use crate::billing::{self, Plan, Subscription};
 use crate::command::{ChargeCall, Command, CommandMeta, OpenAccount};
 use crate::error::DomainError;
 use crate::event::*;
-use crate::ids::{AccountId, BookId, EventId, TariffId, validate_identifier, validate_text};
+use crate::ids::{AccountId, BookId, EventId, PlanId, SubscriptionId, TariffId, validate_identifier, validate_text};
 use crate::money::{Amount, INPUT_SCALE_MAX_DEFAULT};
 use crate::rating::Tariff;
 use crate::time::Timestamp;
@@ -43,6 +44,12 @@ pub struct BookState {
     /// Which account of the book holds each switch identifier, and each account's.
     pub switch_identifiers: HashMap<crate::switch::SwitchIdentifier, AccountId>,
     pub identifiers_of: HashMap<AccountId, Vec<crate::switch::SwitchIdentifier>>,
+    /// Plans published in this book.
+    pub plans: HashMap<PlanId, Plan>,
+    pub subscriptions: HashMap<SubscriptionId, Subscription>,
+    /// Per subscription, the start of the first period not yet settled (charged, or
+    /// refused on the record): every earlier period is.
+    pub fees_settled_until: HashMap<SubscriptionId, Timestamp>,
 }
 
 impl BookState {
@@ -60,6 +67,9 @@ impl BookState {
             tariffs: HashMap::new(),
             switch_identifiers: HashMap::new(),
             identifiers_of: HashMap::new(),
+            plans: HashMap::new(),
+            subscriptions: HashMap::new(),
+            fees_settled_until: HashMap::new(),
         }
     }
 
@@ -86,6 +96,14 @@ pub enum Decision {
 pub fn decide(state: &BookState, command: &Command, meta: &CommandMeta) -> Result<Decision, DomainError> {
     if let Some(idempotency) = &meta.idempotency {
         validate_identifier("idempotency_key", &idempotency.key)?;
+        // Fee keys name a (subscription, period): a request of any other kind may not
+        // take one, or it could stand in for a fee and stop it from being charged.
+        if idempotency.key.starts_with(billing::FEE_KEY_PREFIX) && !matches!(command, Command::ChargeFee { .. }) {
+            return Err(DomainError::InvalidField {
+                field: "idempotency_key",
+                reason: format!("keys starting with `{}` are reserved for recurring fees", billing::FEE_KEY_PREFIX),
+            });
+        }
         if let Some(record) = state.idempotency.get(&idempotency.key) {
             if record.request_digest != idempotency.request_digest {
                 return Err(DomainError::IdempotencyKeyReused(idempotency.key.clone()));
@@ -188,7 +206,218 @@ fn decide_command(state: &BookState, command: &Command, meta: &CommandMeta) -> R
         Command::ReverseEntry { target, reason } => reverse_entry(state, target, reason),
         Command::PublishTariff(tariff) => publish_tariff(state, tariff, meta),
         Command::SetSwitchIdentifiers { account, identifiers } => set_switch_identifiers(state, *account, identifiers),
+        Command::PublishPlan(publish) => publish_plan(state, publish),
+        Command::StartSubscription { subscription, account, plan, starts_at, ends_at } => {
+            start_subscription(state, *subscription, *account, *plan, *starts_at, *ends_at)
+        }
+        Command::EndSubscription { subscription, account, ends_at } => {
+            end_subscription(state, *subscription, *account, *ends_at)
+        }
+        Command::ChargeFee { subscription, account, period_start } => {
+            charge_fee(state, *subscription, *account, *period_start, meta)
+        }
     }
+}
+
+fn publish_plan(state: &BookState, publish: &crate::command::PublishPlan) -> Result<Decision, DomainError> {
+    let plan = &publish.plan;
+    if plan.name.trim().is_empty() {
+        return Err(DomainError::InvalidField { field: "name", reason: "must not be empty".into() });
+    }
+    validate_text("name", &plan.name)?;
+    let price = positive(plan.price).map_err(|error| DomainError::InvalidField {
+        field: "price",
+        reason: match error {
+            DomainError::AmountNotPositive => "must be greater than zero".into(),
+            other => other.to_string(),
+        },
+    })?;
+    if state.plans.contains_key(&plan.id) {
+        return Err(DomainError::DuplicatePlan(plan.id));
+    }
+    // As with calls: a partner's customer pays the partner's price, and the partner pays
+    // the operator the price of the operator plan its own plan names.
+    let wholesale = match (state.book == BookId::OPERATOR, &publish.wholesale) {
+        (true, None) => None,
+        (true, Some(_)) => {
+            return Err(DomainError::InvalidField {
+                field: "wholesale_plan",
+                reason: "the operator's plans pay no one".into(),
+            });
+        }
+        (false, None) => {
+            return Err(DomainError::InvalidField {
+                field: "wholesale_plan",
+                reason: "a partner's plan names the operator plan whose price the partner pays".into(),
+            });
+        }
+        (false, Some(wholesale)) => {
+            if wholesale.book != BookId::OPERATOR {
+                return Err(DomainError::PlanNotFound(wholesale.id));
+            }
+            if wholesale.currency != plan.currency {
+                return Err(DomainError::CurrencyMismatch(plan.currency.to_string(), wholesale.currency.to_string()));
+            }
+            if wholesale.period != plan.period {
+                return Err(DomainError::InvalidField {
+                    field: "wholesale_plan",
+                    reason: format!("charges {}, this plan {}", wholesale.period.as_str(), plan.period.as_str()),
+                });
+            }
+            Some(billing::WholesalePrice { plan: wholesale.id, price: wholesale.price })
+        }
+    };
+    let plan = Plan { name: plan.name.trim().to_owned(), price, wholesale, ..plan.clone() };
+    accept(Payload::PlanPublished(PlanPublished { plan }))
+}
+
+fn start_subscription(
+    state: &BookState,
+    subscription: SubscriptionId,
+    account_id: AccountId,
+    plan_id: PlanId,
+    starts_at: Timestamp,
+    ends_at: Option<Timestamp>,
+) -> Result<Decision, DomainError> {
+    if state.subscriptions.contains_key(&subscription) {
+        return Err(DomainError::DuplicateSubscription(subscription));
+    }
+    let account = open_account_ref(state, account_id)?;
+    if account.kind != AccountKind::Customer {
+        return Err(DomainError::NotACustomer(account.label()));
+    }
+    let plan = state.plans.get(&plan_id).ok_or(DomainError::PlanNotFound(plan_id))?;
+    if plan.currency != account.currency {
+        return Err(DomainError::CurrencyMismatch(account.currency.to_string(), plan.currency.to_string()));
+    }
+    if ends_at.is_some_and(|end| end <= starts_at) {
+        return Err(DomainError::InvalidField { field: "ends_at", reason: "must be after starts_at".into() });
+    }
+    accept(Payload::SubscriptionStarted(SubscriptionStarted {
+        subscription,
+        account: account_id,
+        plan: plan_id,
+        starts_at,
+        ends_at,
+    }))
+}
+
+/// A subscription ends, or ends sooner; never inside a period already settled, whose fee
+/// was charged for the whole of it (that would take a refund: an adjustment, by hand).
+fn end_subscription(
+    state: &BookState,
+    id: SubscriptionId,
+    account: AccountId,
+    ends_at: Timestamp,
+) -> Result<Decision, DomainError> {
+    let subscription =
+        state.subscriptions.get(&id).filter(|s| s.account == account).ok_or(DomainError::SubscriptionNotFound(id))?;
+    if ends_at <= subscription.starts_at {
+        return Err(DomainError::InvalidField { field: "ends_at", reason: "must be after starts_at".into() });
+    }
+    if let Some(current) = subscription.ends_at {
+        if ends_at == current {
+            return Ok(Decision::Accept(vec![]));
+        }
+        if ends_at > current {
+            return Err(DomainError::InvalidField {
+                field: "ends_at",
+                reason: format!("the subscription already ends at {current}; an end is only brought forward"),
+            });
+        }
+    }
+    if let Some(settled) = state.fees_settled_until.get(&id)
+        && ends_at < *settled
+    {
+        return Err(DomainError::PeriodAlreadyCharged { charged_until: settled.to_rfc3339() });
+    }
+    accept(Payload::SubscriptionEnded(SubscriptionEnded { subscription: id, account, ends_at }))
+}
+
+/// One period's fee. A fee the account (or its partner, for the operator's share) cannot
+/// pay under the credit-limit rules of charges, or that falls on a closed account, is
+/// not charged: the refusal is recorded instead, as an alert under the same (subscription,
+/// period) key, so the gap is on the record and the period is settled once either way.
+fn charge_fee(
+    state: &BookState,
+    id: SubscriptionId,
+    account_id: AccountId,
+    period_start: Timestamp,
+    meta: &CommandMeta,
+) -> Result<Decision, DomainError> {
+    let subscription = state
+        .subscriptions
+        .get(&id)
+        .filter(|s| s.account == account_id)
+        .ok_or(DomainError::SubscriptionNotFound(id))?;
+    let key = billing::fee_key(id, period_start);
+    if meta.idempotency.as_ref().is_none_or(|i| i.key != key) {
+        return Err(DomainError::InvalidField {
+            field: "idempotency_key",
+            reason: format!("a fee is charged under its own key, `{key}`"),
+        });
+    }
+    let plan = state.plans.get(&subscription.plan).ok_or(DomainError::PlanNotFound(subscription.plan))?;
+    let fee = billing::fee(plan, subscription, period_start).ok_or_else(|| DomainError::InvalidField {
+        field: "period_start",
+        reason: "the subscription owes nothing for this period".into(),
+    })?;
+    if fee.covers_from > meta.recorded_at {
+        return Err(DomainError::InvalidField { field: "period_start", reason: "this fee is not due yet".into() });
+    }
+    if meta.occurred_at != fee.covers_from {
+        return Err(DomainError::InvalidField {
+            field: "occurred_at",
+            reason: format!("a fee is dated at the start of what it covers, {}", fee.covers_from),
+        });
+    }
+    let account = state.account(account_id)?;
+    let partner = match (account.partner, fee.wholesale) {
+        (Some(partner), Some(wholesale)) => Some((state.account(partner)?, wholesale)),
+        _ => None,
+    };
+    let refusal = |refused: &Account, reason: &str| {
+        accept(Payload::AlertRaised(AlertRaised {
+            account: refused.id,
+            alert: Alert::FeeRefused {
+                subscription: id,
+                plan: plan.id,
+                period_start,
+                amount: fee.amount,
+                reason: reason.to_owned(),
+            },
+            balance: refused.balance,
+            credit_limit: refused.credit_limit,
+        }))
+    };
+    for (payer, amount) in std::iter::once((account, fee.amount)).chain(partner) {
+        if payer.status == AccountStatus::Closed {
+            return refusal(payer, "account_closed");
+        }
+        if require_available(payer, amount).is_err() {
+            return refusal(payer, "insufficient_funds");
+        }
+    }
+    let description = format!(
+        "{} ({} fee, {} to {})",
+        plan.name,
+        plan.period.as_str(),
+        fee.covers_from.to_rfc3339(),
+        fee.covers_to.to_rfc3339()
+    );
+    let mut events = vec![Payload::ChargePosted(ChargePosted {
+        account: account_id,
+        amount: fee.amount,
+        description: Some(description.clone()),
+    })];
+    if let Some((partner, wholesale)) = partner {
+        events.push(Payload::ChargePosted(ChargePosted {
+            account: partner.id,
+            amount: wholesale,
+            description: Some(format!("{description}, for customer {}", account.number)),
+        }));
+    }
+    Ok(Decision::Accept(events))
 }
 
 /// Switch CDRs are charged to customers, so only a customer holds identifiers; within a
@@ -539,6 +768,13 @@ pub fn evolve(state: &mut BookState, event: &Event) {
     state.last_hash = envelope.hash;
     state.last_recorded_at = state.last_recorded_at.max(envelope.recorded_at);
     if let Some(idempotency) = &envelope.idempotency {
+        if let Some((subscription, period_start)) = billing::parse_fee_key(&idempotency.key)
+            && let Some(plan) = state.subscriptions.get(&subscription).and_then(|s| state.plans.get(&s.plan))
+        {
+            let next = plan.period.next(period_start);
+            let settled = state.fees_settled_until.entry(subscription).or_insert(next);
+            *settled = (*settled).max(next);
+        }
         state.idempotency.insert(
             idempotency.key.clone(),
             IdempotencyRecord {
@@ -613,6 +849,26 @@ pub fn evolve(state: &mut BookState, event: &Event) {
             }
             for identifier in &e.identifiers {
                 state.switch_identifiers.insert(identifier.clone(), e.account);
+            }
+        }
+        Payload::PlanPublished(e) => {
+            state.plans.insert(e.plan.id, e.plan.clone());
+        }
+        Payload::SubscriptionStarted(e) => {
+            state.subscriptions.insert(
+                e.subscription,
+                Subscription {
+                    id: e.subscription,
+                    account: e.account,
+                    plan: e.plan,
+                    starts_at: e.starts_at,
+                    ends_at: e.ends_at,
+                },
+            );
+        }
+        Payload::SubscriptionEnded(e) => {
+            if let Some(subscription) = state.subscriptions.get_mut(&e.subscription) {
+                subscription.ends_at = Some(e.ends_at);
             }
         }
         Payload::PaymentReceived(_)

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::ids::{AccountId, AccountLabel, EventId, TariffId};
+use crate::ids::{AccountId, AccountLabel, EventId, PlanId, SubscriptionId, TariffId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DomainError {
@@ -70,6 +70,16 @@ pub enum DomainError {
     SwitchIdentifierTaken { kind: &'static str, value: String },
     #[error("no account is tied to this CDR: {0}")]
     NoAccountForCdr(String),
+    #[error("plan {0} does not exist in this book")]
+    PlanNotFound(PlanId),
+    #[error("plan {0} already exists")]
+    DuplicatePlan(PlanId),
+    #[error("subscription {0} does not exist")]
+    SubscriptionNotFound(SubscriptionId),
+    #[error("subscription {0} already exists")]
+    DuplicateSubscription(SubscriptionId),
+    #[error("the subscription's fees are charged until {charged_until}; it cannot end before")]
+    PeriodAlreadyCharged { charged_until: String },
 }
 
 impl DomainError {
@@ -106,6 +116,11 @@ impl DomainError {
             TariffVersionNotLater { .. } => "tariff_version_not_later",
             SwitchIdentifierTaken { .. } => "switch_identifier_taken",
             NoAccountForCdr(_) => "account_not_identified",
+            PlanNotFound(_) => "plan_not_found",
+            DuplicatePlan(_) => "duplicate_plan",
+            SubscriptionNotFound(_) => "subscription_not_found",
+            DuplicateSubscription(_) => "duplicate_subscription",
+            PeriodAlreadyCharged { .. } => "period_already_charged",
         }
     }
 
@@ -116,12 +131,16 @@ impl DomainError {
             InvalidAmount(_) | InvalidCurrency(_) | InvalidField { .. } | AmountNotPositive | NegativeCreditLimit => {
                 ErrorKind::BadInput
             }
-            AccountNotFound(_) | EventNotFound(_) | TariffNotFound(_) => ErrorKind::NotFound,
+            AccountNotFound(_) | EventNotFound(_) | TariffNotFound(_) | PlanNotFound(_) | SubscriptionNotFound(_) => {
+                ErrorKind::NotFound
+            }
             DuplicateAccountNumber(_)
             | DuplicateAccount(_)
             | AlreadyReversed(_)
             | IdempotencyKeyReused(_)
-            | SwitchIdentifierTaken { .. } => ErrorKind::Conflict,
+            | SwitchIdentifierTaken { .. }
+            | DuplicatePlan(_)
+            | DuplicateSubscription(_) => ErrorKind::Conflict,
             _ => ErrorKind::Refused,
         }
     }
@@ -140,6 +159,9 @@ impl DomainError {
             TariffVersionNotLater { .. } => Some("effective_from"),
             SwitchIdentifierTaken { .. } => Some("identifiers"),
             NoAccountForCdr(_) => Some("account"),
+            PlanNotFound(_) => Some("plan"),
+            SubscriptionNotFound(_) => Some("subscription"),
+            PeriodAlreadyCharged { .. } => Some("ends_at"),
             _ => None,
         }
     }

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountKind, AccountStatus};
-use crate::ids::{AccountId, BookId, EventId, TariffId};
+use crate::billing::Plan;
+use crate::ids::{AccountId, BookId, EventId, PlanId, SubscriptionId, TariffId};
 use crate::money::{Amount, Currency};
 use crate::rating::{RatedCdr, Tariff};
 use crate::time::Timestamp;
@@ -139,6 +140,9 @@ pub enum Payload {
     AlertsConfigured(AlertsConfigured),
     AlertRaised(AlertRaised),
     SwitchIdentifiersSet(SwitchIdentifiersSet),
+    PlanPublished(PlanPublished),
+    SubscriptionStarted(SubscriptionStarted),
+    SubscriptionEnded(SubscriptionEnded),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +264,30 @@ pub struct AlertRaised {
     pub credit_limit: Amount,
 }
 
+/// A plan, published in the book that sells it (the operator's, or a partner's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanPublished {
+    pub plan: Plan,
+}
+
+/// An account subscribes to a plan of its book for `[starts_at, ends_at)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionStarted {
+    pub subscription: SubscriptionId,
+    pub account: AccountId,
+    pub plan: PlanId,
+    pub starts_at: Timestamp,
+    pub ends_at: Option<Timestamp>,
+}
+
+/// A subscription's end is set (or brought forward).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionEnded {
+    pub subscription: SubscriptionId,
+    pub account: AccountId,
+    pub ends_at: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Alert {
@@ -275,6 +303,17 @@ pub enum Alert {
         billed_seconds: u32,
         cost: Amount,
     },
+    /// A subscription's fee for one period was refused (the account, or the partner that
+    /// pays the operator its share, had not the funds, or was closed). The period stays
+    /// unpaid, on the record: the fee is not tried again (see docs/billing-cycle.md).
+    FeeRefused {
+        subscription: SubscriptionId,
+        plan: PlanId,
+        period_start: Timestamp,
+        amount: Amount,
+        /// The refusal's machine code (`insufficient_funds`, `account_closed`).
+        reason: String,
+    },
 }
 
 impl Alert {
@@ -283,13 +322,14 @@ impl Alert {
             Alert::CreditLimitReached => "credit_limit_reached",
             Alert::BalanceBelow { .. } => "balance_below",
             Alert::CallCostAbove { .. } => "call_cost_above",
+            Alert::FeeRefused { .. } => "fee_refused",
         }
     }
 }
 
 impl Payload {
     /// Every [`Payload::type_name`], for clients that filter events by kind.
-    pub const TYPE_NAMES: [&'static str; 14] = [
+    pub const TYPE_NAMES: [&'static str; 17] = [
         "AccountOpened",
         "AccountStatusChanged",
         "CreditLimitChanged",
@@ -304,6 +344,9 @@ impl Payload {
         "AlertsConfigured",
         "AlertRaised",
         "SwitchIdentifiersSet",
+        "PlanPublished",
+        "SubscriptionStarted",
+        "SubscriptionEnded",
     ];
 
     /// The event's type name, stable forever (KurrentDB's event type).
@@ -323,6 +366,9 @@ impl Payload {
             Payload::AlertsConfigured(_) => "AlertsConfigured",
             Payload::AlertRaised(_) => "AlertRaised",
             Payload::SwitchIdentifiersSet(_) => "SwitchIdentifiersSet",
+            Payload::PlanPublished(_) => "PlanPublished",
+            Payload::SubscriptionStarted(_) => "SubscriptionStarted",
+            Payload::SubscriptionEnded(_) => "SubscriptionEnded",
         }
     }
 
@@ -374,7 +420,10 @@ impl Payload {
             | Payload::TariffPublished(_)
             | Payload::AlertsConfigured(_)
             | Payload::AlertRaised(_)
-            | Payload::SwitchIdentifiersSet(_) => {}
+            | Payload::SwitchIdentifiersSet(_)
+            | Payload::PlanPublished(_)
+            | Payload::SubscriptionStarted(_)
+            | Payload::SubscriptionEnded(_) => {}
         }
     }
 
@@ -389,7 +438,9 @@ impl Payload {
             Payload::AlertsConfigured(e) => accounts.push(e.account),
             Payload::AlertRaised(e) => accounts.push(e.account),
             Payload::SwitchIdentifiersSet(e) => accounts.push(e.account),
-            Payload::TariffPublished(_) => {}
+            Payload::SubscriptionStarted(e) => accounts.push(e.account),
+            Payload::SubscriptionEnded(e) => accounts.push(e.account),
+            Payload::TariffPublished(_) | Payload::PlanPublished(_) => {}
             _ => self.for_each_posting(|p| {
                 if !accounts.contains(&p.account) {
                     accounts.push(p.account)

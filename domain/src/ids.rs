@@ -58,6 +58,14 @@ uuid_id!(
     /// A published tariff.
     TariffId
 );
+uuid_id!(
+    /// A recurring-charge plan.
+    PlanId
+);
+uuid_id!(
+    /// An account's subscription to a plan.
+    SubscriptionId
+);
 
 /// An account as a message names it: by the number the operator gave it, which is what
 /// people know it by (an internal id in an error means nothing to them). The id rides

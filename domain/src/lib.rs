@@ -2,6 +2,9 @@
 //! HTTP — the same functions decide commands live, in replay and in property tests.
 
 pub mod account;
+pub mod billing;
+#[cfg(test)]
+mod billing_tests;
 pub mod cdr;
 pub mod command;
 pub mod csv_file;
@@ -23,10 +26,10 @@ pub mod time;
 pub mod testing;
 
 pub use account::{Account, AccountKind, AccountStatus};
-pub use command::{AssignedTariff, ChargeCall, Command, CommandMeta, OpenAccount};
+pub use command::{AssignedTariff, ChargeCall, Command, CommandMeta, OpenAccount, PublishPlan, WholesalePlan};
 pub use decide::{BookState, Decision, IdempotencyRecord, decide, evolve, seal};
 pub use error::{DomainError, ErrorKind};
 pub use event::{Category, Envelope, Event, Hash, Idempotency, Payload, Posting, RecordedEvent};
-pub use ids::{AccountId, AccountLabel, BookId, EventId, TariffId};
+pub use ids::{AccountId, AccountLabel, BookId, EventId, PlanId, SubscriptionId, TariffId};
 pub use money::{Amount, Currency};
 pub use time::Timestamp;

@@ -30,7 +30,8 @@ pub mod store;
 pub mod throttle;
 
 pub use store::{
-    AuthStore, LinkState, LoginLinkRecord, PortalSessionRecord, Role, SessionRecord, TokenRecord, UserRecord,
+    AuthStore, KeptSessions, LinkState, LoginLinkRecord, PortalSessionRecord, Role, SessionRecord, TokenRecord,
+    UserRecord,
 };
 
 /// The headers a credential may arrive in, besides `Authorization: Bearer`.
@@ -77,6 +78,9 @@ pub struct Caller {
     pub scope: Scope,
     /// The user behind the credential; none for the admin key.
     pub login: Option<String>,
+    /// The API session the credential belongs to, when it is a session's access token:
+    /// a password change made from it leaves it open.
+    pub session: Option<Uuid>,
 }
 
 impl Caller {
@@ -144,8 +148,35 @@ impl FromRequestParts<AppState> for Caller {
 
 /// A secret that opens a session.
 pub enum Secret {
-    Password(String),
+    /// A password, and the new one to set while signing in: required when the password
+    /// was set by someone else ([`UserRecord::password_must_change`]).
+    Password {
+        password: String,
+        new_password: Option<String>,
+    },
     ApiToken(String),
+}
+
+/// Checks a password a user is to be given; `field` is the request field it came in.
+pub fn validate_password(field: &'static str, password: &str) -> Result<(), ApiError> {
+    let length = password.chars().count();
+    if (PASSWORD_LENGTH_MIN..=PASSWORD_LENGTH_MAX).contains(&length) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_field",
+            field,
+            format!("a password has {PASSWORD_LENGTH_MIN} to {PASSWORD_LENGTH_MAX} characters"),
+        ))
+    }
+}
+
+/// An argon2id hash of a password, made off the async threads.
+pub async fn hash_password_off_thread(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(ApiError::internal_message)
 }
 
 /// A new session's tokens, or a refreshed pair.
@@ -211,14 +242,14 @@ enum TokenCheck {
 }
 
 /// The caller a user stands for; none for a partner or customer user without an account.
-fn caller_for(user: &UserRecord, actor: String) -> Option<Caller> {
+fn caller_for(user: &UserRecord, actor: String, session: Option<Uuid>) -> Option<Caller> {
     let scope = match (user.role, user.account) {
         (Role::Admin, _) => Scope::Admin,
         (Role::Partner, Some(account)) => Scope::Partner(account),
         (Role::Customer, Some(account)) => Scope::Customer(account),
         (_, None) => return None,
     };
-    Some(Caller { actor, scope, login: Some(user.login.clone()) })
+    Some(Caller { actor, scope, login: Some(user.login.clone()), session })
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
@@ -299,7 +330,7 @@ impl Auth {
         if let Some(expected) = self.admin_key_digest {
             let difference = expected.iter().zip(presented.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
             if difference == 0 {
-                return Ok(Some(Caller { actor: "admin".into(), scope: Scope::Admin, login: None }));
+                return Ok(Some(Caller { actor: "admin".into(), scope: Scope::Admin, login: None, session: None }));
             }
         }
         if credential.starts_with(API_TOKEN_PREFIX) {
@@ -308,7 +339,7 @@ impl Auth {
                 TokenCheck::AddressNotAllowed(_) => return Err(ApiError::address_not_allowed()),
                 TokenCheck::Unusable => return Ok(None),
             };
-            return Ok(caller_for(&user, format!("token:{}", token.id)));
+            return Ok(caller_for(&user, format!("token:{}", token.id), None));
         }
         let Some(claims) = self.keys.verify(credential) else { return Ok(None) };
         let Some(session) = self.store.session(claims.sid).map_err(internal)? else { return Ok(None) };
@@ -319,7 +350,7 @@ impl Auth {
         if !store::ip_allowed(&session.allowed_ips, peer) {
             return Err(ApiError::address_not_allowed());
         }
-        Ok(caller_for(&user, format!("user:{}", session.login)))
+        Ok(caller_for(&user, format!("user:{}", session.login), Some(session.id)))
     }
 
     /// The user a session acts for, while the session is live: not expired, opened for
@@ -382,19 +413,21 @@ impl Auth {
         let address = throttle::AddressKey::of(peer);
         self.admit(login, address)?;
         let (user, token) = match secret {
-            Secret::Password(password) => {
+            Secret::Password { password, new_password } => {
                 let user = self.store.user(login).map_err(internal)?;
                 let hash = user.as_ref().and_then(|u| u.password_hash.clone());
                 let checked = hash.is_some();
                 let decoy = || self.decoy_hash.clone();
-                let matches = self.check_password(login, address, password, hash.unwrap_or_else(decoy)).await?;
-                match user {
-                    Some(user) if checked && matches => (user, None),
+                let matches = self.check_password(login, address, password.clone(), hash.unwrap_or_else(decoy)).await?;
+                let user = match user {
+                    Some(user) if checked && matches => user,
                     _ => {
                         self.throttle.failed(login, address);
                         return Err(ApiError::invalid_credentials());
                     }
-                }
+                };
+                // The right password: whatever follows is no guess, and is not counted.
+                (self.settle_password(user, &password, new_password).await?, None)
             }
             Secret::ApiToken(token) => match self.check_token(&store::digest(&token), peer)? {
                 TokenCheck::Usable(record, user) if record.login == login => (user, Some(record)),
@@ -605,6 +638,7 @@ impl Auth {
         &self,
         login: &str,
         password: String,
+        new_password: Option<String>,
         peer: Option<IpAddr>,
     ) -> Result<PortalLogin, ApiError> {
         let address = throttle::AddressKey::of(peer);
@@ -613,6 +647,7 @@ impl Auth {
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let checked = hash.is_some();
         let decoy = || self.decoy_hash.clone();
+        let password_given = password.clone();
         let matches = self.check_password(login, address, password, hash.unwrap_or_else(decoy)).await?;
         if !(checked && matches) {
             self.throttle.failed(login, address);
@@ -622,10 +657,85 @@ impl Auth {
         let account = user.as_ref().filter(|u| u.role != Role::Admin).and_then(|u| u.account);
         match (account, user) {
             (Some(account), Some(user)) => {
+                let user = self.settle_password(user, &password_given, new_password).await?;
                 self.open_portal_session(account, Some(&user), format!("user:{}", user.login)).await
             }
             _ => Err(ApiError::invalid_credentials()),
         }
+    }
+
+    /// After a user's password was checked at sign-in: refuses a password someone else
+    /// set until the user gives its own, and sets the new one when given (ending the
+    /// user's other sessions). The user as it now stands.
+    async fn settle_password(
+        &self,
+        user: UserRecord,
+        password: &str,
+        new_password: Option<String>,
+    ) -> Result<UserRecord, ApiError> {
+        let Some(new_password) = new_password else {
+            if user.password_must_change {
+                return Err(ApiError::password_change_required());
+            }
+            return Ok(user);
+        };
+        validate_password("new_password", &new_password)?;
+        if new_password == password {
+            return Err(ApiError::password_unchanged());
+        }
+        let hash = hash_password_off_thread(new_password).await?;
+        if !self.store.set_password(&user.login, user.id, hash, false, now(), KeptSessions::default()).await? {
+            return Err(ApiError::invalid_credentials());
+        }
+        self.store.user(&user.login).map_err(internal)?.ok_or_else(ApiError::invalid_credentials)
+    }
+
+    /// A user changes its own password, proving it knows the current one (checked and
+    /// throttled like a sign-in). Every other session of the user ends, API and portal;
+    /// `keep` names the one the change was made from. API tokens are credentials of their
+    /// own and stay.
+    pub async fn change_own_password(
+        &self,
+        caller: &Caller,
+        current_password: String,
+        new_password: String,
+        peer: Option<IpAddr>,
+        keep: KeptSessions,
+    ) -> Result<(), ApiError> {
+        let Some(login) = caller.login.as_deref() else {
+            return Err(ApiError::forbidden(
+                "this credential belongs to no user with a password (the admin key, or a login link)",
+            ));
+        };
+        validate_password("new_password", &new_password)?;
+        let address = throttle::AddressKey::of(peer);
+        self.admit(login, address)?;
+        let user = self.store.user(login).map_err(internal)?.ok_or_else(ApiError::unauthorized)?;
+        let hash = user.password_hash.clone();
+        let checked = hash.is_some();
+        let decoy = || self.decoy_hash.clone();
+        let matches = self.check_password(login, address, current_password.clone(), hash.unwrap_or_else(decoy)).await?;
+        if !(checked && matches) {
+            self.throttle.failed(login, address);
+            return Err(ApiError::current_password_wrong());
+        }
+        if new_password == current_password {
+            return Err(ApiError::password_unchanged());
+        }
+        let hash = hash_password_off_thread(new_password).await?;
+        if !self.store.set_password(login, user.id, hash, false, now(), keep).await? {
+            return Err(ApiError::unauthorized());
+        }
+        Ok(())
+    }
+
+    /// Someone else (an admin, or the user's partner: the route checks which) gives a user
+    /// a temporary password: it must be changed at the next sign-in, and every session of
+    /// the user ends now.
+    pub async fn set_temporary_password(&self, user: &UserRecord, password: String) -> Result<bool, ApiError> {
+        validate_password("password", &password)?;
+        let hash = hash_password_off_thread(password).await?;
+        Ok(self.store.set_password(&user.login, user.id, hash, true, now(), KeptSessions::default()).await?)
     }
 
     async fn open_portal_session(

@@ -50,6 +50,13 @@ pub struct UserRecord {
     /// PHC string (argon2id); a user without one signs in with API tokens only.
     pub password_hash: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The password was set by someone else (an admin, or the user's partner): it opens
+    /// no session until the user chooses its own. Absent on users made before it existed.
+    #[serde(default)]
+    pub password_must_change: bool,
+    /// When the password was last set, by anyone; none since the user was made.
+    #[serde(default)]
+    pub password_changed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -152,6 +159,13 @@ pub struct PortalSessionRecord {
     pub csrf_token: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// The sessions a password change leaves open: the one it was made from, if any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeptSessions {
+    pub session: Option<Uuid>,
+    pub portal_session: Option<Uuid>,
 }
 
 /// What [`AuthStore::purge_expired`] removed.
@@ -298,6 +312,51 @@ impl AuthStore {
         }
         for session in self.sessions_matching(|s| s.login == login)? {
             self.remove_session_record(&session)?;
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    /// Gives user `login` (the very user `user_id`, not one made again under its login) a
+    /// new password hash, and ends its sessions, API and portal, but for the ones named
+    /// in `keep` (the session the user changed its own password from). The user record
+    /// is swapped with a compare-and-swap, so a concurrent change of the same user is
+    /// not lost; the whole is flushed before it is answered. False when there is no
+    /// such user.
+    pub async fn set_password(
+        &self,
+        login: &str,
+        user_id: Uuid,
+        password_hash: String,
+        must_change: bool,
+        now: DateTime<Utc>,
+        keep: KeptSessions,
+    ) -> StoreResult<bool> {
+        loop {
+            let Some(current) = self.users.get(login)? else { return Ok(false) };
+            let user: UserRecord = decode(&current)?;
+            if user.id != user_id {
+                return Ok(false);
+            }
+            let changed = UserRecord {
+                password_hash: Some(password_hash.clone()),
+                password_must_change: must_change,
+                password_changed_at: Some(now),
+                ..user
+            };
+            if self.users.compare_and_swap(login, Some(current), Some(encode(&changed)))?.is_ok() {
+                break;
+            }
+        }
+        for session in self.sessions_matching(|s| s.login == login && Some(s.id) != keep.session)? {
+            self.remove_session_record(&session)?;
+        }
+        for entry in self.portal_sessions.iter() {
+            let (key, bytes) = entry?;
+            let session: PortalSessionRecord = decode(&bytes)?;
+            if session.login.as_deref() == Some(login) && Some(session.id) != keep.portal_session {
+                self.portal_sessions.remove(key)?;
+            }
         }
         self.flush().await?;
         Ok(true)
@@ -591,6 +650,8 @@ mod tests {
             account_number: None,
             password_hash: None,
             created_at: Utc::now(),
+            password_must_change: false,
+            password_changed_at: None,
         };
         assert!(store.insert_user(&user).await.unwrap());
         assert!(!store.insert_user(&user).await.unwrap(), "a login is taken once");
@@ -615,6 +676,62 @@ mod tests {
             store.rotate_refresh(digest("r1"), digest("r2"), Utc::now()).await.err(),
             Some(RefreshFailure::Invalid)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_password_change_ends_every_session_of_the_user_but_the_kept_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuthStore::open(dir.path()).unwrap();
+        let user = UserRecord {
+            id: Uuid::now_v7(),
+            login: "ann".into(),
+            role: Role::Customer,
+            account: Some(AccountId(Uuid::now_v7())),
+            account_number: Some("C1".into()),
+            password_hash: Some("old".into()),
+            created_at: Utc::now(),
+            password_must_change: false,
+            password_changed_at: None,
+        };
+        assert!(store.insert_user(&user).await.unwrap());
+        let hour = chrono::Duration::hours(1);
+        let (kept, ended, other_user) = (
+            session("ann", digest("r1"), Utc::now() + hour),
+            session("ann", digest("r2"), Utc::now() + hour),
+            session("bob", digest("r3"), Utc::now() + hour),
+        );
+        for session in [&kept, &ended, &other_user] {
+            store.insert_session(session).await.unwrap();
+        }
+        let portal = |login: &str| PortalSessionRecord {
+            id: Uuid::now_v7(),
+            account: user.account.unwrap(),
+            login: Some(login.into()),
+            user_id: None,
+            role: None,
+            actor: format!("user:{login}"),
+            csrf_token: "t".into(),
+            created_at: Utc::now(),
+            expires_at: Utc::now() + hour,
+        };
+        let (ann_portal, bob_portal) = (portal("ann"), portal("bob"));
+        store.insert_portal_session(digest("c1"), &ann_portal).await.unwrap();
+        store.insert_portal_session(digest("c2"), &bob_portal).await.unwrap();
+
+        let keep = KeptSessions { session: Some(kept.id), portal_session: None };
+        assert!(store.set_password("ann", user.id, "new".into(), true, Utc::now(), keep).await.unwrap());
+        let changed = store.user("ann").unwrap().unwrap();
+        assert_eq!((changed.password_hash.as_deref(), changed.password_must_change), (Some("new"), true));
+        assert!(changed.password_changed_at.is_some());
+        assert!(store.session(kept.id).unwrap().is_some());
+        assert!(store.session(ended.id).unwrap().is_none());
+        assert!(store.session_by_refresh(&digest("r2")).unwrap().is_none(), "its refresh token is gone too");
+        assert!(store.session(other_user.id).unwrap().is_some(), "another user's session is not touched");
+        assert!(store.portal_session(&digest("c1")).unwrap().is_none());
+        assert!(store.portal_session(&digest("c2")).unwrap().is_some());
+        // A user made again under the same login is another user: not changed.
+        assert!(!store.set_password("ann", Uuid::now_v7(), "x".into(), false, Utc::now(), keep).await.unwrap());
+        assert!(!store.set_password("nobody", user.id, "x".into(), false, Utc::now(), keep).await.unwrap());
     }
 
     #[tokio::test]

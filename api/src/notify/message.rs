@@ -141,6 +141,7 @@ pub fn alert_values(raised: &AlertRaised, name: String, number: String, currency
             values.duration = template::mm_ss(*billed_seconds);
             values.cost = money(*cost);
         }
+        Alert::FeeRefused { amount, .. } => values.cost = money(*amount),
     }
     values
 }

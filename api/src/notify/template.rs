@@ -8,7 +8,7 @@ pub const TEMPLATE_BYTES_MAX: usize = 2000;
 
 /// The variables a template may use, with what each becomes.
 pub const VARIABLES: [(&str, &str); 9] = [
-    ("alert", "the alert's kind: credit_limit_reached, balance_below or call_cost_above"),
+    ("alert", "the alert's kind: credit_limit_reached, balance_below, call_cost_above or fee_refused"),
     ("account_name", "the account's name"),
     ("account_number", "the account's number"),
     ("balance", "the balance right after the event that raised the alert, with the currency"),
@@ -16,7 +16,7 @@ pub const VARIABLES: [(&str, &str); 9] = [
     ("threshold", "the threshold crossed, with the currency (empty for credit_limit_reached)"),
     ("destination", "the number called (call_cost_above only)"),
     ("duration", "the call's billed duration as mm:ss (call_cost_above only)"),
-    ("cost", "the call's cost, with the currency (call_cost_above only)"),
+    ("cost", "the call's cost, or the refused recurring fee, with the currency (call_cost_above, fee_refused)"),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +31,11 @@ pub const DEFAULT_CREDIT_LIMIT_REACHED: &str =
 pub const DEFAULT_BALANCE_BELOW: &str = "{account_name} ({account_number}): balance {balance} is below {threshold}";
 pub const DEFAULT_CALL_COST_ABOVE: &str =
     "{account_name} ({account_number}): a call to {destination} lasting {duration} cost {cost}, over {threshold}";
+
+/// The message of a refused recurring fee. Not yet one of the operator's templates: every
+/// variable it needs is already known, so a template of its own is a field to add.
+pub const DEFAULT_FEE_REFUSED: &str = "{account_name} ({account_number}): a recurring fee of {cost} was refused: \
+     balance {balance}, credit limit {credit_limit}";
 
 impl Default for AlertTemplates {
     fn default() -> Self {
@@ -47,6 +52,7 @@ impl AlertTemplates {
         match kind {
             "credit_limit_reached" => &self.credit_limit_reached,
             "balance_below" => &self.balance_below,
+            "fee_refused" => DEFAULT_FEE_REFUSED,
             _ => &self.call_cost_above,
         }
     }
@@ -192,7 +198,9 @@ mod tests {
         assert!(validate("balance}").is_err());
         assert!(validate(" ").is_err());
         assert!(validate(&"x".repeat(TEMPLATE_BYTES_MAX + 1)).is_err());
-        for template in [DEFAULT_BALANCE_BELOW, DEFAULT_CALL_COST_ABOVE, DEFAULT_CREDIT_LIMIT_REACHED] {
+        for template in
+            [DEFAULT_BALANCE_BELOW, DEFAULT_CALL_COST_ABOVE, DEFAULT_CREDIT_LIMIT_REACHED, DEFAULT_FEE_REFUSED]
+        {
             assert_eq!(validate(template), Ok(()), "{template}");
         }
     }

@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/portal/accounts/{number}/activity", get(pages::activity))
         .route("/portal/accounts/{number}/calls", get(pages::calls))
         .route("/portal/accounts/{number}/transfers", post(pages::transfer))
+        .route("/portal/password", get(pages::password_form).post(pages::change_password))
         .route("/portal/{*rest}", get(pages::not_found))
         .layer(axum::middleware::map_response(page_headers))
 }
@@ -185,7 +186,7 @@ impl FromRequestParts<AppState> for Visitor {
             domain::AccountKind::Partner => Scope::Partner(own.id),
             domain::AccountKind::Customer => Scope::Customer(own.id),
         };
-        let caller = Caller { actor: session.actor.clone(), scope, login: session.login.clone() };
+        let caller = Caller { actor: session.actor.clone(), scope, login: session.login.clone(), session: None };
         Ok(Visitor { caller, session, cookie, own })
     }
 }

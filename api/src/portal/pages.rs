@@ -247,10 +247,13 @@ struct LoginForm {
     login: String,
     #[serde(default)]
     password: String,
+    /// Sent when the page asked for it (a password someone else set); empty otherwise.
+    #[serde(default)]
+    new_password: String,
 }
 
 pub async fn login_form() -> Html<String> {
-    Html(render_page(&templates::Login { frame: None, error: None, login: String::new() }))
+    Html(render_page(&templates::Login { frame: None, error: None, login: String::new(), must_change: false }))
 }
 
 fn signed_in(state: &AppState, headers: &HeaderMap, login: crate::auth::PortalLogin) -> Response {
@@ -264,14 +267,27 @@ pub async fn login(State(state): State<AppState>, PeerIp(peer): PeerIp, headers:
         return Err(ApiError::csrf_mismatch().into());
     }
     let form: LoginForm = parse_form(&body)?;
-    match state.auth.portal_password_login(form.login.trim(), form.password, peer).await {
+    let new_password = Some(form.new_password).filter(|p| !p.is_empty());
+    match state.auth.portal_password_login(form.login.trim(), form.password, new_password, peer).await {
         Ok(login) => Ok(signed_in(&state, &headers, login)),
+        // The right password, set by someone else; or a new one that will not do: ask
+        // again, with a field for the new password.
+        Err(error) if matches!(error.code, "password_change_required" | "password_unchanged" | "invalid_field") => {
+            let message = match error.code {
+                "password_change_required" => {
+                    "Your password was set by your provider. Please choose a new one to sign in.".to_owned()
+                }
+                _ => error.message.to_string(),
+            };
+            let page = templates::Login { frame: None, error: Some(message), login: form.login, must_change: true };
+            Ok((error.status, Html(render_page(&page))).into_response())
+        }
         Err(error) if matches!(error.status, StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS) => {
             let message = match error.retry_after_seconds {
                 Some(seconds) => format!("Too many sign-in attempts. Please try again in {seconds} seconds."),
                 None => "The login and password do not match an account of this portal.".to_owned(),
             };
-            let page = templates::Login { frame: None, error: Some(message), login: form.login };
+            let page = templates::Login { frame: None, error: Some(message), login: form.login, must_change: false };
             let mut response = (error.status, Html(render_page(&page))).into_response();
             if let Some(seconds) = error.retry_after_seconds {
                 response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
@@ -301,6 +317,69 @@ pub async fn logout(State(state): State<AppState>, visitor: Visitor, body: Bytes
     let mut response = Redirect::to(super::LOGIN_PATH).into_response();
     response.headers_mut().insert(header::SET_COOKIE, clear_session_cookie());
     Ok(response)
+}
+
+// The visitor's own password.
+
+fn password_page(
+    state: &AppState,
+    visitor: &Visitor,
+    error: Option<String>,
+    notice: Option<String>,
+) -> templates::PasswordPage {
+    templates::PasswordPage {
+        frame: frame(visitor, state, &visitor.own.number, "password"),
+        csrf: visitor.session.csrf_token.clone(),
+        error,
+        notice,
+        has_user: visitor.session.login.is_some(),
+    }
+}
+
+pub async fn password_form(State(state): State<AppState>, visitor: Visitor) -> Html<String> {
+    Html(render_page(&password_page(&state, &visitor, None, None)))
+}
+
+#[derive(Deserialize, Default)]
+struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    repeat_password: String,
+}
+
+/// Changes the signed-in user's password through the same rule as the API: every other
+/// session of the user ends, this one stays.
+pub async fn change_password(
+    State(state): State<AppState>,
+    PeerIp(peer): PeerIp,
+    visitor: Visitor,
+    body: Bytes,
+) -> PageResult {
+    let form: PasswordForm = parse_form(&body)?;
+    visitor.check_csrf(&form.csrf)?;
+    if form.new_password != form.repeat_password {
+        let page = password_page(&state, &visitor, Some("The two new passwords differ.".to_owned()), None);
+        return Ok((StatusCode::BAD_REQUEST, Html(render_page(&page))).into_response());
+    }
+    let keep = crate::auth::KeptSessions { session: None, portal_session: Some(visitor.session.id) };
+    let changed =
+        state.auth.change_own_password(&visitor.caller, form.current_password, form.new_password, peer, keep).await;
+    match changed {
+        Ok(()) => {
+            let notice = "Your password has been changed; you were signed out everywhere else.".to_owned();
+            Ok(Html(render_page(&password_page(&state, &visitor, None, Some(notice)))).into_response())
+        }
+        Err(error) if error.status.is_client_error() && error.code != "forbidden" => {
+            let page = password_page(&state, &visitor, Some(error.message.to_string()), None);
+            Ok((error.status, Html(render_page(&page))).into_response())
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 pub async fn home(visitor: Visitor) -> Redirect {

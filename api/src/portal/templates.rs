@@ -37,6 +37,19 @@ pub struct Login {
     pub frame: Option<Frame>,
     pub error: Option<String>,
     pub login: String,
+    /// The password was right but set by someone else: ask for a new one as well.
+    pub must_change: bool,
+}
+
+#[derive(Template)]
+#[template(path = "portal/password.html")]
+pub struct PasswordPage {
+    pub frame: Option<Frame>,
+    pub csrf: String,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+    /// The session was opened by a login link: there is no user, so no password.
+    pub has_user: bool,
 }
 
 #[derive(Template)]

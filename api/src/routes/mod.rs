@@ -28,6 +28,7 @@ mod charges;
 mod login_links;
 mod operations;
 mod payments;
+mod plans;
 mod reconciliations;
 mod reversals;
 mod sessions;
@@ -76,6 +77,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(stream::router())
         .merge(webhooks::router())
         .merge(switches::router())
+        .merge(plans::router())
         .split_for_parts();
     crate::openapi::Conventions.modify(&mut openapi);
     let api = api
@@ -133,6 +135,8 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("payments", "/api/v1/payments"),
         ("adjustments", "/api/v1/adjustments"),
         ("charges", "/api/v1/charges"),
+        ("plans", "/api/v1/plans"),
+        ("subscriptions", "/api/v1/subscriptions{?account}"),
         ("transfers", "/api/v1/transfers"),
         ("reversals", "/api/v1/reversals"),
         ("users", "/api/v1/users{?after,limit}"),

@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use super::Links;
 use crate::auth::jwt::Jwks;
-use crate::auth::{Caller, Issued, PeerIp, Role, Scope, Secret};
+use crate::auth::{Caller, Issued, KeptSessions, PeerIp, Role, Scope, Secret};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::openapi::{AuthenticatedErrors, SessionErrors};
+use crate::openapi::{AuthenticatedErrors, OwnPasswordErrors, SessionErrors};
 use crate::server::AppState;
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(jwks))
+        .routes(routes!(change_own_password))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -43,6 +44,11 @@ pub struct LoginRequest {
     /// One of the user's API tokens, instead of a password. The session keeps the token's
     /// IP allowlist.
     token: Option<String>,
+    /// With `password`: set this as the user's new password while signing in. Required
+    /// when the password was set by an admin or a partner (sign-in answers 403
+    /// `password_change_required` until it is given). The user's other sessions end.
+    #[schema(min_length = 10, max_length = 1024)]
+    new_password: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -105,7 +111,11 @@ impl SessionOut {
     tag = "auth",
     security(()),
     request_body = LoginRequest,
-    responses((status = 201, description = "Signed in", body = SessionOut), SessionErrors)
+    responses(
+        (status = 201, description = "Signed in", body = SessionOut),
+        (status = 403, description = "`password_change_required`: the password was set by an admin or a partner; sign in again with `new_password`", body = crate::error::ErrorBody),
+        SessionErrors,
+    )
 )]
 pub async fn login(
     State(state): State<AppState>,
@@ -113,7 +123,14 @@ pub async fn login(
     Body(request): Body<LoginRequest>,
 ) -> Result<(StatusCode, Json<SessionOut>), ApiError> {
     let secret = match (request.password, request.token) {
-        (Some(password), None) => Secret::Password(password),
+        (Some(password), None) => Secret::Password { password, new_password: request.new_password },
+        (None, Some(_)) if request.new_password.is_some() => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "new_password",
+                "a new password is set by signing in with the current `password`",
+            ));
+        }
         (None, Some(token)) => Secret::ApiToken(token),
         _ => {
             return Err(ApiError::bad_request("invalid_body", "password", "give either `password` or `token`"));
@@ -221,4 +238,37 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Json<MeOut> {
 )]
 pub async fn jwks(State(state): State<AppState>) -> Json<Jwks> {
     Json(state.auth.jwks())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnPasswordRequest {
+    /// The password the user signs in with now.
+    current_password: String,
+    /// 10 to 1024 characters, not the current one.
+    #[schema(min_length = 10, max_length = 1024)]
+    new_password: String,
+}
+
+/// Change the caller's own password. Every other session of the user ends (API sessions
+/// and portal sessions); the session the request came with, if it is one, stays. API
+/// tokens are credentials of their own and keep working. A wrong current password is
+/// counted against the login like a wrong sign-in.
+#[utoipa::path(
+    put,
+    path = "/api/v1/me/password",
+    operation_id = "change_own_password",
+    tag = "auth",
+    request_body = OwnPasswordRequest,
+    responses((status = 204, description = "Changed"), OwnPasswordErrors)
+)]
+pub async fn change_own_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    PeerIp(peer): PeerIp,
+    Body(request): Body<OwnPasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    let keep = KeptSessions { session: caller.session, portal_session: None };
+    state.auth.change_own_password(&caller, request.current_password, request.new_password, peer, keep).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

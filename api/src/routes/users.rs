@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{Links, PAGE_SIZE_DEFAULT, page_size};
-use crate::auth::{Caller, PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, Role, UserRecord, hash_password};
+use crate::auth::{Caller, Role, Scope, UserRecord, hash_password_off_thread, validate_password};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{AdminReadErrors, AdminWriteErrors};
@@ -23,7 +23,10 @@ use crate::server::AppState;
 use crate::write::visible_account;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(show, remove))
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, remove))
+        .routes(routes!(set_temporary_password))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -49,6 +52,12 @@ pub struct UserOut {
     account: Option<String>,
     /// Whether the user can sign in with a password.
     has_password: bool,
+    /// The password was set by an admin or a partner and must be changed at the next
+    /// sign-in.
+    password_must_change: bool,
+    /// When the password was last set; absent when not since the user was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_changed_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     #[schema(example = json!({"self": "/api/v1/users/reseller-one", "tokens": "/api/v1/tokens?user=reseller-one", "account": "/api/v1/accounts/P-100"}))]
     links: BTreeMap<&'static str, String>,
@@ -67,6 +76,8 @@ impl UserOut {
             role: user.role,
             account: user.account_number.clone(),
             has_password: user.password_hash.is_some(),
+            password_must_change: user.password_must_change,
+            password_changed_at: user.password_changed_at,
             created_at: user.created_at,
             links,
         }
@@ -129,19 +140,8 @@ pub async fn create(
     let password_hash = match request.password {
         None => None,
         Some(password) => {
-            let length = password.chars().count();
-            if !(PASSWORD_LENGTH_MIN..=PASSWORD_LENGTH_MAX).contains(&length) {
-                return Err(ApiError::bad_request(
-                    "invalid_field",
-                    "password",
-                    format!("a password has {PASSWORD_LENGTH_MIN} to {PASSWORD_LENGTH_MAX} characters"),
-                ));
-            }
-            let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-                .await
-                .map_err(|e| ApiError::internal(&e))?
-                .map_err(ApiError::internal_message)?;
-            Some(hash)
+            validate_password("password", &password)?;
+            Some(hash_password_off_thread(password).await?)
         }
     };
     let user = UserRecord {
@@ -152,6 +152,8 @@ pub async fn create(
         account_number: account.map(|a| a.number),
         password_hash,
         created_at: Utc::now(),
+        password_must_change: false,
+        password_changed_at: None,
     };
     if !state.auth.store.insert_user(&user).await? {
         return Err(ApiError::new(StatusCode::CONFLICT, "duplicate_login", format!("login `{}` is taken", user.login))
@@ -242,4 +244,57 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     if state.auth.store.remove_user(&login).await? { Ok(StatusCode::NO_CONTENT) } else { Err(user_not_found(&login)) }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemporaryPasswordRequest {
+    /// 10 to 1024 characters. The user must change it at its next sign-in.
+    #[schema(min_length = 10, max_length = 1024)]
+    password: String,
+}
+
+/// Set a temporary password for a user: the operator for any user, a partner for the
+/// users of its own customers. The user's sessions end at once, and sign-in with the new
+/// password answers 403 `password_change_required` until the user gives a `new_password`.
+/// Another partner's user, or any user the caller may not manage, answers 404.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{login}/password",
+    operation_id = "set_temporary_password",
+    tag = "auth",
+    params(("login" = String, Path, description = "The user's login", example = "alice")),
+    request_body = TemporaryPasswordRequest,
+    responses((status = 200, description = "Set; the user as it now stands", body = UserResponse), AdminWriteErrors)
+)]
+pub async fn set_temporary_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(login): Path<String>,
+    Body(request): Body<TemporaryPasswordRequest>,
+) -> Result<Json<UserResponse>, ApiError> {
+    caller.require_writer()?;
+    let user = state.auth.store.user(&login)?.filter(|user| may_set_password_of(&state, &caller, user));
+    let user = user.ok_or_else(|| user_not_found(&login))?;
+    if !state.auth.set_temporary_password(&user, request.password).await? {
+        return Err(user_not_found(&login));
+    }
+    let user = state.auth.store.user(&login)?.ok_or_else(|| user_not_found(&login))?;
+    Ok(Json(UserResponse { status: "ok", user: UserOut::from_record(&user) }))
+}
+
+/// The operator may set anyone's password; a partner only its customers' users (never a
+/// partner user, its own included: that is the operator's to do).
+fn may_set_password_of(state: &AppState, caller: &Caller, user: &UserRecord) -> bool {
+    match caller.scope {
+        Scope::Admin => true,
+        Scope::Partner(_) => {
+            user.role == Role::Customer
+                && user
+                    .account
+                    .and_then(|id| state.ledger.account_by_id(id))
+                    .is_some_and(|account| caller.manages(&account))
+        }
+        Scope::Customer(_) => false,
+    }
 }
