@@ -333,6 +333,43 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
                 "answer": "2026-03-01T10:00:00Z", "end": "2026-03-01T10:01:00Z", "cost": "0.5", "partner_cost": "0.2"})),
             Expect::Protected { other_partner: 404, customer: 403 },
         ),
+        // Switches: the operator ties accounts to the identifiers switches use; a CDR is
+        // found by the switch's id alone only where the caller may see it; a switch's CDR
+        // naming another book's identifier names no account for that caller.
+        (
+            Method::POST,
+            "/api/v1/accounts/C1/switch-identifiers".into(),
+            Some(json!({"account_codes": ["c1-code"]})),
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        (
+            Method::GET,
+            "/api/v1/accounts/C1/switch-identifiers".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (Method::GET, "/api/v1/cdrs/c1-call".into(), None, Expect::Protected { other_partner: 404, customer: 404 }),
+        (
+            Method::POST,
+            "/api/v1/cdrs/freeswitch".into(),
+            Some(json!({"variables": {"uuid": "fs-walk-1", "accountcode": "c1-code", "destination_number": "1555",
+                "caller_id_number": "100", "start_epoch": "1772359200", "answer_epoch": "1772359200",
+                "end_epoch": "1772359260", "duration": "60", "billsec": "60", "hangup_cause": "NORMAL_CLEARING"}})),
+            Expect::Protected { other_partner: 422, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/cdrs/asterisk".into(),
+            Some(json!({})),
+            Expect::Protected { other_partner: 415, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/cdrs/kamailio".into(),
+            Some(json!({})),
+            Expect::Protected { other_partner: 415, customer: 403 },
+        ),
+        (Method::GET, "/api/v1/hangup-causes".into(), None, Expect::Protected { other_partner: 200, customer: 200 }),
         // Another partner publishes tariffs of its own; it never sees P1's.
         (
             Method::POST,
