@@ -169,6 +169,16 @@ fn native_input(state: &AppState, caller: &Caller, cdr: NativeCdr) -> Result<Cdr
     cdr.into_input(&account.number).map_err(ApiError::from)
 }
 
+/// mod_json_cdr's document as FreeSWITCH posts it; tollbook reads its `variables` (uuid,
+/// the epochs, billsec, hangup_cause, caller_id_number, destination_number, accountcode)
+/// and ignores the rest.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "documents the body; the handler reads the JSON document itself")]
+pub struct FreeswitchJson {
+    #[schema(example = json!({"uuid": "a1b2c3", "accountcode": "1001", "billsec": "60"}))]
+    variables: std::collections::BTreeMap<String, String>,
+}
+
 /// A FreeSWITCH `mod_json_cdr` document: the JSON body, or a form's (or multipart's)
 /// `cdr` field holding it.
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -192,7 +202,7 @@ pub struct FreeswitchForm {
     tag = "cdrs",
     params(IdempotencyKey),
     request_body(content(
-        (serde_json::Value = "application/json"),
+        (FreeswitchJson = "application/json"),
         (FreeswitchForm = "application/x-www-form-urlencoded"),
         (FreeswitchForm = "multipart/form-data")
     )),
