@@ -31,19 +31,6 @@ const FILE_SUFFIX: &str = ".log";
 pub(crate) const RECORD_HEADER_BYTES: usize = 8;
 const BODY_HEADER_BYTES: usize = 8 + 16 + 8;
 
-/// One appended batch as a segment holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
-    /// Where the record starts in its segment.
-    pub offset: u64,
-    pub body_len: u32,
-    pub first_position: u64,
-    pub book: BookId,
-    pub first_version: u64,
-    /// The batch's events, framed.
-    pub framed: Vec<u8>,
-}
-
 /// Appends the record of one batch to `buffer`.
 pub(crate) fn encode_record(
     buffer: &mut Vec<u8>,
@@ -111,26 +98,6 @@ pub(crate) fn records(bytes: &[u8]) -> impl Iterator<Item = RecordView<'_>> {
 pub(crate) fn record_len(bytes: &[u8]) -> Option<usize> {
     let header = bytes.get(..RECORD_HEADER_BYTES)?;
     Some(RECORD_HEADER_BYTES + u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize)
-}
-
-/// The records of `bytes` (a segment read from byte `base`) up to the first one that is
-/// torn or damaged, and the length of that valid prefix.
-pub(crate) fn decode_records(bytes: &[u8], base: u64) -> (Vec<Record>, usize) {
-    let mut valid = 0;
-    let decoded = records(bytes)
-        .map(|view| {
-            valid = view.at + view.len;
-            Record {
-                offset: base + view.at as u64,
-                body_len: (view.len - RECORD_HEADER_BYTES) as u32,
-                first_position: view.first_position,
-                book: view.book,
-                first_version: view.first_version,
-                framed: view.framed.to_vec(),
-            }
-        })
-        .collect();
-    (decoded, valid)
 }
 
 /// Reads the framed events of the record at `offset` of `file`, checking its CRC.
@@ -256,18 +223,18 @@ mod tests {
             ends.push(bytes.len());
         }
         for cut in 0..=bytes.len() {
-            let (records, valid) = decode_records(&bytes[..cut], 0);
+            let read: Vec<RecordView> = records(&bytes[..cut]).collect();
             let whole = ends.iter().filter(|end| **end <= cut).count();
-            assert_eq!(records.len(), whole, "cut at {cut}");
-            assert_eq!(valid, if whole == 0 { 0 } else { ends[whole - 1] });
-            for (n, found) in (1..).zip(&records) {
+            assert_eq!(read.len(), whole, "cut at {cut}");
+            for (n, found) in (1..).zip(&read) {
                 let (first_position, book, first_version, framed) = record(n);
                 assert_eq!(
                     (found.first_position, found.book, found.first_version),
                     (first_position, book, first_version)
                 );
                 assert_eq!(found.framed, framed);
-                assert_eq!(found.offset, if n == 1 { 0 } else { ends[n as usize - 2] as u64 });
+                assert_eq!(found.at, if n == 1 { 0 } else { ends[n as usize - 2] });
+                assert_eq!(found.at + found.len, ends[n as usize - 1]);
             }
         }
     }
@@ -282,17 +249,17 @@ mod tests {
             encode_record(&mut bytes, position, book, version, &framed);
         }
         segment.append(&bytes).unwrap();
-        let (records, _) = decode_records(&bytes, 0);
-        let second = &records[1];
-        assert_eq!(read_framed(&segment.file, second.offset, second.body_len).unwrap(), record(2).3);
+        let (second_at, second_body) = {
+            let second = records(&bytes).nth(1).unwrap();
+            (second.at, (second.len - RECORD_HEADER_BYTES) as u32)
+        };
+        assert_eq!(read_framed(&segment.file, second_at as u64, second_body).unwrap(), record(2).3);
 
         let mut damaged = bytes.clone();
-        damaged[second.offset as usize + RECORD_HEADER_BYTES + 3] ^= 0x40;
-        let (records, valid) = decode_records(&damaged, 0);
-        assert_eq!(records.len(), 1);
-        assert_eq!(valid as u64, second.offset);
+        damaged[second_at + RECORD_HEADER_BYTES + 3] ^= 0x40;
+        assert_eq!(records(&damaged).count(), 1);
         std::fs::write(segment_path(dir.path(), 1), &damaged).unwrap();
-        assert!(matches!(read_framed(&segment.file, second.offset, second.body_len), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(read_framed(&segment.file, second_at as u64, second_body), Err(StoreError::Corrupt { .. })));
     }
 
     #[test]

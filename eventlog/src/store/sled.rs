@@ -82,7 +82,6 @@ pub struct SledStore {
 }
 
 struct Inner {
-    db: sled::Db,
     log: sled::Tree,
     segment_dir: PathBuf,
     /// Segments opened for reading, by sequence.
@@ -460,8 +459,8 @@ fn index_segments(log: &sled::Tree, dir: &Path, legacy_end: u64) -> Result<(u64,
         let start = if sequence == from.segment { from.offset } else { 0 };
         let bytes = std::fs::read(&path).map_err(segment::io)?;
         let tail = bytes.get(start as usize..).unwrap_or_default();
-        let (records, valid) = segment::decode_records(tail, start);
-        for record in records {
+        let mut valid = 0;
+        for record in segment::records(tail) {
             if record.first_position != next_position {
                 let reason = format!(
                     "segment {} holds position {} where {next_position} was due",
@@ -470,11 +469,11 @@ fn index_segments(log: &sled::Tree, dir: &Path, legacy_end: u64) -> Result<(u64,
                 );
                 return Err(StoreError::Corrupt { position: record.first_position, reason });
             }
-            let count = unframe(record.first_position, &record.framed)?.len() as u32;
+            let count = unframe(record.first_position, record.framed)?.len() as u32;
             let at = RecordRef {
                 segment: sequence,
-                offset: record.offset,
-                body_len: record.body_len,
+                offset: start + record.at as u64,
+                body_len: (record.len - segment::RECORD_HEADER_BYTES) as u32,
                 count,
                 book: record.book,
                 first_version: record.first_version,
@@ -482,6 +481,7 @@ fn index_segments(log: &sled::Tree, dir: &Path, legacy_end: u64) -> Result<(u64,
             index_batch(log, record.first_position, at)?;
             next_position += u64::from(count);
             indexed += 1;
+            valid = record.at + record.len;
         }
         let valid_end = start + valid as u64;
         if valid_end < bytes.len() as u64 && sequence != last_sequence {
@@ -599,7 +599,6 @@ impl SledStore {
         };
         Ok(SledStore {
             inner: Arc::new(Inner {
-                db,
                 log,
                 segment_dir,
                 readers: RwLock::new(HashMap::new()),
@@ -611,10 +610,6 @@ impl SledStore {
                 durable,
             }),
         })
-    }
-
-    pub fn db(&self) -> &sled::Db {
-        &self.inner.db
     }
 
     /// Appends, events and flushes since the store was opened.
