@@ -648,6 +648,12 @@ async fn sled_takes_back_the_index_of_records_that_did_not_survive() {
         checkpoint.extend_from_slice(&0u64.to_be_bytes());
         checkpoint.extend_from_slice(&1u64.to_be_bytes());
         log.insert(b"C", checkpoint).unwrap();
+        // Cut between the batch's two index entries: its position entry made it, its
+        // stream entry did not.
+        let mut stream_key = vec![b'S'];
+        stream_key.extend_from_slice(writer.book().0.as_bytes());
+        stream_key.extend_from_slice(&lost[0].event.envelope.version.to_be_bytes());
+        assert!(log.remove(stream_key).unwrap().is_some(), "the lost batch had a stream entry");
         db.flush().unwrap();
     }
     let unsynced_from = bytes.len() - 10;

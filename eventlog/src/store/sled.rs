@@ -325,14 +325,16 @@ impl RecordRef {
     }
 }
 
-/// Indexes one batch: its `S` entry first, then its `F` entry. Two plain inserts, not a
+/// Indexes one batch: its `F` entry first, then its `S` entry. Two plain inserts, not a
 /// sled batch: sled 0.34 writes out its I/O buffer (through its thread pool, waking every
 /// thread of it) for every batch it applies, which cost more than the rest of an append.
-/// An interrupted pair is never read: a crash is followed by indexing again from the
-/// last checkpoint, and an `S` entry alone is only ever overwritten.
+/// A pair cut by a crash is mended at the next open, which indexes again from the last
+/// checkpoint: a surviving record gets both entries, and an `F` entry whose record was
+/// lost names the `S` entry to take back with it. (The other order could leave an `S`
+/// entry alone, which nothing would find.)
 fn index_batch(log: &sled::Tree, first_position: u64, at: RecordRef) -> Result<(), StoreError> {
-    log.insert(stream_key(at.book, at.first_version), &batch_value(first_position, at.count))?;
     log.insert(log_key(SEGMENT_INDEX_PREFIX, first_position), &at.to_bytes()[..])?;
+    log.insert(stream_key(at.book, at.first_version), &batch_value(first_position, at.count))?;
     Ok(())
 }
 
