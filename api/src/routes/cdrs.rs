@@ -36,6 +36,7 @@ pub const CDR_UPLOAD_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// CDRs in one request at most.
 pub const CDRS_PER_REQUEST_MAX: usize = 200_000;
 pub const CSV: &str = "text/csv";
+pub(super) const TEXT: &str = "text/plain";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -965,4 +966,35 @@ pub fn refuse_empty_csv(bytes: &[u8]) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The media type of a request, lower-cased, without its parameters.
+pub(super) fn essence(request: &Request) -> String {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
+/// A CDR file sent as the body (`text/csv`, and `text/plain` when `plain_text` is
+/// accepted) or as a multipart file part; an empty body is refused as empty.
+pub(super) async fn read_file_body(request: Request, state: &AppState, plain_text: bool) -> Result<Bytes, ApiError> {
+    crate::body::refuse_declared_over(&request, CDR_UPLOAD_BYTES_MAX)?;
+    match essence(&request).as_str() {
+        kind if kind == CSV || (plain_text && kind == TEXT) => {
+            let bytes = read_bytes(request, state).await?;
+            refuse_empty_csv(&bytes)?;
+            Ok(bytes)
+        }
+        MULTIPART => {
+            let mut multipart = Multipart::from_request(request, state)
+                .await
+                .map_err(|rejection| ApiError::undeserializable("invalid_body", None, rejection.body_text()))?;
+            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+                if field.file_name().is_some() || field.name() == Some("file") {
+                    return field.bytes().await.map_err(multipart_error);
+                }
+            }
+            Err(ApiError::bad_request("invalid_body", "file", "file: a file part is required"))
+        }
+        _ => Err(ApiError::unsupported_media_type("send the CDR file as text/csv or as a multipart file part")),
+    }
 }

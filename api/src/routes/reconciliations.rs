@@ -1,7 +1,7 @@
 //! Reconciliation: an outside CDR file against the ledger's CDRs of a period.
 
 use axum::Json;
-use axum::extract::{FromRequest, Multipart, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -13,9 +13,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::cdrs::{CDR_UPLOAD_BYTES_MAX, CSV, multipart_error, read_bytes};
+use super::cdrs::CDR_UPLOAD_BYTES_MAX;
 use crate::auth::{Caller, Scope};
-use crate::body::MULTIPART;
 use crate::error::ApiError;
 use crate::openapi::UploadErrors;
 use crate::query;
@@ -84,7 +83,7 @@ pub async fn create(
         return Err(ApiError::bad_request("invalid_query", "to", "to: must not be before `from`"));
     }
     let csv = super::csv_requested(query.format.as_deref(), request.headers())?;
-    let file = read_file(request, &state).await?;
+    let file = super::cdrs::read_file_body(request, &state, false).await?;
     let (calls, unreadable) = reconcile::file_calls(file.as_ref()).map_err(ApiError::from)?;
     if let Some(position) = query.min_position {
         super::wait_for_position(&state, position).await?;
@@ -114,29 +113,4 @@ pub async fn create(
         return Ok((StatusCode::OK, [(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response());
     }
     Ok(Json(ReconciliationOut { status: "ok", clean: report.is_clean(), report }).into_response())
-}
-
-async fn read_file(request: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
-    crate::body::refuse_declared_over(&request, CDR_UPLOAD_BYTES_MAX)?;
-    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match essence.as_str() {
-        CSV => {
-            let bytes = read_bytes(request, state).await?;
-            crate::routes::cdrs::refuse_empty_csv(&bytes)?;
-            Ok(bytes)
-        }
-        MULTIPART => {
-            let mut multipart = Multipart::from_request(request, state)
-                .await
-                .map_err(|rejection| ApiError::undeserializable("invalid_body", None, rejection.body_text()))?;
-            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-                if field.file_name().is_some() || field.name() == Some("file") {
-                    return field.bytes().await.map_err(multipart_error);
-                }
-            }
-            Err(ApiError::bad_request("invalid_body", "file", "file: a CSV file part is required"))
-        }
-        _ => Err(ApiError::unsupported_media_type("send the CDR file as text/csv or as a multipart file part")),
-    }
 }

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
 use domain::cdr::CdrInput;
 use domain::switch::{IdentifierKind, SwitchIdentifier};
@@ -18,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::cdrs::{CDR_UPLOAD_BYTES_MAX, CSV, Row, UploadOut, charge_rows, multipart_error, read_bytes};
+use super::cdrs::{CDR_UPLOAD_BYTES_MAX, Row, UploadOut, charge_rows, essence, multipart_error, read_bytes};
 use crate::auth::Caller;
 use crate::body::{Body, FORM, JSON, MULTIPART};
 use crate::error::ApiError;
@@ -26,8 +25,6 @@ use crate::openapi::{AdminWriteErrors, IdempotencyKey, ReadErrors, UploadErrors,
 use crate::query;
 use crate::server::AppState;
 use crate::write::{Write, respond, visible_account};
-
-const TEXT: &str = "text/plain";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -263,31 +260,6 @@ struct FileQuery {
     utc_offset: Option<String>,
 }
 
-fn essence(request: &Request) -> String {
-    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
-}
-
-/// A CDR file as the body (`text/csv`, `text/plain`) or a multipart file part.
-async fn read_file(request: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
-    crate::body::refuse_declared_over(&request, CDR_UPLOAD_BYTES_MAX)?;
-    match essence(&request).as_str() {
-        CSV | TEXT => read_bytes(request, state).await,
-        MULTIPART => {
-            let mut multipart = Multipart::from_request(request, state)
-                .await
-                .map_err(|rejection| ApiError::undeserializable("invalid_body", None, rejection.body_text()))?;
-            while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-                if field.file_name().is_some() || field.name() == Some("file") {
-                    return field.bytes().await.map_err(multipart_error);
-                }
-            }
-            Err(ApiError::bad_request("invalid_body", "file", "file: a CDR file part is required"))
-        }
-        _ => Err(ApiError::unsupported_media_type("send the CDR file as text/csv or as a multipart file part")),
-    }
-}
-
 /// Reads every record of a switch's file and charges them as one batch.
 async fn charge_file(
     state: &AppState,
@@ -304,7 +276,7 @@ async fn charge_file(
         .transpose()
         .map_err(|e| ApiError { code: "invalid_query", ..ApiError::from(e) })?
         .unwrap_or_default();
-    let bytes = read_file(request, state).await?;
+    let bytes = super::cdrs::read_file_body(request, state, true).await?;
     let format = format(&bytes);
     let mut table = SwitchTable::open(&bytes[..], format, offset)
         .map_err(|e| ApiError { code: "invalid_body", ..ApiError::from(e) })?;
