@@ -3,7 +3,9 @@
 #   1. builds the binary; generates the set, or reuses the one cached under
 #      target/dataset/ for the same seed and sizes (REGENERATE=1 makes it anew);
 #   2. `tollbook replay` on it: events/s;
-#   3. `tollbook serve` from start to `/health` 200, after a clean stop and after kill -9;
+#   3. `tollbook serve` from start to `/health` 200, after a clean stop and after kill -9,
+#      and after each the time of the first command to a cold book (a payment to a
+#      partner whose book no command has touched since the start);
 #   4. the server's RSS (from /proc) once the read models have caught up.
 # Prints `uptime` first: figures taken while other work runs are not the machine's.
 #
@@ -50,8 +52,8 @@ start() {
   local began out base
   out=$work/stdout
   began=$(date +%s.%N)
-  # `serve` refuses to start without an admin key; this one is never used.
-  TOLLBOOK_ADMIN_KEY="bench-$RANDOM$RANDOM" TOLLBOOK_LOG=error "$bin" serve --data "$data" --listen 127.0.0.1:0 >"$out" &
+  key="bench-$RANDOM$RANDOM"
+  TOLLBOOK_ADMIN_KEY="$key" TOLLBOOK_LOG=error "$bin" serve --data "$data" --listen 127.0.0.1:0 >"$out" &
   server=$!
   for _ in $(seq $((START_TIMEOUT_S * 50))); do grep -q listening "$out" && break; sleep 0.02; done
   base=$(sed -n 's/^tollbook listening on //p' "$out")
@@ -66,6 +68,17 @@ start() {
   done
   echo "no /health 200 within $START_TIMEOUT_S s" >&2
   exit 1
+}
+# The first command to a cold book: a payment to partner number $1 (P001, P002, ...: each
+# run takes another partner, so that no earlier run's payment is in the way).
+cold_book() {
+  local base answer
+  base=$(cat "$work/base")
+  answer=$(curl -s -o "$work/cold" -w '%{http_code} %{time_total}' -X POST "$base/api/v1/payments" \
+    -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+    -d "{\"account\":\"$1\",\"amount\":\"0.01\",\"reference\":\"cold book\"}")
+  [ "${answer%% *}" = 201 ] || { echo "the payment to $1 answered ${answer%% *}: $(cat "$work/cold")" >&2; exit 1; }
+  echo "first command to a cold book ($1): $(echo "${answer#* }" | awk '{printf "%.1f", $1 * 1000}') ms"
 }
 # Waits until the read models hold every event (lag 0), then prints the server's RSS.
 rss_caught_up() {
@@ -85,14 +98,17 @@ rss_caught_up() {
 echo "== serve"
 start
 echo "first start (after replay): /health 200 after $elapsed s"
+cold_book P001
 rss_caught_up
 stop TERM
 start
 echo "after a clean stop:         /health 200 after $elapsed s"
+cold_book P002
 rss_caught_up
 stop KILL
 start
 echo "after kill -9:              /health 200 after $elapsed s"
+cold_book P003
 rss_caught_up
 stop TERM
 echo "load: $(uptime)"

@@ -34,28 +34,29 @@ pub const PERIODS_PER_SUBSCRIPTION_RUN_MAX: usize = 400;
 pub const FEE_ACTOR: &str = "system:billing";
 
 /// A plan and the book that sells it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PlanEntry {
     pub book: BookId,
     pub plan: Plan,
 }
 
 /// A subscription, its book, and the start of its first period not yet settled.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SubscriptionEntry {
     pub book: BookId,
     pub subscription: Subscription,
     pub settled_until: Option<Timestamp>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BillingCatalog {
     plans: HashMap<PlanId, PlanEntry>,
     subscriptions: HashMap<SubscriptionId, SubscriptionEntry>,
 }
 
 impl BillingCatalog {
-    pub(crate) fn apply(&mut self, events: &[RecordedEvent]) {
+    /// Folds events in; only those [`BillingCatalog::concerns`] change anything.
+    pub(crate) fn apply<'a>(&mut self, events: impl IntoIterator<Item = &'a RecordedEvent>) {
         for recorded in events {
             let book = recorded.event.envelope.book;
             match &recorded.event.payload {
@@ -89,6 +90,14 @@ impl BillingCatalog {
                 entry.settled_until = Some(entry.settled_until.map_or(next, |settled| settled.max(next)));
             }
         }
+    }
+
+    /// Whether `event` changes the catalog: a plan or subscription event, or a fee.
+    pub(crate) fn concerns(event: &domain::Event) -> bool {
+        matches!(
+            event.payload,
+            Payload::PlanPublished(_) | Payload::SubscriptionStarted(_) | Payload::SubscriptionEnded(_)
+        ) || event.envelope.idempotency.as_ref().is_some_and(|i| billing::parse_fee_key(&i.key).is_some())
     }
 
     pub fn plan(&self, id: PlanId) -> Option<&PlanEntry> {

@@ -1,9 +1,17 @@
 //! The write side's front door: routes each command to its book's writer, starting the
-//! writer (and loading the book) on first use, and keeps the ledger-wide account index
-//! (number -> account -> book) that routing needs.
+//! writer (and loading the book) on first use, and keeps the ledger-wide catalogs that
+//! routing, rating and billing need: the account index (number -> account -> book), the
+//! tariffs, the plans and subscriptions.
+//!
+//! The catalogs start from their snapshot (saved with the global position it reflects)
+//! and read only the log after it. The writers' commit hooks keep the live catalogs
+//! current in the order books become durable, which is not the log's order; an
+//! [`OrderedFold`] folds the same batches in position order, holding a batch that
+//! arrives ahead of a gap until the gap fills, and is what the snapshot saves.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use domain::cdr::{CdrInput, RatingParty, rate_call};
 use domain::rating::Tariff;
@@ -19,11 +27,19 @@ use tokio::task::JoinHandle;
 
 use crate::billing::BillingCatalog;
 use crate::error::CommandError;
+use crate::snapshot::{LEDGER_SNAPSHOT_NAME, SavedLedger, decode_ledger, encode_ledger};
 use crate::tariffs::{TariffCatalog, TariffHistory};
 use crate::writer::{self, BookHandle, CommandOutcome, CommitHook};
 
+/// The ordered fold saves the ledger's snapshot once this many events are folded since
+/// the last save (checked every [`LEDGER_SNAPSHOT_CHECK_INTERVAL`]): a start after a
+/// crash reads about this many events of the log, plus what one interval adds.
+pub const LEDGER_SNAPSHOT_EVERY_EVENTS: u64 = 65_536;
+/// How often the ledger looks whether its snapshot is due.
+pub const LEDGER_SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Where an account lives: enough to route a command and to check a tenant.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountRef {
     pub id: AccountId,
     pub number: String,
@@ -46,7 +62,7 @@ impl AccountRef {
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 struct AccountIndex {
     by_id: HashMap<AccountId, AccountRef>,
     id_of: HashMap<String, AccountId>,
@@ -56,7 +72,7 @@ struct AccountIndex {
 }
 
 impl AccountIndex {
-    fn apply(&mut self, events: &[RecordedEvent]) {
+    fn apply<'a>(&mut self, events: impl IntoIterator<Item = &'a RecordedEvent>) {
         for recorded in events {
             match &recorded.event.payload {
                 Payload::AccountOpened(opened) => {
@@ -101,6 +117,141 @@ impl AccountIndex {
             }
         }
     }
+
+    /// Whether `event` changes the index.
+    fn concerns(event: &domain::Event) -> bool {
+        matches!(
+            event.payload,
+            Payload::AccountOpened(_)
+                | Payload::TariffAssigned(_)
+                | Payload::SwitchIdentifiersSet(_)
+                | Payload::AlertsConfigured(_)
+        )
+    }
+}
+
+/// Whether `event` changes one of the ledger-wide catalogs. Only such events reach them
+/// (the live ones and the ordered fold alike), so an event a catalog learns to use must
+/// be named here, or the catalog never sees it.
+fn concerns_catalogs(event: &domain::Event) -> bool {
+    AccountIndex::concerns(event)
+        || matches!(event.payload, Payload::TariffPublished(_))
+        || BillingCatalog::concerns(event)
+}
+
+/// The ledger-wide catalogs, folded together.
+#[derive(Clone, Default)]
+struct Catalogs {
+    index: AccountIndex,
+    tariffs: TariffCatalog,
+    billing: BillingCatalog,
+}
+
+impl Catalogs {
+    fn apply<'a>(&mut self, events: impl IntoIterator<Item = &'a RecordedEvent>) {
+        let events: Vec<&RecordedEvent> = events.into_iter().filter(|e| concerns_catalogs(&e.event)).collect();
+        self.index.apply(events.iter().copied());
+        self.tariffs.apply(events.iter().copied());
+        self.billing.apply(events.iter().copied());
+    }
+}
+
+/// The catalogs folded in the log's order, for the ledger's snapshot. Every durable batch
+/// comes here (from the writers' commit hooks, in the order books become durable); a
+/// batch that starts past `next_position` waits, with only the events that concern the
+/// catalogs, until the batches before it have come. Relies on the store's consecutive
+/// positions ([`EventStore::keeps_snapshots`]).
+struct OrderedFold {
+    catalogs: Catalogs,
+    /// Every event before it is folded in.
+    next_position: u64,
+    /// The last event folded in, to tell the snapshot's log from another.
+    last: Option<(u64, domain::Hash)>,
+    /// Batches that arrived ahead of a gap: first position -> (end, last, their events
+    /// that concern the catalogs).
+    ahead: BTreeMap<u64, (u64, (u64, domain::Hash), Vec<RecordedEvent>)>,
+    /// Events folded in since the last save.
+    unsaved_events: u64,
+}
+
+impl OrderedFold {
+    fn add(&mut self, events: &[RecordedEvent]) {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else { return };
+        if first.position < self.next_position {
+            // Folded at open already; a store that hands out a position twice would be a
+            // bug, and the snapshot simply stops advancing rather than fold it twice.
+            tracing::warn!(position = first.position, "a batch at a position already folded; not folded again");
+            return;
+        }
+        let last = (last.position, last.event.envelope.hash);
+        if first.position == self.next_position && self.ahead.is_empty() {
+            self.catalogs.apply(events);
+            self.advance(last);
+        } else {
+            let concerned = events.iter().filter(|e| concerns_catalogs(&e.event)).cloned().collect();
+            self.ahead.insert(first.position, (last.0 + 1, last, concerned));
+        }
+        while let Some(entry) = self.ahead.first_entry()
+            && *entry.key() == self.next_position
+        {
+            let (_, last, events) = entry.remove();
+            self.catalogs.apply(&events);
+            self.advance(last);
+        }
+    }
+
+    fn advance(&mut self, last: (u64, domain::Hash)) {
+        self.unsaved_events += last.0 + 1 - self.next_position;
+        self.next_position = last.0 + 1;
+        self.last = Some(last);
+    }
+
+    /// The snapshot of what is folded, if `min_unsaved` events or more are not saved yet
+    /// (and anything at all is).
+    fn snapshot_if(&mut self, min_unsaved: u64) -> Option<Vec<u8>> {
+        if self.unsaved_events == 0 || self.unsaved_events < min_unsaved {
+            return None;
+        }
+        let saved = SavedLedger {
+            next_position: self.next_position,
+            last: self.last,
+            index: &self.catalogs.index,
+            tariffs: self.catalogs.tariffs.published(),
+            billing: &self.catalogs.billing,
+        };
+        let bytes = encode_ledger(&saved);
+        self.unsaved_events = 0;
+        Some(bytes)
+    }
+}
+
+/// The catalogs of the ledger's snapshot, if there is one that fits this log: the next
+/// position to read from, and the last event it folded in.
+async fn saved_catalogs(store: &dyn EventStore) -> Option<(Catalogs, u64, Option<(u64, domain::Hash)>)> {
+    if !store.keeps_snapshots() {
+        return None;
+    }
+    let bytes = match store.get_snapshot(LEDGER_SNAPSHOT_NAME).await {
+        Ok(bytes) => bytes?,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the ledger's snapshot; reading the whole log");
+            return None;
+        }
+    };
+    let Some(saved) = decode_ledger::<AccountIndex, BillingCatalog>(&bytes) else {
+        tracing::warn!("the ledger's snapshot is of another format or damaged; reading the whole log");
+        return None;
+    };
+    if let Some((position, hash)) = saved.last {
+        let found = store.read_all(position, 1).await.ok()?;
+        if !found.first().is_some_and(|e| e.position == position && e.event.envelope.hash == hash) {
+            tracing::warn!("the ledger's snapshot does not fit the log; reading the whole log");
+            return None;
+        }
+    }
+    let catalogs =
+        Catalogs { index: saved.index, tariffs: TariffCatalog::from_published(saved.tariffs), billing: saved.billing };
+    Some((catalogs, saved.next_position, saved.last))
 }
 
 type WriterSlot = Arc<OnceCell<(BookHandle, Arc<Mutex<Option<JoinHandle<()>>>>)>>;
@@ -113,31 +264,81 @@ pub struct Ledger {
     writers: Mutex<HashMap<BookId, WriterSlot>>,
     /// Account numbers are unique ledger-wide, across books: registrations take turns.
     registration: tokio::sync::Mutex<()>,
+    /// For a store that keeps snapshots: the catalogs in the log's order, and the task
+    /// that saves them.
+    ordered: Option<Arc<Mutex<OrderedFold>>>,
+    saver: Option<JoinHandle<()>>,
+    /// Saves take turns, so that an older snapshot never lands over a newer one.
+    saving: Arc<tokio::sync::Mutex<()>>,
+    /// Events read from the log at open (those after the ledger's snapshot).
+    opened_with_events: u64,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if let Some(saver) = &self.saver {
+            saver.abort();
+        }
+    }
 }
 
 impl Ledger {
-    /// Opens the ledger over `store`, rebuilding the account index from the log.
+    /// Opens the ledger over `store`: the catalogs from their snapshot, then the log
+    /// after it.
     pub async fn open(store: Arc<dyn EventStore>) -> Result<Self, CommandError> {
-        let mut index = AccountIndex::default();
-        let mut tariffs = TariffCatalog::default();
-        let mut billing = BillingCatalog::default();
-        let mut from = 1;
+        let (mut catalogs, mut from, mut last) =
+            saved_catalogs(&*store).await.unwrap_or((Catalogs::default(), 1, None));
+        let mut read = 0u64;
         loop {
             let events = store.read_all(from, READ_EVENTS_MAX).await?;
-            let Some(last) = events.last() else { break };
-            from = last.position + 1;
-            index.apply(&events);
-            tariffs.apply(&events);
-            billing.apply(&events);
+            let Some(tail) = events.last() else { break };
+            from = tail.position + 1;
+            last = Some((tail.position, tail.event.envelope.hash));
+            read += events.len() as u64;
+            catalogs.apply(&events);
         }
+        let ordered = store.keeps_snapshots().then(|| {
+            Arc::new(Mutex::new(OrderedFold {
+                catalogs: catalogs.clone(),
+                next_position: from,
+                last,
+                ahead: BTreeMap::new(),
+                unsaved_events: read,
+            }))
+        });
+        let saving = Arc::new(tokio::sync::Mutex::new(()));
+        let saver = ordered.as_ref().map(|ordered| {
+            tokio::spawn(save_when_due(Arc::downgrade(ordered), Arc::downgrade(&store), saving.clone()))
+        });
         Ok(Ledger {
             store,
-            index: Arc::new(RwLock::new(index)),
-            tariffs: Arc::new(RwLock::new(tariffs)),
-            billing: Arc::new(RwLock::new(billing)),
+            index: Arc::new(RwLock::new(catalogs.index)),
+            tariffs: Arc::new(RwLock::new(catalogs.tariffs)),
+            billing: Arc::new(RwLock::new(catalogs.billing)),
             writers: Mutex::new(HashMap::new()),
             registration: tokio::sync::Mutex::new(()),
+            ordered,
+            saver,
+            saving,
+            opened_with_events: read,
         })
+    }
+
+    /// How many events the open read from the log (those after the ledger's snapshot).
+    pub fn opened_with_events(&self) -> u64 {
+        self.opened_with_events
+    }
+
+    /// Saves the ledger's snapshot now, if anything is new since the last one, so that the
+    /// next start reads only what comes after.
+    pub async fn save_snapshot(&self) -> Result<(), CommandError> {
+        let Some(ordered) = &self.ordered else { return Ok(()) };
+        let _turn = self.saving.lock().await;
+        let bytes = ordered.lock().expect("ordered fold lock").snapshot_if(1);
+        if let Some(bytes) = bytes {
+            self.store.put_snapshot(LEDGER_SNAPSHOT_NAME, bytes).await?;
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -414,10 +615,18 @@ impl Ledger {
             .get_or_try_init(|| async {
                 let state = writer::load_book(&*self.store, book).await?;
                 let (index, tariffs, billing) = (self.index.clone(), self.tariffs.clone(), self.billing.clone());
+                let ordered = self.ordered.clone();
                 let hook: CommitHook = Arc::new(move |events| {
-                    index.write().expect("index lock").apply(events);
-                    tariffs.write().expect("tariffs lock").apply(events);
-                    billing.write().expect("billing lock").apply(events);
+                    let concerned: Vec<&RecordedEvent> =
+                        events.iter().filter(|e| concerns_catalogs(&e.event)).collect();
+                    if !concerned.is_empty() {
+                        index.write().expect("index lock").apply(concerned.iter().copied());
+                        tariffs.write().expect("tariffs lock").apply(concerned.iter().copied());
+                        billing.write().expect("billing lock").apply(concerned.iter().copied());
+                    }
+                    if let Some(ordered) = &ordered {
+                        ordered.lock().expect("ordered fold lock").add(events);
+                    }
                 });
                 let (handle, task) = writer::spawn_writer(self.store.clone(), state, Some(hook));
                 Ok::<_, CommandError>((handle, Arc::new(Mutex::new(Some(task)))))
@@ -440,6 +649,32 @@ impl Ledger {
         // The handles in the slots are dropped with them; writers drain and stop.
         for task in tasks {
             let _ = task.await;
+        }
+        // Every batch is durable and folded now: the next start reads nothing of the log.
+        if let Err(error) = self.save_snapshot().await {
+            tracing::warn!(%error, "cannot save the ledger's snapshot");
+        }
+    }
+}
+
+/// Saves the ledger's snapshot when enough is new, every [`LEDGER_SNAPSHOT_CHECK_INTERVAL`].
+/// Holds the fold and the store only while it saves, so that it never keeps a dropped
+/// ledger's store open (a reopen of the directory would find it in use).
+async fn save_when_due(
+    ordered: Weak<Mutex<OrderedFold>>,
+    store: Weak<dyn EventStore>,
+    saving: Arc<tokio::sync::Mutex<()>>,
+) {
+    loop {
+        tokio::time::sleep(LEDGER_SNAPSHOT_CHECK_INTERVAL).await;
+        let _turn = saving.lock().await;
+        let (Some(ordered), Some(store)) = (ordered.upgrade(), store.upgrade()) else { return };
+        let bytes = ordered.lock().expect("ordered fold lock").snapshot_if(LEDGER_SNAPSHOT_EVERY_EVENTS);
+        drop(ordered);
+        if let Some(bytes) = bytes
+            && let Err(error) = store.put_snapshot(LEDGER_SNAPSHOT_NAME, bytes).await
+        {
+            tracing::warn!(%error, "cannot save the ledger's snapshot");
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod error;
 pub mod ingest;
 pub mod ledger;
+pub mod snapshot;
 pub mod tariffs;
 pub mod writer;
 

@@ -36,7 +36,7 @@ pub struct TariffCatalog {
 }
 
 impl TariffCatalog {
-    pub(crate) fn apply(&mut self, events: &[RecordedEvent]) {
+    pub(crate) fn apply<'a>(&mut self, events: impl IntoIterator<Item = &'a RecordedEvent>) {
         for recorded in events {
             let Payload::TariffPublished(published) = &recorded.event.payload else { continue };
             // The book's rules compiled this tariff before accepting it; one that no
@@ -52,6 +52,29 @@ impl TariffCatalog {
                 .or_insert_with(|| TariffHistory { book: recorded.event.envelope.book, versions: Vec::new() });
             history.versions.push(Arc::new(version));
         }
+    }
+
+    /// Every published version of every tariff, per tariff oldest first, with its book:
+    /// what [`TariffCatalog::from_published`] rebuilds the catalog from.
+    pub fn published(&self) -> Vec<(BookId, Vec<Tariff>)> {
+        self.tariffs.values().map(|h| (h.book, h.versions.iter().map(|v| v.tariff.clone()).collect())).collect()
+    }
+
+    /// The catalog of these published versions, compiled again (a version that no longer
+    /// compiles is left out, as [`TariffCatalog::apply`] leaves it out).
+    pub fn from_published(published: Vec<(BookId, Vec<Tariff>)>) -> Self {
+        let mut catalog = TariffCatalog::default();
+        for (book, versions) in published {
+            for tariff in versions {
+                let Ok(version) = TariffVersion::new(tariff) else { continue };
+                let history = catalog
+                    .tariffs
+                    .entry(version.tariff.id)
+                    .or_insert_with(|| TariffHistory { book, versions: Vec::new() });
+                history.versions.push(Arc::new(version));
+            }
+        }
+        catalog
     }
 
     pub fn get(&self, id: TariffId) -> Option<&TariffHistory> {

@@ -14,6 +14,7 @@ use eventlog::{EventStore, ExpectedVersion, READ_EVENTS_MAX, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::CommandError;
+use crate::snapshot::{book_snapshot_name, encode_book, saved_book};
 
 /// Commands waiting for one book's writer. A full queue answers `Overloaded` at once.
 pub const QUEUE_COMMANDS_MAX: usize = 8192;
@@ -159,16 +160,76 @@ impl BookHandle {
     }
 }
 
-/// Rebuilds a book's state by folding its whole stream.
+/// A book's state: its snapshot (if the store keeps one that fits) and the events after
+/// it, or else its whole stream folded.
 pub async fn load_book(store: &dyn EventStore, book: BookId) -> Result<BookState, StoreError> {
-    let mut state = BookState::new(book);
+    let state = saved_book(store, book).await.unwrap_or_else(|| BookState::new(book));
+    fold_from(store, state).await
+}
+
+/// A book's state folded from the start of its stream, without a snapshot.
+pub async fn fold_book(store: &dyn EventStore, book: BookId) -> Result<BookState, StoreError> {
+    fold_from(store, BookState::new(book)).await
+}
+
+async fn fold_from(store: &dyn EventStore, mut state: BookState) -> Result<BookState, StoreError> {
     loop {
-        let events = store.read_stream(book, state.next_version, READ_EVENTS_MAX).await?;
+        let events = store.read_stream(state.book, state.next_version, READ_EVENTS_MAX).await?;
         if events.is_empty() {
             return Ok(state);
         }
         for recorded in &events {
             evolve(&mut state, &recorded.event);
+        }
+    }
+}
+
+/// A writer saves its book's snapshot once at least this many events follow the last
+/// one (or the book's whole stream, before the first).
+pub const SNAPSHOT_EVERY_EVENTS_MIN: u64 = 4096;
+/// ... and at least an eighth of the ids the state holds: a snapshot holds every CDR id
+/// and idempotency key of the book, so this bounds what saving costs per event (a few
+/// ids encoded) while a cold book still folds at most an eighth of its ids' worth of
+/// events after its snapshot.
+pub const SNAPSHOT_EVERY_IDS_DIVISOR: u64 = 8;
+
+/// When a writer saves its book's snapshot, and the save under way.
+struct Snapshots {
+    store: Arc<dyn EventStore>,
+    /// The version the last snapshot taken (or loaded) reflects.
+    taken_at: u64,
+    saving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Snapshots {
+    /// The state's snapshot, if one is due: taken on the state a batch left, it is saved
+    /// only once that batch is durable ([`Snapshots::save`]).
+    fn take_if_due(&mut self, state: &BookState) -> Option<Vec<u8>> {
+        if !self.store.keeps_snapshots() || self.saving.as_ref().is_some_and(|s| !s.is_finished()) {
+            return None;
+        }
+        let ids = (state.charged_cdrs.len() + state.idempotency.len()) as u64;
+        let due = SNAPSHOT_EVERY_EVENTS_MIN.max(ids / SNAPSHOT_EVERY_IDS_DIVISOR);
+        if state.next_version.saturating_sub(self.taken_at) < due {
+            return None;
+        }
+        self.taken_at = state.next_version;
+        Some(encode_book(state))
+    }
+
+    fn save(&mut self, book: BookId, bytes: Vec<u8>) {
+        let store = self.store.clone();
+        self.saving = Some(tokio::spawn(async move {
+            if let Err(error) = store.put_snapshot(&book_snapshot_name(book), bytes).await {
+                tracing::warn!(%book, %error, "cannot save the book's snapshot");
+            }
+        }));
+    }
+
+    /// Waits for the save under way: a stopped writer leaves nothing holding the store.
+    async fn finish(&mut self) {
+        if let Some(saving) = self.saving.take() {
+            let _ = saving.await;
         }
     }
 }
@@ -274,6 +335,8 @@ struct InFlight {
     positions: Vec<u64>,
     batch_start_version: u64,
     book_version: u64,
+    /// The book's snapshot as this batch left it, to save once the batch is durable.
+    snapshot: Option<Vec<u8>>,
 }
 
 type Completion = futures::future::BoxFuture<'static, (InFlight, Result<(), StoreError>)>;
@@ -289,19 +352,24 @@ async fn run_writer(
     let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
     // Completes in append order, which is also the order of durability.
     let mut in_flight: futures::stream::FuturesOrdered<Completion> = futures::stream::FuturesOrdered::new();
+    let mut snapshots = Snapshots { store: store.clone(), taken_at: state.next_version, saving: None };
     let mut open = true;
     loop {
         tokio::select! {
             // Answering first frees callers (and their connections) soonest.
             biased;
-            Some((done, durable)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((mut done, durable)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(error) = durable {
                     tracing::error!(%book, %error, "a batch could not be made durable; reloading the book's state");
                     fail_batch(done.pending, done.replies, &error);
                     if !reload(&*store, &mut state).await {
-                        return;
+                        break;
                     }
+                    snapshots.taken_at = state.next_version;
                     continue;
+                }
+                if let Some(bytes) = done.snapshot.take() {
+                    snapshots.save(book, bytes);
                 }
                 finish_batch(done, book, on_commit.as_ref());
             }
@@ -318,18 +386,20 @@ async fn run_writer(
                     commands += next.commands();
                     batch.push(next);
                 }
-                match decide_batch(&*store, &mut state, &mut batch).await {
+                match decide_batch(&*store, &mut state, &mut batch, &mut snapshots).await {
                     Ok(completion) => in_flight.push_back(completion),
                     Err(()) => {
                         if !reload(&*store, &mut state).await {
-                            return;
+                            break;
                         }
+                        snapshots.taken_at = state.next_version;
                     }
                 }
             }
-            else => return,
+            else => break,
         }
     }
+    snapshots.finish().await;
 }
 
 /// Decides every command of `batch` and appends the events; the callers are answered
@@ -338,6 +408,7 @@ async fn decide_batch(
     store: &dyn EventStore,
     state: &mut BookState,
     batch: &mut Vec<Message>,
+    saved: &mut Snapshots,
 ) -> Result<Completion, ()> {
     let book = state.book;
     let batch_start_version = state.next_version;
@@ -376,6 +447,7 @@ async fn decide_batch(
         positions: Vec::new(),
         batch_start_version,
         book_version,
+        snapshot: None,
     };
     if done.encoded.is_empty() {
         // Nothing to write; its answers still wait for the batches before it.
@@ -384,6 +456,7 @@ async fn decide_batch(
     match store.append_pipelined(book, ExpectedVersion::before(batch_start_version), &done.encoded).await {
         Ok(appended) => {
             done.positions = appended.positions;
+            done.snapshot = saved.take_if_due(state);
             let durable = appended.durable;
             Ok(Box::pin(async move { (done, durable.await) }))
         }

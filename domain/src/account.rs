@@ -57,7 +57,7 @@ impl AccountStatus {
 }
 
 /// An account as its book's writer knows it: everything a rule needs, nothing more.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub id: AccountId,
     pub number: String,

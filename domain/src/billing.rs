@@ -105,7 +105,7 @@ pub struct Plan {
 }
 
 /// A subscription as the book knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     pub id: SubscriptionId,
     pub account: crate::ids::AccountId,

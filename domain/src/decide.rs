@@ -16,7 +16,7 @@ use crate::time::Timestamp;
 
 /// What the book remembers of an idempotency key: the request it came with and the
 /// events that request produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdempotencyRecord {
     pub request_digest: Hash,
     pub first_version: u64,
@@ -24,8 +24,10 @@ pub struct IdempotencyRecord {
 }
 
 /// One book's state: all a rule needs to decide a command, and exactly what folding
-/// the book's events with [`evolve`] gives.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// the book's events with [`evolve`] gives. Serializable for the book's snapshots (a
+/// change of its shape must change the snapshot format, or old snapshots fail to decode
+/// and are folded again, which is safe but slow).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BookState {
     pub book: BookId,
     /// The version the next event will get (= number of events so far).

@@ -17,6 +17,7 @@ pub mod kurrentdb;
 pub mod open;
 mod segment;
 pub mod sled;
+mod snapshots;
 
 pub use open::{DEFAULT_STORE_SPEC, StoreSpec, open_store};
 
@@ -110,4 +111,28 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The raw stored bytes of the event at `position`, for hash checks and audits.
     async fn read_raw(&self, position: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// True when the store keeps snapshots ([`EventStore::put_snapshot`]) and gives the
+    /// global log consecutive positions (an append of n events takes the n positions
+    /// after the last one handed out), so that a fold of appended batches, in whatever
+    /// order they arrive, can tell which positions it has seen all of.
+    fn keeps_snapshots(&self) -> bool {
+        false
+    }
+
+    /// Saves `bytes` as the snapshot called `name`, replacing the one before. A snapshot
+    /// is a cache of state folded from the log (a book's state, the ledger's account
+    /// index): callers save one only once the events it reflects are durable, and treat
+    /// a missing, damaged or unfitting one as "fold the log instead". A store that does
+    /// not keep snapshots keeps nothing.
+    async fn put_snapshot(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let _ = (name, bytes);
+        Ok(())
+    }
+
+    /// The latest snapshot saved as `name`, if any.
+    async fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = name;
+        Ok(None)
+    }
 }

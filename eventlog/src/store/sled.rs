@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use crate::chain::{self, EncodedEvent};
 use crate::error::StoreError;
 use crate::store::segment::{self, Segment};
+use crate::store::snapshots;
 use crate::store::{Appended, EventStore, ExpectedVersion, PendingAppend, READ_EVENTS_MAX};
 
 const LEGACY_LOG_PREFIX: u8 = b'L';
@@ -84,6 +85,7 @@ pub struct SledStore {
 struct Inner {
     log: sled::Tree,
     segment_dir: PathBuf,
+    snapshot_dir: PathBuf,
     /// Segments opened for reading, by sequence.
     readers: RwLock<HashMap<u64, Arc<File>>>,
     append_lock: Arc<Mutex<AppendState>>,
@@ -553,6 +555,8 @@ impl SledStore {
         let log = db.open_tree("log")?;
         let segment_dir = path.join(SEGMENT_DIR);
         std::fs::create_dir_all(&segment_dir).map_err(segment::io)?;
+        let snapshot_dir = path.join(snapshots::SNAPSHOT_DIR);
+        std::fs::create_dir_all(&snapshot_dir).map_err(segment::io)?;
         let legacy_end = match last_before(&log, LEGACY_LOG_PREFIX, &log_key(LEGACY_LOG_PREFIX, u64::MAX))? {
             Some((key, value)) => {
                 let first_position = parse_u64(&key[1..]);
@@ -603,6 +607,7 @@ impl SledStore {
             inner: Arc::new(Inner {
                 log,
                 segment_dir,
+                snapshot_dir,
                 readers: RwLock::new(HashMap::new()),
                 append_lock,
                 flusher,
@@ -1028,6 +1033,24 @@ impl EventStore for SledStore {
         })
         .await
         .map_err(|e| StoreError::Io(e.to_string()))?
+    }
+
+    fn keeps_snapshots(&self) -> bool {
+        true
+    }
+
+    async fn put_snapshot(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let (dir, name) = (self.inner.snapshot_dir.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || snapshots::put(&dir, &name, bytes))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+    }
+
+    async fn get_snapshot(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let (dir, name) = (self.inner.snapshot_dir.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || snapshots::get(&dir, &name))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
     }
 }
 
