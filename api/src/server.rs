@@ -91,6 +91,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => return Err(NO_ADMIN_KEY.into()),
     };
     std::fs::create_dir_all(&args.data_dir)?;
+    // Each step of the start is logged with its time: what an operator waiting for
+    // `/health` after a restart wants to know, and what a slow start is measured by.
+    let started = std::time::Instant::now();
     let spec = crate::store_spec(&args.data_dir, &args.store);
     let (store, sled_stats): (Arc<dyn EventStore>, _) = match &spec {
         // Opened here rather than through `spec.open()` to keep the concrete store for its
@@ -102,13 +105,27 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         other => (other.open().await?, None),
     };
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "the event store is open");
     let views = args.data_dir.join(VIEWS_DIR);
+    // The read models load their snapshot on a blocking thread while the ledger loads its
+    // own and reads the log after it: two cores, two independent starts.
     let models = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || projections::ReadModels::open(&views, store)).await??
+        tokio::task::spawn_blocking(move || {
+            let models = projections::ReadModels::open(&views, store);
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "the read models are loaded");
+            models
+        })
     };
+    let ledger = Ledger::open(store.clone()).await?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        log_events_read = ledger.opened_with_events(),
+        "the ledger is open"
+    );
+    let ledger = Arc::new(ledger);
+    let models = models.await??;
     let projector = projections::spawn_projector(models.clone(), store.clone());
-    let ledger = Arc::new(Ledger::open(store).await?);
     let auth_store = match auth_store {
         Some(store) => store,
         None => AuthStore::open(&auth_dir)?,

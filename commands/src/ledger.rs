@@ -156,6 +156,13 @@ impl Catalogs {
     }
 }
 
+/// A batch that arrived ahead of a gap: the position and hash of its last event, and its
+/// events that concern the catalogs.
+struct WaitingBatch {
+    last: (u64, domain::Hash),
+    events: Vec<RecordedEvent>,
+}
+
 /// The catalogs folded in the log's order, for the ledger's snapshot. Every durable batch
 /// comes here (from the writers' commit hooks, in the order books become durable); a
 /// batch that starts past `next_position` waits, with only the events that concern the
@@ -167,9 +174,8 @@ struct OrderedFold {
     next_position: u64,
     /// The last event folded in, to tell the snapshot's log from another.
     last: Option<(u64, domain::Hash)>,
-    /// Batches that arrived ahead of a gap: first position -> (end, last, their events
-    /// that concern the catalogs).
-    ahead: BTreeMap<u64, (u64, (u64, domain::Hash), Vec<RecordedEvent>)>,
+    /// Batches that arrived ahead of a gap, by first position.
+    ahead: BTreeMap<u64, WaitingBatch>,
     /// Events folded in since the last save.
     unsaved_events: u64,
 }
@@ -188,15 +194,15 @@ impl OrderedFold {
             self.catalogs.apply(events);
             self.advance(last);
         } else {
-            let concerned = events.iter().filter(|e| concerns_catalogs(&e.event)).cloned().collect();
-            self.ahead.insert(first.position, (last.0 + 1, last, concerned));
+            let events = events.iter().filter(|e| concerns_catalogs(&e.event)).cloned().collect();
+            self.ahead.insert(first.position, WaitingBatch { last, events });
         }
         while let Some(entry) = self.ahead.first_entry()
             && *entry.key() == self.next_position
         {
-            let (_, last, events) = entry.remove();
-            self.catalogs.apply(&events);
-            self.advance(last);
+            let waiting = entry.remove();
+            self.catalogs.apply(&waiting.events);
+            self.advance(waiting.last);
         }
     }
 

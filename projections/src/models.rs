@@ -292,6 +292,14 @@ impl ReadModels {
     /// start projects nothing).
     pub fn save(&self) -> Result<(), ProjectionError> {
         let model = self.model();
+        {
+            // Nothing new since the file was written or loaded: an idle server's clean
+            // stop does not rewrite a GB.
+            let saved = self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner);
+            if saved.position == model.position && persist::snapshot_path(&self.shared.dir).exists() {
+                return Ok(());
+            }
+        }
         persist::write(&self.shared.dir, &model, &self.shared.cdr_ids)?;
         let mut saved = self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner);
         saved.position = saved.position.max(model.position);

@@ -1,9 +1,12 @@
 //! The models' snapshot file: the state at one position, so that a restart loads it and
 //! projects only the log after it.
 //!
-//! Layout: `TBMODELS`, the format (u32 LE), the position (u64 LE), the account count
-//! (u64 LE), each account (postcard), the count of CDR id entries (u64 LE) and the
-//! entries (hash, position as u64 LE each), then a CRC-32 of everything before it. The
+//! Layout (format 5): `TBMODELS`, the format (u32 LE), the position (u64 LE), the
+//! account count (u64 LE), the count of CDR id entries (u64 LE); each account (postcard);
+//! the CDR id entries (hash, position as u64 LE each, sorted); where each account ends
+//! (u64 LE each, from the first account's start); then a CRC-32 of everything before it.
+//! The table of ends lets a start decode the accounts on every core at once (format 4,
+//! without it, with the entry count after the accounts, is still read, on one core). The
 //! file is written beside its final name, synced, and renamed over it: a crash leaves
 //! either the old snapshot or the new one, and a damaged or foreign file is not read
 //! (the models are then rebuilt from the log, which is always possible).
@@ -19,8 +22,12 @@ use crate::error::ProjectionError;
 use crate::state::{AccountModel, AccountView, CdrIdIndex, CdrRef, Chunk, Chunked, Entry, Model, PostingEntry, Sums};
 
 /// The layout of the snapshot file. A file of another format is not read: the models
-/// are rebuilt from the log. (Formats 1 to 3 were sled trees of earlier versions.)
-pub(crate) const MODELS_FORMAT: u32 = 4;
+/// are rebuilt from the log. (Formats 1 to 3 were sled trees of earlier versions; 4 is
+/// read, see [`decode_format_4`].)
+pub(crate) const MODELS_FORMAT: u32 = 5;
+const FORMAT_4: u32 = 4;
+/// Magic, format, position, account count, CDR id entry count.
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8;
 const MAGIC: &[u8; 8] = b"TBMODELS";
 pub(crate) const SNAPSHOT_FILE: &str = "models.snapshot";
 
@@ -110,26 +117,31 @@ fn account_out(account: &AccountModel) -> AccountOut<'_> {
 }
 
 fn write_body(out: &mut impl Write, model: &Model, cdr_ids: &CdrIdIndex) -> Result<(), ProjectionError> {
+    let entries = cdr_ids.entries(model.position);
     out.write_all(MAGIC).map_err(io)?;
     out.write_all(&MODELS_FORMAT.to_le_bytes()).map_err(io)?;
     out.write_all(&model.position.to_le_bytes()).map_err(io)?;
     out.write_all(&(model.accounts.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(entries.len() as u64).to_le_bytes()).map_err(io)?;
     // Each account encoded into memory, then written at once: postcard writing field by
     // field into the file's writer cost more than the encoding itself.
     let mut buffer = Vec::new();
+    let mut ends = Vec::with_capacity(model.accounts.len() * 8);
+    let mut end = 0u64;
     for account in model.accounts.values() {
         buffer.clear();
         buffer = postcard::to_extend(&account_out(account), buffer).map_err(io)?;
         out.write_all(&buffer).map_err(io)?;
+        end += buffer.len() as u64;
+        ends.extend_from_slice(&end.to_le_bytes());
     }
-    let entries = cdr_ids.entries(model.position);
-    out.write_all(&(entries.len() as u64).to_le_bytes()).map_err(io)?;
     buffer.clear();
     for (hash, position) in entries {
         buffer.extend_from_slice(&hash.to_le_bytes());
         buffer.extend_from_slice(&position.to_le_bytes());
     }
     out.write_all(&buffer).map_err(io)?;
+    out.write_all(&ends).map_err(io)?;
     Ok(())
 }
 
@@ -172,18 +184,19 @@ pub(crate) fn read(dir: &Path) -> Result<Option<(Model, CdrIdIndex)>, Projection
     // place, so the mapped file is never changed while it is read; another process
     // truncating it would be tampering with the data directory.
     let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    if bytes.len() < 8 + 4 + 8 + 8 + 8 + 4 || &bytes[..8] != MAGIC {
+    if bytes.len() < HEADER_BYTES + 4 || &bytes[..8] != MAGIC {
         return unusable(&path, "not a snapshot file");
     }
     let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if format != MODELS_FORMAT {
+    if format != MODELS_FORMAT && format != FORMAT_4 {
         return unusable(&path, "written in another format");
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return unusable(&path, "damaged (checksum)");
     }
-    match decode(body) {
+    let decoded = if format == FORMAT_4 { decode_format_4(body) } else { decode(body) };
+    match decoded {
         Some(decoded) => Ok(Some(decoded)),
         None => unusable(&path, "damaged (layout)"),
     }
@@ -197,7 +210,69 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// An account as the snapshot holds it, in the models' shape; `None` for damage.
+fn account_model(account: AccountIn) -> Option<AccountModel> {
+    // Chunks are never empty: an empty one is damage.
+    if account.postings.iter().any(|c| c.entries.is_empty()) || account.cdrs.iter().any(Vec::is_empty) {
+        return None;
+    }
+    Some(AccountModel {
+        view: account.view,
+        postings: Chunked {
+            chunks: account.postings.into_iter().map(|c| (last_key(&c.entries), Arc::new(c))).collect(),
+        },
+        buckets: account.buckets.into_iter().collect(),
+        cdrs: Chunked { chunks: account.cdrs.into_iter().map(|c| (last_key(&c), Arc::new(Chunk::of(c)))).collect() },
+        trail: Vector::from(account.trail),
+    })
+}
+
+/// CDR id entries as stored: (hash, position) pairs of 16 bytes.
+fn cdr_entries(pairs: &[u8]) -> Vec<(u64, u64)> {
+    pairs.chunks_exact(16).map(|pair| (u64_at(pair, 0).unwrap_or(0), u64_at(pair, 8).unwrap_or(0))).collect()
+}
+
 fn decode(body: &[u8]) -> Option<(Model, CdrIdIndex)> {
+    use rayon::prelude::*;
+    let position = u64_at(body, 12)?;
+    let accounts = usize::try_from(u64_at(body, 20)?).ok()?;
+    let entry_count = usize::try_from(u64_at(body, 28)?).ok()?;
+    let table_start = body.len().checked_sub(accounts.checked_mul(8)?)?;
+    let entries_start = table_start.checked_sub(entry_count.checked_mul(16)?)?;
+    let section = body.get(HEADER_BYTES..entries_start)?;
+    let ends: Vec<usize> = body[table_start..]
+        .chunks_exact(8)
+        .map(|end| u64_at(end, 0).and_then(|e| usize::try_from(e).ok()))
+        .collect::<Option<_>>()?;
+    if ends.last().copied().unwrap_or(0) != section.len() || !ends.is_sorted() {
+        return None;
+    }
+    let (decoded, cdr_ids) = rayon::join(
+        || {
+            (0..accounts)
+                .into_par_iter()
+                .map(|at| {
+                    let start = if at == 0 { 0 } else { ends[at - 1] };
+                    let (account, rest): (AccountIn, _) = postcard::take_from_bytes(&section[start..ends[at]]).ok()?;
+                    if !rest.is_empty() {
+                        return None;
+                    }
+                    account_model(account)
+                })
+                .collect::<Option<Vec<AccountModel>>>()
+        },
+        || CdrIdIndex::from_entries(&cdr_entries(&body[entries_start..table_start])),
+    );
+    let mut model = Model { position, ..Model::default() };
+    for account in decoded? {
+        model.insert_account(account);
+    }
+    Some((model, cdr_ids))
+}
+
+/// Format 4: the accounts one after another without a table of where each ends, then the
+/// CDR id entry count and the entries.
+fn decode_format_4(body: &[u8]) -> Option<(Model, CdrIdIndex)> {
     let position = u64_at(body, 12)?;
     let accounts = u64_at(body, 20)?;
     let mut rest = &body[28..];
@@ -205,30 +280,14 @@ fn decode(body: &[u8]) -> Option<(Model, CdrIdIndex)> {
     for _ in 0..accounts {
         let (account, tail): (AccountIn, _) = postcard::take_from_bytes(rest).ok()?;
         rest = tail;
-        // Chunks are never empty: an empty one is damage.
-        if account.postings.iter().any(|c| c.entries.is_empty()) || account.cdrs.iter().any(Vec::is_empty) {
-            return None;
-        }
-        model.insert_account(AccountModel {
-            view: account.view,
-            postings: Chunked {
-                chunks: account.postings.into_iter().map(|c| (last_key(&c.entries), Arc::new(c))).collect(),
-            },
-            buckets: account.buckets.into_iter().collect(),
-            cdrs: Chunked {
-                chunks: account.cdrs.into_iter().map(|c| (last_key(&c), Arc::new(Chunk::of(c)))).collect(),
-            },
-            trail: Vector::from(account.trail),
-        });
+        model.insert_account(account_model(account)?);
     }
     let count = u64_at(rest, 0)? as usize;
     let pairs = rest.get(8..)?;
     if pairs.len() != count.checked_mul(16)? {
         return None;
     }
-    let entries: Vec<(u64, u64)> =
-        pairs.chunks_exact(16).map(|pair| (u64_at(pair, 0).unwrap_or(0), u64_at(pair, 8).unwrap_or(0))).collect();
-    Some((model, CdrIdIndex::from_entries(&entries)))
+    Some((model, CdrIdIndex::from_entries(&cdr_entries(pairs))))
 }
 
 #[cfg(test)]
@@ -256,5 +315,50 @@ mod tests {
         postings.iter().rev().for_each(|p| reversed.add_posting(*p));
         assert_ne!(in_order.postings.chunks.len(), reversed.postings.chunks.len(), "the cut should differ");
         assert_eq!(account_bytes(&in_order), account_bytes(&reversed));
+    }
+
+    /// A snapshot of format 4 (no table of account ends, the entry count after the
+    /// accounts) is still read, to the same models as the format written now.
+    #[test]
+    fn a_snapshot_of_format_4_reads_as_the_current_one() {
+        let mut model = Model { position: 7, ..Model::default() };
+        for n in 0..3u64 {
+            let mut account = AccountModel::new(crate::state::tests::view());
+            account.add_posting(PostingEntry {
+                occurred_at: n as i64,
+                position: n + 1,
+                category: Category::Payments,
+                amount: Amount::ZERO,
+            });
+            model.insert_account(account);
+        }
+        let cdr_ids = CdrIdIndex::from_entries(&[(1, 2), (u64::MAX, 3), (u64::MAX, 5)]);
+        let current = encode(&model, &cdr_ids).unwrap();
+        let body = &current[..current.len() - 4];
+        let accounts = model.accounts.len();
+        let entry_count = u64_at(body, 28).unwrap() as usize;
+        let table_start = body.len() - accounts * 8;
+        let entries_start = table_start - entry_count * 16;
+        let mut old = Vec::new();
+        old.extend_from_slice(&body[..8]);
+        old.extend_from_slice(&FORMAT_4.to_le_bytes());
+        old.extend_from_slice(&body[12..28]);
+        old.extend_from_slice(&body[HEADER_BYTES..entries_start]);
+        old.extend_from_slice(&(entry_count as u64).to_le_bytes());
+        old.extend_from_slice(&body[entries_start..table_start]);
+        let (from_current, ids_current) = decode(body).unwrap();
+        let (from_old, ids_old) = decode_format_4(&old).unwrap();
+        assert_eq!(from_current.position, 7);
+        assert_eq!(from_old.position, 7);
+        let content = |m: &Model| m.accounts.values().map(|a| account_bytes(a)).collect::<Vec<_>>();
+        assert_eq!(content(&from_current), content(&model));
+        assert_eq!(content(&from_old), content(&model));
+        assert_eq!(ids_current.entries(u64::MAX), vec![(1, 2), (u64::MAX, 3), (u64::MAX, 5)]);
+        assert_eq!(ids_old.entries(u64::MAX), ids_current.entries(u64::MAX));
+        // A table of ends that does not match the accounts is damage, not a panic.
+        let mut damaged = body.to_vec();
+        let last = damaged.len() - 8;
+        damaged[last] ^= 1;
+        assert!(decode(&damaged).is_none());
     }
 }

@@ -663,12 +663,45 @@ impl CdrIdIndex {
         entries
     }
 
+    /// The index of `entries` as [`CdrIdIndex::entries`] gives them: sorted by hash,
+    /// and so by shard (a shard is the hash's top bits), each shard's run built on its
+    /// own thread. Unsorted entries (not from this index) are inserted one by one.
     pub(crate) fn from_entries(entries: &[(u64, u64)]) -> Self {
-        let index = CdrIdIndex::default();
-        for (hash, position) in entries {
-            index.insert(*hash, *position);
+        use rayon::prelude::*;
+        if !entries.is_sorted() {
+            let index = CdrIdIndex::default();
+            for (hash, position) in entries {
+                index.insert(*hash, *position);
+            }
+            return index;
         }
-        index
+        let shard_of = |hash: u64| (hash >> 58) as usize % CDR_ID_SHARDS;
+        let shards = (0..CDR_ID_SHARDS)
+            .into_par_iter()
+            .map(|shard| {
+                let start = entries.partition_point(|(hash, _)| shard_of(*hash) < shard);
+                let end = entries.partition_point(|(hash, _)| shard_of(*hash) <= shard);
+                let run = &entries[start..end];
+                let mut built = CdrIdShard {
+                    first: FastMap::with_capacity_and_hasher(run.len(), Default::default()),
+                    more: FastMap::default(),
+                };
+                // Sorted by (hash, position): a hash's first entry is its first position,
+                // the rest follow in order, as `insert` would leave them.
+                for (at, (hash, position)) in run.iter().enumerate() {
+                    if at > 0 && run[at - 1] == (*hash, *position) {
+                        continue;
+                    }
+                    if at > 0 && run[at - 1].0 == *hash {
+                        built.more.entry(*hash).or_default().push(*position);
+                    } else {
+                        built.first.insert(*hash, *position);
+                    }
+                }
+                RwLock::new(built)
+            })
+            .collect();
+        CdrIdIndex { shards }
     }
 }
 
