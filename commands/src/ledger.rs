@@ -29,7 +29,7 @@ use crate::billing::BillingCatalog;
 use crate::error::CommandError;
 use crate::snapshot::{LEDGER_SNAPSHOT_NAME, SavedLedger, decode_ledger, encode_ledger};
 use crate::tariffs::{TariffCatalog, TariffHistory};
-use crate::writer::{self, BookHandle, CommandOutcome, CommitHook};
+use crate::writer::{self, BookHandle, CommandOutcome, CommitHook, WriterOptions};
 
 /// The ordered fold saves the ledger's snapshot once this many events are folded since
 /// the last save (checked every [`LEDGER_SNAPSHOT_CHECK_INTERVAL`]): a start after a
@@ -276,6 +276,7 @@ pub struct Ledger {
     saver: Option<JoinHandle<()>>,
     /// Saves take turns, so that an older snapshot never lands over a newer one.
     saving: Arc<tokio::sync::Mutex<()>>,
+    writer_options: WriterOptions,
     /// Events read from the log at open (those after the ledger's snapshot).
     opened_with_events: u64,
 }
@@ -292,6 +293,11 @@ impl Ledger {
     /// Opens the ledger over `store`: the catalogs from their snapshot, then the log
     /// after it.
     pub async fn open(store: Arc<dyn EventStore>) -> Result<Self, CommandError> {
+        Self::open_with(store, WriterOptions::default()).await
+    }
+
+    /// [`Ledger::open`], with its book writers' options.
+    pub async fn open_with(store: Arc<dyn EventStore>, writer_options: WriterOptions) -> Result<Self, CommandError> {
         let (mut catalogs, mut from, mut last) =
             saved_catalogs(&*store).await.unwrap_or((Catalogs::default(), 1, None));
         let mut read = 0u64;
@@ -326,6 +332,7 @@ impl Ledger {
             ordered,
             saver,
             saving,
+            writer_options,
             opened_with_events: read,
         })
     }
@@ -634,7 +641,7 @@ impl Ledger {
                         ordered.lock().expect("ordered fold lock").add(events);
                     }
                 });
-                let (handle, task) = writer::spawn_writer(self.store.clone(), state, Some(hook));
+                let (handle, task) = writer::spawn_writer(self.store.clone(), state, Some(hook), self.writer_options);
                 Ok::<_, CommandError>((handle, Arc::new(Mutex::new(Some(task)))))
             })
             .await?;

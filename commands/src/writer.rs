@@ -193,9 +193,24 @@ pub const SNAPSHOT_EVERY_EVENTS_MIN: u64 = 4096;
 /// events after its snapshot.
 pub const SNAPSHOT_EVERY_IDS_DIVISOR: u64 = 8;
 
+/// How a writer behaves where a deployment (or a test) may choose.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterOptions {
+    /// Events after the last snapshot of a book before the next is taken (at least; see
+    /// [`SNAPSHOT_EVERY_IDS_DIVISOR`]).
+    pub snapshot_every_events_min: u64,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions { snapshot_every_events_min: SNAPSHOT_EVERY_EVENTS_MIN }
+    }
+}
+
 /// When a writer saves its book's snapshot, and the save under way.
 struct Snapshots {
     store: Arc<dyn EventStore>,
+    every_events_min: u64,
     /// The version the last snapshot taken (or loaded) reflects.
     taken_at: u64,
     saving: Option<tokio::task::JoinHandle<()>>,
@@ -209,7 +224,7 @@ impl Snapshots {
             return None;
         }
         let ids = (state.charged_cdrs.len() + state.idempotency.len()) as u64;
-        let due = SNAPSHOT_EVERY_EVENTS_MIN.max(ids / SNAPSHOT_EVERY_IDS_DIVISOR);
+        let due = self.every_events_min.max(ids / SNAPSHOT_EVERY_IDS_DIVISOR);
         if state.next_version.saturating_sub(self.taken_at) < due {
             return None;
         }
@@ -240,9 +255,10 @@ pub fn spawn_writer(
     store: Arc<dyn EventStore>,
     state: BookState,
     on_commit: Option<CommitHook>,
+    options: WriterOptions,
 ) -> (BookHandle, tokio::task::JoinHandle<()>) {
     let (queue, requests) = mpsc::channel(QUEUE_COMMANDS_MAX);
-    let task = tokio::spawn(run_writer(store, state, requests, on_commit));
+    let task = tokio::spawn(run_writer(store, state, requests, on_commit, options));
     (BookHandle { queue }, task)
 }
 
@@ -346,13 +362,19 @@ async fn run_writer(
     mut state: BookState,
     mut requests: mpsc::Receiver<Message>,
     on_commit: Option<CommitHook>,
+    options: WriterOptions,
 ) {
     use futures::StreamExt;
     let book = state.book;
     let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
     // Completes in append order, which is also the order of durability.
     let mut in_flight: futures::stream::FuturesOrdered<Completion> = futures::stream::FuturesOrdered::new();
-    let mut snapshots = Snapshots { store: store.clone(), taken_at: state.next_version, saving: None };
+    let mut snapshots = Snapshots {
+        store: store.clone(),
+        every_events_min: options.snapshot_every_events_min,
+        taken_at: state.next_version,
+        saving: None,
+    };
     let mut open = true;
     loop {
         tokio::select! {

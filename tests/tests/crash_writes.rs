@@ -1,15 +1,19 @@
 //! Crash safety: a child process writes commands in a loop and records every
 //! acknowledged event; it is killed with SIGKILL at random moments and restarted. After
 //! every kill the log must hold every acknowledged event exactly once, at the position
-//! it was acknowledged with; no command may be half-applied; every chain must verify.
+//! it was acknowledged with; no command may be half-applied; every chain must verify;
+//! and the write side's snapshots, which a kill can land in the middle of saving, must
+//! give each book the state a fold of its whole stream gives, and the ledger the accounts
+//! the log opened.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use commands::{EventStore, SledStore, verify_book};
-use domain::{BookId, RecordedEvent};
+use commands::writer::{fold_book, load_book};
+use commands::{EventStore, Ledger, SledStore, verify_book};
+use domain::{BookId, Payload, RecordedEvent};
 
 /// At least 20 kill cycles run in CI.
 const KILL_CYCLES: usize = 24;
@@ -87,7 +91,14 @@ async fn check(data: &std::path::Path, acks: &HashMap<String, Ack>) -> usize {
             }
         }
         assert_eq!(verify_book(&*store, *book).await.unwrap(), Ok(events.len() as u64), "chain of {book}");
+        let loaded = load_book(&*store, *book).await.unwrap();
+        assert_eq!(loaded, fold_book(&*store, *book).await.unwrap(), "book {book} from its snapshot");
     }
+    let opened = log.iter().filter(|e| matches!(e.event.payload, Payload::AccountOpened(_))).count();
+    let store: Arc<dyn EventStore> = store;
+    let ledger = Ledger::open(store).await.expect("the ledger opens after a kill");
+    assert_eq!(ledger.account_count(), opened, "the ledger's snapshot and the log after it");
+    drop(ledger);
     log.len()
 }
 
@@ -115,6 +126,12 @@ async fn acknowledged_writes_survive_sigkill() {
         last_len = stored;
     }
     let acks = read_acks(&ack_path);
+    let book_snapshots = std::fs::read_dir(data.join("snapshots"))
+        .map(|entries| {
+            entries.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("book-"))).count()
+        })
+        .unwrap_or(0);
     assert!(acks.len() > KILL_CYCLES * 10, "too few writes were acknowledged to mean anything: {}", acks.len());
+    assert!(book_snapshots > 0, "no book snapshot was saved: the restarts never loaded one");
     assert!(last_len >= acks.len());
 }

@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use commands::writer::WriterOptions;
 use commands::{CommandError, EventStore, Ledger, SledStore};
 use domain::testing::{amount, meta, open_customer, open_partner};
 use domain::{AccountId, Command, CommandMeta, Idempotency};
@@ -22,7 +23,10 @@ async fn main() {
     let data_dir = args.next().expect("DATA_DIR");
     let ack_path = args.next().expect("ACK_FILE");
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(&data_dir).expect("open store"));
-    let ledger = Arc::new(Ledger::open(store).await.expect("open ledger"));
+    // Book snapshots far more often than a server takes them, so that kills land while
+    // one is being saved and restarts load books from them.
+    let options = WriterOptions { snapshot_every_events_min: 64 };
+    let ledger = Arc::new(Ledger::open_with(store, options).await.expect("open ledger"));
     let acks = Arc::new(std::sync::Mutex::new(
         std::fs::OpenOptions::new().create(true).append(true).open(&ack_path).expect("open ack file"),
     ));
