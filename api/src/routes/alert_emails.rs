@@ -64,7 +64,7 @@ pub struct AlertEmailsOut {
     /// kept, and nothing is sent until it has.
     sending: bool,
     #[schema(example = json!({"self": "/api/v1/accounts/C-1001/alert-emails", "deliveries": "/api/v1/accounts/C-1001/alert-emails/deliveries", "account": "/api/v1/accounts/C-1001", "alerts": "/api/v1/accounts/C-1001/alerts"}))]
-    links: Links,
+    links: BTreeMap<&'static str, String>,
 }
 
 fn links(number: &str) -> Links {
