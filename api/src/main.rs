@@ -56,7 +56,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum CliCommand {
     /// Serve the HTTP API.
-    Serve(ServeArgs),
+    // Boxed: its many flags make it far larger than the other commands' arguments.
+    Serve(Box<ServeArgs>),
     /// Rebuild every read model from the event log (with the server stopped).
     Replay(DataArgs),
     /// Check every book's hash chain and compare the read models with a fresh replay;
@@ -134,6 +135,45 @@ pub struct ServeArgs {
     /// broadcast addresses are refused otherwise.
     #[arg(long = "webhook-allow-private", env = "TOLLBOOK_WEBHOOK_ALLOW_PRIVATE", value_delimiter = ',')]
     pub webhook_allow_private: Vec<ipnet::IpNet>,
+    /// The SMTP relay that alert e-mail goes through (host name or address). Alert e-mail
+    /// is off without it; the addresses are set per account
+    /// (`/api/v1/accounts/{number}/alert-emails`).
+    #[arg(long = "smtp-host", env = "TOLLBOOK_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    /// The relay's port; by default 25 with `--smtp-tls none`, 587 with `starttls`, 465
+    /// with `tls`.
+    #[arg(long = "smtp-port", env = "TOLLBOOK_SMTP_PORT")]
+    pub smtp_port: Option<u16>,
+    /// How the connection to the relay is secured: `starttls` (upgrade a plain
+    /// connection; refused if the relay does not offer it), `tls` (TLS from the start,
+    /// SMTPS), or `none` (plain text: a relay on this host or a trusted network only).
+    #[arg(long = "smtp-tls", env = "TOLLBOOK_SMTP_TLS", value_enum, default_value = "starttls")]
+    pub smtp_tls: notify::mail::TlsMode,
+    /// The user name to authenticate to the relay with; the password comes from
+    /// `TOLLBOOK_SMTP_PASSWORD` only, so that it shows in no command line.
+    #[arg(long = "smtp-username", env = "TOLLBOOK_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    #[arg(skip = std::env::var("TOLLBOOK_SMTP_PASSWORD").ok())]
+    pub smtp_password: Option<String>,
+    /// A PEM file of certificates to trust for the relay besides the public roots (a
+    /// private certificate authority).
+    #[arg(long = "smtp-ca-file", env = "TOLLBOOK_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+    /// The sender of alert e-mail: `billing@example.com` or `Billing <billing@example.com>`.
+    #[arg(long = "smtp-from", env = "TOLLBOOK_SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// How long one exchange with the relay may take, connecting included.
+    #[arg(long = "smtp-timeout", env = "TOLLBOOK_SMTP_TIMEOUT", default_value = "30s")]
+    pub smtp_timeout: Lifetime,
+    /// How long an e-mail the relay does not take (no connection, a 4xx) is retried
+    /// before it is marked failed; a 5xx refusal is not retried.
+    #[arg(long = "smtp-retry-for", env = "TOLLBOOK_SMTP_RETRY_FOR", default_value = "1h")]
+    pub smtp_retry_for: Lifetime,
+    /// The first wait between two attempts at an e-mail, in milliseconds; each next wait
+    /// doubles, up to ten minutes.
+    #[arg(long = "smtp-backoff-ms", env = "TOLLBOOK_SMTP_BACKOFF_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub smtp_backoff_ms: u64,
     /// How long a client may take to send a request's headers; an idle keep-alive
     /// connection is closed after as long. As for `--session-lifetime`.
     #[arg(long = "header-read-timeout", env = "TOLLBOOK_HEADER_READ_TIMEOUT",
@@ -216,7 +256,7 @@ fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            CliCommand::Serve(args) => server::serve(args).await,
+            CliCommand::Serve(args) => server::serve(*args).await,
             CliCommand::Replay(args) => maintenance::replay(args).await,
             CliCommand::Verify(args) => maintenance::verify(args).await,
             CliCommand::Import(command) => import::import(command).await,

@@ -146,7 +146,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         backoff_max: std::time::Duration::from_secs(600),
     };
     let policy = AddressPolicy::new(args.webhook_allow_private.clone());
-    let notify = Arc::new(Notify::open(notify_store, ledger.clone(), models.clone(), delivery, policy)?);
+    let mail = mail_settings(&args)?;
+    let notify = Arc::new(Notify::open(notify_store, ledger.clone(), models.clone(), delivery, policy, mail)?);
     notify.start_all()?;
     // Catches up on fees that fell due while the server was down, then keeps charging
     // them as they fall due.
@@ -207,8 +208,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }
-    // Deliveries stop mid-way if need be: their cursors have not moved past them.
-    notify.stop_all();
+    // The e-mail in hand is finished and recorded (so that the restart does not send it
+    // again); webhook deliveries stop mid-way if need be: their cursors have not moved
+    // past them.
+    notify.stop_all(MAIL_STOP_GRACE).await;
     purger.abort();
     // A run cut short here is finished by the next start: each fee is settled once.
     billing.abort();
@@ -219,6 +222,43 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("tollbook stopped");
     Ok(())
+}
+
+/// How long shutdown waits for the e-mail being sent to be accepted and recorded.
+const MAIL_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The alert e-mail settings from the flags; none without `--smtp-host`. A sender's
+/// address or TLS setting that cannot work is refused at start, not at the first alert.
+fn mail_settings(args: &ServeArgs) -> Result<Option<crate::notify::MailSettings>, String> {
+    let Some(host) = args.smtp_host.clone().filter(|h| !h.is_empty()) else { return Ok(None) };
+    let Some(from) = &args.smtp_from else {
+        return Err("--smtp-host is set but --smtp-from is not: alert e-mail needs a sender's address".into());
+    };
+    let from = from.parse().map_err(|e| format!("--smtp-from `{from}`: {e}"))?;
+    let tls = args.smtp_tls;
+    let port = args.smtp_port.unwrap_or(match tls {
+        crate::notify::mail::TlsMode::None => 25,
+        crate::notify::mail::TlsMode::Starttls => 587,
+        crate::notify::mail::TlsMode::Tls => 465,
+    });
+    let settings = crate::notify::MailSettings {
+        host,
+        port,
+        tls,
+        username: args.smtp_username.clone().filter(|u| !u.is_empty()),
+        password: args.smtp_password.clone(),
+        ca_file: args.smtp_ca_file.clone(),
+        from,
+        delivery: DeliveryConfig {
+            timeout: args.smtp_timeout.0,
+            retry_for: args.smtp_retry_for.0,
+            backoff_first: Duration::from_millis(args.smtp_backoff_ms),
+            backoff_max: Duration::from_secs(600),
+        },
+    };
+    // Built once here to say what is wrong before serving; the mailer builds its own.
+    crate::notify::mail::transport(&settings)?;
+    Ok(Some(settings))
 }
 
 /// Binds a listener; a failure names the address and the flag that set it ("Address

@@ -405,6 +405,26 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
             Some(json!({"balance_below": "{account_name}"})),
             Expect::Protected { other_partner: 403, customer: 403 },
         ),
+        // Alert e-mail: C1's addresses are C1's, its partner's and the operator's to set;
+        // to anyone else C1 does not exist.
+        (
+            Method::GET,
+            "/api/v1/accounts/C1/alert-emails".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts/C1/alert-emails".into(),
+            Some(json!({"addresses": ["intruder@example.com"]})),
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::GET,
+            "/api/v1/accounts/C1/alert-emails/deliveries".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
         // The live stream and webhooks: another tenant's account or webhook does not exist.
         (
             Method::GET,
@@ -540,6 +560,8 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     assert!(body["subscription"]["ends_at"].is_null(), "no intruder ended C1's subscription: {body}");
     let (_, body) = setup.call(Some(&p1_token), Method::GET, "/api/v1/subscriptions", None).await;
     assert_eq!(body["subscriptions"].as_array().map(Vec::len), Some(1), "no intruder subscribed C1: {body}");
+    let (_, body) = setup.call(Some(ADMIN_KEY), Method::GET, "/api/v1/accounts/C1/alert-emails", None).await;
+    assert_eq!(body["addresses"], json!([]), "no intruder set where C1's alerts go: {body}");
     assert!(body["user"]["password_changed_at"].is_null(), "{body}");
     let (status, _) = setup.call(Some(ADMIN_KEY), Method::GET, &format!("/api/v1/tokens/{p1_token_id}"), None).await;
     assert_eq!(status, StatusCode::OK);

@@ -8,18 +8,19 @@
 //! slow receiver holds up nobody but itself; the ledger never waits for a delivery.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use commands::EventStore;
-use domain::RecordedEvent;
-use futures::StreamExt;
+use domain::{Event, RecordedEvent};
 use serde::Serialize;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::address::AddressPolicy;
+use super::follow::{self, Channel, DeliveryConfig, Flow, Verdict};
 use super::message::{EventBody, Renderer};
-use super::store::{ATTEMPTS_RECORDED_MAX, Attempt, DeliveryRecord, DeliveryStatus, NotifyStore, WebhookRecord};
+use super::store::{Attempt, DeliveryRecord, DeliveryStatus, NotifyStore, WebhookRecord};
 
 /// The signature header: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub const SIGNATURE_HEADER: &str = "x-tollbook-signature";
@@ -27,28 +28,13 @@ pub const EVENT_HEADER: &str = "x-tollbook-event";
 /// `<subscription id>:<position>`: the same for every attempt at one delivery, so a
 /// receiver can drop a repeat.
 pub const DELIVERY_HEADER: &str = "x-tollbook-delivery";
-/// Events a worker passes over (not wanted) between two saves of its cursor: after a
-/// crash it looks at them again, which costs a read and sends nothing twice.
-const SKIPPED_EVENTS_PER_CURSOR_SAVE: u64 = 256;
 /// Outcomes between two trims of a subscription's delivery log.
 const OUTCOMES_PER_LOG_TRIM: u64 = 1024;
-/// Wait before following the log again after the store failed.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
 /// Webhook POSTs made, retries included.
 pub const ATTEMPTS_METRIC: &str = "tollbook_webhook_attempts_total";
 /// Webhook deliveries finished, by `status` (`delivered`, `failed`).
 pub const DELIVERIES_METRIC: &str = "tollbook_webhook_deliveries_total";
-
-#[derive(Clone, Copy, Debug)]
-pub struct DeliveryConfig {
-    /// One request's time limit, connecting included.
-    pub timeout: Duration,
-    /// How long a delivery is retried before it is marked failed.
-    pub retry_for: Duration,
-    pub backoff_first: Duration,
-    pub backoff_max: Duration,
-}
 
 /// What a webhook receiver gets: the same event form as the stream, and the subscription.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -75,59 +61,28 @@ pub struct Worker {
     pub config: DeliveryConfig,
     pub policy: AddressPolicy,
     pub client: reqwest::Client,
+    pub stop: watch::Receiver<bool>,
+    /// Outcomes recorded since the start, to trim the log now and then.
+    pub outcomes: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
     pub async fn run(self) {
         let id = self.record.id;
-        let mut next = match self.store.cursor(id) {
+        let next = match self.store.cursor(id) {
             Ok(cursor) => cursor.unwrap_or(self.record.from),
             Err(error) => {
                 tracing::error!(%error, webhook = %id, "cannot read the webhook's cursor; not delivering");
                 return;
             }
         };
-        let (mut skipped, mut outcomes) = (0u64, 0u64);
-        loop {
-            let mut log = self.events.subscribe_all(next);
-            while let Some(item) = log.next().await {
-                let recorded = match item {
-                    Ok(recorded) => recorded,
-                    Err(error) => {
-                        tracing::warn!(%error, webhook = %id, "reading the log failed; following it again");
-                        break;
-                    }
-                };
-                let event = &recorded.event;
-                if !(self.record.audience.sees(event) && self.record.filter.matches(event)) {
-                    next = recorded.position + 1;
-                    skipped += 1;
-                    if skipped % SKIPPED_EVENTS_PER_CURSOR_SAVE == 0
-                        && let Err(error) = self.store.advance_cursor(id, next)
-                    {
-                        tracing::warn!(%error, webhook = %id, "saving the cursor failed");
-                    }
-                    continue;
-                }
-                let outcome = self.deliver(&recorded).await;
-                if let Err(error) = self.store.record_outcome(id, &outcome) {
-                    // The event will be delivered again after a restart: at least once.
-                    tracing::error!(%error, webhook = %id, "recording a delivery failed");
-                }
-                next = recorded.position + 1;
-                outcomes += 1;
-                if outcomes % OUTCOMES_PER_LOG_TRIM == 0
-                    && let Err(error) = self.store.trim_log(id)
-                {
-                    tracing::warn!(%error, webhook = %id, "trimming the delivery log failed");
-                }
-            }
-            tokio::time::sleep(RESUBSCRIBE_DELAY).await;
-        }
+        let (events, stop) = (self.events.clone(), self.stop.clone());
+        follow::follow(events, next, self, stop).await;
     }
 
     /// Delivers one event: attempts until one is answered 2xx or the retry window ends.
-    async fn deliver(&self, recorded: &RecordedEvent) -> DeliveryRecord {
+    /// `None` when the server began to stop first.
+    async fn deliver(&self, recorded: &RecordedEvent) -> Option<DeliveryRecord> {
         let id = self.record.id;
         let message = self.renderer.render(recorded, self.record.audience);
         let payload = WebhookPayload { subscription: id, position: recorded.position, event: &message.event };
@@ -139,33 +94,37 @@ impl Worker {
             status: DeliveryStatus::Pending,
             attempts: Vec::new(),
         };
-        let started = Instant::now();
-        let mut wait = self.config.backoff_first;
-        loop {
-            let attempt = self.attempt(recorded.position, &message.event, &body).await;
-            let delivered = attempt.status_code.is_some_and(|code| (200..300).contains(&code));
-            if record.attempts.len() == ATTEMPTS_RECORDED_MAX {
-                record.attempts.remove(0);
-            }
-            record.attempts.push(attempt);
-            metrics::counter!(ATTEMPTS_METRIC).increment(1);
-            if delivered {
-                metrics::counter!(DELIVERIES_METRIC, "status" => "delivered").increment(1);
-                record.status = DeliveryStatus::Delivered;
-                return record;
-            }
-            if started.elapsed() + wait > self.config.retry_for {
-                tracing::warn!(webhook = %id, position = recorded.position, "delivery failed; moving on");
-                metrics::counter!(DELIVERIES_METRIC, "status" => "failed").increment(1);
-                record.status = DeliveryStatus::Failed;
-                return record;
-            }
-            if let Err(error) = self.store.record_pending(id, &record) {
-                tracing::warn!(%error, webhook = %id, "recording an attempt failed");
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(self.config.backoff_max);
+        let mut attempts = Vec::new();
+        let mut stop = self.stop.clone();
+        let status = follow::retry(
+            &self.config,
+            &mut attempts,
+            &mut stop,
+            || {
+                let (event, body) = (&message.event, body.as_slice());
+                async move {
+                    metrics::counter!(ATTEMPTS_METRIC).increment(1);
+                    let attempt = self.attempt(recorded.position, event, body).await;
+                    let delivered = attempt.status_code.is_some_and(|code| (200..300).contains(&code));
+                    (attempt, if delivered { Verdict::Delivered } else { Verdict::Retry })
+                }
+            },
+            |so_far| {
+                record.attempts = so_far.to_vec();
+                if let Err(error) = self.store.record_pending(id, &record) {
+                    tracing::warn!(%error, webhook = %id, "recording an attempt failed");
+                }
+            },
+        )
+        .await?;
+        if status == DeliveryStatus::Failed {
+            tracing::warn!(webhook = %id, position = recorded.position, "delivery failed; moving on");
         }
+        let label = if status == DeliveryStatus::Delivered { "delivered" } else { "failed" };
+        metrics::counter!(DELIVERIES_METRIC, "status" => label).increment(1);
+        record.status = status;
+        record.attempts = attempts;
+        Some(record)
     }
 
     async fn attempt(&self, position: u64, event: &EventBody, body: &[u8]) -> Attempt {
@@ -191,7 +150,7 @@ impl Worker {
             .body(body.to_vec())
             .send()
             .await;
-        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let duration_ms = follow::elapsed_ms(started);
         match result {
             Ok(response) => {
                 let status = response.status();
@@ -211,6 +170,38 @@ impl Worker {
                 Attempt { at: now, status_code: None, error: Some(reason), duration_ms }
             }
         }
+    }
+}
+
+impl Channel for Worker {
+    fn name(&self) -> String {
+        format!("webhook {}", self.record.id)
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        self.record.audience.sees(event) && self.record.filter.matches(event)
+    }
+
+    fn skip_to(&self, next: u64) {
+        if let Err(error) = self.store.advance_cursor(self.record.id, next) {
+            tracing::warn!(%error, webhook = %self.record.id, "saving the cursor failed");
+        }
+    }
+
+    async fn handle(&self, recorded: &RecordedEvent) -> Flow {
+        let id = self.record.id;
+        let Some(outcome) = self.deliver(recorded).await else { return Flow::Stop };
+        if let Err(error) = self.store.record_outcome(id, &outcome) {
+            // The event will be delivered again after a restart: at least once.
+            tracing::error!(%error, webhook = %id, "recording a delivery failed");
+        }
+        let outcomes = self.outcomes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if outcomes.is_multiple_of(OUTCOMES_PER_LOG_TRIM)
+            && let Err(error) = self.store.trim_log(id)
+        {
+            tracing::warn!(%error, webhook = %id, "trimming the delivery log failed");
+        }
+        Flow::Next
     }
 }
 

@@ -104,6 +104,11 @@ impl Renderer {
     /// The alert's message from the operator's template. The account's name and currency
     /// come from the read models; should they lag, the number stands in for the name.
     pub fn alert_message(&self, raised: &AlertRaised) -> String {
+        self.alert_text(raised).0
+    }
+
+    /// The alert's message and the values it was filled in from (an e-mail shows both).
+    pub fn alert_text(&self, raised: &AlertRaised) -> (String, AlertValues) {
         let view = self.models.account(raised.account).ok().flatten();
         let number = self.ledger.account_by_id(raised.account).map_or_else(|| raised.account.to_string(), |a| a.number);
         let name = view.as_ref().map_or_else(|| number.clone(), |v| v.name.clone());
@@ -113,7 +118,7 @@ impl Renderer {
             tracing::error!(%error, "alert templates unreadable; using the defaults");
             Default::default()
         });
-        template::render(templates.for_kind(raised.alert.kind()), &values)
+        (template::render(templates.for_kind(raised.alert.kind()), &values), values)
     }
 }
 

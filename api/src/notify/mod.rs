@@ -1,5 +1,6 @@
 //! Telling other systems what happened: the event form shared by the live stream and
-//! webhooks, who may see which event, alert messages, and webhook delivery.
+//! webhooks, who may see which event, alert messages, webhook delivery and alert e-mail
+//! (both following the log with the machinery in `follow`).
 //!
 //! Nothing here decides anything about money: alerts are raised by the domain's rules as
 //! `AlertRaised` events; this module only renders and carries events.
@@ -14,13 +15,16 @@ use uuid::Uuid;
 pub mod address;
 pub mod delivery;
 pub mod filter;
+pub mod follow;
+pub mod mail;
 pub mod message;
 pub mod store;
 pub mod template;
 
 pub use address::AddressPolicy;
-pub use delivery::DeliveryConfig;
 pub use filter::{Audience, EventFilter};
+pub use follow::DeliveryConfig;
+pub use mail::MailSettings;
 pub use message::{EventMessage, Renderer};
 pub use store::{NotifyStore, WebhookRecord};
 
@@ -36,8 +40,14 @@ pub struct Notify {
     pub policy: AddressPolicy,
     client: reqwest::Client,
     workers: Mutex<HashMap<Uuid, JoinHandle<()>>>,
+    /// The alert e-mail settings; none: no e-mail is sent.
+    mail: Option<MailSettings>,
+    mailer: Mutex<Option<JoinHandle<()>>>,
     /// Turns true when the server begins to shut down; live streams close on it.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Turns true at the same moment; delivery workers finish the attempt in hand and
+    /// stop, rather than being cut off after the relay accepted an e-mail.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Held from counting a tenant's webhooks to storing a new one, so that concurrent
     /// registrations cannot pass the limits together.
     pub registering: tokio::sync::Mutex<()>,
@@ -50,6 +60,7 @@ impl Notify {
         models: projections::ReadModels,
         config: DeliveryConfig,
         policy: AddressPolicy,
+        mail: Option<MailSettings>,
     ) -> Result<Notify, reqwest::Error> {
         let client = reqwest::Client::builder()
             // A receiver's redirect is not followed: the signed body goes where it was
@@ -69,17 +80,38 @@ impl Notify {
             policy,
             client,
             workers: Mutex::new(HashMap::new()),
+            mail,
+            mailer: Mutex::new(None),
             closing: tokio::sync::watch::Sender::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
             registering: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Starts a worker for every stored subscription.
-    pub fn start_all(&self) -> Result<(), sled::Error> {
+    /// Starts a worker for every stored subscription, and the mailer when e-mail is set up.
+    pub fn start_all(&self) -> Result<(), Box<dyn std::error::Error>> {
         for record in self.store.webhooks()? {
             self.start(record);
         }
+        if let Some(settings) = &self.mail {
+            let mailer = mail::Mailer {
+                store: self.store.clone(),
+                events: self.events.clone(),
+                renderer: self.renderer.clone(),
+                transport: mail::transport(settings)?,
+                from: settings.from.clone(),
+                config: settings.delivery,
+                stop: self.stopping.subscribe(),
+                outcomes: Default::default(),
+            };
+            *self.mailer.lock().expect("mailer lock") = Some(tokio::spawn(mailer.run()));
+        }
         Ok(())
+    }
+
+    /// True when alert e-mail is set up (`--smtp-host`).
+    pub fn mail_enabled(&self) -> bool {
+        self.mail.is_some()
     }
 
     pub fn start(&self, record: WebhookRecord) {
@@ -92,6 +124,8 @@ impl Notify {
             config: self.config,
             policy: self.policy.clone(),
             client: self.client.clone(),
+            stop: self.stopping.subscribe(),
+            outcomes: Default::default(),
         };
         let task = tokio::spawn(worker.run());
         if let Some(previous) = self.workers.lock().expect("workers lock").insert(id, task) {
@@ -107,9 +141,11 @@ impl Notify {
         }
     }
 
-    /// Tells every live stream to close.
+    /// Tells every live stream to close, and every delivery worker to stop after the
+    /// attempt in hand.
     pub fn begin_shutdown(&self) {
         self.closing.send_replace(true);
+        self.stopping.send_replace(true);
     }
 
     /// Resolves once the server begins to shut down.
@@ -122,7 +158,18 @@ impl Notify {
         self.closing.subscribe()
     }
 
-    pub fn stop_all(&self) {
+    /// Waits up to `grace` for the mailer to finish the e-mail in hand and record it (it
+    /// stops on `begin_shutdown`), then stops every worker. A webhook cut off mid-delivery
+    /// is delivered again after the restart, which at-least-once allows.
+    pub async fn stop_all(&self, grace: std::time::Duration) {
+        self.stopping.send_replace(true);
+        let mailer = self.mailer.lock().expect("mailer lock").take();
+        if let Some(mut mailer) = mailer
+            && tokio::time::timeout(grace, &mut mailer).await.is_err()
+        {
+            tracing::warn!("the mailer did not stop in time; an e-mail in hand may be sent again after the restart");
+            mailer.abort();
+        }
         for (_, task) in self.workers.lock().expect("workers lock").drain() {
             task.abort();
         }

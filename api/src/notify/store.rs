@@ -1,5 +1,6 @@
 //! The notification database, `<data>/notify`: webhook subscriptions, their delivery
-//! cursors and delivery logs, and the alert message templates. None of it is money, so
+//! cursors and delivery logs, the alert message templates, and alert e-mail (each
+//! account's addresses, the mailer's cursor, the e-mail delivery log). None of it is money, so
 //! none of it is in the event log (see docs/architecture.md, "Notifications").
 
 use chrono::{DateTime, Utc};
@@ -19,11 +20,18 @@ const WEBHOOKS: &str = "webhooks";
 const CURSORS: &str = "cursors";
 const DELIVERIES: &str = "deliveries";
 const ALERT_TEMPLATES_KEY: &str = "alert_templates";
+const MAIL_ADDRESSES: &str = "mail_addresses";
+const MAIL_DELIVERIES: &str = "mail_deliveries";
+/// The mailer's cursor, in the cursors tree beside the webhooks' (whose keys are 16-byte
+/// ids, so this one cannot clash).
+const MAIL_CURSOR_KEY: &[u8] = b"mail";
 
 /// Delivery log entries kept per subscription; older ones are dropped.
 pub const DELIVERY_LOG_PER_WEBHOOK_MAX: usize = 10_000;
 /// Attempts recorded per delivery; a delivery retried more often keeps its last ones.
 pub const ATTEMPTS_RECORDED_MAX: usize = 50;
+/// E-mail delivery log entries kept per account; older ones are dropped.
+pub const MAIL_LOG_PER_ACCOUNT_MAX: usize = 10_000;
 
 /// A webhook subscription. The secret is kept as given, not hashed: the server needs it
 /// to sign every delivery.
@@ -52,13 +60,14 @@ pub enum DeliveryStatus {
     Failed,
 }
 
-/// One POST of a delivery.
+/// One try at a delivery: a webhook's POST, or an e-mail handed to the SMTP relay.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub at: DateTime<Utc>,
-    /// The receiver's HTTP status, when it answered.
+    /// The receiver's answer, when it gave one: a webhook's HTTP status, or the SMTP
+    /// relay's reply code (250 accepted, 4xx try later, 5xx refused).
     pub status_code: Option<u16>,
-    /// Why there was no answer (connection refused, timeout), or what a non-2xx meant.
+    /// Why there was no answer (connection refused, timeout), or what a failure meant.
     pub error: Option<String>,
     pub duration_ms: u64,
 }
@@ -75,6 +84,22 @@ pub struct DeliveryRecord {
     pub attempts: Vec<Attempt>,
 }
 
+/// The e-mail of one alert to one address.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MailDeliveryRecord {
+    /// The `AlertRaised` event's global log position.
+    pub position: u64,
+    pub event_id: Uuid,
+    /// The alert's kind: `balance_below`, `credit_limit_reached`, `call_cost_above`, `fee_refused`.
+    #[schema(example = "balance_below")]
+    pub alert: String,
+    #[schema(example = "billing@customer.example")]
+    pub to: String,
+    pub subject: String,
+    pub status: DeliveryStatus,
+    pub attempts: Vec<Attempt>,
+}
+
 #[derive(Clone)]
 pub struct NotifyStore {
     flusher: crate::flush::GroupFlush,
@@ -82,6 +107,8 @@ pub struct NotifyStore {
     webhooks: sled::Tree,
     cursors: sled::Tree,
     deliveries: sled::Tree,
+    mail_addresses: sled::Tree,
+    mail_deliveries: sled::Tree,
 }
 
 type StoreResult<T> = Result<T, sled::Error>;
@@ -101,6 +128,34 @@ fn delivery_key(webhook: Uuid, position: u64) -> [u8; 24] {
     key
 }
 
+/// Account, position, recipient: an account's log reads in log order, and an alert's
+/// e-mails sit together. The recipient is the bare address in lower case, so that
+/// changing how an address is written (`Ann <ann@x>` for `ann@x`) does not make an alert
+/// already e-mailed to it look unsent.
+fn mail_key(account: Uuid, position: u64, to: &str) -> Vec<u8> {
+    let bare = match (to.rfind('<'), to.ends_with('>')) {
+        (Some(open), true) => &to[open + 1..to.len() - 1],
+        _ => to,
+    };
+    let recipient = bare.trim().to_lowercase();
+    let mut key = Vec::with_capacity(24 + recipient.len());
+    key.extend_from_slice(account.as_bytes());
+    key.extend_from_slice(&position.to_be_bytes());
+    key.extend_from_slice(recipient.as_bytes());
+    key
+}
+
+/// Keeps the newest `max` entries under `prefix`. Counting is a scan, so workers call
+/// this now and then, not after every delivery.
+fn trim(tree: &sled::Tree, prefix: &[u8], max: usize) -> StoreResult<()> {
+    let count = tree.scan_prefix(prefix).count();
+    let excess = count.saturating_sub(max);
+    for key in tree.scan_prefix(prefix).keys().take(excess) {
+        tree.remove(key?)?;
+    }
+    Ok(())
+}
+
 impl NotifyStore {
     pub fn open(path: &std::path::Path) -> StoreResult<Self> {
         let db = sled::open(path)?;
@@ -109,6 +164,8 @@ impl NotifyStore {
             webhooks: db.open_tree(WEBHOOKS)?,
             cursors: db.open_tree(CURSORS)?,
             deliveries: db.open_tree(DELIVERIES)?,
+            mail_addresses: db.open_tree(MAIL_ADDRESSES)?,
+            mail_deliveries: db.open_tree(MAIL_DELIVERIES)?,
             flusher: crate::flush::GroupFlush::new(db),
         })
     }
@@ -210,12 +267,7 @@ impl NotifyStore {
     /// Keeps the newest [`DELIVERY_LOG_PER_WEBHOOK_MAX`] entries of a subscription's log.
     /// Counting is a scan, so the worker calls this now and then, not after every delivery.
     pub fn trim_log(&self, id: Uuid) -> StoreResult<()> {
-        let count = self.deliveries.scan_prefix(id.as_bytes()).count();
-        let excess = count.saturating_sub(DELIVERY_LOG_PER_WEBHOOK_MAX);
-        for key in self.deliveries.scan_prefix(id.as_bytes()).keys().take(excess) {
-            self.deliveries.remove(key?)?;
-        }
-        Ok(())
+        trim(&self.deliveries, id.as_bytes(), DELIVERY_LOG_PER_WEBHOOK_MAX)
     }
 
     /// A subscription's delivery log from `after` (a position) on, oldest first.
@@ -223,6 +275,95 @@ impl NotifyStore {
         let start = delivery_key(id, after.map_or(0, |a| a.saturating_add(1)));
         let end = delivery_key(id, u64::MAX);
         self.deliveries.range(start..=end).take(limit).map(|entry| entry.and_then(|(_, v)| decode(&v))).collect()
+    }
+}
+
+/// Alert e-mail.
+impl NotifyStore {
+    /// The addresses an account's alerts are e-mailed to; none when never set.
+    pub fn mail_addresses(&self, account: Uuid) -> StoreResult<Vec<String>> {
+        Ok(self.mail_addresses.get(account.as_bytes())?.map(|v| decode(&v)).transpose()?.unwrap_or_default())
+    }
+
+    /// Replaces an account's addresses (none: no e-mail); durable before it returns.
+    pub async fn set_mail_addresses(&self, account: Uuid, addresses: &[String]) -> StoreResult<()> {
+        if addresses.is_empty() {
+            self.mail_addresses.remove(account.as_bytes())?;
+        } else {
+            self.mail_addresses.insert(account.as_bytes(), encode(&addresses))?;
+        }
+        self.flush().await
+    }
+
+    /// The next position the mailer will look at; none before its first start.
+    pub fn mail_cursor(&self) -> StoreResult<Option<u64>> {
+        self.cursors
+            .get(MAIL_CURSOR_KEY)?
+            .map(|v| {
+                <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| sled::Error::Unsupported("corrupt mail cursor".into()))
+            })
+            .transpose()
+    }
+
+    /// Moves the mailer's cursor. Not flushed: every e-mail's outcome is (see
+    /// [`NotifyStore::record_mail_outcome`]), so losing a cursor move costs a second look at
+    /// events whose e-mails are already recorded as sent, and sends nothing twice.
+    pub fn set_mail_cursor(&self, next: u64) -> StoreResult<()> {
+        self.cursors.insert(MAIL_CURSOR_KEY, &next.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The e-mail of the alert at `position` to `address`, when one was recorded.
+    pub fn mail_delivery(
+        &self,
+        account: Uuid,
+        position: u64,
+        address: &str,
+    ) -> StoreResult<Option<MailDeliveryRecord>> {
+        self.mail_deliveries.get(mail_key(account, position, address))?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Records an e-mail being retried, so that the log shows it.
+    pub fn record_mail_pending(&self, account: Uuid, record: &MailDeliveryRecord) -> StoreResult<()> {
+        self.mail_deliveries.insert(mail_key(account, record.position, &record.to), encode(record))?;
+        Ok(())
+    }
+
+    /// Records an e-mail's outcome, durably before it returns: after a restart (or a crash
+    /// after this), the mailer sees it and does not send that e-mail again.
+    pub async fn record_mail_outcome(&self, account: Uuid, record: &MailDeliveryRecord) -> StoreResult<()> {
+        self.mail_deliveries.insert(mail_key(account, record.position, &record.to), encode(record))?;
+        self.flush().await
+    }
+
+    /// Keeps the newest [`MAIL_LOG_PER_ACCOUNT_MAX`] entries of an account's e-mail log.
+    pub fn trim_mail_log(&self, account: Uuid) -> StoreResult<()> {
+        trim(&self.mail_deliveries, account.as_bytes(), MAIL_LOG_PER_ACCOUNT_MAX)
+    }
+
+    /// An account's e-mail log from `after` (a position) on, oldest first: at least
+    /// `limit` entries when there are as many, and never an alert's e-mails split across two
+    /// pages (an alert has at most as many as an account has addresses).
+    pub fn mail_deliveries(
+        &self,
+        account: Uuid,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<MailDeliveryRecord>> {
+        let start = mail_key(account, after.map_or(0, |a| a.saturating_add(1)), "");
+        let mut end = account.as_bytes().to_vec();
+        end.extend_from_slice(&[0xff; 9]);
+        let mut page: Vec<MailDeliveryRecord> = Vec::new();
+        for entry in self.mail_deliveries.range(start..end) {
+            let record: MailDeliveryRecord = decode(&entry?.1)?;
+            if page.len() >= limit && page.last().is_some_and(|last| last.position != record.position) {
+                break;
+            }
+            page.push(record);
+        }
+        Ok(page)
     }
 }
 
@@ -285,5 +426,58 @@ mod tests {
         assert!(store.deliveries(record.id, None, 10).unwrap().is_empty());
         assert_eq!(store.webhooks().unwrap().iter().map(|w| w.id).collect::<Vec<_>>(), vec![other.id]);
         assert!(!store.remove_webhook(record.id).await.unwrap());
+    }
+
+    fn mail(position: u64, to: &str, status: DeliveryStatus) -> MailDeliveryRecord {
+        MailDeliveryRecord {
+            position,
+            event_id: Uuid::now_v7(),
+            alert: "balance_below".into(),
+            to: to.into(),
+            subject: "low".into(),
+            status,
+            attempts: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_mail_log_is_per_account_and_a_page_keeps_an_alerts_emails_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NotifyStore::open(dir.path()).unwrap();
+        let (account, other) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(store.mail_cursor().unwrap(), None);
+        store.set_mail_cursor(4).unwrap();
+        assert_eq!(store.mail_cursor().unwrap(), Some(4));
+        store.set_mail_addresses(account, &["a@x.test".into(), "b@x.test".into()]).await.unwrap();
+        assert_eq!(store.mail_addresses(account).unwrap(), vec!["a@x.test", "b@x.test"]);
+        assert!(store.mail_addresses(other).unwrap().is_empty());
+
+        store.record_mail_pending(account, &mail(5, "a@x.test", DeliveryStatus::Pending)).unwrap();
+        assert_eq!(store.mail_delivery(account, 5, "a@x.test").unwrap().unwrap().status, DeliveryStatus::Pending);
+        for (position, to) in [(5, "a@x.test"), (5, "b@x.test"), (9, "a@x.test"), (9, "b@x.test")] {
+            store.record_mail_outcome(account, &mail(position, to, DeliveryStatus::Delivered)).await.unwrap();
+        }
+        store.record_mail_outcome(other, &mail(7, "c@x.test", DeliveryStatus::Failed)).await.unwrap();
+        assert_eq!(store.mail_delivery(account, 5, "a@x.test").unwrap().unwrap().status, DeliveryStatus::Delivered);
+        assert!(store.mail_delivery(account, 7, "a@x.test").unwrap().is_none());
+        let renamed = store.mail_delivery(account, 9, "Ann <A@x.test>").unwrap();
+        assert!(renamed.is_some(), "the same address, written another way");
+
+        let page = |after, limit| {
+            store
+                .mail_deliveries(account, after, limit)
+                .unwrap()
+                .iter()
+                .map(|d| (d.position, d.to.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(page(None, 1), vec![(5, "a@x.test".into()), (5, "b@x.test".into())], "an alert is not split");
+        assert_eq!(page(Some(5), 100), vec![(9, "a@x.test".into()), (9, "b@x.test".into())]);
+        assert!(page(Some(9), 100).is_empty());
+        assert_eq!(store.mail_deliveries(other, None, 100).unwrap().len(), 1);
+
+        store.set_mail_addresses(account, &[]).await.unwrap();
+        assert!(store.mail_addresses(account).unwrap().is_empty());
+        assert_eq!(page(None, 100).len(), 4, "the log outlives the addresses");
     }
 }

@@ -21,6 +21,7 @@ use crate::server::AppState;
 
 mod accounts;
 mod adjustments;
+mod alert_emails;
 mod alerts;
 mod audit;
 mod cdrs;
@@ -74,6 +75,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(sessions::router())
         .merge(operations::router())
         .merge(alerts::router())
+        .merge(alert_emails::router())
         .merge(stream::router())
         .merge(webhooks::router())
         .merge(switches::router())
@@ -114,6 +116,8 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("account_credit_limit", "/api/v1/accounts/{number}/credit-limit"),
         ("account_tariff", "/api/v1/accounts/{number}/tariff"),
         ("account_alerts", "/api/v1/accounts/{number}/alerts"),
+        ("account_alert_emails", "/api/v1/accounts/{number}/alert-emails"),
+        ("account_alert_email_deliveries", "/api/v1/accounts/{number}/alert-emails/deliveries{?after,limit}"),
         ("alert_templates", "/api/v1/alert-templates"),
         ("stream", "/api/v1/stream{?from,book,account,kinds}"),
         ("webhooks", "/api/v1/webhooks"),

@@ -35,6 +35,12 @@ impl Server {
     /// Starts `tollbook serve` on a port the system picks (no race for a free port) and
     /// waits until `/health` answers 200.
     pub async fn start(data: &Path, extra_args: &[&str]) -> Server {
+        Server::start_with_env(data, extra_args, &[]).await
+    }
+
+    /// As [`Server::start`], with environment variables (settings that have no flag,
+    /// such as a password).
+    pub async fn start_with_env(data: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollbook"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
@@ -44,6 +50,7 @@ impl Server {
             .env_remove("TOLLBOOK_SESSION_LIFETIME")
             .env_remove("TOLLBOOK_METRICS_LISTEN")
             .env("TOLLBOOK_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
