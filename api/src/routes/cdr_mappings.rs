@@ -55,11 +55,12 @@ fn column<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
             Ok(v.to_owned())
         }
-        // serde_json's `arbitrary_precision` hands a number over as a one-entry map.
+        // serde_json's `arbitrary_precision` hands a number over as a one-entry map under
+        // this key, holding the number's text; any other object is not a column.
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
             match map.next_key::<String>()? {
-                Some(_) => map.next_value::<String>(),
-                None => Err(de::Error::custom("a column position (from 1) or a header name")),
+                Some(key) if key == "$serde_json::private::Number" => map.next_value::<String>(),
+                _ => Err(de::Error::custom("a column position (from 1) or a header name")),
             }
         }
     }
@@ -94,7 +95,7 @@ fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::E
 /// it is read from — a position (the first column is 1) or, in a file with a header row,
 /// the column's name. Required: `id`, `callee`, `start`, `end` or `duration`, and one of
 /// `account_code`, `caller`, `trunk` (what ties each CDR to an account).
-#[derive(Deserialize, Serialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MappingRequest {
     /// Letters, digits, `.`, `_`, `-`; unique within its book.
