@@ -49,9 +49,16 @@ pub struct ImportArgs {
     #[arg(long = "format", default_value = "tollbook")]
     pub format: String,
     /// CDRs only: the switch's offset from UTC for times written without a zone
-    /// (`+01:00`); UTC when absent.
+    /// (`+01:00`); UTC when absent. With `--mapping`, replaces the mapping's time zone.
     #[arg(long = "utc-offset")]
     pub utc_offset: Option<String>,
+    /// CDRs only: read the file through this column mapping (`/api/v1/cdr-mappings`): the
+    /// operator's of that name, or a ready-made one such as `asterisk-cdr-custom`.
+    #[arg(long = "mapping", conflicts_with = "format")]
+    pub mapping: Option<String>,
+    /// With `--mapping`: the partner (account number) whose mapping it is.
+    #[arg(long = "partner", requires = "mapping")]
+    pub partner: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -211,16 +218,18 @@ pub async fn import(command: ImportCommand) -> CliResult {
         let names: Vec<&str> = domain::switch_cdr::SwitchFormat::ALL.iter().map(|f| f.as_str()).collect();
         format!("--format: `{}` is not one of {}", args.format, names.join(", "))
     })?;
-    if !cdrs && (format != domain::switch_cdr::SwitchFormat::Tollbook || args.utc_offset.is_some()) {
-        return Err("--format and --utc-offset are for CDR files".into());
+    if !cdrs
+        && (format != domain::switch_cdr::SwitchFormat::Tollbook || args.utc_offset.is_some() || args.mapping.is_some())
+    {
+        return Err("--format, --mapping and --utc-offset are for CDR files".into());
     }
-    let offset = args
+    let given_offset = args
         .utc_offset
         .as_deref()
         .map(domain::switch_cdr::UtcOffset::parse)
         .transpose()
-        .map_err(|e| format!("--utc-offset: {e}"))?
-        .unwrap_or_default();
+        .map_err(|e| format!("--utc-offset: {e}"))?;
+    let offset = given_offset.unwrap_or_default();
     let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let length = file.metadata()?.len();
     let input = BufReader::with_capacity(1 << 20, file);
@@ -234,7 +243,12 @@ pub async fn import(command: ImportCommand) -> CliResult {
     // The file is parsed (and CDRs validated) on a thread of its own, a chunk ahead of
     // the chunk being charged.
     let (chunks, mut parsed) = tokio::sync::mpsc::channel::<Chunk>(2);
-    let reader = if format != domain::switch_cdr::SwitchFormat::Tollbook {
+    let reader = if let Some(name) = &args.mapping {
+        let mapping = saved_mapping(&args.data, &workspace, name, args.partner.as_deref())?;
+        let table = domain::switch_cdr::SwitchTable::open_mapped(input, mapping, given_offset)
+            .map_err(|e| format!("{}: {e}", args.file.display()))?;
+        std::thread::spawn(move || read_switch_chunks(table, chunks))
+    } else if format != domain::switch_cdr::SwitchFormat::Tollbook {
         let table = domain::switch_cdr::SwitchTable::open(input, format, offset)
             .map_err(|e| format!("{}: {e}", args.file.display()))?;
         std::thread::spawn(move || read_switch_chunks(table, chunks))
@@ -316,6 +330,29 @@ pub async fn import(command: ImportCommand) -> CliResult {
         println!("rejected rows: {}", path.display());
     }
     Ok(())
+}
+
+/// The column mapping `--mapping` names: the book's saved one (in the settings store,
+/// `<data>/notify`), else a ready-made one.
+fn saved_mapping(
+    data: &DataArgs,
+    workspace: &Workspace,
+    name: &str,
+    partner: Option<&str>,
+) -> Result<domain::csv_mapping::CsvMapping, Box<dyn std::error::Error>> {
+    let book = match partner {
+        None => domain::BookId::OPERATOR,
+        Some(number) => match workspace.ledger.account(number) {
+            Some(account) if account.kind == domain::AccountKind::Partner => domain::BookId::of_partner(account.id),
+            _ => return Err(format!("--partner: `{number}` is not a partner").into()),
+        },
+    };
+    let store = crate::notify::NotifyStore::open(&data.data_dir.join(crate::notify::store::NOTIFY_DIR))?;
+    if let Some(record) = store.cdr_mapping(book, name)? {
+        return Ok(record.mapping);
+    }
+    domain::csv_mapping::builtin_mapping(name)
+        .ok_or_else(|| format!("--mapping: no column mapping `{name}` (see GET /api/v1/cdr-mappings)").into())
 }
 
 /// A row of an import file, parsed.

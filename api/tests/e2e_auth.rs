@@ -140,6 +140,10 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
     let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/webhooks", Some(&hook)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let p1_hook = format!("/api/v1/webhooks/{}", body["webhook"]["id"].as_str().unwrap());
+    // A column mapping of P1's switch, saved by the operator.
+    let mapping = json!({"name": "p1-map", "partner": "P1", "id": "call", "caller": "from", "callee": "to",
+        "start": "start", "end": "end"});
+    setup.admin(Method::POST, "/api/v1/cdr-mappings", mapping).await;
     let (status, body) = setup.call(Some(&p1_token), Method::POST, "/api/v1/accounts/C1/login-link", None).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let p1_link = format!("/api/v1/login-links/{}", body["id"].as_str().unwrap());
@@ -370,6 +374,35 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
             Expect::Protected { other_partner: 415, customer: 403 },
         ),
         (Method::GET, "/api/v1/hangup-causes".into(), None, Expect::Protected { other_partner: 200, customer: 200 }),
+        // Column mappings: the operator saves and deletes them; a partner reads and uses its
+        // own book's, never another's; customers have none.
+        (
+            Method::POST,
+            "/api/v1/cdr-mappings".into(),
+            Some(
+                json!({"name": "walk", "partner": "P1", "id": 1, "caller": 2, "callee": 3, "start": 4, "end": 5, "header": false}),
+            ),
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        (Method::GET, "/api/v1/cdr-mappings".into(), None, Expect::Protected { other_partner: 200, customer: 403 }),
+        (
+            Method::GET,
+            "/api/v1/cdr-mappings/p1-map?partner=P1".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/cdr-mappings/p1-map?partner=P1".into(),
+            None,
+            Expect::Protected { other_partner: 403, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/cdrs/mapped?mapping=p1-map&partner=P1".into(),
+            Some(json!({})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
         // Another partner publishes tariffs of its own; it never sees P1's.
         (
             Method::POST,

@@ -8,6 +8,7 @@ mod billing_tests;
 pub mod cdr;
 pub mod command;
 pub mod csv_file;
+pub mod csv_mapping;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;

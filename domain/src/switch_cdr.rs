@@ -10,6 +10,7 @@ use std::io::Read;
 use chrono::NaiveDateTime;
 
 use crate::cdr::CdrInput;
+use crate::csv_mapping::{CsvMapping, MappingReader};
 use crate::error::DomainError;
 use crate::switch::CdrIdentifiers;
 use crate::time::Timestamp;
@@ -106,6 +107,10 @@ pub struct NativeCdr {
 }
 
 impl NativeCdr {
+    pub(crate) fn new(id: String, identifiers: CdrIdentifiers, fields: Vec<(&'static str, String)>) -> NativeCdr {
+        NativeCdr { id, identifiers, fields }
+    }
+
     fn field(&self, name: &str) -> Option<&str> {
         self.fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
@@ -129,7 +134,7 @@ fn shown(text: &str) -> String {
 }
 
 /// Seconds since the epoch, with an optional fraction (`1700000000`, `1700000000.25`).
-fn epoch_seconds(text: &str) -> Option<Timestamp> {
+pub(crate) fn epoch_seconds(text: &str) -> Option<Timestamp> {
     let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -434,6 +439,8 @@ fn dbtext_fields(line: &str) -> Vec<String> {
 /// A file of switch CDRs, read record by record; a bad record rejects only itself.
 pub struct SwitchTable<R: Read> {
     format: SwitchFormat,
+    /// A file read through a column mapping instead of a switch's own format.
+    mapped: Option<Box<MappingReader>>,
     offset: UtcOffset,
     inner: Inner<R>,
     /// Kamailio: the column names, from the file's header.
@@ -469,7 +476,7 @@ impl<R: Read> SwitchTable<R> {
             },
             SwitchFormat::Tollbook => return Err(invalid("format", "tollbook's own CSV is read as a CDR table")),
         };
-        let mut table = SwitchTable { format, offset, inner, header: Vec::new(), io_failure: None };
+        let mut table = SwitchTable { format, offset, mapped: None, inner, header: Vec::new(), io_failure: None };
         match &mut table.inner {
             Inner::Csv { reader, .. } if format == SwitchFormat::KamailioCsv => {
                 let header = reader.headers().map_err(|e| invalid("header", e.to_string()))?;
@@ -494,6 +501,37 @@ impl<R: Read> SwitchTable<R> {
             }
         }
         Ok(table)
+    }
+
+    /// Opens a CSV file read through a column mapping; `offset`, when given, replaces the
+    /// mapping's time zone (a ready-made mapping does not know the switch's).
+    pub fn open_mapped(
+        input: R,
+        mapping: CsvMapping,
+        offset: Option<UtcOffset>,
+    ) -> Result<SwitchTable<R>, DomainError> {
+        let delimiter = u8::try_from(mapping.delimiter)
+            .map_err(|_| invalid("delimiter", "one ASCII character other than a quote or a line break"))?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(mapping.header)
+            .delimiter(delimiter)
+            .flexible(true)
+            .from_reader(input);
+        let header = if mapping.header {
+            Some(reader.headers().map_err(|e| invalid("header", format!("unreadable header row: {e}")))?.clone())
+        } else {
+            None
+        };
+        let mapped = MappingReader::new(mapping, header.as_ref(), offset)?;
+        Ok(SwitchTable {
+            // Not read: `mapped` decides how a record is read.
+            format: SwitchFormat::Tollbook,
+            offset: offset.unwrap_or_default(),
+            mapped: Some(Box::new(mapped)),
+            inner: Inner::Csv { reader, record: csv::StringRecord::new() },
+            header: Vec::new(),
+            io_failure: None,
+        })
     }
 
     /// Bytes of the file read so far.
@@ -521,6 +559,13 @@ impl<R: Read> SwitchTable<R> {
                 Err(error) => {
                     let line = error.position().map_or(0, |p| p.line());
                     Some((line, None, Err(invalid("line", format!("not valid CSV: {error}")))))
+                }
+                Ok(true) if self.mapped.is_some() => {
+                    let mapped = self.mapped.as_ref().expect("checked");
+                    let line = record.position().map_or(0, |p| p.line());
+                    let parsed = mapped.row(record);
+                    let id = parsed.as_ref().map(|cdr| cdr.id.clone()).ok().or_else(|| mapped.id_of(record));
+                    Some((line, id, parsed))
                 }
                 Ok(true) => {
                     let line = record.position().map_or(0, |p| p.line());

@@ -1,7 +1,8 @@
 //! The notification database, `<data>/notify`: webhook subscriptions, their delivery
-//! cursors and delivery logs, the alert message templates, and alert e-mail (each
-//! account's addresses, the mailer's cursor, the e-mail delivery log). None of it is money, so
-//! none of it is in the event log (see docs/architecture.md, "Notifications").
+//! cursors and delivery logs, alert e-mail (each account's addresses, the mailer's
+//! cursor, the e-mail delivery log) and the settings — the alert message templates and
+//! the CDR column mappings. None of it is money, so none of it is in the event log (see
+//! docs/architecture.md, "Notifications" and "Column mappings").
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -19,6 +20,7 @@ const SETTINGS: &str = "settings";
 const WEBHOOKS: &str = "webhooks";
 const CURSORS: &str = "cursors";
 const DELIVERIES: &str = "deliveries";
+const CDR_MAPPINGS: &str = "cdr_mappings";
 const ALERT_TEMPLATES_KEY: &str = "alert_templates";
 const MAIL_ADDRESSES: &str = "mail_addresses";
 const MAIL_DELIVERIES: &str = "mail_deliveries";
@@ -109,6 +111,24 @@ pub struct NotifyStore {
     deliveries: sled::Tree,
     mail_addresses: sled::Tree,
     mail_deliveries: sled::Tree,
+    /// Key: the owner's book (16 bytes) then the mapping's name.
+    cdr_mappings: sled::Tree,
+}
+
+/// A column mapping as kept: whose it is, and who made it when.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MappingRecord {
+    /// The operator's book, or the partner's whose mapping it is.
+    pub book: domain::BookId,
+    pub mapping: domain::csv_mapping::CsvMapping,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+fn mapping_key(book: domain::BookId, name: &str) -> Vec<u8> {
+    let mut key = book.0.as_bytes().to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
 }
 
 type StoreResult<T> = Result<T, sled::Error>;
@@ -166,6 +186,7 @@ impl NotifyStore {
             deliveries: db.open_tree(DELIVERIES)?,
             mail_addresses: db.open_tree(MAIL_ADDRESSES)?,
             mail_deliveries: db.open_tree(MAIL_DELIVERIES)?,
+            cdr_mappings: db.open_tree(CDR_MAPPINGS)?,
             flusher: crate::flush::GroupFlush::new(db),
         })
     }
@@ -184,6 +205,37 @@ impl NotifyStore {
     pub async fn set_alert_templates(&self, templates: &AlertTemplates) -> StoreResult<()> {
         self.settings.insert(ALERT_TEMPLATES_KEY, encode(templates))?;
         self.flush().await
+    }
+
+    /// The column mappings of one book, by name; every book's when `book` is `None`.
+    pub fn cdr_mappings(&self, book: Option<domain::BookId>) -> StoreResult<Vec<MappingRecord>> {
+        let prefix = book.map(|b| b.0.as_bytes().to_vec()).unwrap_or_default();
+        self.cdr_mappings.scan_prefix(prefix).map(|entry| entry.and_then(|(_, v)| decode(&v))).collect()
+    }
+
+    pub fn cdr_mapping(&self, book: domain::BookId, name: &str) -> StoreResult<Option<MappingRecord>> {
+        self.cdr_mappings.get(mapping_key(book, name))?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Keeps a new mapping, durably; false (and nothing changed) when its book already
+    /// has one of that name.
+    pub async fn insert_cdr_mapping(&self, record: &MappingRecord) -> StoreResult<bool> {
+        let key = mapping_key(record.book, &record.mapping.name);
+        let swapped = self.cdr_mappings.compare_and_swap(key, None as Option<&[u8]>, Some(encode(record)))?;
+        if swapped.is_err() {
+            return Ok(false);
+        }
+        self.flush().await?;
+        Ok(true)
+    }
+
+    /// Removes a mapping, durably; false if there was none.
+    pub async fn remove_cdr_mapping(&self, book: domain::BookId, name: &str) -> StoreResult<bool> {
+        if self.cdr_mappings.remove(mapping_key(book, name))?.is_none() {
+            return Ok(false);
+        }
+        self.flush().await?;
+        Ok(true)
     }
 
     pub fn webhooks(&self) -> StoreResult<Vec<WebhookRecord>> {

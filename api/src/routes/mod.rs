@@ -24,6 +24,7 @@ mod adjustments;
 mod alert_emails;
 mod alerts;
 mod audit;
+mod cdr_mappings;
 mod cdrs;
 mod charges;
 mod login_links;
@@ -79,6 +80,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(stream::router())
         .merge(webhooks::router())
         .merge(switches::router())
+        .merge(cdr_mappings::router())
         .merge(plans::router())
         .split_for_parts();
     crate::openapi::Conventions.modify(&mut openapi);
@@ -132,6 +134,9 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ),
         ("account_cdr", "/api/v1/accounts/{number}/cdrs/{id}"),
         ("cdrs", "/api/v1/cdrs"),
+        ("cdr_mappings", "/api/v1/cdr-mappings"),
+        ("cdr_mapping", "/api/v1/cdr-mappings/{name}{?partner}"),
+        ("cdrs_mapped", "/api/v1/cdrs/mapped{?mapping,partner,utc_offset}"),
         ("reconciliations", "/api/v1/reconciliations{?from,to,format}"),
         ("tariffs", "/api/v1/tariffs"),
         ("tariff", "/api/v1/tariffs/{id}"),

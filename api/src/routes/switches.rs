@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(post_freeswitch))
         .routes(routes!(post_asterisk))
         .routes(routes!(post_kamailio))
+        .routes(routes!(post_mapped))
         .layer(DefaultBodyLimit::max(CDR_UPLOAD_BYTES_MAX))
         .routes(routes!(show_identifiers, set_identifiers))
 }
@@ -260,26 +261,20 @@ struct FileQuery {
     utc_offset: Option<String>,
 }
 
-/// Reads every record of a switch's file and charges them as one batch.
+fn utc_offset(text: Option<&str>) -> Result<Option<UtcOffset>, ApiError> {
+    text.map(UtcOffset::parse).transpose().map_err(|e| ApiError { code: "invalid_query", ..ApiError::from(e) })
+}
+
+/// Reads every record of a switch's file, opened by `open` from the body's bytes, and
+/// charges them as one batch.
 async fn charge_file(
     state: &AppState,
     write: &Write,
-    raw_query: Option<&str>,
     request: Request,
-    format: impl FnOnce(&[u8]) -> SwitchFormat,
+    open: impl FnOnce(&[u8]) -> Result<SwitchTable<&[u8]>, domain::DomainError>,
 ) -> Result<Response, ApiError> {
-    let query: FileQuery = query::parse(raw_query)?;
-    let offset = query
-        .utc_offset
-        .as_deref()
-        .map(UtcOffset::parse)
-        .transpose()
-        .map_err(|e| ApiError { code: "invalid_query", ..ApiError::from(e) })?
-        .unwrap_or_default();
     let bytes = super::cdrs::read_file_body(request, state, true).await?;
-    let format = format(&bytes);
-    let mut table = SwitchTable::open(&bytes[..], format, offset)
-        .map_err(|e| ApiError { code: "invalid_body", ..ApiError::from(e) })?;
+    let mut table = open(&bytes[..]).map_err(|e| ApiError { code: "invalid_body", ..ApiError::from(e) })?;
     let mut rows = Vec::new();
     while let Some((line, id, parsed)) = table.next_cdr() {
         let parsed = parsed.map_err(ApiError::from).and_then(|cdr| native_input(state, &write.caller, cdr));
@@ -308,7 +303,9 @@ pub async fn post_asterisk(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Result<Response, ApiError> {
-    charge_file(&state, &write, raw.as_deref(), request, |_| SwitchFormat::AsteriskCsv).await
+    let query: FileQuery = query::parse(raw.as_deref())?;
+    let offset = utc_offset(query.utc_offset.as_deref())?.unwrap_or_default();
+    charge_file(&state, &write, request, |bytes| SwitchTable::open(bytes, SwitchFormat::AsteriskCsv, offset)).await
 }
 
 /// Kamailio's dialog CDRs (`acc` with `cdr_enable`): the db_text table (`acc_cdrs`, its
@@ -330,7 +327,53 @@ pub async fn post_kamailio(
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Result<Response, ApiError> {
-    charge_file(&state, &write, raw.as_deref(), request, kamailio_format).await
+    let query: FileQuery = query::parse(raw.as_deref())?;
+    let offset = utc_offset(query.utc_offset.as_deref())?.unwrap_or_default();
+    charge_file(&state, &write, request, |bytes| SwitchTable::open(bytes, kamailio_format(bytes), offset)).await
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct MappedQuery {
+    /// The column mapping's name (`GET /api/v1/cdr-mappings`): the book's own, else a
+    /// ready-made one such as `asterisk-cdr-custom`.
+    #[param(example = "carrier-x")]
+    mapping: String,
+    /// The operator only: the partner (account number) whose mapping it is.
+    #[param(example = "P-1")]
+    partner: Option<String>,
+    /// Replaces the mapping's time zone for this file: the switch's offset from UTC for
+    /// times written without one (`+01:00`).
+    #[param(example = "+01:00")]
+    utc_offset: Option<String>,
+}
+
+/// A CSV file of any switch, read through a saved column mapping (`mapping`): each row
+/// tied to an account by its account code, caller or trunk, and answered like a row of a
+/// CSV posted to `POST /api/v1/cdrs`. A row that does not read (a time not in the
+/// mapping's format, a missing id) is rejected alone, with its line, its id and the value;
+/// a file whose header lacks a column the mapping names is refused whole (400).
+#[utoipa::path(
+    post,
+    path = "/api/v1/cdrs/mapped",
+    operation_id = "post_mapped_cdrs",
+    tag = "cdrs",
+    params(MappedQuery),
+    request_body(content((String = "text/csv"), (String = "multipart/form-data"))),
+    responses((status = 200, description = "A result per row", body = UploadOut), UploadErrors, (status = 403, description = "A customer", body = crate::error::ErrorBody))
+)]
+pub async fn post_mapped(
+    State(state): State<AppState>,
+    write: Write,
+    RawQuery(raw): RawQuery,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let query: MappedQuery = query::parse(raw.as_deref())?;
+    let offset = utc_offset(query.utc_offset.as_deref())?;
+    let mapping =
+        super::cdr_mappings::resolve_mapping(&state, &write.caller, &query.mapping, query.partner.as_deref())?;
+    charge_file(&state, &write, request, |bytes| SwitchTable::open_mapped(bytes, mapping, offset)).await
 }
 
 /// db_text's header types its columns (`id(int,auto) start_time(int) ...`); a CSV's
