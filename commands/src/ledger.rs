@@ -184,8 +184,8 @@ impl OrderedFold {
     fn add(&mut self, events: &[RecordedEvent]) {
         let (Some(first), Some(last)) = (events.first(), events.last()) else { return };
         if first.position < self.next_position {
-            // Folded at open already; a store that hands out a position twice would be a
-            // bug, and the snapshot simply stops advancing rather than fold it twice.
+            // Folded at open already (a store never hands out a position twice): folding
+            // it again would count its events twice.
             tracing::warn!(position = first.position, "a batch at a position already folded; not folded again");
             return;
         }
