@@ -3,51 +3,14 @@
 
 mod common;
 
-use common::{ADMIN_KEY, Server, send};
+use common::{ADMIN_KEY, Api, Server, send};
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-struct Api {
-    client: reqwest::Client,
-    server: Server,
-}
-
 impl Api {
-    async fn call(&self, credential: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, self.server.url(path)).bearer_auth(credential);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        send(request).await
-    }
-
-    async fn ok(&self, credential: &str, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, answer) = self.call(credential, method, path, body).await;
-        assert!(status.is_success(), "{path}: {status} {answer}");
-        answer
-    }
-
     async fn raw(&self, credential: &str, path: &str, content_type: &str, body: String) -> (StatusCode, Value) {
-        let request = self
-            .client
-            .post(self.server.url(path))
-            .bearer_auth(credential)
-            .header("content-type", content_type)
-            .body(body);
-        send(request).await
-    }
-
-    async fn token(&self, login: &str, role: &str, account: &str) -> String {
-        self.ok(
-            ADMIN_KEY,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({"login": login, "role": role, "account": account})),
-        )
-        .await;
-        let body = self.ok(ADMIN_KEY, Method::POST, "/api/v1/tokens", Some(json!({"user": login}))).await;
-        body["token"].as_str().unwrap().to_owned()
+        self.post_raw(credential, path, content_type, body).await
     }
 }
 

@@ -3,46 +3,20 @@
 
 mod common;
 
-use common::{ADMIN_KEY, Server, send};
+use common::{ADMIN_KEY, Api, Server, send};
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-struct Api {
-    client: reqwest::Client,
-    server: Server,
-}
-
 impl Api {
     async fn start(data: &std::path::Path) -> Api {
         let server = Server::start(data, &["--admin-key", ADMIN_KEY]).await;
-        Api { client: reqwest::Client::new(), server }
-    }
-
-    async fn call(&self, credential: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, self.server.url(path)).bearer_auth(credential);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        send(request).await
-    }
-
-    async fn ok(&self, credential: &str, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, answer) = self.call(credential, method, path, body).await;
-        assert!(status.is_success(), "{path}: {status} {answer}");
-        answer
+        Api::new(server)
     }
 
     async fn account(&self, number: &str, kind: &str, partner: Option<&str>) {
         let body = json!({"number": number, "name": number, "kind": kind, "partner": partner, "currency": "EUR"});
         self.ok(ADMIN_KEY, Method::POST, "/api/v1/accounts", Some(body)).await;
-    }
-
-    async fn token(&self, login: &str, role: &str, account: &str) -> String {
-        let user = json!({"login": login, "role": role, "account": account});
-        self.ok(ADMIN_KEY, Method::POST, "/api/v1/users", Some(user)).await;
-        let body = self.ok(ADMIN_KEY, Method::POST, "/api/v1/tokens", Some(json!({"user": login}))).await;
-        body["token"].as_str().unwrap().to_owned()
     }
 }
 

@@ -4,39 +4,14 @@
 
 mod common;
 
-use common::{ADMIN_KEY, Server, send, tollbook};
+use common::{ADMIN_KEY, Api, Server, send, tollbook};
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-struct Api {
-    client: reqwest::Client,
-    server: Server,
-}
-
 impl Api {
-    async fn call(&self, credential: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, self.server.url(path)).bearer_auth(credential);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        send(request).await
-    }
-
-    async fn ok(&self, credential: &str, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, answer) = self.call(credential, method, path, body).await;
-        assert!(status.is_success(), "{path}: {status} {answer}");
-        answer
-    }
-
     async fn text(&self, path: &str, content_type: &str, body: &str) -> (StatusCode, Value) {
-        let request = self
-            .client
-            .post(self.server.url(path))
-            .bearer_auth(ADMIN_KEY)
-            .header("content-type", content_type)
-            .body(body.to_owned());
-        send(request).await
+        self.post_raw(ADMIN_KEY, path, content_type, body.to_owned()).await
     }
 }
 

@@ -141,3 +141,64 @@ pub fn tollbook(args: &[&str], data: &Path) -> (bool, String, String) {
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
     (output.status.success(), text(output.stdout), text(output.stderr))
 }
+
+/// A client of one test server, with the calls most end-to-end tests make. A test file
+/// adds what only it needs in an `impl Api` of its own.
+pub struct Api {
+    pub client: reqwest::Client,
+    pub server: Server,
+}
+
+impl Api {
+    pub fn new(server: Server) -> Api {
+        Api { client: reqwest::Client::new(), server }
+    }
+
+    /// A JSON request (or none) with `credential` as its bearer.
+    pub async fn call(
+        &self,
+        credential: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.server.url(path)).bearer_auth(credential);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request).await
+    }
+
+    /// [`Api::call`], which must succeed.
+    pub async fn ok(&self, credential: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, answer) = self.call(credential, method, path, body).await;
+        assert!(status.is_success(), "{path}: {status} {answer}");
+        answer
+    }
+
+    /// POSTs `body` as it is, with its content type: a CSV file, a switch's document.
+    pub async fn post_raw(
+        &self,
+        credential: &str,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let request = self
+            .client
+            .post(self.server.url(path))
+            .bearer_auth(credential)
+            .header("content-type", content_type)
+            .body(body);
+        send(request).await
+    }
+
+    /// A user with `role` on `account`, made by the admin, and an API token of it.
+    pub async fn token(&self, login: &str, role: &str, account: &str) -> String {
+        let user = serde_json::json!({"login": login, "role": role, "account": account});
+        self.ok(ADMIN_KEY, reqwest::Method::POST, "/api/v1/users", Some(user)).await;
+        let body =
+            self.ok(ADMIN_KEY, reqwest::Method::POST, "/api/v1/tokens", Some(serde_json::json!({"user": login}))).await;
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
