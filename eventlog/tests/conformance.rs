@@ -625,61 +625,6 @@ async fn sled_reads_a_log_spread_over_many_segments() {
     check(Arc::new(reopened), written, first.book()).await;
 }
 
-/// Segments filled with zeros ahead of time (once the one before is half full) are
-/// written over in place: a reader crosses from a segment's last record over its zeros
-/// to the next segment, and a reopen keeps a last segment's zeros and appends over them.
-#[tokio::test]
-async fn sled_writes_over_segments_prepared_with_zeros() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let options = SledOptions { segment_bytes_max: 4096 };
-    let segments = dir.path().join("segments");
-    let zero_tailed = || {
-        std::fs::read_dir(&segments)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .filter(|p| {
-                let bytes = std::fs::read(p).unwrap();
-                bytes.len() == 4096 && bytes.ends_with(&[0; 64])
-            })
-            .count()
-    };
-    let read_back = |store: Arc<dyn EventStore>| async move {
-        let mut paged = Vec::new();
-        let mut from = 1;
-        loop {
-            let page = store.read_all(from, 5).await.unwrap();
-            let Some(last) = page.last() else { break };
-            from = last.position + 1;
-            paged.extend(page);
-        }
-        paged
-    };
-    let store = SledStore::open_with(dir.path(), options).expect("sled opens");
-    let mut writer = Writer::new();
-    let mut written = Vec::new();
-    for _ in 0..40 {
-        written.extend(append(&store, &mut writer, 3).await);
-        // Time for the checkpoint thread to prepare the next segment.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(zero_tailed() >= 2, "{} segments were written over zeros", zero_tailed());
-    let store: Arc<dyn EventStore> = Arc::new(store);
-    assert_eq!(ids(&read_back(store.clone()).await), ids(&written));
-    assert_eq!(ids(&whole_stream(&*store, writer.book()).await), ids(&written));
-    drop(store);
-    let reopened = SledStore::open_with(dir.path(), options).expect("sled reopens");
-    for _ in 0..10 {
-        written.extend(append(&reopened, &mut writer, 2).await);
-    }
-    let reopened: Arc<dyn EventStore> = Arc::new(reopened);
-    assert_eq!(ids(&read_back(reopened.clone()).await), ids(&written));
-    drop(reopened);
-    let again: Arc<dyn EventStore> = Arc::new(SledStore::open_with(dir.path(), options).expect("sled reopens"));
-    assert_eq!(ids(&read_back(again.clone()).await), ids(&written));
-    assert_eq!(ids(&whole_stream(&*again, writer.book()).await), ids(&written));
-}
-
 /// A power cut can take the segments' unsynced tail while sled's index of it survives (a
 /// checkpoint flushed it): the open takes those entries back, so the log, the stream and
 /// the next append agree on where the book is.

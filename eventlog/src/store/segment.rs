@@ -15,13 +15,6 @@
 //! then the batch framed as `[count u32][len u32][bytes]...``. A crash can leave the last
 //! record of the last segment torn; it was never acknowledged (its `fdatasync` had not
 //! returned), and the segment is cut there when the store opens.
-//!
-//! Segments are written over zeros: the next one is filled with zeros and synced ahead of
-//! time ([`prepare`], off the append path), so that appending to it changes neither the
-//! file's size nor its block map, and each group commit's `fdatasync` writes the data
-//! alone. Measured on this VM: 163–188 µs per sync of a 2 KB append against 255–312 µs
-//! when the file grows (ext4 then writes the inode as well). A run of zeros where a
-//! record's header would be ends a segment's records: a real record is never empty.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -101,12 +94,6 @@ pub(crate) fn records(bytes: &[u8]) -> impl Iterator<Item = RecordView<'_>> {
     })
 }
 
-/// True when `bytes` starts where a segment's records end: a header of zeros (the
-/// segment was filled with zeros ahead of its records).
-pub(crate) fn at_zero_end(bytes: &[u8]) -> bool {
-    bytes.get(..RECORD_HEADER_BYTES).is_some_and(|header| header.iter().all(|b| *b == 0))
-}
-
 /// The length of the record starting `bytes`, from its header, if the header is there.
 pub(crate) fn record_len(bytes: &[u8]) -> Option<usize> {
     let header = bytes.get(..RECORD_HEADER_BYTES)?;
@@ -148,71 +135,27 @@ pub(crate) fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(files)
 }
 
-/// The file a segment is filled with zeros in before it becomes `segment_path`.
-fn prepared_path(dir: &Path, sequence: u64) -> PathBuf {
-    segment_path(dir, sequence).with_extension("log.next")
-}
-
-/// Bytes of zeros written (and synced) at a time while preparing a segment: a large
-/// write at once would sit in the disk's queue ahead of the group commits' syncs.
-const PREPARE_CHUNK_BYTES: usize = 1 << 20;
-
-/// Fills segment `sequence` of `dir` with `bytes` of zeros, synced, under a name of its
-/// own, unless it exists already (prepared, or in use). Called off the append path; a
-/// rotation that finds it takes it over, one that does not creates a growing file.
-pub(crate) fn prepare(dir: &Path, sequence: u64, bytes: u64) -> Result<(), StoreError> {
-    let (path, prepared) = (segment_path(dir, sequence), prepared_path(dir, sequence));
-    if path.exists() || prepared.exists() {
-        return Ok(());
-    }
-    let partial = prepared.with_extension("next.partial");
-    let mut file = File::create(&partial).map_err(io)?;
-    let zeros = vec![0u8; PREPARE_CHUNK_BYTES];
-    let mut left = bytes;
-    while left > 0 {
-        let chunk = left.min(PREPARE_CHUNK_BYTES as u64) as usize;
-        file.write_all(&zeros[..chunk]).map_err(io)?;
-        file.sync_data().map_err(io)?;
-        left -= chunk as u64;
-    }
-    file.sync_all().map_err(io)?;
-    drop(file);
-    if path.exists() {
-        // The rotation came first and created the segment itself.
-        return std::fs::remove_file(&partial).map_err(io);
-    }
-    std::fs::rename(&partial, &prepared).map_err(io)
-}
-
 /// The segment appends go to.
 pub(crate) struct Segment {
     dir: PathBuf,
     sequence: u64,
     file: File,
-    /// Where the next record goes: the end of the last one.
     bytes: u64,
     /// A second handle on the file for syncs, which run outside the append lock.
     sync: Arc<File>,
 }
 
 impl Segment {
-    /// Opens segment `sequence` of `dir` for appending after its first `valid` bytes, or
-    /// creates it (from its prepared file if there is one), making its name durable. What
-    /// follows the first `valid` bytes is kept when it is all zeros (a prepared segment)
-    /// and cut otherwise: a torn record, or records written after it that no sync made
-    /// durable, must never be read as if they followed what is written next.
+    /// Opens segment `sequence` of `dir` for appending after its first `valid` bytes
+    /// (cutting anything after them), or creates it, making its name durable.
     pub fn open(dir: &Path, sequence: u64, valid: u64) -> Result<Self, StoreError> {
         let path = segment_path(dir, sequence);
         let created = !path.exists();
-        if created && prepared_path(dir, sequence).exists() {
-            std::fs::rename(prepared_path(dir, sequence), &path).map_err(io)?;
-        }
-        let file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(&path).map_err(io)?;
+        let file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io)?;
         if created {
             sync_dir(dir)?;
         } else {
-            let length = file.metadata().map_err(io)?.len();
-            if length > valid && !zeros_from(&file, valid, length)? {
+            if file.metadata().map_err(io)?.len() > valid {
                 tracing::warn!(segment = %path.display(), valid, "cutting a torn record off the log's last segment");
                 file.set_len(valid).map_err(io)?;
             }
@@ -228,7 +171,7 @@ impl Segment {
     /// Returns the record's offset.
     pub fn append(&mut self, record: &[u8]) -> Result<u64, StoreError> {
         let offset = self.bytes;
-        self.file.write_all_at(record, offset).map_err(io)?;
+        self.file.write_all(record).map_err(io)?;
         self.bytes += record.len() as u64;
         Ok(offset)
     }
@@ -252,21 +195,6 @@ impl Segment {
     }
 }
 
-/// True when bytes `from..to` of `file` are all zeros.
-fn zeros_from(file: &File, from: u64, to: u64) -> Result<bool, StoreError> {
-    let mut buffer = vec![0u8; PREPARE_CHUNK_BYTES];
-    let mut at = from;
-    while at < to {
-        let chunk = (to - at).min(buffer.len() as u64) as usize;
-        file.read_exact_at(&mut buffer[..chunk], at).map_err(io)?;
-        if buffer[..chunk].iter().any(|b| *b != 0) {
-            return Ok(false);
-        }
-        at += chunk as u64;
-    }
-    Ok(true)
-}
-
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
@@ -278,45 +206,6 @@ pub(crate) fn io(error: std::io::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A prepared segment is taken over by the rotation to it and written over in
-    /// place; a reopen keeps its zeros, and cuts anything else after the valid bytes.
-    #[test]
-    fn a_prepared_segment_is_written_over_and_only_zeros_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        prepare(dir.path(), 2, 4096).unwrap();
-        assert_eq!(std::fs::metadata(prepared_path(dir.path(), 2)).unwrap().len(), 4096);
-        let mut segment = Segment::open(dir.path(), 1, 0).unwrap();
-        segment.rotate().unwrap();
-        assert_eq!(segment.sequence(), 2);
-        assert!(!prepared_path(dir.path(), 2).exists(), "the rotation took the prepared file");
-        let mut buffer = Vec::new();
-        for n in 1..4 {
-            let (position, book, version, framed) = record(n);
-            buffer.clear();
-            encode_record(&mut buffer, position, book, version, &framed);
-            segment.append(&buffer).unwrap();
-        }
-        let valid = segment.bytes();
-        let path = segment_path(dir.path(), 2);
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes.len(), 4096, "written in place, not grown");
-        assert_eq!(records(&bytes).count(), 3);
-        assert!(at_zero_end(&bytes[valid as usize..]));
-        drop(segment);
-        let reopened = Segment::open(dir.path(), 2, valid).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 4096, "the zeros are kept");
-        drop(reopened);
-        // A record written after the valid bytes that no sync made durable is cut.
-        let file = OpenOptions::new().write(true).open(&path).unwrap();
-        file.write_all_at(b"late", valid + 10).unwrap();
-        drop(file);
-        Segment::open(dir.path(), 2, valid).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), valid);
-        // Preparing a segment that exists changes nothing.
-        prepare(dir.path(), 2, 4096).unwrap();
-        assert!(!prepared_path(dir.path(), 2).exists());
-    }
 
     fn record(n: u64) -> (u64, BookId, u64, Vec<u8>) {
         (n * 10, BookId(uuid::Uuid::from_u128(u128::from(n))), n, vec![n as u8; (n as usize * 7) % 50])

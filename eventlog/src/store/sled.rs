@@ -154,11 +154,9 @@ impl Flusher {
         &self,
         appends: &Mutex<AppendState>,
         durable: watch::Sender<Durable>,
-        checkpoints: std::sync::mpsc::Sender<Job>,
+        checkpoints: std::sync::mpsc::Sender<()>,
     ) {
         let mut flushed_end = durable.borrow().end;
-        // The last segment whose successor was asked for.
-        let mut next_asked_after = 0;
         loop {
             {
                 let mut request = self.requested_end.lock().expect("flusher lock");
@@ -169,20 +167,15 @@ impl Flusher {
                     break;
                 }
             }
-            let (reached, closed, current, half_full) = {
+            let (reached, closed, current) = {
                 let mut state = appends.lock().expect("append lock poisoned");
                 let reached = IndexedUpTo {
                     segment: state.segment.sequence(),
                     offset: state.segment.bytes(),
                     next_position: state.next_position,
                 };
-                let half_full = state.segment.bytes() > state.segment_bytes_max / 2;
-                (reached, std::mem::take(&mut state.closed_unsynced), state.segment.sync_handle(), half_full)
+                (reached, std::mem::take(&mut state.closed_unsynced), state.segment.sync_handle())
             };
-            if half_full && next_asked_after < reached.segment {
-                next_asked_after = reached.segment;
-                let _ = checkpoints.send(Job::PrepareAfter(reached.segment));
-            }
             let end = reached.next_position;
             let started = std::time::Instant::now();
             let synced = closed.iter().chain([&current]).try_for_each(|file| file.sync_data()).map_err(segment::io);
@@ -194,7 +187,7 @@ impl Flusher {
                     *self.synced.lock().expect("synced lock") = reached;
                     durable.send_modify(|d| d.end = end);
                     if !closed.is_empty() {
-                        let _ = checkpoints.send(Job::Checkpoint);
+                        let _ = checkpoints.send(());
                     }
                 }
                 Err(error) => {
@@ -205,55 +198,21 @@ impl Flusher {
                 }
             }
         }
-        let _ = checkpoints.send(Job::Checkpoint);
+        let _ = checkpoints.send(());
     }
-}
-
-/// Work for the checkpoint thread.
-enum Job {
-    /// Make sled's index durable up to what is synced.
-    Checkpoint,
-    /// Fill the segment after this one with zeros (it is half full).
-    PrepareAfter(u64),
 }
 
 /// Makes sled's index durable, once per request (requests that queue up meanwhile are
 /// served by one checkpoint).
-/// Where the checkpoint thread prepares the segments that come next.
-struct Preparing {
-    segment_dir: PathBuf,
-    segment_bytes_max: u64,
-}
-
-/// Runs the checkpoints the flusher asks for (one per full segment, and one at stop), and
-/// fills the next segment with zeros once the current one is half full, so that the
-/// rotation to it finds it ready. Requests that queue up meanwhile are served by one
-/// checkpoint.
 fn run_checkpoints(
     log: sled::Tree,
     db: sled::Db,
     store_dir: PathBuf,
     flusher: Arc<Flusher>,
-    jobs: std::sync::mpsc::Receiver<Job>,
-    preparing: Preparing,
+    requests: std::sync::mpsc::Receiver<()>,
 ) {
-    while let Ok(job) = jobs.recv() {
-        let mut checkpoint_due = false;
-        for job in std::iter::once(job).chain(jobs.try_iter()) {
-            match job {
-                Job::Checkpoint => checkpoint_due = true,
-                Job::PrepareAfter(segment) => {
-                    let next = segment + 1;
-                    if let Err(error) = segment::prepare(&preparing.segment_dir, next, preparing.segment_bytes_max) {
-                        // It only costs the speed of appending to a growing file.
-                        tracing::warn!(%error, "cannot prepare the event log's next segment");
-                    }
-                }
-            }
-        }
-        if !checkpoint_due {
-            continue;
-        }
+    while requests.recv().is_ok() {
+        while requests.try_recv().is_ok() {}
         // Only what is synced: the flush may also make entries of later batches durable,
         // whose records a power cut could still take; the open after it takes them back.
         let indexed = *flusher.synced.lock().expect("synced lock");
@@ -529,8 +488,7 @@ fn index_segments(log: &sled::Tree, dir: &Path, legacy_end: u64) -> Result<(u64,
             valid = record.at + record.len;
         }
         let valid_end = start + valid as u64;
-        let zero_tail = bytes[valid_end as usize..].iter().all(|b| *b == 0);
-        if valid_end < bytes.len() as u64 && sequence != last_sequence && !zero_tail {
+        if valid_end < bytes.len() as u64 && sequence != last_sequence {
             let reason = format!("segment {} is damaged at byte {valid_end}", path.display());
             return Err(StoreError::Corrupt { position: next_position, reason });
         }
@@ -642,9 +600,7 @@ impl SledStore {
         let checkpoint_thread = {
             let (log, db, dir) = (log.clone(), db.clone(), path.to_owned());
             let flusher = flusher.clone();
-            let preparing =
-                Preparing { segment_dir: segment_dir.clone(), segment_bytes_max: options.segment_bytes_max };
-            let run = move || run_checkpoints(log, db, dir, flusher, checkpoint_rx, preparing);
+            let run = move || run_checkpoints(log, db, dir, flusher, checkpoint_rx);
             spawn("tollbook-checkpoint", Box::new(run))?
         };
         Ok(SledStore {
@@ -851,11 +807,6 @@ impl SledStore {
                 if !more {
                     return Ok(());
                 }
-            }
-            if consumed == 0 && segment::at_zero_end(&buffer) {
-                // The rest of this segment was filled with zeros ahead of its records.
-                (segment, offset) = (segment + 1, 0);
-                continue;
             }
             if consumed == 0 {
                 let reason = format!("segment {segment} has no whole record at byte {offset} before the durable end");
