@@ -681,12 +681,14 @@ async fn save_when_due(
     loop {
         tokio::time::sleep(LEDGER_SNAPSHOT_CHECK_INTERVAL).await;
         let _turn = saving.lock().await;
-        let (Some(ordered), Some(store)) = (ordered.upgrade(), store.upgrade()) else { return };
+        let Some(ordered) = ordered.upgrade() else { return };
         let bytes = ordered.lock().expect("ordered fold lock").snapshot_if(LEDGER_SNAPSHOT_EVERY_EVENTS);
         drop(ordered);
-        if let Some(bytes) = bytes
-            && let Err(error) = store.put_snapshot(LEDGER_SNAPSHOT_NAME, bytes).await
-        {
+        // The store only when there is something to save: a check never holds it while a
+        // stopped ledger's directory is opened again.
+        let Some(bytes) = bytes else { continue };
+        let Some(store) = store.upgrade() else { return };
+        if let Err(error) = store.put_snapshot(LEDGER_SNAPSHOT_NAME, bytes).await {
             tracing::warn!(%error, "cannot save the ledger's snapshot");
         }
     }
