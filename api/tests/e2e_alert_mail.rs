@@ -291,12 +291,16 @@ async fn a_crossing_is_emailed_once_to_each_address_across_restarts() {
     let position = log[0]["position"].as_u64().unwrap();
     assert!(log.iter().all(|entry| entry["position"] == position), "one alert");
 
-    // A kill -9 after the next alert's e-mail: not sent again either, and the alert
-    // raised after the restart is sent once.
+    // A kill -9 after the next alert's e-mail is recorded: not sent again either, and the
+    // alert raised after the restart is sent once. (Killed between the relay's 250 and
+    // the record, the e-mail goes again, with the same Message-ID: the one window SMTP
+    // leaves, written down in docs/billing-cycle.md. Waiting for the record keeps the
+    // test off it.)
     api.write("/api/v1/accounts/C-1/alert-emails", json!({"addresses": ["ann@customer.example"]})).await;
     api.write("/api/v1/payments", json!({"account": "C-1", "amount": "10"})).await;
     api.write("/api/v1/charges", json!({"account": "C-1", "amount": "10"})).await;
     relay.wait_for(2).await;
+    api.finished("C-1", 4).await;
     drop(server);
     let (_server, api) = start(data.path(), &relay).await;
     api.write("/api/v1/payments", json!({"account": "C-1", "amount": "10"})).await;
