@@ -13,11 +13,6 @@ impl Api {
         let server = Server::start(data, &["--admin-key", ADMIN_KEY]).await;
         Api::new(server)
     }
-
-    async fn account(&self, number: &str, kind: &str, partner: Option<&str>) {
-        let body = json!({"number": number, "name": number, "kind": kind, "partner": partner, "currency": "EUR"});
-        self.ok(ADMIN_KEY, Method::POST, "/api/v1/accounts", Some(body)).await;
-    }
 }
 
 fn dec(value: &Value) -> Decimal {
@@ -44,7 +39,7 @@ fn answered(id: &str, account: &str, cause: Option<&str>) -> Value {
 async fn an_answered_call_is_billed_whatever_its_hangup_cause() {
     let data = tempfile::tempdir().unwrap();
     let api = Api::start(data.path()).await;
-    api.account("C1", "customer", None).await;
+    api.open_account("C1", "customer", None).await;
     let tariff = api
         .ok(
             ADMIN_KEY,
@@ -160,11 +155,11 @@ async fn the_hangup_cause_table_is_listed() {
 async fn a_cdr_by_the_switch_id_alone_is_scoped_to_the_caller() {
     let data = tempfile::tempdir().unwrap();
     let api = Api::start(data.path()).await;
-    api.account("P1", "partner", None).await;
-    api.account("C1", "customer", Some("P1")).await;
-    api.account("C1B", "customer", Some("P1")).await;
-    api.account("P2", "partner", None).await;
-    api.account("C2", "customer", Some("P2")).await;
+    api.open_account("P1", "partner", None).await;
+    api.open_account("C1", "customer", Some("P1")).await;
+    api.open_account("C1B", "customer", Some("P1")).await;
+    api.open_account("P2", "partner", None).await;
+    api.open_account("C2", "customer", Some("P2")).await;
     let p1 = api.token("p1", "partner", "P1").await;
     let p2 = api.token("p2", "partner", "P2").await;
     let c1 = api.token("c1", "customer", "C1").await;

@@ -26,23 +26,9 @@ async fn ledger(api: &Api) {
     for (number, kind, partner) in
         [("C1", "customer", None), ("C3", "customer", None), ("P1", "partner", None), ("C2", "customer", Some("P1"))]
     {
-        let body = json!({"number": number, "name": number, "kind": kind, "partner": partner, "currency": "EUR"});
-        api.ok(ADMIN_KEY, Method::POST, "/api/v1/accounts", Some(body)).await;
+        api.open_account(number, kind, partner).await;
     }
-    let tariff = api
-        .ok(
-            ADMIN_KEY,
-            Method::POST,
-            "/api/v1/tariffs",
-            Some(json!({"name": "Retail", "currency": "EUR", "effective_from": "2026-01-01",
-                        "rates": [{"prefix": "49", "price_per_minute": "0.10"}]})),
-        )
-        .await;
-    let tariff_id = tariff["links"]["tariff"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
-    for account in ["C1", "C3"] {
-        let path = format!("/api/v1/accounts/{account}/tariff");
-        api.ok(ADMIN_KEY, Method::POST, &path, Some(json!({"tariff": tariff_id}))).await;
-    }
+    api.retail_tariff(&["C1", "C3"]).await;
     let identifiers = json!({"account_codes": ["1001"], "trunks": ["carrier1"]});
     api.ok(ADMIN_KEY, Method::POST, "/api/v1/accounts/C1/switch-identifiers", Some(identifiers)).await;
     // As a form: one text, separated by commas.

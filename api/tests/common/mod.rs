@@ -193,6 +193,26 @@ impl Api {
         send(request).await
     }
 
+    /// Opens an EUR account, as the admin.
+    pub async fn open_account(&self, number: &str, kind: &str, partner: Option<&str>) {
+        let body =
+            serde_json::json!({"number": number, "name": number, "kind": kind, "partner": partner, "currency": "EUR"});
+        self.ok(ADMIN_KEY, reqwest::Method::POST, "/api/v1/accounts", Some(body)).await;
+    }
+
+    /// Publishes the retail tariff the CDR tests rate with (0.10 EUR a minute to `49`,
+    /// from 2026-01-01) and assigns it to `accounts`.
+    pub async fn retail_tariff(&self, accounts: &[&str]) {
+        let body = serde_json::json!({"name": "Retail", "currency": "EUR", "effective_from": "2026-01-01",
+                                      "rates": [{"prefix": "49", "price_per_minute": "0.10"}]});
+        let tariff = self.ok(ADMIN_KEY, reqwest::Method::POST, "/api/v1/tariffs", Some(body)).await;
+        let id = tariff["links"]["tariff"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+        for account in accounts {
+            let path = format!("/api/v1/accounts/{account}/tariff");
+            self.ok(ADMIN_KEY, reqwest::Method::POST, &path, Some(serde_json::json!({"tariff": id}))).await;
+        }
+    }
+
     /// A user with `role` on `account`, made by the admin, and an API token of it.
     pub async fn token(&self, login: &str, role: &str, account: &str) -> String {
         let user = serde_json::json!({"login": login, "role": role, "account": account});
