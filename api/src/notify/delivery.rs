@@ -84,6 +84,7 @@ impl Worker {
     /// `None` when the server began to stop first.
     async fn deliver(&self, recorded: &RecordedEvent) -> Option<DeliveryRecord> {
         let id = self.record.id;
+        self.renderer.settle(recorded).await;
         let message = self.renderer.render(recorded, self.record.audience);
         let payload = WebhookPayload { subscription: id, position: recorded.position, event: &message.event };
         let body = serde_json::to_vec(&payload).expect("event messages always serialize");

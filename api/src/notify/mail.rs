@@ -278,6 +278,7 @@ impl Channel for Mailer {
             }
         };
         if !addresses.is_empty() {
+            self.renderer.settle(recorded).await;
             let (message, values) = self.renderer.alert_text(raised);
             let mail = alert_mail(&message, &values, recorded);
             for address in addresses {

@@ -1,6 +1,7 @@
 //! The JSON form of an event as the stream and webhooks send it, the same for both.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use commands::Ledger;
 use domain::event::{Alert, AlertRaised};
@@ -12,6 +13,9 @@ use utoipa::ToSchema;
 use super::filter::Audience;
 use super::store::NotifyStore;
 use super::template::{self, AlertValues};
+
+/// How long an alert's rendering waits for the read models to see it.
+const ALERT_SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// One event with its place in the global log.
 #[derive(Clone, Debug, Serialize, ToSchema)]
@@ -101,8 +105,18 @@ impl Renderer {
         }
     }
 
-    /// The alert's message from the operator's template. The account's name and currency
-    /// come from the read models; should they lag, the number stands in for the name.
+    /// Waits, briefly, until the read models have seen an alert: its message names the
+    /// account as they know it, and they follow the log a little behind the followers
+    /// that render it. Other events render from the event alone and do not wait.
+    pub async fn settle(&self, recorded: &RecordedEvent) {
+        if matches!(recorded.event.payload, Payload::AlertRaised(_)) {
+            // Past the wait the message still goes out, with the number for the name.
+            let _ = self.models.wait_for(recorded.position, ALERT_SETTLE_MAX).await;
+        }
+    }
+
+    /// The alert's message from the operator's template. The account's name comes from
+    /// the read models (see `settle`); should they lag, the number stands in for it.
     pub fn alert_message(&self, raised: &AlertRaised) -> String {
         self.alert_text(raised).0
     }
@@ -110,9 +124,10 @@ impl Renderer {
     /// The alert's message and the values it was filled in from (an e-mail shows both).
     pub fn alert_text(&self, raised: &AlertRaised) -> (String, AlertValues) {
         let view = self.models.account(raised.account).ok().flatten();
-        let number = self.ledger.account_by_id(raised.account).map_or_else(|| raised.account.to_string(), |a| a.number);
-        let name = view.as_ref().map_or_else(|| number.clone(), |v| v.name.clone());
-        let currency = view.as_ref().map(|v| v.currency.to_string());
+        let known = self.ledger.account_by_id(raised.account);
+        let number = known.as_ref().map_or_else(|| raised.account.to_string(), |a| a.number.clone());
+        let name = view.map_or_else(|| number.clone(), |v| v.name);
+        let currency = known.map(|a| a.currency.to_string());
         let values = alert_values(raised, name, number, currency.as_deref());
         let templates = self.store.alert_templates().unwrap_or_else(|error| {
             tracing::error!(%error, "alert templates unreadable; using the defaults");

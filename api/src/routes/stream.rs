@@ -221,6 +221,7 @@ async fn follow(
                         }
                         checked_at = Instant::now();
                     }
+                    state.notify.renderer.settle(&recorded).await;
                     let message = state.notify.renderer.render(&recorded, audience);
                     if send_json(&mut socket, &message).await.is_err() {
                         return;
