@@ -29,7 +29,7 @@ use crate::billing::BillingCatalog;
 use crate::error::CommandError;
 use crate::snapshot::{LEDGER_SNAPSHOT_NAME, SavedLedger, decode_ledger, encode_ledger};
 use crate::tariffs::{TariffCatalog, TariffHistory};
-use crate::writer::{self, BookHandle, CommandOutcome, CommitHook, WriterOptions};
+use crate::writer::{self, BookHandle, CommandOutcome, CommitHook, Shard, WriterOptions};
 
 /// The ordered fold saves the ledger's snapshot once this many events are folded since
 /// the last save (checked every [`LEDGER_SNAPSHOT_CHECK_INTERVAL`]): a start after a
@@ -260,7 +260,7 @@ async fn saved_catalogs(store: &dyn EventStore) -> Option<(Catalogs, u64, Option
     Some((catalogs, saved.next_position, saved.last))
 }
 
-type WriterSlot = Arc<OnceCell<(BookHandle, Arc<Mutex<Option<JoinHandle<()>>>>)>>;
+type WriterSlot = Arc<OnceCell<BookHandle>>;
 
 pub struct Ledger {
     store: Arc<dyn EventStore>,
@@ -268,6 +268,8 @@ pub struct Ledger {
     tariffs: Arc<RwLock<TariffCatalog>>,
     billing: Arc<RwLock<BillingCatalog>>,
     writers: Mutex<HashMap<BookId, WriterSlot>>,
+    /// The writer tasks the books are spread over; none once shut down.
+    shards: Mutex<Vec<Shard>>,
     /// Account numbers are unique ledger-wide, across books: registrations take turns.
     registration: tokio::sync::Mutex<()>,
     /// For a store that keeps snapshots: the catalogs in the log's order, and the task
@@ -276,7 +278,6 @@ pub struct Ledger {
     saver: Option<JoinHandle<()>>,
     /// Saves take turns, so that an older snapshot never lands over a newer one.
     saving: Arc<tokio::sync::Mutex<()>>,
-    writer_options: WriterOptions,
     /// Events read from the log at open (those after the ledger's snapshot).
     opened_with_events: u64,
 }
@@ -322,17 +323,24 @@ impl Ledger {
         let saver = ordered.as_ref().map(|ordered| {
             tokio::spawn(save_when_due(Arc::downgrade(ordered), Arc::downgrade(&store), saving.clone()))
         });
+        let index = Arc::new(RwLock::new(catalogs.index));
+        let tariffs = Arc::new(RwLock::new(catalogs.tariffs));
+        let billing = Arc::new(RwLock::new(catalogs.billing));
+        let hook = commit_hook(index.clone(), tariffs.clone(), billing.clone(), ordered.clone());
+        let shards = (0..writer_options.shards.max(1))
+            .map(|_| Shard::spawn(store.clone(), Some(hook.clone()), writer_options))
+            .collect();
         Ok(Ledger {
             store,
-            index: Arc::new(RwLock::new(catalogs.index)),
-            tariffs: Arc::new(RwLock::new(catalogs.tariffs)),
-            billing: Arc::new(RwLock::new(catalogs.billing)),
+            index,
+            tariffs,
+            billing,
             writers: Mutex::new(HashMap::new()),
+            shards: Mutex::new(shards),
             registration: tokio::sync::Mutex::new(()),
             ordered,
             saver,
             saving,
-            writer_options,
             opened_with_events: read,
         })
     }
@@ -624,25 +632,17 @@ impl Ledger {
             let mut writers = self.writers.lock().expect("writers lock");
             writers.entry(book).or_default().clone()
         };
-        let (handle, _) = slot
+        let handle = slot
             .get_or_try_init(|| async {
+                let queue = {
+                    let shards = self.shards.lock().expect("shards lock");
+                    if shards.is_empty() {
+                        return Err(CommandError::ShuttingDown);
+                    }
+                    shards[writer::shard_of(book, shards.len())].queue.clone()
+                };
                 let state = writer::load_book(&*self.store, book).await?;
-                let (index, tariffs, billing) = (self.index.clone(), self.tariffs.clone(), self.billing.clone());
-                let ordered = self.ordered.clone();
-                let hook: CommitHook = Arc::new(move |events| {
-                    let concerned: Vec<&RecordedEvent> =
-                        events.iter().filter(|e| concerns_catalogs(&e.event)).collect();
-                    if !concerned.is_empty() {
-                        index.write().expect("index lock").apply(concerned.iter().copied());
-                        tariffs.write().expect("tariffs lock").apply(concerned.iter().copied());
-                        billing.write().expect("billing lock").apply(concerned.iter().copied());
-                    }
-                    if let Some(ordered) = &ordered {
-                        ordered.lock().expect("ordered fold lock").add(events);
-                    }
-                });
-                let (handle, task) = writer::spawn_writer(self.store.clone(), state, Some(hook), self.writer_options);
-                Ok::<_, CommandError>((handle, Arc::new(Mutex::new(Some(task)))))
+                queue.adopt(state).await
             })
             .await?;
         Ok(handle.clone())
@@ -650,16 +650,10 @@ impl Ledger {
 
     /// Stops taking commands, lets every writer answer what it has queued, and waits.
     pub async fn shutdown(&self) {
-        let slots: Vec<WriterSlot> = self.writers.lock().expect("writers lock").drain().map(|(_, s)| s).collect();
-        let mut tasks = Vec::new();
-        for slot in slots {
-            if let Some((_, task)) = slot.get()
-                && let Some(task) = task.lock().expect("task lock").take()
-            {
-                tasks.push(task);
-            }
-        }
-        // The handles in the slots are dropped with them; writers drain and stop.
+        self.writers.lock().expect("writers lock").clear();
+        let shards = std::mem::take(&mut *self.shards.lock().expect("shards lock"));
+        // With their queues (and the books' handles) dropped, writers drain and stop.
+        let tasks: Vec<JoinHandle<()>> = shards.into_iter().map(|shard| shard.task).collect();
         for task in tasks {
             let _ = task.await;
         }
@@ -668,6 +662,27 @@ impl Ledger {
             tracing::warn!(%error, "cannot save the ledger's snapshot");
         }
     }
+}
+
+/// Called by the writers with every durable batch: keeps the live catalogs current, and
+/// hands the batch to the ordered fold that the ledger's snapshot is taken from.
+fn commit_hook(
+    index: Arc<RwLock<AccountIndex>>,
+    tariffs: Arc<RwLock<TariffCatalog>>,
+    billing: Arc<RwLock<BillingCatalog>>,
+    ordered: Option<Arc<Mutex<OrderedFold>>>,
+) -> CommitHook {
+    Arc::new(move |events| {
+        let concerned: Vec<&RecordedEvent> = events.iter().filter(|e| concerns_catalogs(&e.event)).collect();
+        if !concerned.is_empty() {
+            index.write().expect("index lock").apply(concerned.iter().copied());
+            tariffs.write().expect("tariffs lock").apply(concerned.iter().copied());
+            billing.write().expect("billing lock").apply(concerned.iter().copied());
+        }
+        if let Some(ordered) = &ordered {
+            ordered.lock().expect("ordered fold lock").add(events);
+        }
+    })
 }
 
 /// Saves the ledger's snapshot when enough is new, every [`LEDGER_SNAPSHOT_CHECK_INTERVAL`].

@@ -1,23 +1,30 @@
-//! The book writer: one task per book owns the book's state and decides its commands
-//! one after another. It drains its queue into a batch, decides every command of the
-//! batch, appends all resulting events in one atomic, durable write (group commit) and
-//! only then answers the callers. A refused command is answered at once and does not
-//! touch its neighbours.
+//! The book writers. A book's commands are decided one after another against its state,
+//! by the one writer task that owns it; a writer task (a shard) owns many books. It
+//! drains its queue into a round, decides every command of the round against its book,
+//! appends every book's resulting events in one atomic, durable write (group commit)
+//! and only then answers the callers. A refused command is answered at once and does
+//! not touch its neighbours.
+//!
+//! One task per shard rather than per book: with hundreds of books each holding a few
+//! commands, per-book tasks paid a wake-up, a lock, a `write` and a durability wake-up
+//! per book per round; a shard pays them once per round for all its books.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use domain::{
     AccountId, Amount, BookId, BookState, Command, CommandMeta, Decision, RecordedEvent, decide, evolve, seal,
 };
 use eventlog::chain::{self, EncodedEvent};
-use eventlog::{EventStore, ExpectedVersion, READ_EVENTS_MAX, StoreError};
+use eventlog::{BookAppend, EventStore, ExpectedVersion, READ_EVENTS_MAX, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::CommandError;
 use crate::snapshot::{book_snapshot_name, encode_book, saved_book};
 
-/// Commands waiting for one book's writer. A full queue answers `Overloaded` at once.
-pub const QUEUE_COMMANDS_MAX: usize = 8192;
+/// Messages waiting for one shard's writer (for all its books). A full queue answers
+/// `Overloaded` at once.
+pub const QUEUE_COMMANDS_MAX: usize = 65_536;
 /// Commands decided and appended together in one durable write. The writer stops
 /// taking messages once a batch holds this many commands; a bulk message is never split
 /// (its caller gets one answer for all of it), so a batch may exceed this by at most one
@@ -59,6 +66,15 @@ impl CommandOutcome {
     }
 }
 
+/// What a shard's queue carries.
+#[expect(clippy::large_enum_variant, reason = "commands are the common message; boxing them costs an allocation each")]
+pub(crate) enum ShardMessage {
+    /// A book for the shard to own from now on, with its loaded state; sent before any
+    /// message for the book, on the same queue.
+    Adopt(BookState),
+    Book(BookId, Message),
+}
+
 #[expect(clippy::large_enum_variant, reason = "commands are the common message; boxing them costs an allocation each")]
 pub(crate) enum Message {
     Command {
@@ -82,6 +98,16 @@ pub(crate) enum Message {
     },
 }
 
+impl ShardMessage {
+    /// The commands the message carries, as counted against [`BATCH_COMMANDS_MAX`].
+    fn commands(&self) -> usize {
+        match self {
+            ShardMessage::Adopt(_) => 1,
+            ShardMessage::Book(_, message) => message.commands(),
+        }
+    }
+}
+
 impl Message {
     /// The commands the message carries, as counted against [`BATCH_COMMANDS_MAX`].
     fn commands(&self) -> usize {
@@ -95,16 +121,21 @@ impl Message {
     }
 }
 
-/// A handle to a running book writer.
+/// A handle to a book, served by its shard's writer.
 #[derive(Clone)]
 pub struct BookHandle {
-    queue: mpsc::Sender<Message>,
+    book: BookId,
+    queue: mpsc::Sender<ShardMessage>,
 }
 
 impl BookHandle {
+    fn try_send(&self, message: Message) -> Result<(), mpsc::error::TrySendError<ShardMessage>> {
+        self.queue.try_send(ShardMessage::Book(self.book, message))
+    }
+
     pub async fn submit(&self, command: Command, meta: CommandMeta) -> Result<CommandOutcome, CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Message::Command { command, meta, reply }).map_err(|e| match e {
+        self.try_send(Message::Command { command, meta, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CommandError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => CommandError::ShuttingDown,
         })?;
@@ -125,7 +156,7 @@ impl BookHandle {
         let (reply, answer) = oneshot::channel();
         let queued = match items.is_empty() {
             true => Ok(()),
-            false => self.queue.try_send(Message::Commands { items, reply }).map_err(|e| match e {
+            false => self.try_send(Message::Commands { items, reply }).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => fail(|| CommandError::Overloaded),
                 mpsc::error::TrySendError::Closed(_) => fail(|| CommandError::ShuttingDown),
             }),
@@ -139,22 +170,25 @@ impl BookHandle {
         }
     }
 
+    async fn send(&self, message: Message) -> Result<(), CommandError> {
+        self.queue.send(ShardMessage::Book(self.book, message)).await.map_err(|_| CommandError::ShuttingDown)
+    }
+
     /// A copy of the writer's state once everything queued before has been decided.
     pub async fn snapshot(&self) -> Result<BookState, CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Message::Snapshot(reply)).await.map_err(|_| CommandError::ShuttingDown)?;
+        self.send(Message::Snapshot(reply)).await?;
         answer.await.map_err(|_| CommandError::ShuttingDown)
     }
 
     /// The version of the event that charged CDR `id` in this book, once durable.
     pub async fn find_cdr(&self, id: &str) -> Result<Option<u64>, CommandError> {
         let (reply, answer) = oneshot::channel();
-        let message = Message::FindCdr { id: id.to_owned(), reply };
-        self.queue.send(message).await.map_err(|_| CommandError::ShuttingDown)?;
+        self.send(Message::FindCdr { id: id.to_owned(), reply }).await?;
         answer.await.map_err(|_| CommandError::ShuttingDown)
     }
 
-    /// True once the writer task has stopped (its queue is closed).
+    /// True once the shard's writer has stopped (its queue is closed).
     pub fn is_closed(&self) -> bool {
         self.queue.is_closed()
     }
@@ -193,17 +227,22 @@ pub const SNAPSHOT_EVERY_EVENTS_MIN: u64 = 4096;
 /// events after its snapshot.
 pub const SNAPSHOT_EVERY_IDS_DIVISOR: u64 = 8;
 
-/// How a writer behaves where a deployment (or a test) may choose.
+/// How the writers behave where a deployment (or a test) may choose.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterOptions {
     /// Events after the last snapshot of a book before the next is taken (at least; see
     /// [`SNAPSHOT_EVERY_IDS_DIVISOR`]).
     pub snapshot_every_events_min: u64,
+    /// Writer tasks, each serving its share of the books.
+    pub shards: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        WriterOptions { snapshot_every_events_min: SNAPSHOT_EVERY_EVENTS_MIN }
+        // One per core: a shard decides on one core at a time, and more would split
+        // rounds (and their group commits) without deciding any faster.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        WriterOptions { snapshot_every_events_min: SNAPSHOT_EVERY_EVENTS_MIN, shards: cores }
     }
 }
 
@@ -249,17 +288,40 @@ impl Snapshots {
     }
 }
 
-/// Starts the writer task of `book` with its already loaded `state`. The task ends
-/// when every handle is dropped, after answering everything queued.
-pub fn spawn_writer(
-    store: Arc<dyn EventStore>,
-    state: BookState,
-    on_commit: Option<CommitHook>,
-    options: WriterOptions,
-) -> (BookHandle, tokio::task::JoinHandle<()>) {
-    let (queue, requests) = mpsc::channel(QUEUE_COMMANDS_MAX);
-    let task = tokio::spawn(run_writer(store, state, requests, on_commit, options));
-    (BookHandle { queue }, task)
+/// The queue of a shard's writer, which every handle of its books sends to.
+#[derive(Clone)]
+pub(crate) struct ShardQueue(mpsc::Sender<ShardMessage>);
+
+impl ShardQueue {
+    /// Hands the shard a book with its loaded state, and the handle to send it commands.
+    pub(crate) async fn adopt(&self, state: BookState) -> Result<BookHandle, CommandError> {
+        let book = state.book;
+        self.0.send(ShardMessage::Adopt(state)).await.map_err(|_| CommandError::ShuttingDown)?;
+        Ok(BookHandle { book, queue: self.0.clone() })
+    }
+}
+
+/// A shard's writer: its queue and its task.
+pub(crate) struct Shard {
+    pub(crate) queue: ShardQueue,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+impl Shard {
+    /// Starts a shard's writer, owning no book yet. The task ends when the shard and
+    /// every handle of its books are dropped, after answering everything queued.
+    pub(crate) fn spawn(store: Arc<dyn EventStore>, on_commit: Option<CommitHook>, options: WriterOptions) -> Shard {
+        let (queue, requests) = mpsc::channel(QUEUE_COMMANDS_MAX);
+        let task = tokio::spawn(run_shard(store, requests, on_commit, options));
+        Shard { queue: ShardQueue(queue), task }
+    }
+}
+
+/// The shard of `shards` that serves `book`: books spread evenly, and a book always
+/// goes to the same one.
+pub(crate) fn shard_of(book: BookId, shards: usize) -> usize {
+    // A v7 id's low half is random (the operator's book is the nil id: shard 0).
+    (book.0.as_u64_pair().1 % shards as u64) as usize
 }
 
 /// Called with every batch of durable events, before the callers are answered; the
@@ -341,8 +403,10 @@ enum Pending {
 /// the writer answers and decides, and nothing more is needed to keep it busy.
 const BATCHES_IN_FLIGHT_MAX: usize = 2;
 
-/// A batch appended (or with nothing to append) whose callers wait for its durability.
+/// One book's part of a round: appended (or with nothing to append), its callers wait
+/// for its durability.
 struct InFlight {
+    book: BookId,
     pending: Vec<Pending>,
     replies: Replies,
     snapshots: Vec<(oneshot::Sender<BookState>, BookState)>,
@@ -355,45 +419,65 @@ struct InFlight {
     snapshot: Option<Vec<u8>>,
 }
 
-type Completion = futures::future::BoxFuture<'static, (InFlight, Result<(), StoreError>)>;
+impl InFlight {
+    fn new(state: &BookState) -> Self {
+        InFlight {
+            book: state.book,
+            pending: Vec::new(),
+            replies: Replies { bulk: Vec::new() },
+            snapshots: Vec::new(),
+            found_cdrs: Vec::new(),
+            encoded: Vec::new(),
+            positions: Vec::new(),
+            batch_start_version: state.next_version,
+            book_version: state.next_version,
+            snapshot: None,
+        }
+    }
+}
 
-async fn run_writer(
+/// A book a shard owns: its state, and when its snapshot is saved.
+struct OwnedBook {
+    state: BookState,
+    snapshots: Snapshots,
+}
+
+type Completion = futures::future::BoxFuture<'static, (Vec<InFlight>, Result<(), StoreError>)>;
+
+async fn run_shard(
     store: Arc<dyn EventStore>,
-    mut state: BookState,
-    mut requests: mpsc::Receiver<Message>,
+    mut requests: mpsc::Receiver<ShardMessage>,
     on_commit: Option<CommitHook>,
     options: WriterOptions,
 ) {
     use futures::StreamExt;
-    let book = state.book;
-    let mut batch = Vec::with_capacity(BATCH_COMMANDS_MAX);
+    let mut books: HashMap<BookId, OwnedBook> = HashMap::new();
+    let mut round = Vec::with_capacity(BATCH_COMMANDS_MAX);
     // Completes in append order, which is also the order of durability.
     let mut in_flight: futures::stream::FuturesOrdered<Completion> = futures::stream::FuturesOrdered::new();
-    let mut snapshots = Snapshots {
-        store: store.clone(),
-        every_events_min: options.snapshot_every_events_min,
-        taken_at: state.next_version,
-        saving: None,
-    };
     let mut open = true;
     loop {
         tokio::select! {
             // Answering first frees callers (and their connections) soonest.
             biased;
-            Some((mut done, durable)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((parts, durable)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(error) = durable {
-                    tracing::error!(%book, %error, "a batch could not be made durable; reloading the book's state");
-                    fail_batch(done.pending, done.replies, &error);
-                    if !reload(&*store, &mut state).await {
-                        break;
+                    tracing::error!(%error, "a round could not be made durable; reloading its books' states");
+                    for done in parts {
+                        let book = done.book;
+                        fail_batch(done.pending, done.replies, &error);
+                        reload(&*store, &mut books, book).await;
                     }
-                    snapshots.taken_at = state.next_version;
                     continue;
                 }
-                if let Some(bytes) = done.snapshot.take() {
-                    snapshots.save(book, bytes);
+                for mut done in parts {
+                    if let Some(bytes) = done.snapshot.take()
+                        && let Some(owned) = books.get_mut(&done.book)
+                    {
+                        owned.snapshots.save(done.book, bytes);
+                    }
+                    finish_batch(done, on_commit.as_ref());
                 }
-                finish_batch(done, book, on_commit.as_ref());
             }
             received = requests.recv(), if open && in_flight.len() < BATCHES_IN_FLIGHT_MAX => {
                 let Some(first) = received else {
@@ -402,91 +486,120 @@ async fn run_writer(
                 };
                 // Counted in commands, not messages: a bulk message weighs what it carries.
                 let mut commands = first.commands();
-                batch.push(first);
+                round.push(first);
                 while commands < BATCH_COMMANDS_MAX {
                     let Ok(next) = requests.try_recv() else { break };
                     commands += next.commands();
-                    batch.push(next);
+                    round.push(next);
                 }
-                match decide_batch(&*store, &mut state, &mut batch, &mut snapshots).await {
-                    Ok(completion) => in_flight.push_back(completion),
-                    Err(()) => {
-                        if !reload(&*store, &mut state).await {
-                            break;
-                        }
-                        snapshots.taken_at = state.next_version;
-                    }
+                if let Some(completion) = decide_round(&store, &mut books, &mut round, options).await {
+                    in_flight.push_back(completion);
                 }
             }
             else => break,
         }
     }
-    snapshots.finish().await;
+    for owned in books.values_mut() {
+        owned.snapshots.finish().await;
+    }
 }
 
-/// Decides every command of `batch` and appends the events; the callers are answered
-/// by the returned completion, once the batch (and every batch before it) is durable.
-async fn decide_batch(
-    store: &dyn EventStore,
-    state: &mut BookState,
-    batch: &mut Vec<Message>,
-    saved: &mut Snapshots,
-) -> Result<Completion, ()> {
-    let book = state.book;
-    let batch_start_version = state.next_version;
-    let commands: usize = batch.iter().map(Message::commands).sum();
-    // A charge is one event, most commands are: room for one each, not grown per event.
-    let mut encoded: Vec<EncodedEvent> = Vec::with_capacity(commands);
-    let mut pending: Vec<Pending> = Vec::with_capacity(commands);
-    let mut snapshots = Vec::new();
-    let mut replies = Replies { bulk: Vec::new() };
-    let mut found_cdrs = Vec::new();
-    for message in batch.drain(..) {
+/// Decides every command of `round`, each against its book, and appends every book's
+/// events in one write; the callers are answered by the returned completion, once the
+/// round (and every round before it) is durable. `None` when the append failed: its
+/// callers are answered and its books reloaded.
+async fn decide_round(
+    store: &Arc<dyn EventStore>,
+    books: &mut HashMap<BookId, OwnedBook>,
+    round: &mut Vec<ShardMessage>,
+    options: WriterOptions,
+) -> Option<Completion> {
+    let mut parts: Vec<InFlight> = Vec::new();
+    // Where each book's part is in `parts`; a round touches few books, or one.
+    let mut part_of: HashMap<BookId, usize> = HashMap::new();
+    for message in round.drain(..) {
+        let (book, message) = match message {
+            ShardMessage::Adopt(state) => {
+                let snapshots = Snapshots {
+                    store: store.clone(),
+                    every_events_min: options.snapshot_every_events_min,
+                    taken_at: state.next_version,
+                    saving: None,
+                };
+                books.insert(state.book, OwnedBook { state, snapshots });
+                continue;
+            }
+            ShardMessage::Book(book, message) => (book, message),
+        };
+        // A book whose reload failed is no longer owned: its callers are told the
+        // writer stopped, as when a book had a task of its own.
+        let Some(owned) = books.get_mut(&book) else { continue };
+        let state = &mut owned.state;
+        let at = *part_of.entry(book).or_insert_with(|| {
+            parts.push(InFlight::new(state));
+            parts.len() - 1
+        });
+        let part = &mut parts[at];
+        let batch_start_version = part.batch_start_version;
         match message {
             Message::Command { command, meta, reply } => {
-                pending.push(decide_one(state, batch_start_version, &mut encoded, command, meta, Reply::One(reply)));
+                let decided =
+                    decide_one(state, batch_start_version, &mut part.encoded, command, meta, Reply::One(reply));
+                part.pending.push(decided);
             }
             Message::Commands { items, reply } => {
-                let bulk = replies.bulk.len();
-                replies.bulk.push(BulkReply { reply, answers: (0..items.len()).map(|_| None).collect() });
+                let bulk = part.replies.bulk.len();
+                part.replies.bulk.push(BulkReply { reply, answers: (0..items.len()).map(|_| None).collect() });
                 for (item, (command, meta)) in items.into_iter().enumerate() {
                     let reply = Reply::Bulk { bulk, item };
-                    pending.push(decide_one(state, batch_start_version, &mut encoded, command, meta, reply));
+                    let decided = decide_one(state, batch_start_version, &mut part.encoded, command, meta, reply);
+                    part.pending.push(decided);
                 }
             }
-            Message::FindCdr { id, reply } => found_cdrs.push((reply, state.charged_cdrs.get(&id).copied())),
-            Message::Snapshot(reply) => snapshots.push((reply, state.clone())),
+            Message::FindCdr { id, reply } => part.found_cdrs.push((reply, state.charged_cdrs.get(&id).copied())),
+            Message::Snapshot(reply) => part.snapshots.push((reply, state.clone())),
         }
     }
-    let pending = read_repeats(store, book, pending).await;
-    let book_version = state.next_version;
-    let mut done = InFlight {
-        pending,
-        replies,
-        snapshots,
-        found_cdrs,
-        encoded,
-        positions: Vec::new(),
-        batch_start_version,
-        book_version,
-        snapshot: None,
-    };
-    if done.encoded.is_empty() {
-        // Nothing to write; its answers still wait for the batches before it.
-        return Ok(Box::pin(async move { (done, Ok(())) }));
+    for part in &mut parts {
+        let pending = std::mem::take(&mut part.pending);
+        part.pending = read_repeats(&**store, part.book, pending).await;
+        part.book_version = books[&part.book].state.next_version;
     }
-    match store.append_pipelined(book, ExpectedVersion::before(batch_start_version), &done.encoded).await {
+    let appends: Vec<BookAppend<'_>> = parts
+        .iter()
+        .filter(|part| !part.encoded.is_empty())
+        .map(|part| BookAppend {
+            book: part.book,
+            expected: ExpectedVersion::before(part.batch_start_version),
+            events: &part.encoded,
+        })
+        .collect();
+    if appends.is_empty() {
+        // Nothing to write; its answers still wait for the rounds before it.
+        return Some(Box::pin(async move { (parts, Ok(())) }));
+    }
+    match store.append_many_pipelined(&appends).await {
         Ok(appended) => {
-            done.positions = appended.positions;
-            done.snapshot = saved.take_if_due(state);
+            drop(appends);
+            let mut positions = appended.positions.into_iter();
+            for part in parts.iter_mut().filter(|part| !part.encoded.is_empty()) {
+                part.positions = positions.next().expect("positions for every batch appended");
+                let owned = books.get_mut(&part.book).expect("a book in the round is owned");
+                part.snapshot = owned.snapshots.take_if_due(&owned.state);
+            }
             let durable = appended.durable;
-            Ok(Box::pin(async move { (done, durable.await) }))
+            Some(Box::pin(async move { (parts, durable.await) }))
         }
         Err(error) => {
-            tracing::error!(%book, %error, "append failed; reloading the book's state from the store");
-            // Refusals and repeats decided in this batch stand; the rest failed.
-            fail_batch(done.pending, done.replies, &error);
-            Err(())
+            drop(appends);
+            tracing::error!(%error, "append failed; reloading the round's books from the store");
+            for part in parts {
+                // Refusals and repeats decided in this round stand; the rest failed.
+                let book = part.book;
+                fail_batch(part.pending, part.replies, &error);
+                reload(&**store, books, book).await;
+            }
+            None
         }
     }
 }
@@ -620,23 +733,26 @@ fn fail_batch(pending: Vec<Pending>, mut replies: Replies, error: &StoreError) {
     replies.finish();
 }
 
-/// The state holds events that may not be stored: start again from the store. False
-/// when the book cannot be read, and its writer stops.
-async fn reload(store: &dyn EventStore, state: &mut BookState) -> bool {
-    match load_book(store, state.book).await {
+/// The book's state holds events that may not be stored: start again from the store.
+/// A book that cannot be read is dropped: its callers are told the writer stopped.
+async fn reload(store: &dyn EventStore, books: &mut HashMap<BookId, OwnedBook>, book: BookId) {
+    match load_book(store, book).await {
         Ok(reloaded) => {
-            *state = reloaded;
-            true
+            if let Some(owned) = books.get_mut(&book) {
+                owned.snapshots.taken_at = reloaded.next_version;
+                owned.state = reloaded;
+            }
         }
         Err(error) => {
-            tracing::error!(book = %state.book, %error, "cannot reload the book; its writer stops");
-            false
+            tracing::error!(%book, %error, "cannot reload the book; its writer stops");
+            books.remove(&book);
         }
     }
 }
 
 /// Answers the callers (and snapshot askers) of a durable batch.
-fn finish_batch(done: InFlight, book: BookId, on_commit: Option<&CommitHook>) {
+fn finish_batch(done: InFlight, on_commit: Option<&CommitHook>) {
+    let book = done.book;
     let recorded: Vec<RecordedEvent> = done
         .encoded
         .into_iter()

@@ -18,5 +18,6 @@ pub use error::StoreError;
 pub use store::kurrentdb::KurrentDbStore;
 pub use store::sled::{SledOptions, SledStats, SledStore};
 pub use store::{
-    Appended, DEFAULT_STORE_SPEC, EventStore, ExpectedVersion, PendingAppend, READ_EVENTS_MAX, StoreSpec, open_store,
+    Appended, BookAppend, DEFAULT_STORE_SPEC, EventStore, ExpectedVersion, PendingAppend, PendingAppends,
+    READ_EVENTS_MAX, StoreSpec, open_store,
 };

@@ -56,6 +56,23 @@ pub struct PendingAppend {
     pub durable: BoxFuture<'static, Result<(), StoreError>>,
 }
 
+/// One book's batch in a multi-book append ([`EventStore::append_many_pipelined`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BookAppend<'a> {
+    pub book: BookId,
+    pub expected: ExpectedVersion,
+    pub events: &'a [EncodedEvent],
+}
+
+/// Batches of several books that hold their places in their streams, with one future
+/// for the durability of them all.
+pub struct PendingAppends {
+    /// Each batch's positions, in the order the batches were given.
+    pub positions: Vec<Vec<u64>>,
+    /// Resolves once every batch is durable, or with the reason one cannot be.
+    pub durable: BoxFuture<'static, Result<(), StoreError>>,
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` to `book` if the stream is at `expected`: all of them or none,
@@ -80,6 +97,28 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<PendingAppend, StoreError> {
         let appended = self.append(book, expected, events).await?;
         Ok(PendingAppend { positions: appended.positions, durable: Box::pin(async { Ok(()) }) })
+    }
+
+    /// The batches of several books (each book at most once), each as
+    /// [`EventStore::append_pipelined`] takes it: a writer that serves many books pays one
+    /// append per round rather than one per book. On `Err` the writer must reload the
+    /// books' states from the store: a backend that appends book by book (this default)
+    /// may have appended some of the batches; the sled store appends all or none.
+    async fn append_many_pipelined(&self, appends: &[BookAppend<'_>]) -> Result<PendingAppends, StoreError> {
+        let mut positions = Vec::with_capacity(appends.len());
+        let mut durables = Vec::with_capacity(appends.len());
+        for append in appends {
+            let pending = self.append_pipelined(append.book, append.expected, append.events).await?;
+            positions.push(pending.positions);
+            durables.push(pending.durable);
+        }
+        let durable = async move {
+            for durable in durables {
+                durable.await?;
+            }
+            Ok(())
+        };
+        Ok(PendingAppends { positions, durable: Box::pin(durable) })
     }
 
     /// Up to `max` events of `book` from `from_version` on, in stream order.

@@ -36,7 +36,7 @@ use crate::chain::{self, EncodedEvent};
 use crate::error::StoreError;
 use crate::store::segment::{self, Segment};
 use crate::store::snapshots;
-use crate::store::{Appended, EventStore, ExpectedVersion, PendingAppend, READ_EVENTS_MAX};
+use crate::store::{Appended, BookAppend, EventStore, ExpectedVersion, PendingAppend, PendingAppends, READ_EVENTS_MAX};
 
 const LEGACY_LOG_PREFIX: u8 = b'L';
 const SEGMENT_INDEX_PREFIX: u8 = b'F';
@@ -883,63 +883,102 @@ impl EventStore for SledStore {
         expected: ExpectedVersion,
         events: &[EncodedEvent],
     ) -> Result<PendingAppend, StoreError> {
-        if events.is_empty() {
-            return Ok(PendingAppend { positions: vec![], durable: Box::pin(async { Ok(()) }) });
+        let mut appended = self.append_many_pipelined(&[BookAppend { book, expected, events }]).await?;
+        let positions = appended.positions.pop().expect("one batch, one list of positions");
+        Ok(PendingAppend { positions, durable: appended.durable })
+    }
+
+    /// All the batches in one write to the segment, one record each, under one lock: all
+    /// of them or none.
+    async fn append_many_pipelined(&self, appends: &[BookAppend<'_>]) -> Result<PendingAppends, StoreError> {
+        if appends.iter().all(|a| a.events.is_empty()) {
+            let positions = appends.iter().map(|_| Vec::new()).collect();
+            return Ok(PendingAppends { positions, durable: Box::pin(async { Ok(()) }) });
         }
-        let applied_end = {
+        let (first_position, applied_end) = {
             let mut state = self.inner.append_lock.lock().expect("append lock poisoned");
-            let next_version = match state.next_versions.get(&book) {
-                Some(v) => *v,
-                None => self.stored_next_version(book)?,
-            };
-            if ExpectedVersion::before(next_version) != expected {
-                return Err(StoreError::WrongExpectedVersion {
-                    expected: match expected {
-                        ExpectedVersion::NoStream => None,
-                        ExpectedVersion::Exact(v) => Some(v),
-                    },
-                    actual: next_version.checked_sub(1),
-                });
-            }
             if let Some(failure) = &state.failed {
                 return Err(StoreError::Io(failure.clone()));
             }
-            let first_position = state.next_position;
-            for (offset, encoded) in events.iter().enumerate() {
-                // Paired check: what is written is what the writer decided.
-                let envelope = &encoded.event.envelope;
-                assert_eq!(envelope.book, book, "event of another book in the batch");
-                assert_eq!(envelope.version, next_version + offset as u64, "batch versions must be contiguous");
+            // Every expectation is checked before anything is written.
+            let mut versions = Vec::with_capacity(appends.len());
+            for append in appends {
+                let next_version = match state.next_versions.get(&append.book) {
+                    Some(v) => *v,
+                    None => self.stored_next_version(append.book)?,
+                };
+                if ExpectedVersion::before(next_version) != append.expected {
+                    return Err(StoreError::WrongExpectedVersion {
+                        expected: match append.expected {
+                            ExpectedVersion::NoStream => None,
+                            ExpectedVersion::Exact(v) => Some(v),
+                        },
+                        actual: next_version.checked_sub(1),
+                    });
+                }
+                for (offset, encoded) in append.events.iter().enumerate() {
+                    // Paired check: what is written is what the writer decided.
+                    let envelope = &encoded.event.envelope;
+                    assert_eq!(envelope.book, append.book, "event of another book in the batch");
+                    assert_eq!(envelope.version, next_version + offset as u64, "batch versions must be contiguous");
+                }
+                assert!(!versions.iter().any(|&(book, _)| book == append.book), "a book twice in one append");
+                versions.push((append.book, next_version));
             }
             let state = &mut *state;
+            let first_position = state.next_position;
             state.record.clear();
-            segment::encode_record(&mut state.record, first_position, book, next_version, &frame_events(events));
+            // Where each batch's record starts in the write, and its position.
+            let mut records = Vec::with_capacity(appends.len());
+            let mut position = first_position;
+            for (append, &(book, next_version)) in appends.iter().zip(&versions) {
+                if append.events.is_empty() {
+                    continue;
+                }
+                let start = state.record.len();
+                segment::encode_record(&mut state.record, position, book, next_version, &frame_events(append.events));
+                records.push((start, position, append.events.len() as u32, book, next_version));
+                position += append.events.len() as u64;
+            }
             if state.segment.bytes() > 0 && state.segment.bytes() + state.record.len() as u64 > state.segment_bytes_max
             {
                 state.closed_unsynced.push(state.segment.sync_handle());
                 state.segment.rotate()?;
             }
+            let record_bytes = state.record.len();
             let written = state.segment.append(&state.record).and_then(|offset| {
-                let body_len = (state.record.len() - segment::RECORD_HEADER_BYTES) as u32;
-                let count = events.len() as u32;
                 let segment = state.segment.sequence();
-                let at = RecordRef { segment, offset, body_len, count, book, first_version: next_version };
-                index_batch(&self.inner.log, first_position, at)
+                let ends = records.iter().skip(1).map(|r| r.0).chain([record_bytes]);
+                for (&(start, first_position, count, book, first_version), end) in records.iter().zip(ends) {
+                    let body_len = (end - start - segment::RECORD_HEADER_BYTES) as u32;
+                    let offset = offset + start as u64;
+                    let at = RecordRef { segment, offset, body_len, count, book, first_version };
+                    index_batch(&self.inner.log, first_position, at)?;
+                }
+                Ok(())
             });
             if let Err(error) = written {
-                // The record may be in the segment, unindexed: another at the same
-                // positions must never follow it. A restart indexes what is there.
+                // The records may be in the segment, unindexed: others at the same
+                // positions must never follow them. A restart indexes what is there.
                 tracing::error!(%error, "a batch could not be written and indexed; the store takes no more appends");
                 state.failed = Some(format!("the event log stopped taking appends after a failure: {error}"));
                 return Err(error);
             }
             state.appends += 1;
-            state.next_position = first_position + events.len() as u64;
-            state.next_versions.insert(book, next_version + events.len() as u64);
-            state.next_position
+            state.next_position = position;
+            for (append, &(book, next_version)) in appends.iter().zip(&versions) {
+                state.next_versions.insert(book, next_version + append.events.len() as u64);
+            }
+            (first_position, position)
         };
-        let first_position = applied_end - events.len() as u64;
         self.inner.flusher.request(applied_end);
+        let mut positions = Vec::with_capacity(appends.len());
+        let mut next = first_position;
+        for append in appends {
+            let count = append.events.len() as u64;
+            positions.push((next..next + count).collect());
+            next += count;
+        }
         let mut durable = self.inner.durable.clone();
         let durable = async move {
             let outcome = durable
@@ -952,7 +991,7 @@ impl EventStore for SledStore {
             }
             Ok(())
         };
-        Ok(PendingAppend { positions: (first_position..applied_end).collect(), durable: Box::pin(durable) })
+        Ok(PendingAppends { positions, durable: Box::pin(durable) })
     }
 
     async fn read_stream(&self, book: BookId, from_version: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
