@@ -19,7 +19,7 @@ use domain::testing::{amount, meta, open_partner};
 use domain::{AccountId, BookId, BookState, Command, Decision, EventId, RecordedEvent, decide, seal};
 use eventlog::chain::{self, EncodedEvent};
 use eventlog::store::READ_EVENTS_MAX;
-use eventlog::{EventStore, ExpectedVersion, SledOptions, SledStore, StoreError, open_store, verify_book};
+use eventlog::{BookAppend, EventStore, ExpectedVersion, SledOptions, SledStore, StoreError, open_store, verify_book};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
@@ -58,6 +58,7 @@ conformance_suite!(
     append_checks_the_expected_version,
     a_conflict_writes_nothing,
     a_batch_is_all_or_nothing,
+    batches_of_many_books_append_together,
     one_writer_wins_a_race_for_a_book,
     read_stream_from_a_version,
     read_all_is_one_global_order_across_books,
@@ -321,6 +322,57 @@ async fn a_batch_is_all_or_nothing(store: Arc<dyn EventStore>) {
     let logged = global_log_of(&*store, opened[0].position, READ_EVENTS_MAX, &books).await;
     assert_eq!(logged, stored, "the global log holds the book's events once each, and nothing refused");
     assert!(logged.iter().all(|e| !refused_ids.contains(&e.event.envelope.event_id)));
+}
+
+/// Batches of several books appended in one call: each book's events get consecutive
+/// versions and increasing positions, every book reads back its own, and the global log
+/// holds them all once durable. One stale expectation among them: the sled store writes
+/// none of the batches, and every backend refuses it with the conflict.
+async fn batches_of_many_books_append_together(store: Arc<dyn EventStore>) {
+    let mut writers: Vec<Writer> = (0..5).map(|_| Writer::new()).collect();
+    for writer in &mut writers {
+        append(&*store, writer, 1).await;
+    }
+    let batches: Vec<(ExpectedVersion, Vec<EncodedEvent>)> =
+        writers.iter_mut().enumerate().map(|(n, writer)| writer.batch(n + 1)).collect();
+    let appends: Vec<BookAppend<'_>> = writers
+        .iter()
+        .zip(&batches)
+        .map(|(writer, (expected, events))| BookAppend { book: writer.book(), expected: *expected, events })
+        .collect();
+    let pending = store.append_many_pipelined(&appends).await.expect("the appends go through");
+    pending.durable.await.expect("durable");
+    assert_eq!(pending.positions.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    let all: Vec<u64> = pending.positions.concat();
+    assert_increasing(&all);
+    for (writer, ((_, events), positions)) in writers.iter().zip(batches.iter().zip(&pending.positions)) {
+        let stored = whole_stream(&*store, writer.book()).await;
+        assert_eq!(ids(&stored[1..]), events.iter().map(|e| e.event.envelope.event_id).collect::<Vec<_>>());
+        assert_eq!(stored[1..].iter().map(|e| e.position).collect::<Vec<_>>(), *positions);
+    }
+    let books: HashSet<BookId> = writers.iter().map(Writer::book).collect();
+    let logged = global_log_of(&*store, all[0], READ_EVENTS_MAX, &books).await;
+    assert_eq!(logged.iter().map(|e| e.position).collect::<Vec<_>>(), all);
+
+    // One book's writer is stale: the call is refused with its conflict, and nothing
+    // of it is stored (the stale book comes first, so that a backend appending book by
+    // book fails before it appends anything; the sled store writes all or none anyway).
+    let mut stale = writers[4].clone();
+    let (_, behind) = stale.batch(1);
+    let fresh: Vec<(ExpectedVersion, Vec<EncodedEvent>)> = writers[..4].iter_mut().map(|w| w.batch(2)).collect();
+    let mut appends = vec![BookAppend { book: stale.book(), expected: ExpectedVersion::Exact(0), events: &behind }];
+    appends.extend(writers[..4].iter().zip(&fresh).map(|(writer, (expected, events))| BookAppend {
+        book: writer.book(),
+        expected: *expected,
+        events,
+    }));
+    let refused = store.append_many_pipelined(&appends).await.err();
+    assert!(matches!(refused, Some(StoreError::WrongExpectedVersion { .. })), "{refused:?}");
+    for (n, writer) in writers.iter().enumerate() {
+        let decided_not_stored = if n < 4 { 2 } else { 0 };
+        let stored = whole_stream(&*store, writer.book()).await.len() as u64;
+        assert_eq!(stored, writer.state.next_version - decided_not_stored, "book {n}: nothing of the refused call");
+    }
 }
 
 /// Two writers of one book racing with the same expectation: exactly one batch goes in,
