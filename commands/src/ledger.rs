@@ -262,14 +262,25 @@ async fn saved_catalogs(store: &dyn EventStore) -> Option<(Catalogs, u64, Option
 
 type WriterSlot = Arc<OnceCell<BookHandle>>;
 
+enum Shards {
+    NotStarted,
+    Running(Vec<Shard>),
+    /// Shut down: no more commands.
+    Stopped,
+}
+
 pub struct Ledger {
     store: Arc<dyn EventStore>,
     index: Arc<RwLock<AccountIndex>>,
     tariffs: Arc<RwLock<TariffCatalog>>,
     billing: Arc<RwLock<BillingCatalog>>,
     writers: Mutex<HashMap<BookId, WriterSlot>>,
-    /// The writer tasks the books are spread over; none once shut down.
-    shards: Mutex<Vec<Shard>>,
+    /// The writer tasks the books are spread over, started with the first book a
+    /// command needs: a ledger that only reads (a check, a replay) holds no task that
+    /// keeps the store open after it is dropped.
+    shards: Mutex<Shards>,
+    commit_hook: CommitHook,
+    writer_options: WriterOptions,
     /// Account numbers are unique ledger-wide, across books: registrations take turns.
     registration: tokio::sync::Mutex<()>,
     /// For a store that keeps snapshots: the catalogs in the log's order, and the task
@@ -326,17 +337,16 @@ impl Ledger {
         let index = Arc::new(RwLock::new(catalogs.index));
         let tariffs = Arc::new(RwLock::new(catalogs.tariffs));
         let billing = Arc::new(RwLock::new(catalogs.billing));
-        let hook = commit_hook(index.clone(), tariffs.clone(), billing.clone(), ordered.clone());
-        let shards = (0..writer_options.shards.max(1))
-            .map(|_| Shard::spawn(store.clone(), Some(hook.clone()), writer_options))
-            .collect();
+        let commit_hook = commit_hook(index.clone(), tariffs.clone(), billing.clone(), ordered.clone());
         Ok(Ledger {
             store,
             index,
             tariffs,
             billing,
             writers: Mutex::new(HashMap::new()),
-            shards: Mutex::new(shards),
+            shards: Mutex::new(Shards::NotStarted),
+            commit_hook,
+            writer_options,
             registration: tokio::sync::Mutex::new(()),
             ordered,
             saver,
@@ -635,11 +645,17 @@ impl Ledger {
         let handle = slot
             .get_or_try_init(|| async {
                 let queue = {
-                    let shards = self.shards.lock().expect("shards lock");
-                    if shards.is_empty() {
-                        return Err(CommandError::ShuttingDown);
+                    let mut shards = self.shards.lock().expect("shards lock");
+                    if let Shards::NotStarted = *shards {
+                        let started = (0..self.writer_options.shards.max(1))
+                            .map(|_| {
+                                Shard::spawn(self.store.clone(), Some(self.commit_hook.clone()), self.writer_options)
+                            })
+                            .collect();
+                        *shards = Shards::Running(started);
                     }
-                    shards[writer::shard_of(book, shards.len())].queue.clone()
+                    let Shards::Running(running) = &*shards else { return Err(CommandError::ShuttingDown) };
+                    running[writer::shard_of(book, running.len())].queue.clone()
                 };
                 let state = writer::load_book(&*self.store, book).await?;
                 queue.adopt(state).await
@@ -651,9 +667,13 @@ impl Ledger {
     /// Stops taking commands, lets every writer answer what it has queued, and waits.
     pub async fn shutdown(&self) {
         self.writers.lock().expect("writers lock").clear();
-        let shards = std::mem::take(&mut *self.shards.lock().expect("shards lock"));
+        let shards = std::mem::replace(&mut *self.shards.lock().expect("shards lock"), Shards::Stopped);
         // With their queues (and the books' handles) dropped, writers drain and stop.
-        let tasks: Vec<JoinHandle<()>> = shards.into_iter().map(|shard| shard.task).collect();
+        let running = match shards {
+            Shards::Running(running) => running,
+            Shards::NotStarted | Shards::Stopped => Vec::new(),
+        };
+        let tasks: Vec<JoinHandle<()>> = running.into_iter().map(|shard| shard.task).collect();
         for task in tasks {
             let _ = task.await;
         }
