@@ -129,16 +129,17 @@ pub struct BookHandle {
 }
 
 impl BookHandle {
-    fn try_send(&self, message: Message) -> Result<(), mpsc::error::TrySendError<ShardMessage>> {
-        self.queue.try_send(ShardMessage::Book(self.book, message))
+    /// Queues `message` at once; a full or closed queue says which error its caller gets.
+    fn try_send(&self, message: Message) -> Result<(), fn() -> CommandError> {
+        self.queue.try_send(ShardMessage::Book(self.book, message)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => (|| CommandError::Overloaded) as fn() -> CommandError,
+            mpsc::error::TrySendError::Closed(_) => || CommandError::ShuttingDown,
+        })
     }
 
     pub async fn submit(&self, command: Command, meta: CommandMeta) -> Result<CommandOutcome, CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.try_send(Message::Command { command, meta, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => CommandError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => CommandError::ShuttingDown,
-        })?;
+        self.try_send(Message::Command { command, meta, reply }).map_err(|error| error())?;
         answer.await.map_err(|_| CommandError::ShuttingDown)?
     }
 
@@ -156,10 +157,7 @@ impl BookHandle {
         let (reply, answer) = oneshot::channel();
         let queued = match items.is_empty() {
             true => Ok(()),
-            false => self.try_send(Message::Commands { items, reply }).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => fail(|| CommandError::Overloaded),
-                mpsc::error::TrySendError::Closed(_) => fail(|| CommandError::ShuttingDown),
-            }),
+            false => self.try_send(Message::Commands { items, reply }).map_err(fail),
         };
         async move {
             match queued {
