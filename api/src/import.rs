@@ -105,15 +105,15 @@ struct Tally {
 
 /// The ledger and read models of a data directory, with a projector following the log
 /// while the import writes, so that projecting overlaps charging.
-struct Workspace {
+pub(crate) struct Workspace {
     store: Arc<dyn EventStore>,
     models: ReadModels,
     projector: projections::Projector,
-    ledger: Ledger,
+    pub(crate) ledger: Ledger,
 }
 
 impl Workspace {
-    async fn open(data: &DataArgs) -> Result<Self, Box<dyn std::error::Error>> {
+    pub(crate) async fn open(data: &DataArgs) -> Result<Self, Box<dyn std::error::Error>> {
         let (store, views) = crate::maintenance::open(data).await?;
         let models = ReadModels::open(&views, store.clone())?;
         let projector = projections::spawn_projector(models.clone(), store.clone());
@@ -122,7 +122,7 @@ impl Workspace {
     }
 
     /// Waits until the read models hold everything written, then stops.
-    async fn close(self) -> CliResult {
+    pub(crate) async fn close(self) -> CliResult {
         self.ledger.shutdown().await;
         let last = self.store.head().await?.saturating_sub(1);
         while self.models.position() < last {

@@ -16,6 +16,7 @@ mod import;
 mod maintenance;
 mod notify;
 mod openapi;
+mod plans_cli;
 mod portal;
 mod query;
 mod routes;
@@ -75,6 +76,10 @@ enum CliCommand {
     /// their customers, a year of calls, payments, fund moves, charges, adjustments and
     /// reversals, all decided by the ledger; the same seed gives the same ledger.
     Dataset(dataset::DatasetArgs),
+    /// Recurring-charge plans and subscriptions in a stopped server's data directory (the
+    /// server charges the fees as they fall due).
+    #[command(subcommand)]
+    Plans(plans_cli::PlansCommand),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -262,6 +267,7 @@ fn main() -> std::process::ExitCode {
             CliCommand::Import(command) => import::import(command).await,
             CliCommand::Reconcile(command) => import::reconcile(command).await,
             CliCommand::Dataset(args) => dataset::dataset(args).await,
+            CliCommand::Plans(command) => plans_cli::plans(command).await,
         }
     });
     match result {
