@@ -47,13 +47,29 @@ async fn plans_from_the_command_line_are_charged_by_the_next_start() {
     let data = data.path();
 
     let wholesale = printed_id(
-        &plans(&["publish", "--name", "Line, wholesale", "--price", "0.40", "--currency", "EUR", "--period", "daily"], data),
+        &plans(
+            &["publish", "--name", "Line, wholesale", "--price", "0.40", "--currency", "EUR", "--period", "daily"],
+            data,
+        ),
         "plan",
     );
     let retail = printed_id(
         &plans(
-            &["publish", "--name", "Line", "--price", "1.00", "--currency", "EUR", "--period", "daily", "--partner", "P-1",
-              "--wholesale", &wholesale],
+            &[
+                "publish",
+                "--name",
+                "Line",
+                "--price",
+                "1.00",
+                "--currency",
+                "EUR",
+                "--period",
+                "daily",
+                "--partner",
+                "P-1",
+                "--wholesale",
+                &wholesale,
+            ],
             data,
         ),
         "plan",
@@ -102,7 +118,12 @@ async fn plans_from_the_command_line_are_charged_by_the_next_start() {
     };
     let started = Instant::now();
     while balance("C-1").await != "90.00" || balance("P-1").await != "96.00" {
-        assert!(started.elapsed() < Duration::from_secs(20), "C-1 {} P-1 {}", balance("C-1").await, balance("P-1").await);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "C-1 {} P-1 {}",
+            balance("C-1").await,
+            balance("P-1").await
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,5 +1,6 @@
-//! Recurring fees across kill -9: a child process catches up months of daily fees for
-//! many subscriptions and is killed with SIGKILL at random moments, then started again.
+//! Recurring fees across kill -9: a child process catches up weeks of daily fees for
+//! many subscriptions and is killed with SIGKILL at random moments, then started again
+//! with more days due.
 //! After every kill no fee is in the log twice (nor half of one); once a start finishes
 //! the catch-up, every subscription is charged exactly once for every period due.
 
@@ -14,11 +15,12 @@ use domain::testing::{amount, meta, open_customer, open_partner};
 use domain::{AccountId, BookId, CommandMeta, Currency, PlanId, SubscriptionId, Timestamp};
 
 const KILL_CYCLES: usize = 12;
+/// Each start sees this many more days due than the one before: every cycle has a
+/// catch-up to kill, however far the ones before it got.
+const DAYS_PER_CYCLE: i64 = 40;
 /// Subscriptions of the partner's customers and of the operator's own customers.
 const SUBSCRIPTIONS_PER_BOOK: usize = 30;
 const DAY_SECONDS: i64 = 86_400;
-/// The catch-up after a downtime of this many days: 121 fees per subscription.
-const DAYS_DOWN: i64 = 120;
 
 fn base() -> Timestamp {
     Timestamp::parse("2026-01-01").unwrap()
@@ -102,11 +104,25 @@ async fn fees_in_log(data: &std::path::Path) -> HashMap<(SubscriptionId, Timesta
     fees
 }
 
-/// A pseudo-random delay, different every cycle, without a dependency.
+/// A pseudo-random delay after the victim starts charging, different every cycle,
+/// without a dependency: short, since a catch-up takes a fraction of a second.
 fn kill_delay(cycle: usize) -> Duration {
     let seed = Instant::now().elapsed().as_nanos() as u64 ^ (cycle as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let jitter = seed.wrapping_mul(6364136223846793005).rotate_left(17) % 500;
-    Duration::from_millis(40 + jitter)
+    let jitter = seed.wrapping_mul(6364136223846793005).rotate_left(17) % 60;
+    Duration::from_millis(jitter)
+}
+
+/// Waits for the victim's `charging` line: its ledger is open and the catch-up begins.
+async fn charging(child: &mut std::process::Child) {
+    let stdout = child.stdout.take().expect("the victim's stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .expect("the victim's first line");
+    assert_eq!(line.trim(), "charging");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,12 +130,12 @@ async fn a_catch_up_killed_at_any_moment_charges_each_fee_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let subscriptions = set_up(&data).await;
-    let now = base().add_seconds(DAYS_DOWN * DAY_SECONDS + 1);
-    let now_arg = (now.micros() / 1_000_000).to_string();
-    let victim = || {
+    // Just past midnight, `days` days after the base: that day's fee is due too.
+    let now_arg = |days: i64| (base().add_seconds(days * DAY_SECONDS + 1).micros() / 1_000_000).to_string();
+    let victim = |days: i64| {
         Command::new(env!("CARGO_BIN_EXE_crash_fees"))
             .arg(&data)
-            .arg(&now_arg)
+            .arg(now_arg(days))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -128,7 +144,8 @@ async fn a_catch_up_killed_at_any_moment_charges_each_fee_once() {
     let mut killed_mid_catch_up = 0;
     let mut seen_before = 0;
     for cycle in 0..KILL_CYCLES {
-        let mut child = victim();
+        let mut child = victim(DAYS_PER_CYCLE * (cycle as i64 + 1));
+        charging(&mut child).await;
         tokio::time::sleep(kill_delay(cycle)).await;
         if child.try_wait().unwrap().is_none() {
             child.kill().expect("SIGKILL");
@@ -141,15 +158,17 @@ async fn a_catch_up_killed_at_any_moment_charges_each_fee_once() {
         assert!(fees.len() >= seen_before, "cycle {cycle}: fees lost");
         seen_before = fees.len();
     }
-    assert!(killed_mid_catch_up >= KILL_CYCLES / 2, "most kills must land during the catch-up: {killed_mid_catch_up}");
+    eprintln!("{killed_mid_catch_up} of {KILL_CYCLES} kills landed during a catch-up");
+    assert!(killed_mid_catch_up >= KILL_CYCLES / 2, "most kills must land during a catch-up: {killed_mid_catch_up}");
 
-    let finished = victim().wait_with_output().unwrap();
+    let days = DAYS_PER_CYCLE * KILL_CYCLES as i64;
+    let finished = victim(days).wait_with_output().unwrap();
     assert!(finished.status.success(), "the last start finishes the catch-up");
-    assert_eq!(String::from_utf8_lossy(&finished.stdout).trim(), "caught up");
+    assert_eq!(String::from_utf8_lossy(&finished.stdout).lines().last(), Some("caught up"));
     let fees = fees_in_log(&data).await;
     let due: BTreeSet<(SubscriptionId, Timestamp)> = subscriptions
         .iter()
-        .flat_map(|s| (0..=DAYS_DOWN).map(move |day| (*s, base().add_seconds(day * DAY_SECONDS))))
+        .flat_map(|s| (0..=days).map(move |day| (*s, base().add_seconds(day * DAY_SECONDS))))
         .collect();
     assert_eq!(fees.keys().copied().collect::<BTreeSet<_>>(), due, "every period due, and nothing else");
     assert!(fees.values().all(|count| *count == 1), "each charged once");

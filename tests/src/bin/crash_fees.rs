@@ -1,6 +1,6 @@
 //! The victim of the recurring-fee crash test: catches up every fee due by NOW (seconds
 //! since the Unix epoch) in short runs, as the server's scheduler does after a downtime,
-//! then prints `caught up` and exits. Killed at random moments while it works.
+//! then prints `caught up` and exits (after `charging` once its ledger is open). Killed at random moments while it works.
 //! Usage: `crash_fees DATA_DIR NOW_SECONDS`.
 
 use std::sync::Arc;
@@ -23,6 +23,9 @@ async fn main() {
     let options = WriterOptions { snapshot_every_events_min: 64, ..WriterOptions::default() };
     let ledger = Ledger::open_with(store, options).await.expect("open ledger");
     let now = Timestamp::from_micros(now * 1_000_000);
+    // The test kills after this line, so that its kills land in the catch-up.
+    println!("charging");
+    std::io::Write::flush(&mut std::io::stdout()).expect("stdout");
     loop {
         let run = charge_due_fees(&ledger, now, FEES_PER_RUN).await;
         assert_eq!((run.refused, run.failed), (0, 0), "every fee is charged: {run:?}");
