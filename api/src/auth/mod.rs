@@ -138,21 +138,19 @@ pub struct BasicCredentials {
     pub password: String,
 }
 
-/// The Basic credentials a request presents: `None` without them, `Some(Err)` when the
-/// header says Basic but does not decode to `user:password` in UTF-8.
-pub fn presented_basic(headers: &HeaderMap) -> Option<Result<BasicCredentials, ()>> {
+/// The Basic credentials a request presents; none without them, or when the header says
+/// Basic but does not decode to `user:password` in UTF-8 (refused alike).
+pub fn presented_basic(headers: &HeaderMap) -> Option<BasicCredentials> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| ());
-    let text = decoded.and_then(|bytes| String::from_utf8(bytes).map_err(|_| ()));
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
     // The user id cannot hold a colon (RFC 7617, 2): the first one ends it.
-    Some(text.and_then(|text| {
-        let (user, password) = text.split_once(':').ok_or(())?;
-        Ok(BasicCredentials { user: user.to_owned(), password: password.to_owned() })
-    }))
+    let (user, password) = text.split_once(':')?;
+    Some(BasicCredentials { user: user.to_owned(), password: password.to_owned() })
 }
 
 /// The caller of a switch's intake route (`/api/v1/cdrs/freeswitch`, `asterisk`,
@@ -171,10 +169,8 @@ impl FromRequestParts<AppState> for SwitchCaller {
         if presented_credential(&parts.headers).is_some() {
             return Caller::from_request_parts(parts, state).await.map(SwitchCaller).map_err(offering_basic);
         }
-        let credentials = match presented_basic(&parts.headers) {
-            Some(Ok(credentials)) => credentials,
-            None | Some(Err(())) => return Err(offering_basic(ApiError::unauthorized())),
-        };
+        let credentials =
+            presented_basic(&parts.headers).ok_or_else(|| offering_basic(ApiError::unauthorized()))?;
         let caller = state.auth.authenticate_basic(&credentials, peer_ip(parts)).map_err(offering_basic)?;
         caller.map(SwitchCaller).ok_or_else(|| offering_basic(ApiError::unauthorized()))
     }
