@@ -315,7 +315,10 @@ async fn a_mapping_in_a_named_zone_reads_local_times_across_the_clock_changes() 
     assert_eq!(summary, (&json!(3), &json!(1)), "{answer}");
     let gap = &answer["results"][2];
     assert_eq!((gap["line"].as_u64(), gap["id"].as_str()), (Some(4), Some("b-gap")), "{gap}");
-    assert_eq!((gap["error"]["error"].as_str(), gap["error"]["field"].as_str()), (Some("invalid_field"), Some("start")));
+    assert_eq!(
+        (gap["error"]["error"].as_str(), gap["error"]["field"].as_str()),
+        (Some("invalid_field"), Some("start"))
+    );
     let message = gap["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("`2026-03-29 02:30:00` (column `setup`) is not a time in Europe/Berlin"),

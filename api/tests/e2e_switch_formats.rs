@@ -277,7 +277,8 @@ async fn a_switch_posts_with_basic_credentials_holding_an_api_token() {
     ] {
         let response = post(freeswitch, user, password, document.clone()).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
-        let offered: Vec<_> = response.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        let offered: Vec<_> =
+            response.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
         assert!(offered.iter().any(|v| v.starts_with("Basic realm=")), "{case}: {offered:?}");
         let body: Value = response.json().await.unwrap();
         assert_eq!((body["status"].as_str(), body["error"].as_str()), (Some("error"), Some("unauthorized")), "{case}");
@@ -306,7 +307,8 @@ async fn a_switch_posts_with_basic_credentials_holding_an_api_token() {
         let request = api.client.request(method.clone(), api.server.url(path)).basic_auth("fs-switch1", Some(&switch));
         let response = request.json(&json!({})).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
-        let offered: Vec<_> = response.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        let offered: Vec<_> =
+            response.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
         assert_eq!(offered, ["Bearer"], "{path}");
     }
     // The same token as a bearer still does what its user may.

@@ -13,8 +13,8 @@ use chrono::{DateTime, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
-use crate::switch::CdrIdentifiers;
 use crate::local_time::LocalZone;
+use crate::switch::CdrIdentifiers;
 use crate::switch_cdr::{NativeCdr, asterisk_peer, epoch_seconds};
 use crate::time::Timestamp;
 
@@ -430,10 +430,9 @@ impl MappingReader {
         not_before: Option<Timestamp>,
     ) -> Result<Option<Timestamp>, DomainError> {
         let Some(text) = self.get(record, field) else { return Ok(None) };
-        let read = self
-            .time_format
-            .read(text)
-            .ok_or_else(|| invalid(field.as_str(), format!("`{}` is not {}", shown(text), self.time_format.describe())))?;
+        let read = self.time_format.read(text).ok_or_else(|| {
+            invalid(field.as_str(), format!("`{}` is not {}", shown(text), self.time_format.describe()))
+        })?;
         match read {
             TimeRead::Instant(at) => Ok(Some(at)),
             TimeRead::Local(local) => self.zone.instant(local, not_before).map(Some).map_err(|why| {
@@ -614,8 +613,11 @@ mod tests {
             "\n",
         );
         assert!(asterisk_cdr_custom().validated().is_ok());
-        let rows =
-            read_all(file, builtin_mapping("asterisk-cdr-custom").unwrap(), Some(UtcOffset::parse("+02:00").unwrap().into()));
+        let rows = read_all(
+            file,
+            builtin_mapping("asterisk-cdr-custom").unwrap(),
+            Some(UtcOffset::parse("+02:00").unwrap().into()),
+        );
         let first = rows[0].2.clone().unwrap();
         assert_eq!(
             first.identifiers,
@@ -771,14 +773,24 @@ mod tests {
     #[test]
     fn a_local_time_the_clocks_skipped_is_refused_naming_line_field_and_column() {
         use MappedField::*;
-        let columns = [(Id, name("call")), (Caller, name("from")), (Callee, name("to")), (Start, name("setup")), (End, name("release"))];
+        let columns = [
+            (Id, name("call")),
+            (Caller, name("from")),
+            (Callee, name("to")),
+            (Start, name("setup")),
+            (End, name("release")),
+        ];
         let mapping = CsvMapping { time_zone: "Europe/Berlin".into(), ..mapping(&columns) };
         let file = "call,from,to,setup,release\n\
                     c-1,4940111,4930123,2026-03-29 01:59:00,2026-03-29 03:01:00\n\
                     c-2,4940111,4930123,2026-03-29 02:30:00,2026-03-29 03:31:00\n";
         let rows = read_all(file, mapping, None);
         let first = rows[0].2.clone().unwrap().into_input("C-1").unwrap();
-        assert_eq!((first.start.to_rfc3339(), first.end.to_rfc3339()), ("2026-03-29T00:59:00Z".into(), "2026-03-29T01:01:00Z".into()), "two minutes across the change");
+        assert_eq!(
+            (first.start.to_rfc3339(), first.end.to_rfc3339()),
+            ("2026-03-29T00:59:00Z".into(), "2026-03-29T01:01:00Z".into()),
+            "two minutes across the change"
+        );
         let (line, id, error) = &rows[1];
         let error = error.clone().unwrap_err();
         assert_eq!((*line, id.as_deref(), error.field()), (3, Some("c-2"), Some("start")));
@@ -791,7 +803,14 @@ mod tests {
     #[test]
     fn a_call_across_the_fold_keeps_its_length() {
         use MappedField::*;
-        let columns = [(Id, name("call")), (Caller, name("from")), (Callee, name("to")), (Start, name("t0")), (Answer, name("t1")), (End, name("t2"))];
+        let columns = [
+            (Id, name("call")),
+            (Caller, name("from")),
+            (Callee, name("to")),
+            (Start, name("t0")),
+            (Answer, name("t1")),
+            (End, name("t2")),
+        ];
         let mapping = CsvMapping { time_zone: "Europe/Berlin".into(), ..mapping(&columns) };
         // Berlin showed 02:00–03:00 twice on 25 October 2026: 00:00–01:00 UTC, then 01:00–02:00 UTC.
         let file = "call,from,to,t0,t1,t2\n\
@@ -804,7 +823,10 @@ mod tests {
         assert_eq!(across.end.to_rfc3339(), "2026-10-25T01:10:00Z", "the later: the earlier is before the answer");
         assert_eq!(across.billable_seconds, 19 * 60);
         let within = rows[1].2.clone().unwrap().into_input("C-1").unwrap();
-        assert_eq!((within.start.to_rfc3339(), within.end.to_rfc3339()), ("2026-10-25T00:10:00Z".into(), "2026-10-25T00:20:00Z".into()));
+        assert_eq!(
+            (within.start.to_rfc3339(), within.end.to_rfc3339()),
+            ("2026-10-25T00:10:00Z".into(), "2026-10-25T00:20:00Z".into())
+        );
     }
 
     proptest! {

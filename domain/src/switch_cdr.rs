@@ -506,11 +506,7 @@ impl<R: Read> SwitchTable<R> {
 
     /// Opens a CSV file read through a column mapping; `zone`, when given, replaces the
     /// mapping's time zone (a ready-made mapping does not know the switch's).
-    pub fn open_mapped(
-        input: R,
-        mapping: CsvMapping,
-        zone: Option<LocalZone>,
-    ) -> Result<SwitchTable<R>, DomainError> {
+    pub fn open_mapped(input: R, mapping: CsvMapping, zone: Option<LocalZone>) -> Result<SwitchTable<R>, DomainError> {
         let delimiter = u8::try_from(mapping.delimiter)
             .map_err(|_| invalid("delimiter", "one ASCII character other than a quote or a line break"))?;
         let mut reader = csv::ReaderBuilder::new()

@@ -169,8 +169,7 @@ impl FromRequestParts<AppState> for SwitchCaller {
         if presented_credential(&parts.headers).is_some() {
             return Caller::from_request_parts(parts, state).await.map(SwitchCaller).map_err(offering_basic);
         }
-        let credentials =
-            presented_basic(&parts.headers).ok_or_else(|| offering_basic(ApiError::unauthorized()))?;
+        let credentials = presented_basic(&parts.headers).ok_or_else(|| offering_basic(ApiError::unauthorized()))?;
         let caller = state.auth.authenticate_basic(&credentials, peer_ip(parts)).map_err(offering_basic)?;
         caller.map(SwitchCaller).ok_or_else(|| offering_basic(ApiError::unauthorized()))
     }

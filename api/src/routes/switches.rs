@@ -358,7 +358,9 @@ struct MappedQuery {
 fn upload_zone(utc_offset: Option<&str>, time_zone: Option<&str>) -> Result<Option<LocalZone>, ApiError> {
     let invalid_query = |e: domain::DomainError| ApiError { code: "invalid_query", ..ApiError::from(e) };
     match (utc_offset, time_zone) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request("invalid_query", "time_zone", "give `time_zone` or `utc_offset`, not both")),
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("invalid_query", "time_zone", "give `time_zone` or `utc_offset`, not both"))
+        }
         (Some(offset), None) => Ok(Some(UtcOffset::parse(offset).map_err(invalid_query)?.into())),
         (None, Some(zone)) => LocalZone::parse("time_zone", zone).map(Some).map_err(invalid_query),
         (None, None) => Ok(None),
