@@ -9,39 +9,9 @@
 #   CDRS=200000 BOOKS=4 api/bench/import.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bin=${BIN:-target/release/tollbook}
-ADMIN_KEY=bench-key
-BOOKS=${BOOKS:-10} CUSTOMERS=${CUSTOMERS:-10} CDRS=${CDRS:-1000000} PREFIXES=${PREFIXES:-1000}
-
-[ -x "$bin" ] || cargo build --release -p tollbook
-work=$(mktemp -d)
-data=$work/data
-out=$work/stdout
-TOLLBOOK_LOG=warn "$bin" serve --data "$data" --listen 127.0.0.1:0 --admin-key "$ADMIN_KEY" >"$out" &
-server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.1; done
-base=$(sed -n 's/^tollbook listening on //p' "$out")
-api() { curl -sf -H "Authorization: Bearer $ADMIN_KEY" "$base$1" "${@:2}"; }
-rates=$(python3 -c "
-import sys
-print('prefix,price_per_minute,first_increment_seconds,next_increment_seconds')
-for i in range($PREFIXES):
-    print(f'49{i:04d},0.0{i % 9 + 1},{(1, 30, 60)[i % 3]},{(1, 6, 60)[i % 3]}')
-print('4,0.5,60,60')")
-tariff() { api /api/v1/tariffs --data-urlencode "rates=$rates" -d name="$1" -d currency=EUR -d effective_from=2026-01-01 \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["links"]["tariff"].rsplit("/",1)[1])'; }
-wholesale=$(tariff wholesale)
-retail=$(tariff retail)
-for ((b = 0; b < BOOKS; b++)); do
-  api /api/v1/accounts -o /dev/null -d number=P$b -d name=P$b -d kind=partner -d currency=EUR
-  api /api/v1/accounts/P$b/tariff -o /dev/null -d tariff="$wholesale"
-  for ((c = 0; c < CUSTOMERS; c++)); do
-    api /api/v1/accounts -o /dev/null -d number=C$b-$c -d name=C$b-$c -d kind=customer -d partner=P$b -d currency=EUR
-    api /api/v1/accounts/C$b-$c/tariff -o /dev/null -d tariff="$retail"
-  done
-done
-kill $server; wait $server 2>/dev/null || true
+CDRS=${CDRS:-1000000}
+source api/bench/ledger.sh
+stop_server
 python3 - "$work/cdrs.csv" <<PY
 import datetime, sys
 books, customers, count, prefixes = $BOOKS, $CUSTOMERS, $CDRS, $PREFIXES

@@ -27,6 +27,10 @@ pub struct ApiError {
     /// Seconds the client should wait before trying again (`Retry-After`), where the
     /// error says when; a 503 without it says [`RETRY_AFTER_SECONDS`].
     pub retry_after_seconds: Option<u64>,
+    /// A 401 of a route that takes HTTP Basic credentials (the switches' posts): the answer
+    /// offers Basic besides Bearer, so a client that waits to be asked (libcurl with
+    /// `CURLAUTH_ANY`, mod_json_cdr's `auth-scheme` `any`) sends them.
+    pub offers_basic: bool,
 }
 
 /// Every error answer: a machine code to match on, a human message, and the input field
@@ -48,7 +52,7 @@ pub struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError { status, code, message: message.into(), field: None, retry_after_seconds: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after_seconds: None, offers_basic: false }
     }
 
     pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
@@ -188,6 +192,10 @@ impl IntoResponse for ApiError {
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            if self.offers_basic {
+                let basic = HeaderValue::from_static(r#"Basic realm="tollbook switch intake", charset="UTF-8""#);
+                response.headers_mut().append(header::WWW_AUTHENTICATE, basic);
+            }
         }
         response
     }

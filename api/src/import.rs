@@ -52,6 +52,11 @@ pub struct ImportArgs {
     /// (`+01:00`); UTC when absent. With `--mapping`, replaces the mapping's time zone.
     #[arg(long = "utc-offset")]
     pub utc_offset: Option<String>,
+    /// With `--mapping`: the zone of times written without an offset, replacing the
+    /// mapping's: an IANA time zone (`Europe/Berlin`, the offset in force at each time) or
+    /// an offset (`+01:00`).
+    #[arg(long = "time-zone", requires = "mapping", conflicts_with = "utc_offset")]
+    pub time_zone: Option<String>,
     /// CDRs only: read the file through this column mapping (`/api/v1/cdr-mappings`): the
     /// operator's of that name, or a ready-made one such as `asterisk-cdr-custom`.
     #[arg(long = "mapping", conflicts_with = "format")]
@@ -230,6 +235,12 @@ pub async fn import(command: ImportCommand) -> CliResult {
         .transpose()
         .map_err(|e| format!("--utc-offset: {e}"))?;
     let offset = given_offset.unwrap_or_default();
+    let given_zone = match &args.time_zone {
+        Some(zone) => {
+            Some(domain::local_time::LocalZone::parse("time_zone", zone).map_err(|e| format!("--time-zone: {e}"))?)
+        }
+        None => given_offset.map(Into::into),
+    };
     let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let length = file.metadata()?.len();
     let input = BufReader::with_capacity(1 << 20, file);
@@ -245,7 +256,7 @@ pub async fn import(command: ImportCommand) -> CliResult {
     let (chunks, mut parsed) = tokio::sync::mpsc::channel::<Chunk>(2);
     let reader = if let Some(name) = &args.mapping {
         let mapping = saved_mapping(&args.data, &workspace, name, args.partner.as_deref())?;
-        let table = domain::switch_cdr::SwitchTable::open_mapped(input, mapping, given_offset)
+        let table = domain::switch_cdr::SwitchTable::open_mapped(input, mapping, given_zone)
             .map_err(|e| format!("{}: {e}", args.file.display()))?;
         std::thread::spawn(move || read_switch_chunks(table, chunks))
     } else if format != domain::switch_cdr::SwitchFormat::Tollbook {

@@ -29,7 +29,9 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         description = "An event-sourced balance ledger for VoIP operators, ISPs and their resellers.\n\n\
             Credentials go in `Authorization: Bearer <token>`, `X-Auth-Token: <token>` or `token: <token>`: \
             the operator's admin key, an API token (`tbk_…`) or a session's access token (a JWT; verify it \
-            with `/.well-known/jwks.json`).\n\n\
+            with `/.well-known/jwks.json`). The switch intake routes (`/api/v1/cdrs/freeswitch`, `asterisk`, \
+            `kamailio`, `mapped`) also take `Authorization: Basic` with an API token's user's login and the \
+            token as the password.\n\n\
             Every write accepts `application/json`, `application/x-www-form-urlencoded` and \
             `multipart/form-data` alike, and an optional `Idempotency-Key` header. Amounts are exact \
             decimals: JSON numbers (never read through a float) or strings.\n\n\
@@ -55,6 +57,9 @@ pub struct ApiDoc;
 pub struct Conventions;
 
 const SECURITY_SCHEMES: [&str; 3] = ["bearer", "x_auth_token", "token"];
+/// The routes that also take HTTP Basic credentials (`crate::auth::SwitchCaller`).
+const SWITCH_INTAKE_PATHS: [&str; 4] =
+    ["/api/v1/cdrs/freeswitch", "/api/v1/cdrs/asterisk", "/api/v1/cdrs/kamailio", "/api/v1/cdrs/mapped"];
 
 impl Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -72,6 +77,18 @@ impl Modify for Conventions {
             "x_auth_token",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Auth-Token"))),
         );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "The switch intake routes only: the login of an API token's user, and the token as the \
+                         password (FreeSWITCH mod_json_cdr's `cred`)",
+                    ))
+                    .build(),
+            ),
+        );
         components.add_security_scheme("token", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("token"))));
         // Any one of the three headers will do: one requirement per scheme, as alternatives.
         openapi.security = Some(
@@ -80,7 +97,17 @@ impl Modify for Conventions {
                 .map(|name| utoipa::openapi::security::SecurityRequirement::new(*name, Vec::<String>::new()))
                 .collect(),
         );
-        for item in openapi.paths.paths.values_mut() {
+        let with_basic: Vec<_> = SECURITY_SCHEMES
+            .iter()
+            .chain(&["basic"])
+            .map(|name| utoipa::openapi::security::SecurityRequirement::new(*name, Vec::<String>::new()))
+            .collect();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if SWITCH_INTAKE_PATHS.contains(&path.as_str())
+                && let Some(post) = item.post.as_mut()
+            {
+                post.security = Some(with_basic.clone());
+            }
             let operations = [&mut item.post, &mut item.put, &mut item.patch];
             for operation in operations.into_iter().flatten() {
                 same_body_in_every_encoding(operation);

@@ -13,7 +13,7 @@ use domain::{Amount, CommandMeta, EventId, Idempotency, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, SwitchCaller};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -33,6 +33,25 @@ impl FromRequestParts<AppState> for Write {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
+        Write::by(caller, parts)
+    }
+}
+
+/// A [`Write`] to a switch's intake route, whose caller may also present HTTP Basic
+/// credentials ([`crate::auth::SwitchCaller`]).
+pub struct SwitchWrite(pub Write);
+
+impl FromRequestParts<AppState> for SwitchWrite {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let SwitchCaller(caller) = SwitchCaller::from_request_parts(parts, state).await?;
+        Write::by(caller, parts).map(SwitchWrite)
+    }
+}
+
+impl Write {
+    fn by(caller: Caller, parts: &Parts) -> Result<Write, ApiError> {
         caller.require_writer()?;
         let idempotency_key = match parts.headers.get(IDEMPOTENCY_KEY_HEADER) {
             None => None,
@@ -49,9 +68,7 @@ impl FromRequestParts<AppState> for Write {
         let path = parts.extensions.get::<OriginalUri>().map_or_else(|| parts.uri.path(), |u| u.0.path()).to_owned();
         Ok(Write { caller, idempotency_key, method: parts.method.clone(), path })
     }
-}
 
-impl Write {
     /// The command's metadata. The idempotency digest covers the method, the path and the
     /// parsed request, so the same key with the same request in another content type still
     /// counts as a repeat, and with another request as a conflict.

@@ -265,3 +265,112 @@ async fn the_import_reads_a_file_through_a_saved_mapping() {
     let cdr = api.ok(ADMIN_KEY, Method::GET, "/api/v1/cdrs/cx-1", None).await;
     assert_eq!(cdr["cdr"]["account"], "C1");
 }
+
+/// A switch in Berlin writing its local time (tzdata Europe/Berlin: +01:00 in winter,
+/// +02:00 from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last Sunday of
+/// October): the mapping names the zone, and each time is read at the offset of its day.
+const BERLIN_MAPPING: &str = r#"{"name": "berlin", "time_zone": "Europe/Berlin", "id": "call_id",
+    "account_code": "acct", "callee": "to", "start": "setup", "answer": "connect", "end": "release"}"#;
+
+const BERLIN_CSV: &str = "call_id,setup,connect,release,to,acct\n\
+    b-winter,2026-03-28 12:00:00,2026-03-28 12:00:05,2026-03-28 12:01:05,4930123456,1001\n\
+    b-summer,2026-03-30 12:00:00,2026-03-30 12:00:05,2026-03-30 12:01:05,4930123456,1001\n\
+    b-gap,2026-03-29 02:30:00,2026-03-29 02:30:05,2026-03-29 03:31:05,4930123456,1001\n\
+    b-fold,2026-10-25 02:50:00,2026-10-25 02:50:05,2026-10-25 02:10:05,4930123456,1001\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_in_a_named_zone_reads_local_times_across_the_clock_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--admin-key", ADMIN_KEY]).await;
+    let api = Api { client: reqwest::Client::new(), server };
+    ledger(&api).await;
+
+    let mut mapping: Value = serde_json::from_str(BERLIN_MAPPING).unwrap();
+    for (zone, says) in [("Europe/Berlim", "Europe/Berlim"), ("CET", "IANA time zone such as Europe/Berlin")] {
+        mapping["time_zone"] = json!(zone);
+        let (status, error) = api.call(ADMIN_KEY, Method::POST, "/api/v1/cdr-mappings", Some(mapping.clone())).await;
+        assert_eq!(
+            (status, error["error"].as_str(), error["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_field"), Some("time_zone")),
+            "{error}"
+        );
+        assert!(error["message"].as_str().unwrap().contains(says), "{error}");
+    }
+    let (status, _) = api.call(ADMIN_KEY, Method::GET, "/api/v1/cdr-mappings/berlin", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a refused mapping is not kept");
+    // As a form, like every write.
+    let form: Vec<(String, String)> = serde_json::from_str::<serde_json::Map<String, Value>>(BERLIN_MAPPING)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap().to_owned()))
+        .collect();
+    let request = api.client.post(api.server.url("/api/v1/cdr-mappings")).bearer_auth(ADMIN_KEY).form(&form);
+    let (status, saved) = send(request).await;
+    assert_eq!((status, saved["mapping"]["time_zone"].as_str()), (StatusCode::CREATED, Some("Europe/Berlin")));
+
+    let (status, answer) = api.csv(ADMIN_KEY, "/api/v1/cdrs/mapped?mapping=berlin", BERLIN_CSV).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let summary = (&answer["summary"]["charged"], &answer["summary"]["rejected"]);
+    assert_eq!(summary, (&json!(3), &json!(1)), "{answer}");
+    let gap = &answer["results"][2];
+    assert_eq!((gap["line"].as_u64(), gap["id"].as_str()), (Some(4), Some("b-gap")), "{gap}");
+    assert_eq!(
+        (gap["error"]["error"].as_str(), gap["error"]["field"].as_str()),
+        (Some("invalid_field"), Some("start"))
+    );
+    let message = gap["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`2026-03-29 02:30:00` (column `setup`) is not a time in Europe/Berlin"),
+        "names the value, the column and the zone: {message}"
+    );
+    let position = answer["position"].as_u64().unwrap();
+    for (id, start, end) in [
+        ("b-winter", "2026-03-28T11:00:00Z", "2026-03-28T11:01:05Z"),
+        ("b-summer", "2026-03-30T10:00:00Z", "2026-03-30T10:01:05Z"),
+        // 02:50 summer time to 02:10 winter time: the end's earlier reading is before the start.
+        ("b-fold", "2026-10-25T00:50:00Z", "2026-10-25T01:10:05Z"),
+    ] {
+        let cdr = api.ok(ADMIN_KEY, Method::GET, &format!("/api/v1/cdrs/{id}?min_position={position}"), None).await;
+        assert_eq!((cdr["cdr"]["start"].as_str(), cdr["cdr"]["end"].as_str()), (Some(start), Some(end)), "{id}");
+    }
+
+    // The upload's zone replaces the mapping's; an offset and a zone together are refused.
+    let new_york = "call_id,setup,connect,release,to,acct\n\
+                    ny-1,2026-07-01 12:00:00,2026-07-01 12:00:05,2026-07-01 12:01:05,4930123456,1001\n";
+    let path = "/api/v1/cdrs/mapped?mapping=berlin&time_zone=America/New_York";
+    let (status, answer) = api.csv(ADMIN_KEY, path, new_york).await;
+    assert_eq!((status, &answer["summary"]["charged"]), (StatusCode::OK, &json!(1)), "{answer}");
+    let position = answer["position"].as_u64().unwrap();
+    let cdr = api.ok(ADMIN_KEY, Method::GET, &format!("/api/v1/cdrs/ny-1?min_position={position}"), None).await;
+    assert_eq!(cdr["cdr"]["start"], "2026-07-01T16:00:00Z", "12:00 EDT");
+    for (query, field) in [("time_zone=Moon/Base", "time_zone"), ("time_zone=UTC&utc_offset=%2B01:00", "time_zone")] {
+        let (status, error) =
+            api.csv(ADMIN_KEY, &format!("/api/v1/cdrs/mapped?mapping=berlin&{query}"), new_york).await;
+        assert_eq!(
+            (status, error["error"].as_str(), error["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_query"), Some(field)),
+            "{query}: {error}"
+        );
+    }
+    api.server.stop();
+
+    // The import takes the zone too.
+    let path = dir.path().join("sydney.csv");
+    std::fs::write(
+        &path,
+        "call_id,setup,connect,release,to,acct\n\
+         syd-1,2026-01-15 12:00:00,2026-01-15 12:00:05,2026-01-15 12:01:05,4930123456,1001\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let (ok, _, err) = tollbook(&["import", "cdrs", file, "--mapping", "berlin", "--time-zone", "EST"], &data);
+    assert!(!ok && err.contains("--time-zone: time_zone: `EST` is neither an IANA time zone"), "{err}");
+    let (ok, out, err) =
+        tollbook(&["import", "cdrs", file, "--mapping", "berlin", "--time-zone", "Australia/Sydney"], &data);
+    assert!(ok && out.contains("1 charged"), "{out}{err}");
+    let server = Server::start(&data, &["--admin-key", ADMIN_KEY]).await;
+    let api = Api { client: reqwest::Client::new(), server };
+    let cdr = api.ok(ADMIN_KEY, Method::GET, "/api/v1/cdrs/syd-1", None).await;
+    assert_eq!(cdr["cdr"]["start"], "2026-01-15T01:00:00Z", "12:00 AEDT, +11:00");
+}

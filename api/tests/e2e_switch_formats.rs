@@ -228,3 +228,90 @@ async fn switch_files_import_with_their_format() {
     let (ok, _, err) = tollbook(&["import", "cdrs", file, "--format", "cisco"], &data);
     assert!(!ok && err.contains("--format: `cisco` is not one of tollbook, freeswitch-json"), "{err}");
 }
+
+/// FreeSWITCH's mod_json_cdr can send only HTTP Basic credentials (its `cred` param, as
+/// libcurl's CURLOPT_USERPWD, `auth-scheme` basic by default: mod_json_cdr.c). The switch
+/// intake routes take them with an API token as the password and its user's login as the
+/// user, with the token's scope; no other route does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_posts_with_basic_credentials_holding_an_api_token() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
+    let api = Api { client: reqwest::Client::new(), server };
+    ledger(&api).await;
+    api.retail_tariff(&["P1", "C2"]).await;
+    api.ok(ADMIN_KEY, Method::POST, "/api/v1/accounts/C2/switch-identifiers", Some(json!({"account_codes": ["2002"]})))
+        .await;
+    api.ok(ADMIN_KEY, Method::POST, "/api/v1/users", Some(json!({"login": "fs-switch1", "role": "admin"}))).await;
+    let token = api.ok(ADMIN_KEY, Method::POST, "/api/v1/tokens", Some(json!({"user": "fs-switch1"}))).await;
+    let switch = token["token"].as_str().unwrap().to_owned();
+    let reseller = api.token("fs-p1", "partner", "P1").await;
+    let customer = api.token("c1-user", "customer", "C1").await;
+    let post = |path: &str, user: &str, password: &str, body: Value| {
+        api.client.post(api.server.url(path)).basic_auth(user, Some(password)).json(&body)
+    };
+    let freeswitch = "/api/v1/cdrs/freeswitch?uuid=ignored";
+
+    let (status, answer) = send(post(freeswitch, "fs-switch1", &switch, freeswitch_document("b-1", "1001", "1"))).await;
+    assert_eq!((status, &answer["results"][0]["result"]), (StatusCode::CREATED, &json!("charged")), "{answer}");
+    let position = answer["position"].as_u64().unwrap();
+    let cdr = api.ok(ADMIN_KEY, Method::GET, &format!("/api/v1/cdrs/b-1?min_position={position}"), None).await;
+    assert_eq!(cdr["cdr"]["account"], "C1");
+
+    // The partner's token: its own customer's calls, not the operator's.
+    let (status, answer) = send(post(freeswitch, "fs-p1", &reseller, freeswitch_document("b-2", "2002", "1"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, error) = send(post(freeswitch, "fs-p1", &reseller, freeswitch_document("b-3", "1001", "1"))).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("account_not_identified")));
+    let (status, error) = send(post(freeswitch, "c1-user", &customer, freeswitch_document("b-4", "1001", "1"))).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{error}");
+
+    // Wrong credentials: 401 with the usual body, offering Basic.
+    let document = freeswitch_document("b-5", "1001", "1");
+    for (user, password, case) in [
+        ("fs-p1", switch.as_str(), "another user's login beside the token"),
+        ("", switch.as_str(), "no login"),
+        ("fs-switch1", "tbk_not-a-token", "a token that does not exist"),
+        ("admin", ADMIN_KEY, "the admin key"),
+        ("fs-switch1", "a password", "not a token"),
+    ] {
+        let response = post(freeswitch, user, password, document.clone()).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{case}");
+        let offered: Vec<_> =
+            response.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert!(offered.iter().any(|v| v.starts_with("Basic realm=")), "{case}: {offered:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!((body["status"].as_str(), body["error"].as_str()), (Some("error"), Some("unauthorized")), "{case}");
+    }
+    let garbled = api.client.post(api.server.url(freeswitch)).header("authorization", "Basic %%%").json(&document);
+    assert_eq!(send(garbled).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(api.client.post(api.server.url(freeswitch)).json(&document)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The other switch routes take it too; nothing else does.
+    let request = api
+        .client
+        .post(api.server.url("/api/v1/cdrs/asterisk?utc_offset=%2B02:00"))
+        .basic_auth("fs-switch1", Some(&switch))
+        .header("content-type", "text/csv")
+        .body(MASTER_CSV);
+    let (status, answer) = send(request).await;
+    assert_eq!((status, &answer["summary"]["charged"]), (StatusCode::OK, &json!(2)), "{answer}");
+    let elsewhere = [
+        (Method::GET, "/api/v1/accounts"),
+        (Method::GET, "/api/v1/me"),
+        (Method::POST, "/api/v1/cdrs"),
+        (Method::GET, "/api/v1/cdrs/b-1"),
+    ];
+    for (method, path) in elsewhere {
+        let request = api.client.request(method.clone(), api.server.url(path)).basic_auth("fs-switch1", Some(&switch));
+        let response = request.json(&json!({})).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        let offered: Vec<_> =
+            response.headers().get_all("www-authenticate").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert_eq!(offered, ["Bearer"], "{path}");
+    }
+    // The same token as a bearer still does what its user may.
+    let (status, _) = api.call(&switch, Method::GET, "/api/v1/cdrs/b-1", None).await;
+    assert_eq!(status, StatusCode::OK);
+}

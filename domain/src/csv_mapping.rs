@@ -1,7 +1,7 @@
 //! A column mapping: how to read the CSV file of a switch tollbook has no format of its
 //! own for. It names, for each CDR field, the file's column (by header name or by
-//! position), how times are written and in which offset from UTC a time without a zone
-//! is. A mapping is checked whole before it is kept ([`CsvMapping::validated`]); a file is
+//! position), how times are written and in which zone (an IANA region or an offset) a time
+//! without an offset of its own//! is. A mapping is checked whole before it is kept ([`CsvMapping::validated`]); a file is
 //! then read through it row by row ([`crate::switch_cdr::SwitchTable::open_mapped`]), each
 //! row becoming a [`NativeCdr`] tied to an account by its identifiers like any switch's
 //! CDR. Pure: the caller stores mappings and reads files.
@@ -13,8 +13,9 @@ use chrono::{DateTime, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
+use crate::local_time::LocalZone;
 use crate::switch::CdrIdentifiers;
-use crate::switch_cdr::{NativeCdr, UtcOffset, asterisk_peer, epoch_seconds};
+use crate::switch_cdr::{NativeCdr, asterisk_peer, epoch_seconds};
 use crate::time::Timestamp;
 
 /// The longest mapping name: it goes in a URL path and on a command line.
@@ -139,12 +140,21 @@ pub struct CsvMapping {
     /// `rfc3339`, `epoch` (seconds, a fraction allowed), `epoch_ms`, or a strftime pattern
     /// such as `%Y-%m-%d %H:%M:%S` (`%z` in it reads the time's own offset).
     pub time_format: String,
-    /// The offset from UTC of times written without one (`+01:00`, `UTC`).
+    /// Where times written without an offset are: an IANA zone (`Europe/Berlin`), whose
+    /// offset is the one in force at each time, or a fixed offset (`+01:00`, `UTC`).
     pub time_zone: String,
     /// The trunk column holds a channel name (`SIP/carrier1-0000002a`, Asterisk's
     /// `channel`): its peer (`carrier1`) is the trunk.
     #[serde(default)]
     pub trunk_is_channel: bool,
+}
+
+/// A time as read from a column, before the mapping's zone is applied.
+enum TimeRead {
+    /// The text said which instant (an epoch, an RFC 3339 time, a pattern with `%z`).
+    Instant(Timestamp),
+    /// A wall-clock time without a zone.
+    Local(NaiveDateTime),
 }
 
 /// How a mapping's times are written.
@@ -186,31 +196,27 @@ impl TimeFormat {
         // The pattern must give a whole date and time: a time written with it reads back.
         let sample = DateTime::parse_from_rfc3339("2026-05-04T10:11:12+02:00").expect("a valid sample");
         let written = sample.format(text).to_string();
-        if format.read(&written, UtcOffset::default()).is_none() {
+        if format.read(&written).is_none() {
             return Err(bad(format!("`{}` does not give a whole date and time (it wrote `{written}`)", shown(text))));
         }
         Ok(format)
     }
 
-    /// The instant a time text names, a time without a zone at `offset`.
-    fn read(&self, text: &str, offset: UtcOffset) -> Option<Timestamp> {
-        let from_naive = |naive: NaiveDateTime| {
-            Timestamp::from_micros(naive.and_utc().timestamp_micros() - i64::from(offset.seconds) * 1_000_000)
-        };
+    /// What a time text says: an instant, or a local time for the mapping's zone to place.
+    fn read(&self, text: &str) -> Option<TimeRead> {
+        let instant = |micros: i64| Some(TimeRead::Instant(Timestamp::from_micros(micros)));
         match self {
-            TimeFormat::Rfc3339 => {
-                DateTime::parse_from_rfc3339(text).ok().map(|t| Timestamp::from_micros(t.timestamp_micros()))
-            }
-            TimeFormat::EpochSeconds => epoch_seconds(text),
+            TimeFormat::Rfc3339 => instant(DateTime::parse_from_rfc3339(text).ok()?.timestamp_micros()),
+            TimeFormat::EpochSeconds => epoch_seconds(text).map(TimeRead::Instant),
             TimeFormat::EpochMillis => {
                 let millis: i64 = text.parse().ok().filter(|_| text.bytes().all(|b| b.is_ascii_digit()))?;
-                millis.checked_mul(1000).map(Timestamp::from_micros)
+                instant(millis.checked_mul(1000)?)
             }
             TimeFormat::Pattern { pattern, zoned: true } => {
-                DateTime::parse_from_str(text, pattern).ok().map(|t| Timestamp::from_micros(t.timestamp_micros()))
+                instant(DateTime::parse_from_str(text, pattern).ok()?.timestamp_micros())
             }
             TimeFormat::Pattern { pattern, zoned: false } => {
-                NaiveDateTime::parse_from_str(text, pattern).ok().map(from_naive)
+                NaiveDateTime::parse_from_str(text, pattern).ok().map(TimeRead::Local)
             }
         }
     }
@@ -312,8 +318,9 @@ impl CsvMapping {
             return Err(invalid("trunk_is_channel", "needs a `trunk` column"));
         }
         TimeFormat::parse(&self.time_format)?;
-        UtcOffset::parse(&self.time_zone).map_err(|e| invalid("time_zone", e.to_string()))?;
-        Ok(CsvMapping { name: name.to_owned(), columns, ..self })
+        let time_zone = self.time_zone.trim().to_owned();
+        LocalZone::parse("time_zone", &time_zone)?;
+        Ok(CsvMapping { name: name.to_owned(), columns, time_zone, ..self })
     }
 }
 
@@ -363,24 +370,24 @@ pub fn asterisk_cdr_custom() -> CsvMapping {
 pub struct MappingReader {
     mapping: CsvMapping,
     time_format: TimeFormat,
-    offset: UtcOffset,
+    zone: LocalZone,
     /// Each mapped field's index in a record, from 0.
     index: BTreeMap<MappedField, usize>,
 }
 
 impl MappingReader {
     /// Reads with `mapping`, its names found in `header` (the file's first row, when the
-    /// mapping says it has one); `offset`, when given, replaces the mapping's time zone.
+    /// mapping says it has one); `zone`, when given, replaces the mapping's time zone.
     pub fn new(
         mapping: CsvMapping,
         header: Option<&csv::StringRecord>,
-        offset: Option<UtcOffset>,
+        zone: Option<LocalZone>,
     ) -> Result<MappingReader, DomainError> {
         let mapping = mapping.validated()?;
         let time_format = TimeFormat::parse(&mapping.time_format)?;
-        let offset = match offset {
-            Some(offset) => offset,
-            None => UtcOffset::parse(&mapping.time_zone)?,
+        let zone = match zone {
+            Some(zone) => zone,
+            None => LocalZone::parse("time_zone", &mapping.time_zone)?,
         };
         let mut index = BTreeMap::new();
         for (field, column) in &mapping.columns {
@@ -397,7 +404,7 @@ impl MappingReader {
             };
             index.insert(*field, at);
         }
-        Ok(MappingReader { mapping, time_format, offset, index })
+        Ok(MappingReader { mapping, time_format, zone, index })
     }
 
     pub fn mapping(&self) -> &CsvMapping {
@@ -414,12 +421,25 @@ impl MappingReader {
         self.get(record, MappedField::Id).map(str::to_owned)
     }
 
-    fn time(&self, record: &csv::StringRecord, field: MappedField) -> Result<Option<Timestamp>, DomainError> {
+    /// A time field; `not_before` (the call's start, for its answer and end) places a local
+    /// time the zone's clocks showed twice (see `crate::local_time`).
+    fn time(
+        &self,
+        record: &csv::StringRecord,
+        field: MappedField,
+        not_before: Option<Timestamp>,
+    ) -> Result<Option<Timestamp>, DomainError> {
         let Some(text) = self.get(record, field) else { return Ok(None) };
-        self.time_format
-            .read(text, self.offset)
-            .map(Some)
-            .ok_or_else(|| invalid(field.as_str(), format!("`{}` is not {}", shown(text), self.time_format.describe())))
+        let read = self.time_format.read(text).ok_or_else(|| {
+            invalid(field.as_str(), format!("`{}` is not {}", shown(text), self.time_format.describe()))
+        })?;
+        match read {
+            TimeRead::Instant(at) => Ok(Some(at)),
+            TimeRead::Local(local) => self.zone.instant(local, not_before).map(Some).map_err(|why| {
+                let column = self.mapping.columns.get(&field).map(ColumnRef::shown).unwrap_or_default();
+                invalid(field.as_str(), format!("`{}` ({column}) {why}", shown(text)))
+            }),
+        }
     }
 
     /// Whole seconds from a number of seconds that may have a fraction (`65`, `65.250`).
@@ -435,8 +455,10 @@ impl MappingReader {
     pub fn row(&self, record: &csv::StringRecord) -> Result<NativeCdr, DomainError> {
         use MappedField::*;
         let id = self.get(record, Id).ok_or_else(|| invalid("id", "is required"))?.to_owned();
-        let start = self.time(record, Start)?.ok_or_else(|| invalid("start", "is required"))?;
-        let end = match self.time(record, End)? {
+        let start = self.time(record, Start, None)?.ok_or_else(|| invalid("start", "is required"))?;
+        let answer_column = self.index.contains_key(&Answer);
+        let answered_at = if answer_column { self.time(record, Answer, Some(start))? } else { None };
+        let end = match self.time(record, End, Some(answered_at.unwrap_or(start)))? {
             Some(end) => end,
             None => {
                 let duration = self.seconds(record, Duration)?.ok_or_else(|| invalid("end", "is required"))?;
@@ -446,8 +468,8 @@ impl MappingReader {
         let billable = self.seconds(record, BillableSeconds)?;
         // Without an answer column, a call with billable seconds was answered that long
         // before its end (as Kamailio's duration); with one, an empty answer is unanswered.
-        let answer = if self.index.contains_key(&Answer) {
-            self.time(record, Answer)?
+        let answer = if answer_column {
+            answered_at
         } else {
             billable.filter(|b| *b > 0).map(|b| start.max(end.add_seconds(-b)))
         };
@@ -477,7 +499,7 @@ mod tests {
 
     use super::*;
     use crate::cdr::CdrInput;
-    use crate::switch_cdr::SwitchTable;
+    use crate::switch_cdr::{SwitchTable, UtcOffset};
 
     fn mapping(columns: &[(MappedField, ColumnRef)]) -> CsvMapping {
         CsvMapping {
@@ -503,9 +525,9 @@ mod tests {
     fn read_all(
         file: &str,
         mapping: CsvMapping,
-        offset: Option<UtcOffset>,
+        zone: Option<LocalZone>,
     ) -> Vec<(u64, Option<String>, Result<NativeCdr, DomainError>)> {
-        let mut table = SwitchTable::open_mapped(file.as_bytes(), mapping, offset).unwrap();
+        let mut table = SwitchTable::open_mapped(file.as_bytes(), mapping, zone).unwrap();
         let rows: Vec<_> = std::iter::from_fn(|| table.next_cdr()).collect();
         assert_eq!(table.io_failure(), None);
         rows
@@ -569,7 +591,7 @@ mod tests {
         assert_eq!((*line, id.as_deref(), error.field()), (3, Some("c-2"), Some("start")));
         assert!(error.to_string().contains("`yesterday` is not %Y-%m-%d %H:%M:%S"), "{error}");
         // The upload's offset wins over the mapping's.
-        let utc = read_all(file, mapping.clone(), Some(UtcOffset::default()));
+        let utc = read_all(file, mapping.clone(), Some(LocalZone::default()));
         assert_eq!(utc[0].2.clone().unwrap().into_input("C-1").unwrap().start.to_rfc3339(), "2026-05-04T12:00:00Z");
         // A named column the header lacks refuses the file, naming it.
         let error = SwitchTable::open_mapped("a,b\n".as_bytes(), mapping, None).err().unwrap();
@@ -591,8 +613,11 @@ mod tests {
             "\n",
         );
         assert!(asterisk_cdr_custom().validated().is_ok());
-        let rows =
-            read_all(file, builtin_mapping("asterisk-cdr-custom").unwrap(), Some(UtcOffset::parse("+02:00").unwrap()));
+        let rows = read_all(
+            file,
+            builtin_mapping("asterisk-cdr-custom").unwrap(),
+            Some(UtcOffset::parse("+02:00").unwrap().into()),
+        );
         let first = rows[0].2.clone().unwrap();
         assert_eq!(
             first.identifiers,
@@ -716,6 +741,150 @@ mod tests {
                 "end" => Some(end_text.as_str()),
                 "billable_seconds" => Some(talk_text.as_str()),
                 "hangup_cause" => Some(cause),
+                _ => None,
+            }).unwrap();
+            prop_assert_eq!(mapped, by_hand);
+        }
+    }
+
+    /// Zones with summer time in either hemisphere, one whose change is 30 minutes (Lord
+    /// Howe), and ones without (Kolkata at +05:30, São Paulo since 2019).
+    const ZONES: [chrono_tz::Tz; 6] = [
+        chrono_tz::Tz::Europe__Berlin,
+        chrono_tz::Tz::America__New_York,
+        chrono_tz::Tz::Australia__Lord_Howe,
+        chrono_tz::Tz::Pacific__Chatham,
+        chrono_tz::Tz::Asia__Kolkata,
+        chrono_tz::Tz::America__Sao_Paulo,
+    ];
+
+    /// The hours (epoch seconds) of 2025–2027 in which `zone`'s offset changes, or noon of
+    /// midsummer 2026 for a zone that never changes: calls are generated around them.
+    fn offset_changes(zone: chrono_tz::Tz) -> Vec<i64> {
+        use chrono::{Offset, TimeZone};
+        let offset = |seconds: i64| {
+            zone.offset_from_utc_datetime(&DateTime::from_timestamp(seconds, 0).unwrap().naive_utc()).fix()
+        };
+        let hours = (1_735_689_600i64..1_830_297_600).step_by(3600);
+        let changes: Vec<i64> = hours.filter(|h| offset(*h) != offset(h + 3600)).collect();
+        if changes.is_empty() { vec![1_782_043_200] } else { changes }
+    }
+
+    #[test]
+    fn a_local_time_the_clocks_skipped_is_refused_naming_line_field_and_column() {
+        use MappedField::*;
+        let columns = [
+            (Id, name("call")),
+            (Caller, name("from")),
+            (Callee, name("to")),
+            (Start, name("setup")),
+            (End, name("release")),
+        ];
+        let mapping = CsvMapping { time_zone: "Europe/Berlin".into(), ..mapping(&columns) };
+        let file = "call,from,to,setup,release\n\
+                    c-1,4940111,4930123,2026-03-29 01:59:00,2026-03-29 03:01:00\n\
+                    c-2,4940111,4930123,2026-03-29 02:30:00,2026-03-29 03:31:00\n";
+        let rows = read_all(file, mapping, None);
+        let first = rows[0].2.clone().unwrap().into_input("C-1").unwrap();
+        assert_eq!(
+            (first.start.to_rfc3339(), first.end.to_rfc3339()),
+            ("2026-03-29T00:59:00Z".into(), "2026-03-29T01:01:00Z".into()),
+            "two minutes across the change"
+        );
+        let (line, id, error) = &rows[1];
+        let error = error.clone().unwrap_err();
+        assert_eq!((*line, id.as_deref(), error.field()), (3, Some("c-2"), Some("start")));
+        assert_eq!(
+            error.to_string(),
+            "start: `2026-03-29 02:30:00` (column `setup`) is not a time in Europe/Berlin: its clocks skipped it, going from +01:00 to +02:00"
+        );
+    }
+
+    #[test]
+    fn a_call_across_the_fold_keeps_its_length() {
+        use MappedField::*;
+        let columns = [
+            (Id, name("call")),
+            (Caller, name("from")),
+            (Callee, name("to")),
+            (Start, name("t0")),
+            (Answer, name("t1")),
+            (End, name("t2")),
+        ];
+        let mapping = CsvMapping { time_zone: "Europe/Berlin".into(), ..mapping(&columns) };
+        // Berlin showed 02:00–03:00 twice on 25 October 2026: 00:00–01:00 UTC, then 01:00–02:00 UTC.
+        let file = "call,from,to,t0,t1,t2\n\
+                    c-1,4940111,4930123,2026-10-25 02:50:00,2026-10-25 02:51:00,2026-10-25 02:10:00\n\
+                    c-2,4940111,4930123,2026-10-25 02:10:00,2026-10-25 02:11:00,2026-10-25 02:20:00\n";
+        let rows = read_all(file, mapping, None);
+        let across = rows[0].2.clone().unwrap().into_input("C-1").unwrap();
+        assert_eq!(across.start.to_rfc3339(), "2026-10-25T00:50:00Z", "the earlier of the two");
+        assert_eq!(across.answer.unwrap().to_rfc3339(), "2026-10-25T00:51:00Z");
+        assert_eq!(across.end.to_rfc3339(), "2026-10-25T01:10:00Z", "the later: the earlier is before the answer");
+        assert_eq!(across.billable_seconds, 19 * 60);
+        let within = rows[1].2.clone().unwrap().into_input("C-1").unwrap();
+        assert_eq!(
+            (within.start.to_rfc3339(), within.end.to_rfc3339()),
+            ("2026-10-25T00:10:00Z".into(), "2026-10-25T00:20:00Z".into())
+        );
+    }
+
+    proptest! {
+        /// A row a switch in a named zone wrote in its local time is the CDR built by hand
+        /// from the same local times with the zone's offset at each instant, for calls
+        /// around and across the zone's offset changes. Local times the zone shows twice
+        /// (the fold) are left to `a_call_across_the_fold_keeps_its_length`: a text alone
+        /// cannot say which of the two it is.
+        #[test]
+        fn a_row_in_a_named_zone_is_read_with_the_offset_in_force_at_each_time(
+            zone in prop::sample::select(ZONES.to_vec()),
+            change in any::<prop::sample::Index>(),
+            from_change in -4 * 3600i64..4 * 3600,
+            ring in 0i64..60,
+            talk in 0i64..3 * 3600,
+            format in prop::sample::select(vec!["%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "epoch"]),
+        ) {
+            use chrono::TimeZone;
+            use MappedField::*;
+            let changes = offset_changes(zone);
+            let start = Timestamp::from_seconds(changes[change.index(changes.len())] + from_change);
+            let answer = (talk > 0).then(|| start.add_seconds(ring));
+            let end = start.add_seconds(ring + talk);
+            let local = |at: Timestamp| DateTime::from_timestamp_micros(at.micros()).unwrap().with_timezone(&zone);
+            for at in [Some(start), answer, Some(end)].into_iter().flatten() {
+                prop_assume!(zone.from_local_datetime(&local(at).naive_local()).single().is_some());
+            }
+            let written = |at: Option<Timestamp>| match (at, format) {
+                (None, _) => String::new(),
+                (Some(at), "epoch") => (at.micros() / 1_000_000).to_string(),
+                (Some(at), pattern) => local(at).format(pattern).to_string(),
+            };
+            let file = format!("c-1,1001,4930123,{},{},{},{talk}\n", written(Some(start)), written(answer), written(Some(end)));
+            let columns: Vec<_> = [Id, AccountCode, Callee, Start, Answer, End, BillableSeconds]
+                .into_iter()
+                .zip(1u16..)
+                .map(|(field, position)| (field, ColumnRef::Position(position)))
+                .collect();
+            let mapping = CsvMapping {
+                header: false,
+                time_format: format.into(),
+                time_zone: zone.name().into(),
+                ..mapping(&columns)
+            };
+            let mut table = SwitchTable::open_mapped(file.as_bytes(), mapping, None).unwrap();
+            let mapped = table.next_cdr().unwrap().2.unwrap().into_input("C-1").unwrap();
+            // The local time with the offset the zone had at that instant, as RFC 3339.
+            let (start_text, end_text) = (local(start).to_rfc3339(), local(end).to_rfc3339());
+            let answer_text = answer.map(|a| local(a).to_rfc3339());
+            let talk_text = talk.to_string();
+            let by_hand = CdrInput::from_fields(|name| match name {
+                "id" => Some("c-1"),
+                "account" => Some("C-1"),
+                "callee" => Some("4930123"),
+                "start" => Some(start_text.as_str()),
+                "answer" => answer_text.as_deref(),
+                "end" => Some(end_text.as_str()),
+                "billable_seconds" => Some(talk_text.as_str()),
                 _ => None,
             }).unwrap();
             prop_assert_eq!(mapped, by_hand);

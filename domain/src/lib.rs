@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod hangup;
 pub mod ids;
+pub mod local_time;
 pub mod money;
 pub mod rating;
 pub mod rating_engine;

@@ -12,6 +12,7 @@ use chrono::NaiveDateTime;
 use crate::cdr::CdrInput;
 use crate::csv_mapping::{CsvMapping, MappingReader};
 use crate::error::DomainError;
+use crate::local_time::LocalZone;
 use crate::switch::CdrIdentifiers;
 use crate::time::Timestamp;
 
@@ -503,13 +504,9 @@ impl<R: Read> SwitchTable<R> {
         Ok(table)
     }
 
-    /// Opens a CSV file read through a column mapping; `offset`, when given, replaces the
+    /// Opens a CSV file read through a column mapping; `zone`, when given, replaces the
     /// mapping's time zone (a ready-made mapping does not know the switch's).
-    pub fn open_mapped(
-        input: R,
-        mapping: CsvMapping,
-        offset: Option<UtcOffset>,
-    ) -> Result<SwitchTable<R>, DomainError> {
+    pub fn open_mapped(input: R, mapping: CsvMapping, zone: Option<LocalZone>) -> Result<SwitchTable<R>, DomainError> {
         let delimiter = u8::try_from(mapping.delimiter)
             .map_err(|_| invalid("delimiter", "one ASCII character other than a quote or a line break"))?;
         let mut reader = csv::ReaderBuilder::new()
@@ -522,11 +519,12 @@ impl<R: Read> SwitchTable<R> {
         } else {
             None
         };
-        let mapped = MappingReader::new(mapping, header.as_ref(), offset)?;
+        let mapped = MappingReader::new(mapping, header.as_ref(), zone)?;
         Ok(SwitchTable {
             // Not read: `mapped` decides how a record is read.
             format: SwitchFormat::Tollbook,
-            offset: offset.unwrap_or_default(),
+            // Not read either: the mapping's reader has its zone.
+            offset: UtcOffset::default(),
             mapped: Some(Box::new(mapped)),
             inner: Inner::Csv { reader, record: csv::StringRecord::new() },
             header: Vec::new(),

@@ -132,6 +132,49 @@ pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
         .filter(|credential| !credential.is_empty())
 }
 
+/// HTTP Basic credentials (RFC 7617): `Authorization: Basic base64(user ":" password)`.
+pub struct BasicCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// The Basic credentials a request presents; none without them, or when the header says
+/// Basic but does not decode to `user:password` in UTF-8 (refused alike).
+pub fn presented_basic(headers: &HeaderMap) -> Option<BasicCredentials> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    // The user id cannot hold a colon (RFC 7617, 2): the first one ends it.
+    let (user, password) = text.split_once(':')?;
+    Some(BasicCredentials { user: user.to_owned(), password: password.to_owned() })
+}
+
+/// The caller of a switch's intake route (`/api/v1/cdrs/freeswitch`, `asterisk`,
+/// `kamailio`, `mapped`): the usual credentials, or HTTP Basic, which is all FreeSWITCH's
+/// mod_json_cdr can send (`cred`). Basic is taken on these routes only, and only with an
+/// API token as its password and the token's user's login as its user (see
+/// [`Auth::authenticate_basic`]); the caller then has the token's role and scope, exactly as
+/// with the token as a bearer. Any other route answers Basic with 401.
+pub struct SwitchCaller(pub Caller);
+
+impl FromRequestParts<AppState> for SwitchCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let offering_basic = |error: ApiError| ApiError { offers_basic: true, ..error };
+        if presented_credential(&parts.headers).is_some() {
+            return Caller::from_request_parts(parts, state).await.map(SwitchCaller).map_err(offering_basic);
+        }
+        let credentials = presented_basic(&parts.headers).ok_or_else(|| offering_basic(ApiError::unauthorized()))?;
+        let caller = state.auth.authenticate_basic(&credentials, peer_ip(parts)).map_err(offering_basic)?;
+        caller.map(SwitchCaller).ok_or_else(|| offering_basic(ApiError::unauthorized()))
+    }
+}
+
 /// The address the request came from (the TCP peer; proxies are not trusted).
 pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
@@ -351,6 +394,32 @@ impl Auth {
             return Err(ApiError::address_not_allowed());
         }
         Ok(caller_for(&user, format!("user:{}", session.login), Some(session.id)))
+    }
+
+    /// The caller HTTP Basic credentials stand for, on the routes that take them: the
+    /// password must be a usable API token and the user its user's login. Matching the login
+    /// rather than ignoring it keeps a switch's configuration honest: the `cred` an operator
+    /// reads there names the user its calls are recorded as (`token:<id>` of that user), and
+    /// a token pasted under another user's name is refused instead of acting as someone
+    /// else. The admin key and session tokens are not taken: the one has no user, the others
+    /// expire within the hour, and neither belongs in a switch's configuration file.
+    pub fn authenticate_basic(
+        &self,
+        credentials: &BasicCredentials,
+        peer: Option<IpAddr>,
+    ) -> Result<Option<Caller>, ApiError> {
+        if !credentials.password.starts_with(API_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let (token, user) = match self.check_token(&store::digest(&credentials.password), peer)? {
+            TokenCheck::Usable(token, user) => (token, user),
+            TokenCheck::AddressNotAllowed(_) => return Err(ApiError::address_not_allowed()),
+            TokenCheck::Unusable => return Ok(None),
+        };
+        if user.login != credentials.user {
+            return Ok(None);
+        }
+        Ok(caller_for(&user, format!("token:{}", token.id), None))
     }
 
     /// The user a session acts for, while the session is live: not expired, opened for

@@ -115,9 +115,10 @@ pub struct MappingRequest {
     /// the time's own offset); `%Y-%m-%d %H:%M:%S` when absent.
     #[schema(example = "%d/%m/%Y %H:%M:%S")]
     time_format: Option<String>,
-    /// The offset from UTC of times written without one: `+01:00`, `-0500`, `UTC` (when
-    /// absent). An upload's `utc_offset` replaces it.
-    #[schema(example = "+01:00")]
+    /// Where times written without an offset are: an IANA time zone (`Europe/Berlin`: the
+    /// offset in force at each time, summer time included) or a fixed offset (`+01:00`,
+    /// `-0500`, `UTC` when absent). An upload's `time_zone` or `utc_offset` replaces it.
+    #[schema(example = "Europe/Berlin")]
     time_zone: Option<String>,
     /// The `trunk` column holds a channel name (`SIP/carrier1-0000002a`): its peer is the trunk.
     #[serde(default, deserialize_with = "flag")]
@@ -343,7 +344,8 @@ pub struct MappingResponse {
 /// Save a column mapping (the operator's own, or a partner's) for `POST
 /// /api/v1/cdrs/mapped` and `tollbook import cdrs --mapping`. Checked whole first: a
 /// required field missing, a column read as two fields, a time format that does not give a
-/// whole date and time, or an offset that is not one is refused (400, naming the field) and
+/// whole date and time, or a time zone that is neither an IANA zone nor an offset is refused
+/// (400 `invalid_field`, naming the field) and
 /// nothing is kept. A name its book already has is 409 (delete it first). The operator's
 /// to do, as the switch identifiers are.
 #[utoipa::path(

@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, RawQuery, Re
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::cdr::CdrInput;
+use domain::local_time::LocalZone;
 use domain::switch::{IdentifierKind, SwitchIdentifier};
 use domain::switch_cdr::{NativeCdr, SwitchFormat, SwitchTable, UtcOffset};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ use crate::error::ApiError;
 use crate::openapi::{AdminWriteErrors, IdempotencyKey, ReadErrors, UploadErrors, WriteErrors};
 use crate::query;
 use crate::server::AppState;
-use crate::write::{Write, respond, visible_account};
+use crate::write::{SwitchWrite, Write, respond, visible_account};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -212,7 +213,7 @@ pub struct FreeswitchForm {
 )]
 pub async fn post_freeswitch(
     State(state): State<AppState>,
-    write: Write,
+    SwitchWrite(write): SwitchWrite,
     request: Request,
 ) -> Result<Response, ApiError> {
     crate::body::refuse_declared_over(&request, CDR_UPLOAD_BYTES_MAX)?;
@@ -299,7 +300,7 @@ async fn charge_file(
 )]
 pub async fn post_asterisk(
     State(state): State<AppState>,
-    write: Write,
+    SwitchWrite(write): SwitchWrite,
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -323,7 +324,7 @@ pub async fn post_asterisk(
 )]
 pub async fn post_kamailio(
     State(state): State<AppState>,
-    write: Write,
+    SwitchWrite(write): SwitchWrite,
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -347,6 +348,23 @@ struct MappedQuery {
     /// times written without one (`+01:00`).
     #[param(example = "+01:00")]
     utc_offset: Option<String>,
+    /// Replaces the mapping's time zone for this file: an IANA time zone (`Europe/Berlin`,
+    /// the offset in force at each time) or an offset. Not with `utc_offset`.
+    #[param(example = "Europe/Berlin")]
+    time_zone: Option<String>,
+}
+
+/// The zone an upload gives in place of its mapping's, from `utc_offset` or `time_zone`.
+fn upload_zone(utc_offset: Option<&str>, time_zone: Option<&str>) -> Result<Option<LocalZone>, ApiError> {
+    let invalid_query = |e: domain::DomainError| ApiError { code: "invalid_query", ..ApiError::from(e) };
+    match (utc_offset, time_zone) {
+        (Some(_), Some(_)) => {
+            Err(ApiError::bad_request("invalid_query", "time_zone", "give `time_zone` or `utc_offset`, not both"))
+        }
+        (Some(offset), None) => Ok(Some(UtcOffset::parse(offset).map_err(invalid_query)?.into())),
+        (None, Some(zone)) => LocalZone::parse("time_zone", zone).map(Some).map_err(invalid_query),
+        (None, None) => Ok(None),
+    }
 }
 
 /// A CSV file of any switch, read through a saved column mapping (`mapping`): each row
@@ -365,15 +383,15 @@ struct MappedQuery {
 )]
 pub async fn post_mapped(
     State(state): State<AppState>,
-    write: Write,
+    SwitchWrite(write): SwitchWrite,
     RawQuery(raw): RawQuery,
     request: Request,
 ) -> Result<Response, ApiError> {
     let query: MappedQuery = query::parse(raw.as_deref())?;
-    let offset = utc_offset(query.utc_offset.as_deref())?;
+    let zone = upload_zone(query.utc_offset.as_deref(), query.time_zone.as_deref())?;
     let mapping =
         super::cdr_mappings::resolve_mapping(&state, &write.caller, &query.mapping, query.partner.as_deref())?;
-    charge_file(&state, &write, request, |bytes| SwitchTable::open_mapped(bytes, mapping, offset)).await
+    charge_file(&state, &write, request, |bytes| SwitchTable::open_mapped(bytes, mapping, zone)).await
 }
 
 /// db_text's header types its columns (`id(int,auto) start_time(int) ...`); a CSV's
