@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::billing::BillingCatalog;
 use crate::error::CommandError;
+use crate::invoices::InvoiceCatalog;
 use crate::snapshot::{LEDGER_SNAPSHOT_NAME, SavedLedger, decode_ledger, encode_ledger};
 use crate::tariffs::{TariffCatalog, TariffHistory};
 use crate::writer::{self, BookHandle, CommandOutcome, CommitHook, WriterOptions};
@@ -137,6 +138,7 @@ fn concerns_catalogs(event: &domain::Event) -> bool {
     AccountIndex::concerns(event)
         || matches!(event.payload, Payload::TariffPublished(_))
         || BillingCatalog::concerns(event)
+        || InvoiceCatalog::concerns(event)
 }
 
 /// The ledger-wide catalogs, folded together.
@@ -145,6 +147,7 @@ struct Catalogs {
     index: AccountIndex,
     tariffs: TariffCatalog,
     billing: BillingCatalog,
+    invoices: InvoiceCatalog,
 }
 
 impl Catalogs {
@@ -153,6 +156,7 @@ impl Catalogs {
         self.index.apply(events.iter().copied());
         self.tariffs.apply(events.iter().copied());
         self.billing.apply(events.iter().copied());
+        self.invoices.apply(events.iter().copied());
     }
 }
 
@@ -224,6 +228,7 @@ impl OrderedFold {
             index: &self.catalogs.index,
             tariffs: self.catalogs.tariffs.published(),
             billing: &self.catalogs.billing,
+            invoices: &self.catalogs.invoices,
         };
         let bytes = encode_ledger(&saved);
         self.unsaved_events = 0;
@@ -244,7 +249,7 @@ async fn saved_catalogs(store: &dyn EventStore) -> Option<(Catalogs, u64, Option
             return None;
         }
     };
-    let Some(saved) = decode_ledger::<AccountIndex, BillingCatalog>(&bytes) else {
+    let Some(saved) = decode_ledger::<AccountIndex, BillingCatalog, InvoiceCatalog>(&bytes) else {
         tracing::warn!("the ledger's snapshot is of another format or damaged; reading the whole log");
         return None;
     };
@@ -255,8 +260,12 @@ async fn saved_catalogs(store: &dyn EventStore) -> Option<(Catalogs, u64, Option
             return None;
         }
     }
-    let catalogs =
-        Catalogs { index: saved.index, tariffs: TariffCatalog::from_published(saved.tariffs), billing: saved.billing };
+    let catalogs = Catalogs {
+        index: saved.index,
+        tariffs: TariffCatalog::from_published(saved.tariffs),
+        billing: saved.billing,
+        invoices: saved.invoices,
+    };
     Some((catalogs, saved.next_position, saved.last))
 }
 
@@ -267,6 +276,7 @@ pub struct Ledger {
     index: Arc<RwLock<AccountIndex>>,
     tariffs: Arc<RwLock<TariffCatalog>>,
     billing: Arc<RwLock<BillingCatalog>>,
+    pub(crate) invoices: Arc<RwLock<InvoiceCatalog>>,
     writers: Mutex<HashMap<BookId, WriterSlot>>,
     /// Account numbers are unique ledger-wide, across books: registrations take turns.
     registration: tokio::sync::Mutex<()>,
@@ -327,6 +337,7 @@ impl Ledger {
             index: Arc::new(RwLock::new(catalogs.index)),
             tariffs: Arc::new(RwLock::new(catalogs.tariffs)),
             billing: Arc::new(RwLock::new(catalogs.billing)),
+            invoices: Arc::new(RwLock::new(catalogs.invoices)),
             writers: Mutex::new(HashMap::new()),
             registration: tokio::sync::Mutex::new(()),
             ordered,
@@ -628,6 +639,7 @@ impl Ledger {
             .get_or_try_init(|| async {
                 let state = writer::load_book(&*self.store, book).await?;
                 let (index, tariffs, billing) = (self.index.clone(), self.tariffs.clone(), self.billing.clone());
+                let invoices = self.invoices.clone();
                 let ordered = self.ordered.clone();
                 let hook: CommitHook = Arc::new(move |events| {
                     let concerned: Vec<&RecordedEvent> =
@@ -636,6 +648,7 @@ impl Ledger {
                         index.write().expect("index lock").apply(concerned.iter().copied());
                         tariffs.write().expect("tariffs lock").apply(concerned.iter().copied());
                         billing.write().expect("billing lock").apply(concerned.iter().copied());
+                        invoices.write().expect("invoices lock").apply(concerned.iter().copied());
                     }
                     if let Some(ordered) = &ordered {
                         ordered.lock().expect("ordered fold lock").add(events);
