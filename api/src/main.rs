@@ -13,6 +13,7 @@ mod dataset;
 mod error;
 mod flush;
 mod import;
+mod invoicing;
 mod maintenance;
 mod notify;
 mod openapi;
@@ -75,6 +76,9 @@ enum CliCommand {
     /// their customers, a year of calls, payments, fund moves, charges, adjustments and
     /// reversals, all decided by the ledger; the same seed gives the same ledger.
     Dataset(dataset::DatasetArgs),
+    /// Invoices: run those of a billing period on a stopped server's data directory.
+    #[command(subcommand)]
+    Invoices(invoicing::cli::InvoicesCommand),
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -262,6 +266,7 @@ fn main() -> std::process::ExitCode {
             CliCommand::Import(command) => import::import(command).await,
             CliCommand::Reconcile(command) => import::reconcile(command).await,
             CliCommand::Dataset(args) => dataset::dataset(args).await,
+            CliCommand::Invoices(command) => invoicing::cli::invoices(command).await,
         }
     });
     match result {

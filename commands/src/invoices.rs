@@ -13,8 +13,9 @@
 
 use std::collections::HashMap;
 
+use domain::invoice::InvoiceDraft;
 use domain::{
-    AccountId, AccountKind, Amount, BookId, Command, CommandMeta, Currency, InvoiceId, InvoiceSubject, IssueCreditNote,
+    AccountId, Amount, BookId, Command, CommandMeta, Currency, InvoiceId, InvoiceSubject, IssueCreditNote,
     IssueInvoice, Payload, RecordedEvent, Timestamp,
 };
 use futures::StreamExt;
@@ -146,13 +147,6 @@ impl InvoiceCatalog {
     }
 }
 
-/// One account's invoice for a period, ready for its issuer's book.
-#[derive(Clone, Debug)]
-pub struct InvoiceDraft {
-    pub issuer: BookId,
-    pub issue: IssueInvoice,
-}
-
 /// What an invoice run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InvoiceRun {
@@ -166,13 +160,9 @@ pub struct InvoiceRun {
     pub invoices: Vec<(AccountId, InvoiceId, String)>,
 }
 
-/// The book that issues `account`'s invoices: a customer's own book (the operator's, or
-/// its partner's); the operator's for a partner.
+/// The book that issues `account`'s invoices.
 pub fn issuer_of(account: &AccountRef) -> BookId {
-    match account.kind {
-        AccountKind::Partner => BookId::OPERATOR,
-        AccountKind::Customer => account.book,
-    }
+    domain::invoice::issuer_of(account.kind, account.book)
 }
 
 impl Ledger {

@@ -14,7 +14,7 @@ pub mod writer;
 
 pub use billing::{BillingCatalog, FeeRun, charge_due_fees};
 pub use error::CommandError;
-pub use invoices::{DocumentEntry, DocumentKind, InvoiceCatalog, InvoiceDraft, InvoiceRun, issuer_of};
+pub use invoices::{DocumentEntry, DocumentKind, InvoiceCatalog, InvoiceRun, issuer_of};
 #[cfg(feature = "kurrentdb")]
 pub use eventlog::KurrentDbStore;
 /// The synthetic-book fixtures, for the benchmarks and other crates' tests.

@@ -244,6 +244,22 @@ impl Invoicing {
     }
 }
 
+/// The book that issues an account's invoices: a customer's own book (the operator's,
+/// or its partner's); the operator's for a partner (whose account opens its own book).
+pub fn issuer_of(kind: crate::account::AccountKind, book: crate::ids::BookId) -> crate::ids::BookId {
+    match kind {
+        crate::account::AccountKind::Partner => crate::ids::BookId::OPERATOR,
+        crate::account::AccountKind::Customer => book,
+    }
+}
+
+/// One account's invoice for a period, ready for its issuer's book.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceDraft {
+    pub issuer: crate::ids::BookId,
+    pub issue: crate::command::IssueInvoice,
+}
+
 /// The billing period `YYYY-MM`: `[first of the month, first of the next)`, in UTC.
 pub fn month(text: &str) -> Result<(Timestamp, Timestamp), DomainError> {
     let bad = || DomainError::InvalidField { field: "period", reason: "expected a month as YYYY-MM".into() };

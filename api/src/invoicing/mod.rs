@@ -4,12 +4,13 @@
 //! number and record them. No rule lives here: which book issues, the numbering, the
 //! tax and the refusal of a second invoice are the domain's.
 
+pub mod cli;
 pub mod render;
 
-use commands::{InvoiceDraft, InvoiceRun, Ledger};
-use domain::invoice::{self, Figures};
-use domain::{AccountKind, BookId, CommandMeta, InvoiceId, IssueCreditNote, IssueInvoice, Timestamp};
-use projections::{AccountFilter, ReadModels};
+use commands::{InvoiceRun, Ledger};
+use domain::invoice;
+use domain::{BookId, CommandMeta, InvoiceId, IssueCreditNote, Timestamp};
+use projections::ReadModels;
 
 use crate::error::ApiError;
 
@@ -18,22 +19,6 @@ use crate::error::ApiError;
 pub enum RunScope {
     All,
     Issuer(BookId),
-}
-
-/// The statement figures of one account for `[from, to)`, from one snapshot of the read
-/// models, with the position they reflect.
-pub fn figures_of(statement: &projections::Statement) -> Figures {
-    Figures {
-        opening_balance: statement.opening_balance,
-        payments: statement.payments,
-        adjustments: statement.adjustments,
-        call_charges: statement.call_charges,
-        other_charges: statement.other_charges,
-        total_charges: statement.total_charges,
-        transfers_in: statement.transfers_in,
-        transfers_out: statement.transfers_out,
-        closing_balance: statement.closing_balance,
-    }
 }
 
 /// The period `YYYY-MM`, which must have ended by `now`: an invoice of a month still
@@ -68,52 +53,12 @@ pub async fn run(
     meta: CommandMeta,
 ) -> Result<InvoiceRun, ApiError> {
     caught_up(ledger, models).await?;
-    let snapshot = models.snapshot();
-    let mut drafts = Vec::new();
-    let filter = match scope {
-        RunScope::All => AccountFilter::default(),
-        // A partner's book holds the partner too, which the operator invoices.
-        RunScope::Issuer(book) if book != BookId::OPERATOR => {
-            AccountFilter { book: Some(book), kind: Some(AccountKind::Customer), ..AccountFilter::default() }
-        }
-        // The operator's customers are in its book; its partners each open their own.
-        RunScope::Issuer(_) => AccountFilter::default(),
+    let issuer = match scope {
+        RunScope::All => None,
+        RunScope::Issuer(book) => Some(book),
     };
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = snapshot.accounts(&filter, cursor.as_deref(), projections::PAGE_SIZE_MAX)?;
-        for view in &page.items {
-            if view.opened_at >= to {
-                continue;
-            }
-            let Ok((issuer, subject)) = ledger.invoice_subject(view.id, &view.name) else { continue };
-            if let RunScope::Issuer(book) = scope
-                && issuer != book
-            {
-                continue;
-            }
-            let statement = snapshot.statement(view.id, from, to, None).await?;
-            let figures = figures_of(&statement);
-            if !figures.has_movement() {
-                continue;
-            }
-            drafts.push(InvoiceDraft {
-                issuer,
-                issue: IssueInvoice {
-                    invoice: InvoiceId::new(),
-                    subject,
-                    period_from: from,
-                    period_to: to,
-                    figures,
-                    statement_position: statement.position,
-                },
-            });
-        }
-        match page.next_cursor {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    let drafts = models.snapshot().invoice_drafts(issuer, from, to).await?;
+    tracing::info!(drafts = drafts.len(), period = %invoice::month_name(from), "issuing invoices");
     Ok(ledger.issue_invoices(drafts, meta).await?)
 }
 
@@ -131,7 +76,7 @@ pub async fn correct(
     let issue = IssueCreditNote {
         credit_note: InvoiceId::new(),
         invoice: invoice.id,
-        figures: figures_of(&statement),
+        figures: projections::invoices::figures_of(&statement),
         statement_position: statement.position,
         reason,
     };
