@@ -34,8 +34,9 @@ pub const TAX_TEXT_LENGTH_MAX: usize = 64;
 /// tax id printed on the invoice. An account may have its own (a reverse charge at 0 %).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaxRule {
-    /// Percent: 21 is 21 %.
-    pub rate: Decimal,
+    /// Percent: 21 is 21 %. An [`Amount`] for its exact encoding in the log (a bare
+    /// `Decimal` serializes as text that the binary codec cannot read back).
+    pub rate: Amount,
     pub name: String,
     pub tax_id: Option<String>,
 }
@@ -43,16 +44,16 @@ pub struct TaxRule {
 impl TaxRule {
     /// What an issuer that set nothing charges: no tax.
     pub fn none() -> Self {
-        TaxRule { rate: Decimal::ZERO, name: "Tax".into(), tax_id: None }
+        TaxRule { rate: Amount::ZERO, name: "Tax".into(), tax_id: None }
     }
 
     /// The rule as recorded: a rate from 0 to 100 % with at most
     /// [`TAX_RATE_SCALE_MAX`] places, a name that is not empty.
     pub fn validated(self) -> Result<Self, DomainError> {
-        if self.rate.is_sign_negative() && !self.rate.is_zero() || self.rate > Decimal::ONE_HUNDRED {
+        if self.rate.0 < Decimal::ZERO || self.rate.0 > Decimal::ONE_HUNDRED {
             return Err(DomainError::InvalidField { field: "tax_rate", reason: "must be from 0 to 100 (percent)".into() });
         }
-        if self.rate.scale() > TAX_RATE_SCALE_MAX {
+        if self.rate.0.scale() > TAX_RATE_SCALE_MAX {
             return Err(DomainError::InvalidField {
                 field: "tax_rate",
                 reason: format!("at most {TAX_RATE_SCALE_MAX} decimal places"),
@@ -79,7 +80,7 @@ impl TaxRule {
             }
             None => None,
         };
-        Ok(TaxRule { rate: self.rate.normalize(), name, tax_id })
+        Ok(TaxRule { rate: self.rate.normalized(), name, tax_id })
     }
 }
 
@@ -197,7 +198,7 @@ pub fn totals(figures: &Figures, tax: &TaxRule, currency: Currency) -> Totals {
     let places = currency.minor_unit_places();
     let round = |value: Decimal| value.round_dp_with_strategy(places, RoundingStrategy::MidpointAwayFromZero);
     let net = round(figures.total_charges.0);
-    let tax = round(net * tax.rate / Decimal::ONE_HUNDRED);
+    let tax = round(net * tax.rate.0 / Decimal::ONE_HUNDRED);
     Totals { net: Amount(net).normalized(), tax: Amount(tax).normalized(), gross: Amount(net + tax).normalized() }
 }
 

@@ -26,8 +26,9 @@ pub fn figures_of(statement: &Statement) -> Figures {
 }
 
 impl Snapshot {
-    /// One draft per account that `issuer` invoices (every issuer's when none), opened
-    /// before `to` and with movement in `[from, to)`, in account order.
+    /// One draft per account that `issuer` invoices (every issuer's when none) with
+    /// movement in `[from, to)`, in account order. (Not by the account's opening date:
+    /// entries may be dated before it.)
     pub async fn invoice_drafts(
         &self,
         issuer: Option<BookId>,
@@ -46,7 +47,7 @@ impl Snapshot {
             let page = self.accounts(&filter, cursor.as_deref(), PAGE_SIZE_MAX)?;
             for view in &page.items {
                 let account_issuer = invoice::issuer_of(view.kind, view.book);
-                if view.opened_at >= to || issuer.is_some_and(|book| book != account_issuer) {
+                if issuer.is_some_and(|book| book != account_issuer) {
                     continue;
                 }
                 let statement = self.statement(view.id, from, to, None).await?;

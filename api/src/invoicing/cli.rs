@@ -44,7 +44,7 @@ pub async fn invoices(command: InvoicesCommand) -> CliResult {
 
 async fn run(args: RunArgs) -> CliResult {
     let now = Timestamp::from_micros(chrono::Utc::now().timestamp_micros());
-    let (from, to) = super::ended_month(&args.period, now).map_err(|e| e.to_string())?;
+    let (from, to) = super::ended_month(&args.period, now).map_err(|e| e.message.to_string())?;
     let (store, views) = crate::maintenance::open(&args.data).await?;
     let models = ReadModels::open(&views, store.clone())?;
     let projector = projections::spawn_projector(models.clone(), store.clone());
@@ -62,7 +62,7 @@ async fn run(args: RunArgs) -> CliResult {
     };
     let meta = CommandMeta { occurred_at: to, recorded_at: now, actor: CLI_ACTOR.to_owned(), idempotency: None };
     let started = std::time::Instant::now();
-    let outcome = super::run(&ledger, &models, scope, from, to, meta).await.map_err(|e| e.to_string());
+    let outcome = super::run(&ledger, &models, scope, from, to, meta).await.map_err(|e| e.message.to_string());
     let elapsed = started.elapsed();
     ledger.shutdown().await;
     let run = outcome?;

@@ -85,7 +85,7 @@ impl Document {
     }
 
     fn rate(&self) -> String {
-        format!("{} {}%", self.tax.name, self.tax.rate.normalize())
+        format!("{} {}%", self.tax.name, self.tax.rate.normalized())
     }
 
     /// The lines of the summary: (label, amount, emphasised).
@@ -230,7 +230,7 @@ pub fn pdf(document: &Document) -> Vec<u8> {
 
     let mut content = Content::new();
     let mut y = PAGE_HEIGHT_PT - MARGIN_PT;
-    let mut text = |content: &mut Content, font: &[u8], size: f32, x: f32, y: f32, value: &str| {
+    let text = |content: &mut Content, font: &[u8], size: f32, x: f32, y: f32, value: &str| {
         content.begin_text();
         content.set_font(Name(font), size);
         content.next_line(x, y);

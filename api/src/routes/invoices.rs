@@ -212,7 +212,7 @@ pub async fn configure_tax(
             Some(subject)
         }
     };
-    let tax = TaxRule { rate: request.rate.0, name: request.name.clone(), tax_id: request.tax_id.clone() };
+    let tax = TaxRule { rate: request.rate, name: request.name.clone(), tax_id: request.tax_id.clone() };
     let meta = write.meta(&request, None)?;
     let outcome = state.ledger.configure_tax(own, subject, Some(tax), meta).await?;
     Ok(respond_with_id(&state, StatusCode::OK, outcome, None, BTreeMap::new()))
@@ -419,7 +419,7 @@ pub async fn show_invoice(
         status: "ok",
         figures: figures_out(&figures, entry.currency),
         totals: totals_out(&totals, entry.currency),
-        tax: TaxOut { rate: tax.rate.normalize().to_string(), name: tax.name, tax_id: tax.tax_id },
+        tax: TaxOut { rate: tax.rate.normalized().to_string(), name: tax.name, tax_id: tax.tax_id },
         statement_position,
         reason,
         invoice: document_out(&state, &entry),
