@@ -279,7 +279,7 @@ async fn scenario(entries: Vec<Entry>, steps: Vec<Step>, late: Vec<Entry>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
     fn invoices_are_numbered_without_gaps_hold_their_statement_and_credit_notes_add_up(
