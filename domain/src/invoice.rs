@@ -370,3 +370,132 @@ mod tests {
         assert_eq!(charges("5").plus(&delta), corrected.normalized());
     }
 }
+
+/// Given/when/then for the invoice commands.
+#[cfg(test)]
+mod decide_tests {
+    use super::*;
+    use crate::account::AccountKind;
+    use crate::command::{Command, InvoiceSubject, IssueCreditNote, IssueInvoice};
+    use crate::decide::{Decision, decide};
+    use crate::event::Payload;
+    use crate::ids::{BookId, InvoiceId};
+    use crate::testing::{amount, given, meta, open_customer, open_partner};
+
+    fn subject(account: AccountId, number: &str, kind: AccountKind) -> InvoiceSubject {
+        InvoiceSubject { account, number: number.into(), name: number.into(), kind, currency: Currency::parse("EUR").unwrap() }
+    }
+
+    fn figures(charges: &str) -> Figures {
+        Figures {
+            other_charges: amount(charges),
+            total_charges: amount(charges),
+            closing_balance: -amount(charges),
+            ..Figures::default()
+        }
+    }
+
+    fn issue(subject: InvoiceSubject, month_text: &str, charges: &str) -> Command {
+        let (period_from, period_to) = month(month_text).unwrap();
+        Command::IssueInvoice(Box::new(IssueInvoice {
+            invoice: InvoiceId::new(),
+            subject,
+            period_from,
+            period_to,
+            figures: figures(charges),
+            statement_position: 1,
+        }))
+    }
+
+    fn issued(events: &[crate::event::Event]) -> (u64, String, Totals) {
+        match &events[0].payload {
+            Payload::InvoiceIssued(e) => (e.sequence, e.number.clone(), e.totals),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_run_per_book_and_a_second_invoice_of_a_period_is_the_first() {
+        let (a, b) = (AccountId::new(), AccountId::new());
+        let mut book = given(BookId::OPERATOR, &[open_customer(a, None, "A", "0"), open_customer(b, None, "B", "0")]);
+        let rule = TaxRule { rate: amount("21"), name: "VAT".into(), tax_id: None };
+        book.apply(&Command::ConfigureTax { account: None, tax: Some(rule) }).unwrap();
+        let first = book.apply(&issue(subject(a, "A", AccountKind::Customer), "2026-10", "10.005")).unwrap();
+        assert_eq!(issued(&first), (1, "INV-000001".into(), Totals { net: amount("10.01"), tax: amount("2.1"), gross: amount("12.11") }));
+        let second = book.apply(&issue(subject(b, "B", AccountKind::Customer), "2026-10", "1")).unwrap();
+        assert_eq!(issued(&second).0, 2);
+        let again = issue(subject(a, "A", AccountKind::Customer), "2026-10", "99");
+        assert!(matches!(decide(&book.state, &again, &meta()), Ok(Decision::Repeat { first_version, events: 1 }) if first_version == first[0].envelope.version));
+        let next_month = book.apply(&issue(subject(a, "A", AccountKind::Customer), "2026-11", "1")).unwrap();
+        assert_eq!(issued(&next_month).0, 3);
+    }
+
+    #[test]
+    fn a_partner_numbers_its_own_and_the_operator_invoices_the_partner() {
+        let (partner, customer) = (AccountId::new(), AccountId::new());
+        let mut partner_book =
+            given(BookId::of_partner(partner), &[open_partner(partner, "P-1", "0"), open_customer(customer, Some(partner), "C-1", "0")]);
+        let events = partner_book.apply(&issue(subject(customer, "C-1", AccountKind::Customer), "2026-10", "5")).unwrap();
+        assert_eq!(issued(&events).1, "P-1-INV-000001");
+        // A partner does not invoice itself, nor an account of another book.
+        partner_book.then_error(&issue(subject(partner, "P-1", AccountKind::Partner), "2026-10", "5"), "not_a_customer");
+        let mut operator = given(BookId::OPERATOR, &[]);
+        let events = operator.apply(&issue(subject(partner, "P-1", AccountKind::Partner), "2026-10", "5")).unwrap();
+        assert_eq!(issued(&events).1, "INV-000001");
+        operator.then_error(&issue(subject(AccountId::new(), "X", AccountKind::Customer), "2026-10", "5"), "account_not_found");
+    }
+
+    #[test]
+    fn figures_that_do_not_add_up_are_refused() {
+        let a = AccountId::new();
+        let book = given(BookId::OPERATOR, &[open_customer(a, None, "A", "0")]);
+        let mut bad = issue(subject(a, "A", AccountKind::Customer), "2026-10", "5");
+        if let Command::IssueInvoice(issue) = &mut bad {
+            issue.figures.closing_balance = amount("1");
+        }
+        book.then_error(&bad, "invalid_field")
+            .then_error(&Command::ConfigureTax { account: None, tax: Some(TaxRule { rate: amount("-1"), name: "VAT".into(), tax_id: None }) }, "invalid_field");
+    }
+
+    #[test]
+    fn a_credit_note_carries_the_difference_and_the_sums_hold() {
+        let a = AccountId::new();
+        let mut book = given(BookId::OPERATOR, &[open_customer(a, None, "A", "0")]);
+        book.apply(&Command::ConfigureTax { account: None, tax: Some(TaxRule { rate: amount("21"), name: "VAT".into(), tax_id: None }) })
+            .unwrap();
+        let events = book.apply(&issue(subject(a, "A", AccountKind::Customer), "2026-10", "10.004")).unwrap();
+        let Payload::InvoiceIssued(invoice) = &events[0].payload else { panic!() };
+        let correct = |charges: &str| {
+            Command::IssueCreditNote(Box::new(IssueCreditNote {
+                credit_note: InvoiceId::new(),
+                invoice: invoice.invoice,
+                figures: figures(charges),
+                statement_position: 2,
+                reason: None,
+            }))
+        };
+        book = book.then_error(&correct("10.004"), "invoice_unchanged");
+        let notes = book.apply(&correct("10.006")).unwrap();
+        let Payload::CreditNoteIssued(note) = &notes[0].payload else { panic!() };
+        assert_eq!(note.number, "CN-000001");
+        let corrected = figures("10.006");
+        assert_eq!(invoice.figures.plus(&note.figures), corrected.normalized());
+        let eur = Currency::parse("EUR").unwrap();
+        assert_eq!(invoice.totals.plus(&note.totals), totals(&corrected, &invoice.tax, eur));
+        // 10.00 → 10.01: the note's tax is 2.10 - 2.10 = 0, its net 0.01, gross 0.01.
+        assert_eq!(note.totals, Totals { net: amount("0.01"), tax: Amount::ZERO, gross: amount("0.01") });
+        let second = book.apply(&correct("20")).unwrap();
+        let Payload::CreditNoteIssued(second) = &second[0].payload else { panic!() };
+        assert_eq!(second.sequence, 2);
+        book.then_error(
+            &Command::IssueCreditNote(Box::new(IssueCreditNote {
+                credit_note: InvoiceId::new(),
+                invoice: InvoiceId::new(),
+                figures: figures("1"),
+                statement_position: 2,
+                reason: None,
+            })),
+            "invoice_not_found",
+        );
+    }
+}
