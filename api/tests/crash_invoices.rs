@@ -25,7 +25,8 @@ fn tollbook(args: &[&str]) -> Command {
 /// The sequence numbers of the month's invoices per issuing book, and the accounts
 /// invoiced (each once, or the test fails here).
 async fn invoices(data: &std::path::Path) -> (BTreeMap<BookId, Vec<u64>>, usize) {
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(data.join("events")).expect("the log reopens after a kill"));
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledStore::open(data.join("events")).expect("the log reopens after a kill"));
     let mut by_book: BTreeMap<BookId, Vec<u64>> = BTreeMap::new();
     let mut accounts = HashSet::new();
     let mut from = 1;
@@ -52,8 +53,19 @@ async fn a_run_killed_mid_way_leaves_no_gap_and_no_double_invoice_and_a_rerun_co
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
     let made = tollbook(&[
-        "dataset", "--data", data_arg, "--events", "30000", "--partners", "8", "--customers", "150", "--from",
-        "2026-10-01", "--to", "2026-12-01",
+        "dataset",
+        "--data",
+        data_arg,
+        "--events",
+        "30000",
+        "--partners",
+        "8",
+        "--customers",
+        "150",
+        "--from",
+        "2026-10-01",
+        "--to",
+        "2026-12-01",
     ])
     .env("TOLLBOOK_LOG", "warn")
     .status()

@@ -50,21 +50,22 @@ async fn a_month_is_invoiced_once_per_account_with_tax_and_corrected_by_a_credit
         api.post(ADMIN_KEY, "/api/v1/payments", body).await;
     }
     // October's payment is C4's only movement before November: no invoice for it.
-    api.post(ADMIN_KEY, "/api/v1/payments", json!({"account": "C4", "amount": "5", "occurred_at": "2026-10-02"}))
-        .await;
+    api.post(ADMIN_KEY, "/api/v1/payments", json!({"account": "C4", "amount": "5", "occurred_at": "2026-10-02"})).await;
     api.post(ADMIN_KEY, "/api/v1/charges", json!({"account": "C2", "amount": "10.005", "occurred_at": "2026-11-05"}))
         .await;
-    api.post(ADMIN_KEY, "/api/v1/charges", json!({"account": "C3", "amount": "20", "occurred_at": "2026-11-06"}))
-        .await;
-    api.post(pat.as_str(), "/api/v1/transfers", json!({"from": "P1", "to": "C1", "amount": "30", "occurred_at": "2026-11-03"}))
-        .await;
+    api.post(ADMIN_KEY, "/api/v1/charges", json!({"account": "C3", "amount": "20", "occurred_at": "2026-11-06"})).await;
+    api.post(
+        pat.as_str(),
+        "/api/v1/transfers",
+        json!({"from": "P1", "to": "C1", "amount": "30", "occurred_at": "2026-11-03"}),
+    )
+    .await;
     api.post(pat.as_str(), "/api/v1/charges", json!({"account": "C1", "amount": "7", "occurred_at": "2026-11-04"}))
         .await;
 
     // Tax: the operator's 21 % VAT, a reverse charge at 0 % for C3, the partner's 20 %.
     api.post(ADMIN_KEY, "/api/v1/tax-rules", json!({"rate": 21, "name": "VAT", "tax_id": "NL001"})).await;
-    api.post(ADMIN_KEY, "/api/v1/tax-rules", json!({"account": "C3", "rate": "0", "name": "VAT reverse charge"}))
-        .await;
+    api.post(ADMIN_KEY, "/api/v1/tax-rules", json!({"account": "C3", "rate": "0", "name": "VAT reverse charge"})).await;
     api.post(pat.as_str(), "/api/v1/tax-rules", json!({"rate": "20", "name": "VAT", "tax_id": "DE002"})).await;
 
     // Bad input changes nothing and names its field.
@@ -80,7 +81,10 @@ async fn a_month_is_invoiced_once_per_account_with_tax_and_corrected_by_a_credit
     }
     let (status, answer) =
         api.call(ADMIN_KEY, Method::POST, "/api/v1/tax-rules", Some(json!({"rate": "101", "name": "VAT"}))).await;
-    assert_eq!((status, answer["error"].as_str(), answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_field"), Some("tax_rate")));
+    assert_eq!(
+        (status, answer["error"].as_str(), answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_field"), Some("tax_rate"))
+    );
     let (status, _) =
         api.call(cat.as_str(), Method::POST, "/api/v1/invoice-runs", Some(json!({"period": "2026-11"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -91,7 +95,8 @@ async fn a_month_is_invoiced_once_per_account_with_tax_and_corrected_by_a_credit
     assert_eq!(run["invoices"][0]["number"], "P1-INV-000001");
     let run = api.post(ADMIN_KEY, "/api/v1/invoice-runs", json!({"period": "2026-11"})).await;
     assert_eq!((run["issued"].as_u64(), run["already_invoiced"].as_u64()), (Some(3), Some(1)), "{run}");
-    let mut numbers: Vec<&str> = run["invoices"].as_array().unwrap().iter().map(|i| i["number"].as_str().unwrap()).collect();
+    let mut numbers: Vec<&str> =
+        run["invoices"].as_array().unwrap().iter().map(|i| i["number"].as_str().unwrap()).collect();
     numbers.sort_unstable();
     assert_eq!(numbers, ["INV-000001", "INV-000002", "INV-000003"], "one sequence per issuer, from 1, no gap");
     let again = api.post(ADMIN_KEY, "/api/v1/invoice-runs", json!({"period": "2026-11"})).await;
@@ -109,12 +114,16 @@ async fn a_month_is_invoiced_once_per_account_with_tax_and_corrected_by_a_credit
         assert_eq!(dec(&invoice["figures"][figure]), dec(&statement[figure]), "{figure}: {invoice}");
     }
     let totals = &invoice["totals"];
-    assert_eq!((dec(&totals["net"]), dec(&totals["tax"]), dec(&totals["gross"])), (Decimal::new(1001, 2), Decimal::new(210, 2), Decimal::new(1211, 2)));
+    assert_eq!(
+        (dec(&totals["net"]), dec(&totals["tax"]), dec(&totals["gross"])),
+        (Decimal::new(1001, 2), Decimal::new(210, 2), Decimal::new(1211, 2))
+    );
     assert_eq!(invoice["tax"]["tax_id"], "NL001");
     // By id as well as by number.
     let id = invoice["invoice"]["id"].as_str().unwrap().to_owned();
     assert_eq!(api.get(ADMIN_KEY, &format!("/api/v1/invoices/{id}")).await["invoice"]["number"], number.as_str());
-    let c3 = api.get(ADMIN_KEY, "/api/v1/accounts/C3/invoices").await["invoices"][0]["number"].as_str().unwrap().to_owned();
+    let c3 =
+        api.get(ADMIN_KEY, "/api/v1/accounts/C3/invoices").await["invoices"][0]["number"].as_str().unwrap().to_owned();
     let c3 = api.get(ADMIN_KEY, &format!("/api/v1/invoices/{c3}")).await;
     assert_eq!((dec(&c3["totals"]["tax"]), dec(&c3["totals"]["gross"])), (Decimal::ZERO, Decimal::new(20, 0)), "{c3}");
     assert!(api.get(ADMIN_KEY, "/api/v1/accounts/C4/invoices").await["invoices"].as_array().unwrap().is_empty());
@@ -150,9 +159,14 @@ async fn a_month_is_invoiced_once_per_account_with_tax_and_corrected_by_a_credit
     // A late charge of November: the invoice is not edited; a credit note corrects it.
     let (status, answer) =
         api.call(ADMIN_KEY, Method::POST, &format!("/api/v1/invoices/{number}/credit-notes"), Some(json!({}))).await;
-    assert_eq!((status, answer["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invoice_unchanged")), "{answer}");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invoice_unchanged")),
+        "{answer}"
+    );
     api.post(ADMIN_KEY, "/api/v1/charges", json!({"account": "C2", "amount": "5", "occurred_at": "2026-11-20"})).await;
-    let note = api.post(ADMIN_KEY, &format!("/api/v1/invoices/{number}/credit-notes"), json!({"reason": "late charge"})).await;
+    let note =
+        api.post(ADMIN_KEY, &format!("/api/v1/invoices/{number}/credit-notes"), json!({"reason": "late charge"})).await;
     let note_number = note["id"].as_str().unwrap().to_owned();
     assert_eq!(note_number, "CN-000001");
     let note = api.get(ADMIN_KEY, &format!("/api/v1/invoices/{note_number}")).await;
@@ -173,8 +187,9 @@ async fn a_month_is_invoiced_once_per_account_with_tax_and_corrected_by_a_credit
     let (status, _) =
         api.call(pat.as_str(), Method::POST, &format!("/api/v1/invoices/{number}/credit-notes"), Some(json!({}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, answer) =
-        api.call(ADMIN_KEY, Method::POST, &format!("/api/v1/invoices/{note_number}/credit-notes"), Some(json!({}))).await;
+    let (status, answer) = api
+        .call(ADMIN_KEY, Method::POST, &format!("/api/v1/invoices/{note_number}/credit-notes"), Some(json!({})))
+        .await;
     assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some("invoice")));
     api.server.stop();
 }

@@ -136,7 +136,9 @@ impl InvoiceCatalog {
 
     /// An account's documents, oldest first.
     pub fn of_account(&self, account: AccountId) -> Vec<&DocumentEntry> {
-        self.by_account.get(&account).map_or_else(Vec::new, |ids| ids.iter().filter_map(|id| self.documents.get(id)).collect())
+        self.by_account
+            .get(&account)
+            .map_or_else(Vec::new, |ids| ids.iter().filter_map(|id| self.documents.get(id)).collect())
     }
 
     /// Every document, oldest first.
@@ -198,7 +200,11 @@ impl Ledger {
     /// Issues `drafts` through their issuers' writers, all books at once, each book's in
     /// the order given. An account already invoiced for the period is counted, not
     /// invoiced again.
-    pub async fn issue_invoices(&self, drafts: Vec<InvoiceDraft>, meta: CommandMeta) -> Result<InvoiceRun, CommandError> {
+    pub async fn issue_invoices(
+        &self,
+        drafts: Vec<InvoiceDraft>,
+        meta: CommandMeta,
+    ) -> Result<InvoiceRun, CommandError> {
         if drafts.len() > INVOICES_PER_RUN_MAX {
             return Err(domain::DomainError::InvalidField {
                 field: "period",

@@ -14,7 +14,6 @@ pub mod writer;
 
 pub use billing::{BillingCatalog, FeeRun, charge_due_fees};
 pub use error::CommandError;
-pub use invoices::{DocumentEntry, DocumentKind, InvoiceCatalog, InvoiceRun, issuer_of};
 #[cfg(feature = "kurrentdb")]
 pub use eventlog::KurrentDbStore;
 /// The synthetic-book fixtures, for the benchmarks and other crates' tests.
@@ -24,6 +23,7 @@ pub use eventlog::{
     Appended, ChainBreak, ChainVerifier, DEFAULT_STORE_SPEC, EncodedEvent, EventStore, ExpectedVersion, PendingAppend,
     READ_EVENTS_MAX, SledStats, SledStore, StoreError, StoreSpec, open_store, verify_book,
 };
+pub use invoices::{DocumentEntry, DocumentKind, InvoiceCatalog, InvoiceRun, issuer_of};
 pub use ledger::{AccountRef, Ledger};
 pub use tariffs::{TariffCatalog, TariffHistory};
 pub use writer::{BalanceAfter, CommandOutcome};

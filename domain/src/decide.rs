@@ -7,10 +7,10 @@ use std::collections::{HashMap, HashSet};
 use crate::account::{Account, AccountKind, AccountStatus};
 use crate::billing::{self, Plan, Subscription};
 use crate::command::{ChargeCall, Command, CommandMeta, InvoiceSubject, IssueCreditNote, IssueInvoice, OpenAccount};
-use crate::invoice::{self, InvoiceRecord, TaxRule, Totals};
 use crate::error::DomainError;
 use crate::event::*;
 use crate::ids::{AccountId, BookId, EventId, PlanId, SubscriptionId, TariffId, validate_identifier, validate_text};
+use crate::invoice::{self, InvoiceRecord, TaxRule, Totals};
 use crate::money::{Amount, INPUT_SCALE_MAX_DEFAULT};
 use crate::rating::Tariff;
 use crate::time::Timestamp;
@@ -250,7 +250,10 @@ fn configure_tax(
     }
     let tax = match (subject, tax) {
         (None, None) => {
-            return Err(DomainError::InvalidField { field: "tax_rate", reason: "the issuer's rule needs a rate".into() });
+            return Err(DomainError::InvalidField {
+                field: "tax_rate",
+                reason: "the issuer's rule needs a rate".into(),
+            });
         }
         (_, Some(tax)) => Some(tax.clone().validated()?),
         (Some(_), None) => None,

@@ -137,10 +137,12 @@ impl DomainError {
             InvalidAmount(_) | InvalidCurrency(_) | InvalidField { .. } | AmountNotPositive | NegativeCreditLimit => {
                 ErrorKind::BadInput
             }
-            AccountNotFound(_) | EventNotFound(_) | TariffNotFound(_) | PlanNotFound(_) | SubscriptionNotFound(_)
-            | InvoiceNotFound(_) => {
-                ErrorKind::NotFound
-            }
+            AccountNotFound(_)
+            | EventNotFound(_)
+            | TariffNotFound(_)
+            | PlanNotFound(_)
+            | SubscriptionNotFound(_)
+            | InvoiceNotFound(_) => ErrorKind::NotFound,
             DuplicateAccountNumber(_)
             | DuplicateAccount(_)
             | AlreadyReversed(_)

@@ -51,7 +51,10 @@ impl TaxRule {
     /// [`TAX_RATE_SCALE_MAX`] places, a name that is not empty.
     pub fn validated(self) -> Result<Self, DomainError> {
         if self.rate.0 < Decimal::ZERO || self.rate.0 > Decimal::ONE_HUNDRED {
-            return Err(DomainError::InvalidField { field: "tax_rate", reason: "must be from 0 to 100 (percent)".into() });
+            return Err(DomainError::InvalidField {
+                field: "tax_rate",
+                reason: "must be from 0 to 100 (percent)".into(),
+            });
         }
         if self.rate.0.scale() > TAX_RATE_SCALE_MAX {
             return Err(DomainError::InvalidField {
@@ -383,7 +386,13 @@ mod decide_tests {
     use crate::testing::{amount, given, meta, open_customer, open_partner};
 
     fn subject(account: AccountId, number: &str, kind: AccountKind) -> InvoiceSubject {
-        InvoiceSubject { account, number: number.into(), name: number.into(), kind, currency: Currency::parse("EUR").unwrap() }
+        InvoiceSubject {
+            account,
+            number: number.into(),
+            name: number.into(),
+            kind,
+            currency: Currency::parse("EUR").unwrap(),
+        }
     }
 
     fn figures(charges: &str) -> Figures {
@@ -421,11 +430,16 @@ mod decide_tests {
         let rule = TaxRule { rate: amount("21"), name: "VAT".into(), tax_id: None };
         book.apply(&Command::ConfigureTax { account: None, tax: Some(rule) }).unwrap();
         let first = book.apply(&issue(subject(a, "A", AccountKind::Customer), "2026-10", "10.005")).unwrap();
-        assert_eq!(issued(&first), (1, "INV-000001".into(), Totals { net: amount("10.01"), tax: amount("2.1"), gross: amount("12.11") }));
+        assert_eq!(
+            issued(&first),
+            (1, "INV-000001".into(), Totals { net: amount("10.01"), tax: amount("2.1"), gross: amount("12.11") })
+        );
         let second = book.apply(&issue(subject(b, "B", AccountKind::Customer), "2026-10", "1")).unwrap();
         assert_eq!(issued(&second).0, 2);
         let again = issue(subject(a, "A", AccountKind::Customer), "2026-10", "99");
-        assert!(matches!(decide(&book.state, &again, &meta()), Ok(Decision::Repeat { first_version, events: 1 }) if first_version == first[0].envelope.version));
+        assert!(
+            matches!(decide(&book.state, &again, &meta()), Ok(Decision::Repeat { first_version, events: 1 }) if first_version == first[0].envelope.version)
+        );
         let next_month = book.apply(&issue(subject(a, "A", AccountKind::Customer), "2026-11", "1")).unwrap();
         assert_eq!(issued(&next_month).0, 3);
     }
@@ -433,16 +447,23 @@ mod decide_tests {
     #[test]
     fn a_partner_numbers_its_own_and_the_operator_invoices_the_partner() {
         let (partner, customer) = (AccountId::new(), AccountId::new());
-        let mut partner_book =
-            given(BookId::of_partner(partner), &[open_partner(partner, "P-1", "0"), open_customer(customer, Some(partner), "C-1", "0")]);
-        let events = partner_book.apply(&issue(subject(customer, "C-1", AccountKind::Customer), "2026-10", "5")).unwrap();
+        let mut partner_book = given(
+            BookId::of_partner(partner),
+            &[open_partner(partner, "P-1", "0"), open_customer(customer, Some(partner), "C-1", "0")],
+        );
+        let events =
+            partner_book.apply(&issue(subject(customer, "C-1", AccountKind::Customer), "2026-10", "5")).unwrap();
         assert_eq!(issued(&events).1, "P-1-INV-000001");
         // A partner does not invoice itself, nor an account of another book.
-        partner_book.then_error(&issue(subject(partner, "P-1", AccountKind::Partner), "2026-10", "5"), "not_a_customer");
+        partner_book
+            .then_error(&issue(subject(partner, "P-1", AccountKind::Partner), "2026-10", "5"), "not_a_customer");
         let mut operator = given(BookId::OPERATOR, &[]);
         let events = operator.apply(&issue(subject(partner, "P-1", AccountKind::Partner), "2026-10", "5")).unwrap();
         assert_eq!(issued(&events).1, "INV-000001");
-        operator.then_error(&issue(subject(AccountId::new(), "X", AccountKind::Customer), "2026-10", "5"), "account_not_found");
+        operator.then_error(
+            &issue(subject(AccountId::new(), "X", AccountKind::Customer), "2026-10", "5"),
+            "account_not_found",
+        );
     }
 
     #[test]
@@ -453,16 +474,24 @@ mod decide_tests {
         if let Command::IssueInvoice(issue) = &mut bad {
             issue.figures.closing_balance = amount("1");
         }
-        book.then_error(&bad, "invalid_field")
-            .then_error(&Command::ConfigureTax { account: None, tax: Some(TaxRule { rate: amount("-1"), name: "VAT".into(), tax_id: None }) }, "invalid_field");
+        book.then_error(&bad, "invalid_field").then_error(
+            &Command::ConfigureTax {
+                account: None,
+                tax: Some(TaxRule { rate: amount("-1"), name: "VAT".into(), tax_id: None }),
+            },
+            "invalid_field",
+        );
     }
 
     #[test]
     fn a_credit_note_carries_the_difference_and_the_sums_hold() {
         let a = AccountId::new();
         let mut book = given(BookId::OPERATOR, &[open_customer(a, None, "A", "0")]);
-        book.apply(&Command::ConfigureTax { account: None, tax: Some(TaxRule { rate: amount("21"), name: "VAT".into(), tax_id: None }) })
-            .unwrap();
+        book.apply(&Command::ConfigureTax {
+            account: None,
+            tax: Some(TaxRule { rate: amount("21"), name: "VAT".into(), tax_id: None }),
+        })
+        .unwrap();
         let events = book.apply(&issue(subject(a, "A", AccountKind::Customer), "2026-10", "10.004")).unwrap();
         let Payload::InvoiceIssued(invoice) = &events[0].payload else { panic!() };
         let correct = |charges: &str| {

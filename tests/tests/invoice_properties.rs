@@ -160,13 +160,22 @@ fn check_numbering(by_book: &BTreeMap<BookId, Vec<Payload>>) {
             .iter()
             .filter_map(|p| match p {
                 Payload::InvoiceIssued(e) => {
-                    assert!(seen.insert((e.account, e.period_from)), "a second invoice for {} {:?}", e.account_number, e.period_from);
+                    assert!(
+                        seen.insert((e.account, e.period_from)),
+                        "a second invoice for {} {:?}",
+                        e.account_number,
+                        e.period_from
+                    );
                     Some(e.sequence)
                 }
                 _ => None,
             })
             .collect();
-        assert_eq!(invoices, (1..=invoices.len() as u64).collect::<Vec<_>>(), "invoice numbers run from 1 without a gap");
+        assert_eq!(
+            invoices,
+            (1..=invoices.len() as u64).collect::<Vec<_>>(),
+            "invoice numbers run from 1 without a gap"
+        );
         let notes: Vec<u64> = documents
             .iter()
             .filter_map(|p| match p {

@@ -198,7 +198,17 @@ fn win_ansi(text: &str) -> Vec<u8> {
 /// The width of an amount in Helvetica, in thousandths of the font size: digits are
 /// 556, the point and comma 278, the minus 333.
 fn amount_width(text: &str) -> f32 {
-    text.chars().map(|c| if c.is_ascii_digit() { 556.0 } else if c == '-' { 333.0 } else { 278.0 }).sum()
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                556.0
+            } else if c == '-' {
+                333.0
+            } else {
+                278.0
+            }
+        })
+        .sum()
 }
 
 const PAGE_WIDTH_PT: f32 = 595.0;

@@ -132,12 +132,10 @@ pub async fn create_run(
         (Scope::Admin, None) => RunScope::All,
         (Scope::Admin, Some("operator")) => RunScope::Issuer(BookId::OPERATOR),
         (Scope::Admin, Some(number)) => {
-            let partner = state
-                .ledger
-                .account(number)
-                .filter(|a| a.kind == domain::AccountKind::Partner)
-                .ok_or_else(|| {
-                    ApiError::not_found("account_not_found", format!("partner `{number}` not found")).with_field("issuer")
+            let partner =
+                state.ledger.account(number).filter(|a| a.kind == domain::AccountKind::Partner).ok_or_else(|| {
+                    ApiError::not_found("account_not_found", format!("partner `{number}` not found"))
+                        .with_field("issuer")
                 })?;
             RunScope::Issuer(BookId::of_partner(partner.id))
         }
@@ -299,7 +297,8 @@ pub async fn list_account_invoices(
     Path(number): Path<String>,
 ) -> Result<Json<DocumentList>, ApiError> {
     let account = visible_account(&state, &caller, "number", &number)?;
-    let entries: Vec<DocumentEntry> = state.ledger.invoice_catalog().of_account(account.id).into_iter().cloned().collect();
+    let entries: Vec<DocumentEntry> =
+        state.ledger.invoice_catalog().of_account(account.id).into_iter().cloned().collect();
     Ok(Json(DocumentList { status: "ok", invoices: entries.iter().map(|e| document_out(&state, e)).collect() }))
 }
 
@@ -506,7 +505,11 @@ pub async fn create_credit_note(
     let own = own_issuer(&write.caller)?;
     let entry = visible_document(&state, &write.caller, &text)?;
     if entry.kind != DocumentKind::Invoice {
-        return Err(ApiError::bad_request("invalid_field", "invoice", "invoice: a credit note is not corrected; correct its invoice"));
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "invoice",
+            "invoice: a credit note is not corrected; correct its invoice",
+        ));
     }
     if entry.issuer != own {
         return Err(ApiError::forbidden("only the invoice's issuer may correct it").with_field("invoice"));
