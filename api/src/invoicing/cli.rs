@@ -60,6 +60,15 @@ async fn run(args: RunArgs) -> CliResult {
             RunScope::Issuer(BookId::of_partner(partner.id))
         }
     };
+    // A data directory whose read models lag far behind (a fresh `tollbook dataset`, a
+    // crash) is projected first, however long that takes: the statements must be whole.
+    let head = store.head().await?.saturating_sub(1);
+    while models.position() < head {
+        if projector.is_finished() {
+            return Err("the read models stopped following the log; see the log above".into());
+        }
+        let _ = models.wait_for(head, Duration::from_secs(1)).await;
+    }
     let meta = CommandMeta { occurred_at: to, recorded_at: now, actor: CLI_ACTOR.to_owned(), idempotency: None };
     let started = std::time::Instant::now();
     let outcome = super::run(&ledger, &models, scope, from, to, meta).await.map_err(|e| e.message.to_string());
