@@ -191,5 +191,29 @@ async fn a_month_is_invoiced_once_per_account_with_tax_and_corrected_by_a_credit
         .call(ADMIN_KEY, Method::POST, &format!("/api/v1/invoices/{note_number}/credit-notes"), Some(json!({})))
         .await;
     assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some("invoice")));
+
+    // The portal: C2's Invoices page lists both documents with their downloads, which
+    // work with the portal's session cookie; C1's invoice is not there for C2.
+    let link =
+        api.post(ADMIN_KEY, "/api/v1/accounts/C2/login-link", Value::Null).await["url"].as_str().unwrap().to_owned();
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let opened = browser.get(&link).send().await.unwrap();
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let get = |path: String| browser.get(api.server.url(&path)).header("cookie", cookie.clone()).send();
+    let page = get("/portal/accounts/C2/invoices".to_owned()).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&number) && html.contains("CN-000001"), "{html}");
+    assert!(html.contains(&format!("/portal/invoices/{number}/invoice.pdf")), "{html}");
+    let pdf = get(format!("/portal/invoices/{number}/invoice.pdf")).await.unwrap();
+    assert_eq!(pdf.status(), StatusCode::OK);
+    assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF"));
+    let html = get(format!("/portal/invoices/{number}/invoice.html")).await.unwrap();
+    assert!(html.status() == StatusCode::OK && html.text().await.unwrap().contains("12.11"));
+    assert_eq!(
+        get("/portal/invoices/P1-INV-000001/invoice.pdf".to_owned()).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get("/portal/accounts/C1/invoices".to_owned()).await.unwrap().status(), StatusCode::NOT_FOUND);
     api.server.stop();
 }

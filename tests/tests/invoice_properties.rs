@@ -187,6 +187,9 @@ fn check_numbering(by_book: &BTreeMap<BookId, Vec<Payload>>) {
     }
 }
 
+/// An invoice as issued: account, period, figures and totals.
+type Issued = (AccountId, Timestamp, Timestamp, Figures, Totals);
+
 async fn scenario(entries: Vec<Entry>, steps: Vec<Step>, late: Vec<Entry>) {
     let dir = tempfile::tempdir().unwrap();
     let mut world = open(dir.path()).await;
@@ -220,7 +223,7 @@ async fn scenario(entries: Vec<Entry>, steps: Vec<Step>, late: Vec<Entry>) {
     let by_book = documents(&world.store).await;
     check_numbering(&by_book);
     // Every invoice holds its period's statement; every account with movement has one.
-    let mut invoices: HashMap<InvoiceId, (AccountId, Timestamp, Timestamp, Figures, Totals)> = HashMap::new();
+    let mut invoices: HashMap<InvoiceId, Issued> = HashMap::new();
     for payload in by_book.values().flatten() {
         if let Payload::InvoiceIssued(e) = payload {
             assert_eq!(e.figures, world.figures(e.account, e.period_from, e.period_to).await, "{}", e.number);
