@@ -12,6 +12,7 @@ pub mod dataset;
 mod error;
 mod flush;
 pub mod import;
+pub mod invoicing;
 pub mod maintenance;
 mod notify;
 mod openapi;

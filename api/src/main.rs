@@ -3,7 +3,7 @@
 use std::io::IsTerminal as _;
 
 use clap::{Parser, Subcommand};
-use tollbook::{DataArgs, ServeArgs, dataset, import, maintenance, plans_cli, server};
+use tollbook::{DataArgs, ServeArgs, dataset, import, invoicing, maintenance, plans_cli, server};
 
 // glibc malloc showed up as a fifth of the write path's CPU time; mimalloc halves it.
 #[global_allocator]
@@ -62,6 +62,9 @@ enum CliCommand {
     /// server charges the fees as they fall due).
     #[command(subcommand)]
     Plans(plans_cli::PlansCommand),
+    /// Invoices: run those of a billing period on a stopped server's data directory.
+    #[command(subcommand)]
+    Invoices(invoicing::cli::InvoicesCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +92,7 @@ fn main() -> std::process::ExitCode {
             CliCommand::Reconcile(command) => import::reconcile(command).await,
             CliCommand::Dataset(args) => dataset::dataset(args).await,
             CliCommand::Plans(command) => plans_cli::plans(command).await,
+            CliCommand::Invoices(command) => invoicing::cli::invoices(command).await,
         }
     });
     match result {

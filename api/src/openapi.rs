@@ -48,6 +48,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs";
         (name = "portal", description = "Login links to the customer portal (the portal's pages are under `/portal`)"),
         (name = "operations", description = "Health, metrics, this document"),
         (name = "billing", description = "Recurring charges: plans and subscriptions (see docs/billing-cycle.md)"),
+        (name = "invoices", description = "Invoice runs, tax rules, invoices and credit notes as JSON, HTML and PDF (see docs/billing-cycle.md)"),
     )
 )]
 pub struct ApiDoc;

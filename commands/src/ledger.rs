@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::billing::BillingCatalog;
 use crate::error::CommandError;
+use crate::invoices::InvoiceCatalog;
 use crate::snapshot::{LEDGER_SNAPSHOT_NAME, SavedLedger, decode_ledger, encode_ledger};
 use crate::tariffs::{TariffCatalog, TariffHistory};
 use crate::writer::{self, BookHandle, CommandOutcome, CommitHook, Shard, WriterOptions};
@@ -137,6 +138,7 @@ fn concerns_catalogs(event: &domain::Event) -> bool {
     AccountIndex::concerns(event)
         || matches!(event.payload, Payload::TariffPublished(_))
         || BillingCatalog::concerns(event)
+        || InvoiceCatalog::concerns(event)
 }
 
 /// The ledger-wide catalogs, folded together.
@@ -145,6 +147,7 @@ struct Catalogs {
     index: AccountIndex,
     tariffs: TariffCatalog,
     billing: BillingCatalog,
+    invoices: InvoiceCatalog,
 }
 
 impl Catalogs {
@@ -153,6 +156,7 @@ impl Catalogs {
         self.index.apply(events.iter().copied());
         self.tariffs.apply(events.iter().copied());
         self.billing.apply(events.iter().copied());
+        self.invoices.apply(events.iter().copied());
     }
 }
 
@@ -224,6 +228,7 @@ impl OrderedFold {
             index: &self.catalogs.index,
             tariffs: self.catalogs.tariffs.published(),
             billing: &self.catalogs.billing,
+            invoices: &self.catalogs.invoices,
         };
         let bytes = encode_ledger(&saved);
         self.unsaved_events = 0;
@@ -244,7 +249,7 @@ async fn saved_catalogs(store: &dyn EventStore) -> Option<(Catalogs, u64, Option
             return None;
         }
     };
-    let Some(saved) = decode_ledger::<AccountIndex, BillingCatalog>(&bytes) else {
+    let Some(saved) = decode_ledger::<AccountIndex, BillingCatalog, InvoiceCatalog>(&bytes) else {
         tracing::warn!("the ledger's snapshot is of another format or damaged; reading the whole log");
         return None;
     };
@@ -255,8 +260,12 @@ async fn saved_catalogs(store: &dyn EventStore) -> Option<(Catalogs, u64, Option
             return None;
         }
     }
-    let catalogs =
-        Catalogs { index: saved.index, tariffs: TariffCatalog::from_published(saved.tariffs), billing: saved.billing };
+    let catalogs = Catalogs {
+        index: saved.index,
+        tariffs: TariffCatalog::from_published(saved.tariffs),
+        billing: saved.billing,
+        invoices: saved.invoices,
+    };
     Some((catalogs, saved.next_position, saved.last))
 }
 
@@ -274,6 +283,7 @@ pub struct Ledger {
     index: Arc<RwLock<AccountIndex>>,
     tariffs: Arc<RwLock<TariffCatalog>>,
     billing: Arc<RwLock<BillingCatalog>>,
+    pub(crate) invoices: Arc<RwLock<InvoiceCatalog>>,
     writers: Mutex<HashMap<BookId, WriterSlot>>,
     /// The writer tasks the books are spread over, started with the first book a
     /// command needs: a ledger that only reads (a check, a replay) holds no task that
@@ -337,12 +347,20 @@ impl Ledger {
         let index = Arc::new(RwLock::new(catalogs.index));
         let tariffs = Arc::new(RwLock::new(catalogs.tariffs));
         let billing = Arc::new(RwLock::new(catalogs.billing));
-        let commit_hook = commit_hook(index.clone(), tariffs.clone(), billing.clone(), ordered.clone());
+        let invoices = Arc::new(RwLock::new(catalogs.invoices));
+        let catalogs = LiveCatalogs {
+            index: index.clone(),
+            tariffs: tariffs.clone(),
+            billing: billing.clone(),
+            invoices: invoices.clone(),
+        };
+        let commit_hook = commit_hook(catalogs, ordered.clone());
         Ok(Ledger {
             store,
             index,
             tariffs,
             billing,
+            invoices,
             writers: Mutex::new(HashMap::new()),
             shards: Mutex::new(Shards::NotStarted),
             commit_hook,
@@ -684,20 +702,24 @@ impl Ledger {
     }
 }
 
-/// Called by the writers with every durable batch: keeps the live catalogs current, and
-/// hands the batch to the ordered fold that the ledger's snapshot is taken from.
-fn commit_hook(
+/// The catalogs the writers keep current, shared with the ledger that reads them.
+struct LiveCatalogs {
     index: Arc<RwLock<AccountIndex>>,
     tariffs: Arc<RwLock<TariffCatalog>>,
     billing: Arc<RwLock<BillingCatalog>>,
-    ordered: Option<Arc<Mutex<OrderedFold>>>,
-) -> CommitHook {
+    invoices: Arc<RwLock<InvoiceCatalog>>,
+}
+
+/// Called by the writers with every durable batch: keeps the live catalogs current, and
+/// hands the batch to the ordered fold that the ledger's snapshot is taken from.
+fn commit_hook(catalogs: LiveCatalogs, ordered: Option<Arc<Mutex<OrderedFold>>>) -> CommitHook {
     Arc::new(move |events| {
         let concerned: Vec<&RecordedEvent> = events.iter().filter(|e| concerns_catalogs(&e.event)).collect();
         if !concerned.is_empty() {
-            index.write().expect("index lock").apply(concerned.iter().copied());
-            tariffs.write().expect("tariffs lock").apply(concerned.iter().copied());
-            billing.write().expect("billing lock").apply(concerned.iter().copied());
+            catalogs.index.write().expect("index lock").apply(concerned.iter().copied());
+            catalogs.tariffs.write().expect("tariffs lock").apply(concerned.iter().copied());
+            catalogs.billing.write().expect("billing lock").apply(concerned.iter().copied());
+            catalogs.invoices.write().expect("invoices lock").apply(concerned.iter().copied());
         }
         if let Some(ordered) = &ordered {
             ordered.lock().expect("ordered fold lock").add(events);

@@ -6,6 +6,7 @@
 pub mod billing;
 pub mod error;
 pub mod ingest;
+pub mod invoices;
 pub mod ledger;
 pub mod snapshot;
 pub mod tariffs;
@@ -22,6 +23,7 @@ pub use eventlog::{
     Appended, ChainBreak, ChainVerifier, DEFAULT_STORE_SPEC, EncodedEvent, EventStore, ExpectedVersion, PendingAppend,
     READ_EVENTS_MAX, SledStats, SledStore, StoreError, StoreSpec, open_store, verify_book,
 };
+pub use invoices::{DocumentEntry, DocumentKind, InvoiceCatalog, InvoiceRun, issuer_of};
 pub use ledger::{AccountRef, Ledger};
 pub use tariffs::{TariffCatalog, TariffHistory};
 pub use writer::{BalanceAfter, CommandOutcome};

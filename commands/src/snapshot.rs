@@ -15,9 +15,9 @@ use eventlog::EventStore;
 use serde::{Deserialize, Serialize};
 
 /// The format of book snapshots this build writes and reads.
-pub const BOOK_SNAPSHOT_FORMAT: u8 = 1;
+pub const BOOK_SNAPSHOT_FORMAT: u8 = 2;
 /// The format of ledger snapshots this build writes and reads.
-pub const LEDGER_SNAPSHOT_FORMAT: u8 = 1;
+pub const LEDGER_SNAPSHOT_FORMAT: u8 = 2;
 /// The snapshot name of the ledger's catalogs.
 pub const LEDGER_SNAPSHOT_NAME: &str = "ledger";
 
@@ -77,7 +77,7 @@ pub async fn saved_book(store: &dyn EventStore, book: BookId) -> Option<BookStat
 
 /// The ledger's catalogs as saved: every event before `next_position` is folded in.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct SavedLedger<Index, Billing> {
+pub(crate) struct SavedLedger<Index, Billing, Invoices> {
     pub next_position: u64,
     /// Position and hash of the last event folded in, to check that the snapshot is of
     /// this log; `None` for an empty log.
@@ -86,17 +86,21 @@ pub(crate) struct SavedLedger<Index, Billing> {
     /// Every published tariff version, per tariff oldest first, with its book.
     pub tariffs: Vec<(BookId, Vec<Tariff>)>,
     pub billing: Billing,
+    pub invoices: Invoices,
 }
 
-pub(crate) fn encode_ledger<I: Serialize, B: Serialize>(saved: &SavedLedger<I, B>) -> Vec<u8> {
+pub(crate) fn encode_ledger<I: Serialize, B: Serialize, V: Serialize>(saved: &SavedLedger<I, B, V>) -> Vec<u8> {
     let mut bytes = vec![LEDGER_SNAPSHOT_FORMAT];
     postcard::to_io(saved, &mut bytes).expect("the ledger's catalogs always serialize");
     bytes
 }
 
-pub(crate) fn decode_ledger<I: for<'de> Deserialize<'de>, B: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-) -> Option<SavedLedger<I, B>> {
+pub(crate) fn decode_ledger<I, B, V>(bytes: &[u8]) -> Option<SavedLedger<I, B, V>>
+where
+    I: for<'de> Deserialize<'de>,
+    B: for<'de> Deserialize<'de>,
+    V: for<'de> Deserialize<'de>,
+{
     let (&format, body) = bytes.split_first()?;
     if format != LEDGER_SNAPSHOT_FORMAT {
         return None;

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::account::{AccountKind, AccountStatus};
 use crate::billing::{BillingPeriod, Plan};
 use crate::event::{Actor, Event, Idempotency};
-use crate::ids::{AccountId, BookId, PlanId, SubscriptionId, TariffId};
+use crate::ids::{AccountId, BookId, InvoiceId, PlanId, SubscriptionId, TariffId};
+use crate::invoice::{Figures, TaxRule};
 use crate::money::{Amount, Currency};
 use crate::rating::{RatedCdr, Tariff};
 use crate::time::Timestamp;
@@ -97,6 +98,49 @@ pub enum Command {
         account: AccountId,
         period_start: Timestamp,
     },
+    /// Sets the tax the book charges on its invoices: its own rule (`account` none) or
+    /// one invoiced account's (`tax` none: back to the book's rule).
+    ConfigureTax {
+        account: Option<InvoiceSubject>,
+        tax: Option<TaxRule>,
+    },
+    IssueInvoice(Box<IssueInvoice>),
+    IssueCreditNote(Box<IssueCreditNote>),
+}
+
+/// The account an invoice is for, as the ledger's index knows it: an invoicing book
+/// may bill an account of another book (the operator bills its partners, whose accounts
+/// open their own books).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceSubject {
+    pub account: AccountId,
+    pub number: String,
+    pub name: String,
+    pub kind: AccountKind,
+    pub currency: Currency,
+}
+
+/// An invoice of one account for `[period_from, period_to)`, from that period's
+/// statement at `statement_position`. A second one for the same account and period is
+/// answered with the first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssueInvoice {
+    pub invoice: InvoiceId,
+    pub subject: InvoiceSubject,
+    pub period_from: Timestamp,
+    pub period_to: Timestamp,
+    pub figures: Figures,
+    pub statement_position: u64,
+}
+
+/// Corrects an invoice to `figures`, the statement of its period as it is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssueCreditNote {
+    pub credit_note: InvoiceId,
+    pub invoice: InvoiceId,
+    pub figures: Figures,
+    pub statement_position: u64,
+    pub reason: Option<String>,
 }
 
 /// A plan to publish. `plan.wholesale` is ignored: a partner's plan names the operator
@@ -169,6 +213,9 @@ impl Command {
             | Command::EndSubscription { account, .. }
             | Command::ChargeFee { account, .. } => vec![*account],
             Command::SetSwitchIdentifiers { account, .. } => vec![*account],
+            // The invoiced account may live in another book, whose balance this book
+            // cannot tell; invoices move no money anyway.
+            Command::ConfigureTax { .. } | Command::IssueInvoice(_) | Command::IssueCreditNote(_) => vec![],
         }
     }
 }

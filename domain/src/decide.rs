@@ -6,10 +6,11 @@ use std::collections::{HashMap, HashSet};
 
 use crate::account::{Account, AccountKind, AccountStatus};
 use crate::billing::{self, Plan, Subscription};
-use crate::command::{ChargeCall, Command, CommandMeta, OpenAccount};
+use crate::command::{ChargeCall, Command, CommandMeta, InvoiceSubject, IssueCreditNote, IssueInvoice, OpenAccount};
 use crate::error::DomainError;
 use crate::event::*;
 use crate::ids::{AccountId, BookId, EventId, PlanId, SubscriptionId, TariffId, validate_identifier, validate_text};
+use crate::invoice::{self, InvoiceRecord, TaxRule, Totals};
 use crate::money::{Amount, INPUT_SCALE_MAX_DEFAULT};
 use crate::rating::Tariff;
 use crate::time::Timestamp;
@@ -52,6 +53,8 @@ pub struct BookState {
     /// Per subscription, the start of the first period not yet settled (charged, or
     /// refused on the record): every earlier period is.
     pub fees_settled_until: HashMap<SubscriptionId, Timestamp>,
+    /// The invoices this book issued, its numbering and its tax rules.
+    pub invoicing: crate::invoice::Invoicing,
 }
 
 impl BookState {
@@ -72,6 +75,7 @@ impl BookState {
             plans: HashMap::new(),
             subscriptions: HashMap::new(),
             fees_settled_until: HashMap::new(),
+            invoicing: crate::invoice::Invoicing::default(),
         }
     }
 
@@ -218,7 +222,131 @@ fn decide_command(state: &BookState, command: &Command, meta: &CommandMeta) -> R
         Command::ChargeFee { subscription, account, period_start } => {
             charge_fee(state, *subscription, *account, *period_start, meta)
         }
+        Command::ConfigureTax { account, tax } => configure_tax(state, account.as_ref(), tax.as_ref()),
+        Command::IssueInvoice(issue) => issue_invoice(state, issue),
+        Command::IssueCreditNote(issue) => issue_credit_note(state, issue),
     }
+}
+
+/// Checks that this book invoices `subject`: a customer of the book, or, for the
+/// operator's book, a partner (whose account opens a book of its own, so this book's
+/// state cannot see it; the ledger looked it up).
+fn invoiced_account(state: &BookState, subject: &InvoiceSubject) -> Result<(), DomainError> {
+    match state.accounts.get(&subject.account) {
+        Some(account) if account.kind == AccountKind::Customer => Ok(()),
+        Some(account) => Err(DomainError::NotACustomer(account.label())),
+        None if state.book == BookId::OPERATOR && subject.kind == AccountKind::Partner => Ok(()),
+        None => Err(DomainError::AccountNotFound(subject.account)),
+    }
+}
+
+fn configure_tax(
+    state: &BookState,
+    subject: Option<&InvoiceSubject>,
+    tax: Option<&TaxRule>,
+) -> Result<Decision, DomainError> {
+    if let Some(subject) = subject {
+        invoiced_account(state, subject)?;
+    }
+    let tax = match (subject, tax) {
+        (None, None) => {
+            return Err(DomainError::InvalidField {
+                field: "tax_rate",
+                reason: "the issuer's rule needs a rate".into(),
+            });
+        }
+        (_, Some(tax)) => Some(tax.clone().validated()?),
+        (Some(_), None) => None,
+    };
+    let current = match subject {
+        Some(subject) => state.invoicing.tax_of.get(&subject.account),
+        None => state.invoicing.tax.as_ref(),
+    };
+    if current == tax.as_ref() {
+        return Ok(Decision::Accept(vec![]));
+    }
+    accept(Payload::TaxConfigured(TaxConfigured { account: subject.map(|s| s.account), tax }))
+}
+
+/// The issuer as its documents name it, and the prefix of their numbers.
+fn issuer(state: &BookState) -> (String, Option<String>) {
+    match state.accounts.get(&AccountId(state.book.0)) {
+        Some(partner) if state.book != BookId::OPERATOR => (partner.name.clone(), Some(partner.number.clone())),
+        _ => ("Operator".to_owned(), None),
+    }
+}
+
+fn issue_invoice(state: &BookState, issue: &IssueInvoice) -> Result<Decision, DomainError> {
+    let subject = &issue.subject;
+    // The same account and period again is the invoice already issued: a rerun of an
+    // invoice run, or one cut short by a crash, issues nothing twice.
+    if let Some(id) = state.invoicing.by_period.get(&(subject.account, issue.period_from))
+        && let Some(record) = state.invoicing.invoices.get(id)
+    {
+        return Ok(Decision::Repeat { first_version: record.version, events: 1 });
+    }
+    invoiced_account(state, subject)?;
+    if issue.period_from >= issue.period_to {
+        return Err(DomainError::InvalidField { field: "period", reason: "must end after it starts".into() });
+    }
+    if state.invoicing.invoices.contains_key(&issue.invoice) {
+        return Err(DomainError::InvalidField { field: "invoice", reason: "this invoice id is taken".into() });
+    }
+    issue.figures.check()?;
+    let figures = issue.figures.normalized();
+    let tax = state.invoicing.tax_for(subject.account);
+    let totals = invoice::totals(&figures, &tax, subject.currency);
+    let sequence = state.invoicing.invoices_issued + 1;
+    let (issuer_name, prefix) = issuer(state);
+    accept(Payload::InvoiceIssued(Box::new(InvoiceIssued {
+        invoice: issue.invoice,
+        sequence,
+        number: invoice::document_number(prefix.as_deref(), "INV", sequence),
+        account: subject.account,
+        account_number: subject.number.clone(),
+        account_name: subject.name.clone(),
+        currency: subject.currency,
+        issuer_name,
+        period_from: issue.period_from,
+        period_to: issue.period_to,
+        figures,
+        statement_position: issue.statement_position,
+        tax,
+        totals,
+    })))
+}
+
+fn issue_credit_note(state: &BookState, issue: &IssueCreditNote) -> Result<Decision, DomainError> {
+    let record = state.invoicing.invoices.get(&issue.invoice).ok_or(DomainError::InvoiceNotFound(issue.invoice))?;
+    optional_text("reason", &issue.reason)?;
+    if state.invoicing.invoices.contains_key(&issue.credit_note) {
+        return Err(DomainError::InvalidField { field: "credit_note", reason: "this id is taken".into() });
+    }
+    issue.figures.check()?;
+    let corrected = issue.figures.normalized();
+    let figures = corrected.minus(&record.figures);
+    // The corrected totals are computed whole, by the same rule as the invoice's, and
+    // the note carries the difference: rounding the difference instead could leave the
+    // invoice and its notes a cent away from the corrected invoice.
+    let totals = invoice::totals(&corrected, &record.tax, record.currency).minus(&record.totals);
+    if figures.is_zero() && totals == Totals::default() {
+        return Err(DomainError::InvoiceUnchanged(record.number.clone()));
+    }
+    let sequence = state.invoicing.credit_notes_issued + 1;
+    let (_, prefix) = issuer(state);
+    accept(Payload::CreditNoteIssued(Box::new(CreditNoteIssued {
+        credit_note: issue.credit_note,
+        sequence,
+        number: invoice::document_number(prefix.as_deref(), "CN", sequence),
+        invoice: issue.invoice,
+        invoice_number: record.number.clone(),
+        account: record.account,
+        currency: record.currency,
+        figures,
+        totals,
+        statement_position: issue.statement_position,
+        reason: issue.reason.clone(),
+    })))
 }
 
 fn publish_plan(state: &BookState, publish: &crate::command::PublishPlan) -> Result<Decision, DomainError> {
@@ -871,6 +999,44 @@ pub fn evolve(state: &mut BookState, event: &Event) {
         Payload::SubscriptionEnded(e) => {
             if let Some(subscription) = state.subscriptions.get_mut(&e.subscription) {
                 subscription.ends_at = Some(e.ends_at);
+            }
+        }
+        Payload::TaxConfigured(e) => match (e.account, &e.tax) {
+            (None, tax) => state.invoicing.tax = tax.clone(),
+            (Some(account), Some(tax)) => {
+                state.invoicing.tax_of.insert(account, tax.clone());
+            }
+            (Some(account), None) => {
+                state.invoicing.tax_of.remove(&account);
+            }
+        },
+        Payload::InvoiceIssued(e) => {
+            let invoicing = &mut state.invoicing;
+            invoicing.invoices_issued = invoicing.invoices_issued.max(e.sequence);
+            invoicing.by_period.insert((e.account, e.period_from), e.invoice);
+            invoicing.invoices.insert(
+                e.invoice,
+                InvoiceRecord {
+                    number: e.number.clone(),
+                    version: envelope.version,
+                    account: e.account,
+                    account_number: e.account_number.clone(),
+                    account_name: e.account_name.clone(),
+                    currency: e.currency,
+                    period_from: e.period_from,
+                    period_to: e.period_to,
+                    tax: e.tax.clone(),
+                    figures: e.figures,
+                    totals: e.totals,
+                },
+            );
+        }
+        Payload::CreditNoteIssued(e) => {
+            let invoicing = &mut state.invoicing;
+            invoicing.credit_notes_issued = invoicing.credit_notes_issued.max(e.sequence);
+            if let Some(record) = invoicing.invoices.get_mut(&e.invoice) {
+                record.figures = record.figures.plus(&e.figures);
+                record.totals = record.totals.plus(&e.totals);
             }
         }
         Payload::PaymentReceived(_)

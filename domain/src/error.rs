@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::ids::{AccountId, AccountLabel, EventId, PlanId, SubscriptionId, TariffId};
+use crate::ids::{AccountId, AccountLabel, EventId, InvoiceId, PlanId, SubscriptionId, TariffId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DomainError {
@@ -80,6 +80,10 @@ pub enum DomainError {
     DuplicateSubscription(SubscriptionId),
     #[error("the subscription's fees are charged until {charged_until}; it cannot end before")]
     PeriodAlreadyCharged { charged_until: String },
+    #[error("invoice {0} does not exist")]
+    InvoiceNotFound(InvoiceId),
+    #[error("invoice {0} already stands at these figures: there is nothing to correct")]
+    InvoiceUnchanged(String),
 }
 
 impl DomainError {
@@ -121,6 +125,8 @@ impl DomainError {
             SubscriptionNotFound(_) => "subscription_not_found",
             DuplicateSubscription(_) => "duplicate_subscription",
             PeriodAlreadyCharged { .. } => "period_already_charged",
+            InvoiceNotFound(_) => "invoice_not_found",
+            InvoiceUnchanged(_) => "invoice_unchanged",
         }
     }
 
@@ -131,9 +137,12 @@ impl DomainError {
             InvalidAmount(_) | InvalidCurrency(_) | InvalidField { .. } | AmountNotPositive | NegativeCreditLimit => {
                 ErrorKind::BadInput
             }
-            AccountNotFound(_) | EventNotFound(_) | TariffNotFound(_) | PlanNotFound(_) | SubscriptionNotFound(_) => {
-                ErrorKind::NotFound
-            }
+            AccountNotFound(_)
+            | EventNotFound(_)
+            | TariffNotFound(_)
+            | PlanNotFound(_)
+            | SubscriptionNotFound(_)
+            | InvoiceNotFound(_) => ErrorKind::NotFound,
             DuplicateAccountNumber(_)
             | DuplicateAccount(_)
             | AlreadyReversed(_)
@@ -162,6 +171,7 @@ impl DomainError {
             PlanNotFound(_) => Some("plan"),
             SubscriptionNotFound(_) => Some("subscription"),
             PeriodAlreadyCharged { .. } => Some("ends_at"),
+            InvoiceNotFound(_) => Some("invoice"),
             _ => None,
         }
     }

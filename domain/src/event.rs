@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{AccountKind, AccountStatus};
 use crate::billing::Plan;
-use crate::ids::{AccountId, BookId, EventId, PlanId, SubscriptionId, TariffId};
+use crate::ids::{AccountId, BookId, EventId, InvoiceId, PlanId, SubscriptionId, TariffId};
+use crate::invoice::{Figures, TaxRule, Totals};
 use crate::money::{Amount, Currency};
 use crate::rating::{RatedCdr, Tariff};
 use crate::time::Timestamp;
@@ -143,6 +144,9 @@ pub enum Payload {
     PlanPublished(PlanPublished),
     SubscriptionStarted(SubscriptionStarted),
     SubscriptionEnded(SubscriptionEnded),
+    TaxConfigured(TaxConfigured),
+    InvoiceIssued(Box<InvoiceIssued>),
+    CreditNoteIssued(Box<CreditNoteIssued>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -288,6 +292,56 @@ pub struct SubscriptionEnded {
     pub ends_at: Timestamp,
 }
 
+/// The tax an issuing book charges: its own rule (`account` none) or one account's
+/// (`tax` none takes the account's rule away, back to the issuer's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaxConfigured {
+    pub account: Option<AccountId>,
+    pub tax: Option<TaxRule>,
+}
+
+/// An invoice: an account's statement for a billing period, frozen with its tax and
+/// its number in the issuer's sequence. Never changed; a credit note corrects it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceIssued {
+    pub invoice: InvoiceId,
+    /// The issuer's invoice sequence: 1, 2, 3, ... with no gap.
+    pub sequence: u64,
+    pub number: String,
+    pub account: AccountId,
+    pub account_number: String,
+    pub account_name: String,
+    pub currency: Currency,
+    /// The issuer as the invoice names it: the partner's name, or `Operator`.
+    pub issuer_name: String,
+    pub period_from: Timestamp,
+    pub period_to: Timestamp,
+    pub figures: Figures,
+    /// The global position of the statement the figures are from: the statement as of
+    /// it gives them again.
+    pub statement_position: u64,
+    pub tax: TaxRule,
+    pub totals: Totals,
+}
+
+/// A correction of an invoice: the corrected figures minus those the invoice stood at,
+/// so that the invoice and its credit notes add up to the corrected figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditNoteIssued {
+    pub credit_note: InvoiceId,
+    /// The issuer's credit-note sequence (its own, from 1).
+    pub sequence: u64,
+    pub number: String,
+    pub invoice: InvoiceId,
+    pub invoice_number: String,
+    pub account: AccountId,
+    pub currency: Currency,
+    pub figures: Figures,
+    pub totals: Totals,
+    pub statement_position: u64,
+    pub reason: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Alert {
@@ -329,7 +383,7 @@ impl Alert {
 
 impl Payload {
     /// Every [`Payload::type_name`], for clients that filter events by kind.
-    pub const TYPE_NAMES: [&'static str; 17] = [
+    pub const TYPE_NAMES: [&'static str; 20] = [
         "AccountOpened",
         "AccountStatusChanged",
         "CreditLimitChanged",
@@ -347,6 +401,9 @@ impl Payload {
         "PlanPublished",
         "SubscriptionStarted",
         "SubscriptionEnded",
+        "TaxConfigured",
+        "InvoiceIssued",
+        "CreditNoteIssued",
     ];
 
     /// The event's type name, stable forever (KurrentDB's event type).
@@ -369,6 +426,9 @@ impl Payload {
             Payload::PlanPublished(_) => "PlanPublished",
             Payload::SubscriptionStarted(_) => "SubscriptionStarted",
             Payload::SubscriptionEnded(_) => "SubscriptionEnded",
+            Payload::TaxConfigured(_) => "TaxConfigured",
+            Payload::InvoiceIssued(_) => "InvoiceIssued",
+            Payload::CreditNoteIssued(_) => "CreditNoteIssued",
         }
     }
 
@@ -423,7 +483,10 @@ impl Payload {
             | Payload::SwitchIdentifiersSet(_)
             | Payload::PlanPublished(_)
             | Payload::SubscriptionStarted(_)
-            | Payload::SubscriptionEnded(_) => {}
+            | Payload::SubscriptionEnded(_)
+            | Payload::TaxConfigured(_)
+            | Payload::InvoiceIssued(_)
+            | Payload::CreditNoteIssued(_) => {}
         }
     }
 
@@ -440,6 +503,9 @@ impl Payload {
             Payload::SwitchIdentifiersSet(e) => accounts.push(e.account),
             Payload::SubscriptionStarted(e) => accounts.push(e.account),
             Payload::SubscriptionEnded(e) => accounts.push(e.account),
+            Payload::TaxConfigured(e) => accounts.extend(e.account),
+            Payload::InvoiceIssued(e) => accounts.push(e.account),
+            Payload::CreditNoteIssued(e) => accounts.push(e.account),
             Payload::TariffPublished(_) | Payload::PlanPublished(_) => {}
             _ => self.for_each_posting(|p| {
                 if !accounts.contains(&p.account) {

@@ -66,6 +66,10 @@ uuid_id!(
     /// An account's subscription to a plan.
     SubscriptionId
 );
+uuid_id!(
+    /// An invoice or a credit note.
+    InvoiceId
+);
 
 /// An account as a message names it: by the number the operator gave it, which is what
 /// people know it by (an internal id in an error means nothing to them). The id rides

@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod hangup;
 pub mod ids;
+pub mod invoice;
 pub mod local_time;
 pub mod money;
 pub mod rating;
@@ -28,10 +29,13 @@ pub mod time;
 pub mod testing;
 
 pub use account::{Account, AccountKind, AccountStatus};
-pub use command::{AssignedTariff, ChargeCall, Command, CommandMeta, OpenAccount, PublishPlan, WholesalePlan};
+pub use command::{
+    AssignedTariff, ChargeCall, Command, CommandMeta, InvoiceSubject, IssueCreditNote, IssueInvoice, OpenAccount,
+    PublishPlan, WholesalePlan,
+};
 pub use decide::{BookState, Decision, IdempotencyRecord, decide, evolve, seal};
 pub use error::{DomainError, ErrorKind};
 pub use event::{Category, Envelope, Event, Hash, Idempotency, Payload, Posting, RecordedEvent};
-pub use ids::{AccountId, AccountLabel, BookId, EventId, PlanId, SubscriptionId, TariffId};
+pub use ids::{AccountId, AccountLabel, BookId, EventId, InvoiceId, PlanId, SubscriptionId, TariffId};
 pub use money::{Amount, Currency};
 pub use time::Timestamp;

@@ -4,6 +4,7 @@
 //! verify. It never writes events.
 
 pub mod error;
+pub mod invoices;
 pub mod models;
 mod persist;
 pub mod reconcile;

@@ -946,6 +946,42 @@ pub async fn calls(
     Ok(Html(render_page(&page)).into_response())
 }
 
+/// The visitor's account's invoices and credit notes, with their downloads.
+pub async fn invoices(State(state): State<AppState>, visitor: Visitor, Path(number): Path<String>) -> PageResult {
+    let (account, _) = viewed(&state, &visitor, &number, None).await?;
+    let entries: Vec<commands::DocumentEntry> =
+        state.ledger.invoice_catalog().of_account(account.id).into_iter().cloned().collect();
+    let rows = entries
+        .iter()
+        .rev()
+        .map(|d| {
+            let base = format!("/portal/invoices/{}", segment(&d.number));
+            templates::InvoiceView {
+                number: d.number.clone(),
+                kind: if d.kind == commands::DocumentKind::Invoice { "Invoice" } else { "Credit note" },
+                month: domain::invoice::month_name(d.period_from),
+                issued: when(d.issued_at),
+                total: money(d.gross.canonical(d.currency)),
+                currency: d.currency.as_str().to_owned(),
+                pdf_href: format!("{base}/invoice.pdf"),
+                html_href: format!("{base}/invoice.html"),
+            }
+        })
+        .collect();
+    let page = templates::InvoicesPage { frame: frame(&visitor, &state, &number, "invoices"), number, rows };
+    Ok(Html(render_page(&page)).into_response())
+}
+
+/// An invoice's PDF, for a visitor who may see its account (else not found).
+pub async fn invoice_pdf(State(state): State<AppState>, visitor: Visitor, Path(invoice): Path<String>) -> PageResult {
+    Ok(crate::routes::invoices::invoice_pdf(State(state), visitor.caller.clone(), Path(invoice)).await?)
+}
+
+/// An invoice's HTML page, for a visitor who may see its account (else not found).
+pub async fn invoice_html(State(state): State<AppState>, visitor: Visitor, Path(invoice): Path<String>) -> PageResult {
+    Ok(crate::routes::invoices::invoice_html(State(state), visitor.caller.clone(), Path(invoice)).await?)
+}
+
 /// An amount with exactly `scale` decimal places.
 fn money_at(amount: Amount, scale: u32) -> String {
     let mut value = amount.0;

@@ -200,6 +200,26 @@ pub struct CallView {
     pub cost: String,
 }
 
+/// One invoice or credit note in the portal's list.
+pub struct InvoiceView {
+    pub number: String,
+    pub kind: &'static str,
+    pub month: String,
+    pub issued: String,
+    pub total: String,
+    pub currency: String,
+    pub pdf_href: String,
+    pub html_href: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/invoices.html")]
+pub struct InvoicesPage {
+    pub frame: Option<Frame>,
+    pub number: String,
+    pub rows: Vec<InvoiceView>,
+}
+
 #[derive(Template)]
 #[template(path = "portal/calls.html")]
 pub struct CallsPage {

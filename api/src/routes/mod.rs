@@ -27,6 +27,7 @@ mod audit;
 mod cdr_mappings;
 mod cdrs;
 mod charges;
+pub mod invoices;
 mod login_links;
 mod operations;
 mod payments;
@@ -82,6 +83,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(switches::router())
         .merge(cdr_mappings::router())
         .merge(plans::router())
+        .merge(invoices::router())
         .split_for_parts();
     crate::openapi::Conventions.modify(&mut openapi);
     let api = api
@@ -146,6 +148,13 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("charges", "/api/v1/charges"),
         ("plans", "/api/v1/plans"),
         ("subscriptions", "/api/v1/subscriptions{?account}"),
+        ("invoice_runs", "/api/v1/invoice-runs"),
+        ("tax_rules", "/api/v1/tax-rules"),
+        ("account_invoices", "/api/v1/accounts/{number}/invoices"),
+        ("invoice", "/api/v1/invoices/{invoice}"),
+        ("invoice_pdf", "/api/v1/invoices/{invoice}/invoice.pdf"),
+        ("invoice_html", "/api/v1/invoices/{invoice}/invoice.html"),
+        ("credit_notes", "/api/v1/invoices/{invoice}/credit-notes"),
         ("transfers", "/api/v1/transfers"),
         ("reversals", "/api/v1/reversals"),
         ("users", "/api/v1/users{?after,limit}"),
@@ -242,6 +251,7 @@ pub fn account_links(number: &str) -> Links {
         ("credit_limit", format!("{base}/credit-limit")),
         ("tariff", format!("{base}/tariff")),
         ("alerts", format!("{base}/alerts")),
+        ("invoices", format!("{base}/invoices")),
         ("self", base),
     ]
     .into_iter()
