@@ -527,6 +527,51 @@ async fn every_endpoint_refuses_wrong_credentials_and_foreign_tenants() {
             Some(json!({"ends_at": "2100-02-01"})),
             Expect::Protected { other_partner: 404, customer: 403 },
         ),
+        // Invoices: another partner runs and taxes its own book's, and finds none of
+        // P1's; a customer issues nothing. (No P1 invoice exists in this set-up, so the
+        // documents' routes answer every outsider as e2e_invoices checks with real ones.)
+        (
+            Method::POST,
+            "/api/v1/invoice-runs".into(),
+            Some(json!({"period": "2026-11"})),
+            Expect::Protected { other_partner: 200, customer: 403 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/tax-rules".into(),
+            Some(json!({"rate": "21", "name": "VAT"})),
+            Expect::Protected { other_partner: 200, customer: 403 },
+        ),
+        (
+            Method::GET,
+            "/api/v1/accounts/C1/invoices".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::GET,
+            "/api/v1/invoices/P1-INV-000001".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::GET,
+            "/api/v1/invoices/P1-INV-000001/invoice.pdf".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::GET,
+            "/api/v1/invoices/P1-INV-000001/invoice.html".into(),
+            None,
+            Expect::Protected { other_partner: 404, customer: 404 },
+        ),
+        (
+            Method::POST,
+            "/api/v1/invoices/P1-INV-000001/credit-notes".into(),
+            Some(json!({"reason": "intruder"})),
+            Expect::Protected { other_partner: 404, customer: 403 },
+        ),
         (
             Method::PUT,
             "/api/v1/me/password".into(),
