@@ -148,6 +148,11 @@ pub struct ServeArgs {
     /// catches up on any downtime): as for `--session-lifetime`.
     #[arg(long = "billing-interval", env = "TOLLBOOK_BILLING_INTERVAL", default_value = "1m")]
     pub billing_interval: Lifetime,
+    /// Writer tasks the books are spread over (each decides its books' commands in
+    /// rounds, one append per round); by default one per two cores.
+    #[arg(long = "writer-shards", env = "TOLLBOOK_WRITER_SHARDS",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub writer_shards: Option<u16>,
 }
 
 /// A duration given as `172800`, `90s`, `30m`, `48h` or `2d`.

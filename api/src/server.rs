@@ -117,7 +117,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             models
         })
     };
-    let ledger = Ledger::open(store.clone()).await?;
+    let mut writer_options = commands::writer::WriterOptions::default();
+    if let Some(shards) = args.writer_shards {
+        writer_options.shards = usize::from(shards);
+    }
+    let ledger = Ledger::open_with(store.clone(), writer_options).await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         log_events_read = ledger.opened_with_events(),

@@ -237,10 +237,12 @@ pub struct WriterOptions {
 
 impl Default for WriterOptions {
     fn default() -> Self {
-        // One per core: a shard decides on one core at a time, and more would split
-        // rounds (and their group commits) without deciding any faster.
+        // One per two cores: a shard decides on one core at a time, and the server's
+        // HTTP work needs the rest. On two cores, one shard held 10,000 writes/s offered
+        // with a p99 of 10–22 ms where two gave 11–108 ms, at the same top throughput
+        // (docs/benchmarks.md, "Shard writers at a constant offered rate").
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        WriterOptions { snapshot_every_events_min: SNAPSHOT_EVERY_EVENTS_MIN, shards: cores }
+        WriterOptions { snapshot_every_events_min: SNAPSHOT_EVERY_EVENTS_MIN, shards: (cores / 2).max(1) }
     }
 }
 
