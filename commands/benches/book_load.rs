@@ -27,7 +27,7 @@ fn book_load(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(30));
     group.bench_function("1m_events", |b| {
         b.to_async(&runtime).iter(|| async {
-            let state = load_book(&*store as &dyn EventStore, book).await.expect("load");
+            let state = load_book(&*store as &dyn EventStore, book).await.expect("load").state;
             assert!(state.next_version >= BOOK_EVENTS);
             state
         })

@@ -5,6 +5,7 @@
 
 pub mod billing;
 pub mod error;
+pub mod ids;
 pub mod ingest;
 pub mod invoices;
 pub mod ledger;

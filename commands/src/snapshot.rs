@@ -14,8 +14,11 @@ use domain::{BookId, BookState, Hash};
 use eventlog::EventStore;
 use serde::{Deserialize, Serialize};
 
-/// The format of book snapshots this build writes and reads.
-pub const BOOK_SNAPSHOT_FORMAT: u8 = 2;
+use crate::ids::{IdIndex, SavedIndex};
+
+/// The format of book snapshots this build writes and reads (3: the state with the id
+/// runs it left).
+pub const BOOK_SNAPSHOT_FORMAT: u8 = 3;
 /// The format of ledger snapshots this build writes and reads.
 pub const LEDGER_SNAPSHOT_FORMAT: u8 = 2;
 /// The snapshot name of the ledger's catalogs.
@@ -26,26 +29,42 @@ pub fn book_snapshot_name(book: BookId) -> String {
     format!("book-{}", book.0)
 }
 
-/// `state` as a book snapshot.
-pub fn encode_book(state: &BookState) -> Vec<u8> {
+/// A book as its snapshot holds it: the state, without the ids moved into runs, and
+/// the runs that hold those.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SavedBook {
+    pub state: BookState,
+    pub ids: SavedIndex,
+}
+
+/// The same, borrowed: postcard encodes both alike.
+#[derive(Serialize)]
+struct SavedBookRef<'a> {
+    state: &'a BookState,
+    ids: &'a SavedIndex,
+}
+
+/// `state` and its id runs as a book snapshot.
+pub fn encode_book(state: &BookState, ids: &SavedIndex) -> Vec<u8> {
     let mut bytes = vec![BOOK_SNAPSHOT_FORMAT];
-    postcard::to_io(state, &mut bytes).expect("a book state always serializes");
+    postcard::to_io(&SavedBookRef { state, ids }, &mut bytes).expect("a book state always serializes");
     bytes
 }
 
-/// The state a book snapshot holds, if it is of this format and of `book`.
-pub fn decode_book(bytes: &[u8], book: BookId) -> Option<BookState> {
+/// What a book snapshot holds, if it is of this format and of `book`.
+pub fn decode_book(bytes: &[u8], book: BookId) -> Option<SavedBook> {
     let (&format, body) = bytes.split_first()?;
     if format != BOOK_SNAPSHOT_FORMAT {
         return None;
     }
-    postcard::from_bytes::<BookState>(body).ok().filter(|state| state.book == book)
+    postcard::from_bytes::<SavedBook>(body).ok().filter(|saved| saved.state.book == book)
 }
 
 /// The latest snapshot of `book` that the log confirms (its last event is there, with the
-/// hash the snapshot says), or `None`: then the book is folded from the start. A store
-/// that cannot be read here is no error either: the fold that follows will say so.
-pub async fn saved_book(store: &dyn EventStore, book: BookId) -> Option<BookState> {
+/// hash the snapshot says) and whose id runs can be read, or `None`: then the book is
+/// folded from the start. A store that cannot be read here is no error either: the fold
+/// that follows will say so.
+pub async fn saved_book(store: &dyn EventStore, book: BookId) -> Option<(BookState, IdIndex)> {
     if !store.keeps_snapshots() {
         return None;
     }
@@ -56,20 +75,24 @@ pub async fn saved_book(store: &dyn EventStore, book: BookId) -> Option<BookStat
             return None;
         }
     };
-    let Some(state) = decode_book(&bytes, book) else {
+    let Some(SavedBook { state, ids }) = decode_book(&bytes, book) else {
         tracing::warn!(%book, "the book's snapshot is of another format or damaged; folding its stream");
         return None;
     };
-    if state.next_version == 0 {
-        return Some(state);
-    }
-    let last = store.read_stream(book, state.next_version - 1, 1).await.ok()?;
-    match last.first() {
-        Some(e) if e.event.envelope.version == state.next_version - 1 && e.event.envelope.hash == state.last_hash => {
-            Some(state)
-        }
-        _ => {
+    if state.next_version > 0 {
+        let last = store.read_stream(book, state.next_version - 1, 1).await.ok()?;
+        let fits = last.first().is_some_and(|e| {
+            e.event.envelope.version == state.next_version - 1 && e.event.envelope.hash == state.last_hash
+        });
+        if !fits {
             tracing::warn!(%book, "the book's snapshot does not fit its stream; folding its stream");
+            return None;
+        }
+    }
+    match IdIndex::open(store, ids).await {
+        Ok(index) => Some((state, index)),
+        Err(error) => {
+            tracing::warn!(%book, %error, "the book's id runs cannot be read; folding its stream");
             None
         }
     }

@@ -20,6 +20,7 @@ use eventlog::{BookAppend, EventStore, ExpectedVersion, READ_EVENTS_MAX, StoreEr
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::CommandError;
+use crate::ids::{IdIndex, IdKind, IdValue, SaveJob, SaveOutcome};
 use crate::snapshot::{book_snapshot_name, encode_book, saved_book};
 
 /// Messages waiting for one shard's writer (for all its books). A full queue answers
@@ -71,7 +72,7 @@ impl CommandOutcome {
 pub(crate) enum ShardMessage {
     /// A book for the shard to own from now on, with its loaded state; sent before any
     /// message for the book, on the same queue.
-    Adopt(BookState),
+    Adopt(LoadedBook),
     Book(BookId, Message),
 }
 
@@ -192,11 +193,56 @@ impl BookHandle {
     }
 }
 
+/// A book as its writer holds it: the state, and the id runs that hold the CDR ids and
+/// keys no longer in the state.
+pub struct LoadedBook {
+    pub state: BookState,
+    pub ids: IdIndex,
+}
+
+impl LoadedBook {
+    /// What the book's id index and state hold for an id (the state first).
+    pub async fn find_id(&self, store: &dyn EventStore, kind: IdKind, id: &str) -> Result<Option<IdValue>, StoreError> {
+        let in_memory = match kind {
+            IdKind::Cdr => self.state.charged_cdrs.get(id).map(|version| IdValue::Cdr(*version)),
+            IdKind::Key => self.state.idempotency.get(id).cloned().map(IdValue::Key),
+        };
+        match in_memory {
+            Some(value) => Ok(Some(value)),
+            None => Ok(self.ids.lookup_many(store, &[(kind, id)]).await?.pop().flatten()),
+        }
+    }
+}
+
+impl LoadedBook {
+    /// Whether this book holds exactly what `folded` (the book folded from its start)
+    /// holds: the same state, less the ids moved into runs, and every id of the fold
+    /// found, in memory or in a run, with the same event. `Err` names the first
+    /// difference. For the crash and snapshot tests, and for an operator's check.
+    pub async fn matches_fold(&self, store: &dyn EventStore, folded: &BookState) -> Result<(), String> {
+        let cdrs = folded.charged_cdrs.iter().map(|(id, version)| (IdKind::Cdr, id, IdValue::Cdr(*version)));
+        let keys = folded.idempotency.iter().map(|(key, record)| (IdKind::Key, key, IdValue::Key(record.clone())));
+        for (kind, id, expected) in cdrs.chain(keys) {
+            let found = self.find_id(store, kind, id).await.map_err(|e| e.to_string())?;
+            if found.as_ref() != Some(&expected) {
+                return Err(format!("{kind:?} `{id}`: the fold has {expected:?}, the loaded book {found:?}"));
+            }
+        }
+        let mut expected = folded.clone();
+        expected.charged_cdrs.retain(|id, _| self.state.charged_cdrs.contains_key(id));
+        expected.idempotency.retain(|key, _| self.state.idempotency.contains_key(key));
+        match expected == self.state {
+            true => Ok(()),
+            false => Err("the states differ beyond the ids in runs".into()),
+        }
+    }
+}
+
 /// A book's state: its snapshot (if the store keeps one that fits) and the events after
 /// it, or else its whole stream folded.
-pub async fn load_book(store: &dyn EventStore, book: BookId) -> Result<BookState, StoreError> {
-    let state = saved_book(store, book).await.unwrap_or_else(|| BookState::new(book));
-    fold_from(store, state).await
+pub async fn load_book(store: &dyn EventStore, book: BookId) -> Result<LoadedBook, StoreError> {
+    let (state, ids) = saved_book(store, book).await.unwrap_or_else(|| (BookState::new(book), IdIndex::default()));
+    Ok(LoadedBook { state: fold_from(store, state).await?, ids })
 }
 
 /// A book's state folded from the start of its stream, without a snapshot.
@@ -225,6 +271,11 @@ pub const SNAPSHOT_EVERY_EVENTS_MIN: u64 = 4096;
 /// events after its snapshot.
 pub const SNAPSHOT_EVERY_IDS_DIVISOR: u64 = 8;
 
+/// A book's CDR ids and idempotency keys in memory past which its next snapshot moves
+/// them into an id run ([`crate::ids`]). 16,384 ids are about 1.5 MB of a book's
+/// memory and a 400 KB run, sorted in a few milliseconds.
+pub const IDS_IN_MEMORY_MAX: usize = 16_384;
+
 /// How the writers behave where a deployment (or a test) may choose.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterOptions {
@@ -233,6 +284,8 @@ pub struct WriterOptions {
     pub snapshot_every_events_min: u64,
     /// Writer tasks, each serving its share of the books.
     pub shards: usize,
+    /// See [`IDS_IN_MEMORY_MAX`].
+    pub ids_in_memory_max: usize,
 }
 
 impl Default for WriterOptions {
@@ -242,7 +295,11 @@ impl Default for WriterOptions {
         // with a p99 of 10–22 ms where two gave 11–108 ms, at the same top throughput
         // (docs/benchmarks.md, "Shard writers at a constant offered rate").
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        WriterOptions { snapshot_every_events_min: SNAPSHOT_EVERY_EVENTS_MIN, shards: (cores / 2).max(1) }
+        WriterOptions {
+            snapshot_every_events_min: SNAPSHOT_EVERY_EVENTS_MIN,
+            shards: (cores / 2).max(1),
+            ids_in_memory_max: IDS_IN_MEMORY_MAX,
+        }
     }
 }
 
@@ -250,40 +307,55 @@ impl Default for WriterOptions {
 struct Snapshots {
     store: Arc<dyn EventStore>,
     every_events_min: u64,
+    ids_in_memory_max: usize,
     /// The version the last snapshot taken (or loaded) reflects.
     taken_at: u64,
-    saving: Option<tokio::task::JoinHandle<()>>,
+    saving: Option<tokio::task::JoinHandle<SaveOutcome>>,
 }
 
 impl Snapshots {
-    /// The state's snapshot, if one is due: taken on the state a batch left, it is saved
-    /// only once that batch is durable ([`Snapshots::save`]).
-    fn take_if_due(&mut self, state: &BookState) -> Option<Vec<u8>> {
-        if !self.store.keeps_snapshots() || self.saving.as_ref().is_some_and(|s| !s.is_finished()) {
+    /// The book's snapshot, if one is due: taken on the state a batch left, it is saved
+    /// only once that batch is durable ([`Snapshots::save`]). Past
+    /// `ids_in_memory_max`, the state's ids move into id runs first.
+    fn take_if_due(&mut self, state: &mut BookState, ids: &mut IdIndex) -> Option<SaveJob> {
+        if !self.store.keeps_snapshots() {
             return None;
         }
-        let ids = (state.charged_cdrs.len() + state.idempotency.len()) as u64;
-        let due = self.every_events_min.max(ids / SNAPSHOT_EVERY_IDS_DIVISOR);
+        if let Some(saving) = self.saving.take_if(|saving| saving.is_finished()) {
+            use futures::FutureExt;
+            if let Some(Ok(outcome)) = saving.now_or_never() {
+                ids.apply(outcome);
+            }
+        }
+        if self.saving.is_some() {
+            return None;
+        }
+        let in_memory = state.charged_cdrs.len() + state.idempotency.len();
+        let due = self.every_events_min.max(in_memory as u64 / SNAPSHOT_EVERY_IDS_DIVISOR);
         if state.next_version.saturating_sub(self.taken_at) < due {
             return None;
         }
         self.taken_at = state.next_version;
-        Some(encode_book(state))
+        if in_memory >= self.ids_in_memory_max {
+            let cdrs = std::mem::take(&mut state.charged_cdrs);
+            let keys = std::mem::take(&mut state.idempotency);
+            ids.spill(state.book, cdrs, keys);
+        }
+        let snapshot = encode_book(state, &ids.saved());
+        Some(ids.save_job(state.book, book_snapshot_name(state.book), snapshot))
     }
 
-    fn save(&mut self, book: BookId, bytes: Vec<u8>) {
-        let store = self.store.clone();
-        self.saving = Some(tokio::spawn(async move {
-            if let Err(error) = store.put_snapshot(&book_snapshot_name(book), bytes).await {
-                tracing::warn!(%book, %error, "cannot save the book's snapshot");
-            }
-        }));
+    fn save(&mut self, book: BookId, job: SaveJob) {
+        self.saving = Some(tokio::spawn(job.run(self.store.clone(), book)));
     }
 
-    /// Waits for the save under way: a stopped writer leaves nothing holding the store.
-    async fn finish(&mut self) {
-        if let Some(saving) = self.saving.take() {
-            let _ = saving.await;
+    /// Waits for the save under way: a stopped writer leaves nothing holding the store,
+    /// and a reload reads the snapshot that save left, with the runs it names.
+    async fn finish(&mut self, ids: &mut IdIndex) {
+        if let Some(saving) = self.saving.take()
+            && let Ok(outcome) = saving.await
+        {
+            ids.apply(outcome);
         }
     }
 }
@@ -294,9 +366,9 @@ pub(crate) struct ShardQueue(mpsc::Sender<ShardMessage>);
 
 impl ShardQueue {
     /// Hands the shard a book with its loaded state, and the handle to send it commands.
-    pub(crate) async fn adopt(&self, state: BookState) -> Result<BookHandle, CommandError> {
-        let book = state.book;
-        self.0.send(ShardMessage::Adopt(state)).await.map_err(|_| CommandError::ShuttingDown)?;
+    pub(crate) async fn adopt(&self, loaded: LoadedBook) -> Result<BookHandle, CommandError> {
+        let book = loaded.state.book;
+        self.0.send(ShardMessage::Adopt(loaded)).await.map_err(|_| CommandError::ShuttingDown)?;
         Ok(BookHandle { book, queue: self.0.clone() })
     }
 }
@@ -416,7 +488,7 @@ struct InFlight {
     batch_start_version: u64,
     book_version: u64,
     /// The book's snapshot as this batch left it, to save once the batch is durable.
-    snapshot: Option<Vec<u8>>,
+    snapshot: Option<SaveJob>,
 }
 
 impl InFlight {
@@ -436,9 +508,10 @@ impl InFlight {
     }
 }
 
-/// A book a shard owns: its state, and when its snapshot is saved.
+/// A book a shard owns: its state, its id runs, and when its snapshot is saved.
 struct OwnedBook {
     state: BookState,
+    ids: IdIndex,
     snapshots: Snapshots,
 }
 
@@ -471,10 +544,10 @@ async fn run_shard(
                     continue;
                 }
                 for mut done in parts {
-                    if let Some(bytes) = done.snapshot.take()
+                    if let Some(job) = done.snapshot.take()
                         && let Some(owned) = books.get_mut(&done.book)
                     {
-                        owned.snapshots.save(done.book, bytes);
+                        owned.snapshots.save(done.book, job);
                     }
                     finish_batch(done, on_commit.as_ref());
                 }
@@ -500,7 +573,7 @@ async fn run_shard(
         }
     }
     for owned in books.values_mut() {
-        owned.snapshots.finish().await;
+        owned.snapshots.finish(&mut owned.ids).await;
     }
 }
 
@@ -517,20 +590,31 @@ async fn decide_round(
     let mut parts: Vec<InFlight> = Vec::new();
     // Where each book's part is in `parts`; a round touches few books, or one.
     let mut part_of: HashMap<BookId, usize> = HashMap::new();
+    let mut messages = Vec::with_capacity(round.len());
     for message in round.drain(..) {
-        let (book, message) = match message {
-            ShardMessage::Adopt(state) => {
+        match message {
+            ShardMessage::Adopt(LoadedBook { state, ids }) => {
                 let snapshots = Snapshots {
                     store: store.clone(),
                     every_events_min: options.snapshot_every_events_min,
+                    ids_in_memory_max: options.ids_in_memory_max,
                     taken_at: state.next_version,
                     saving: None,
                 };
-                books.insert(state.book, OwnedBook { state, snapshots });
-                continue;
+                books.insert(state.book, OwnedBook { state, ids, snapshots });
             }
-            ShardMessage::Book(book, message) => (book, message),
-        };
+            ShardMessage::Book(book, message) => messages.push((book, message)),
+        }
+    }
+    let recalled = match recall_ids(&**store, books, &messages).await {
+        Ok(recalled) => recalled,
+        Err(error) => {
+            tracing::error!(%error, "cannot read the books' id runs; the round is refused");
+            refuse_round(messages, &error);
+            return None;
+        }
+    };
+    for (book, message) in messages {
         // A book whose reload failed is no longer owned: its callers are told the
         // writer stopped, as when a book had a task of its own.
         let Some(owned) = books.get_mut(&book) else { continue };
@@ -560,6 +644,7 @@ async fn decide_round(
             Message::Snapshot(reply) => part.snapshots.push((reply, state.clone())),
         }
     }
+    forget_recalled(books, recalled);
     for part in &mut parts {
         let pending = std::mem::take(&mut part.pending);
         part.pending = read_repeats(&**store, part.book, pending).await;
@@ -585,7 +670,7 @@ async fn decide_round(
             for part in parts.iter_mut().filter(|part| !part.encoded.is_empty()) {
                 part.positions = positions.next().expect("positions for every batch appended");
                 let owned = books.get_mut(&part.book).expect("a book in the round is owned");
-                part.snapshot = owned.snapshots.take_if_due(&owned.state);
+                part.snapshot = owned.snapshots.take_if_due(&mut owned.state, &mut owned.ids);
             }
             let durable = appended.durable;
             Some(Box::pin(async move { (parts, durable.await) }))
@@ -600,6 +685,89 @@ async fn decide_round(
                 reload(&**store, books, book).await;
             }
             None
+        }
+    }
+}
+
+/// The ids a round's commands carry (CDR ids, idempotency keys) that their books hold
+/// in id runs rather than in memory, put back into the books' states so that `decide`
+/// sees them; [`forget_recalled`] takes them out again after the round.
+type Recalled = Vec<(BookId, IdKind, String)>;
+
+async fn recall_ids(
+    store: &dyn EventStore,
+    books: &mut HashMap<BookId, OwnedBook>,
+    messages: &[(BookId, Message)],
+) -> Result<Recalled, StoreError> {
+    let mut wanted: HashMap<BookId, Vec<(IdKind, &str)>> = HashMap::new();
+    for (book, message) in messages {
+        let Some(owned) = books.get(book).filter(|owned| !owned.ids.is_empty()) else { continue };
+        let state = &owned.state;
+        fn ids_of<'a>(command: &'a Command, meta: &'a CommandMeta, ids: &mut Vec<(IdKind, &'a str)>) {
+            if let Some(idempotency) = &meta.idempotency {
+                ids.push((IdKind::Key, idempotency.key.as_str()));
+            }
+            if let Command::ChargeCall(charge) = command {
+                ids.push((IdKind::Cdr, charge.cdr.id.as_str()));
+            }
+        }
+        let mut ids: Vec<(IdKind, &str)> = Vec::new();
+        match message {
+            Message::Command { command, meta, .. } => ids_of(command, meta, &mut ids),
+            Message::Commands { items, .. } => items.iter().for_each(|(command, meta)| ids_of(command, meta, &mut ids)),
+            Message::FindCdr { id, .. } => ids.push((IdKind::Cdr, id.as_str())),
+            Message::Snapshot(_) => {}
+        }
+        ids.retain(|&(kind, id)| match kind {
+            IdKind::Cdr => !state.charged_cdrs.contains_key(id),
+            IdKind::Key => !state.idempotency.contains_key(id),
+        });
+        wanted.entry(*book).or_default().extend(ids);
+    }
+    let mut recalled = Vec::new();
+    for (book, ids) in wanted {
+        let owned = books.get_mut(&book).expect("a book with ids wanted is owned");
+        let found = owned.ids.lookup_many(store, &ids).await?;
+        for ((kind, id), value) in ids.into_iter().zip(found) {
+            let fresh = match value {
+                Some(IdValue::Cdr(version)) => owned.state.charged_cdrs.insert(id.to_owned(), version).is_none(),
+                Some(IdValue::Key(record)) => owned.state.idempotency.insert(id.to_owned(), record).is_none(),
+                None => false,
+            };
+            if fresh {
+                recalled.push((book, kind, id.to_owned()));
+            }
+        }
+    }
+    Ok(recalled)
+}
+
+/// Takes the ids [`recall_ids`] put back out of the states: they stay in their runs, and
+/// a book's memory does not grow with the repeats it answers.
+fn forget_recalled(books: &mut HashMap<BookId, OwnedBook>, recalled: Recalled) {
+    for (book, kind, id) in recalled {
+        if let Some(owned) = books.get_mut(&book) {
+            match kind {
+                IdKind::Cdr => drop(owned.state.charged_cdrs.remove(&id)),
+                IdKind::Key => drop(owned.state.idempotency.remove(&id)),
+            }
+        }
+    }
+}
+
+/// Answers every command of a round that could not be decided.
+fn refuse_round(messages: Vec<(BookId, Message)>, error: &StoreError) {
+    let failure = || CommandError::Store(StoreError::Io(format!("the book's id index cannot be read: {error}")));
+    for (_, message) in messages {
+        match message {
+            Message::Command { reply, .. } => {
+                let _ = reply.send(Err(failure()));
+            }
+            Message::Commands { items, reply } => {
+                let _ = reply.send(items.iter().map(|_| Err(failure())).collect());
+            }
+            // Their askers see the writer as gone and may ask again.
+            Message::FindCdr { .. } | Message::Snapshot(_) => {}
         }
     }
 }
@@ -736,11 +904,15 @@ fn fail_batch(pending: Vec<Pending>, mut replies: Replies, error: &StoreError) {
 /// The book's state holds events that may not be stored: start again from the store.
 /// A book that cannot be read is dropped: its callers are told the writer stopped.
 async fn reload(store: &dyn EventStore, books: &mut HashMap<BookId, OwnedBook>, book: BookId) {
+    if let Some(owned) = books.get_mut(&book) {
+        owned.snapshots.finish(&mut owned.ids).await;
+    }
     match load_book(store, book).await {
         Ok(reloaded) => {
             if let Some(owned) = books.get_mut(&book) {
-                owned.snapshots.taken_at = reloaded.next_version;
-                owned.state = reloaded;
+                owned.snapshots.taken_at = reloaded.state.next_version;
+                owned.state = reloaded.state;
+                owned.ids = reloaded.ids;
             }
         }
         Err(error) => {

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use commands::ids::{IdKind, IdValue, SavedIndex};
 use commands::snapshot::{book_snapshot_name, encode_book};
 use commands::testing::sample_call;
-use commands::writer::{SNAPSHOT_EVERY_EVENTS_MIN, fold_book, load_book};
+use commands::writer::{SNAPSHOT_EVERY_EVENTS_MIN, WriterOptions, fold_book, load_book};
 use commands::{
     Appended, CommandError, EncodedEvent, EventStore, ExpectedVersion, Ledger, PendingAppend, SledStore, StoreError,
 };
@@ -93,6 +94,19 @@ impl EventStore for Counting {
             false => Ok(None),
         }
     }
+    async fn read_snapshot_ranges(
+        &self,
+        name: &str,
+        ranges: &[(u64, usize)],
+    ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        match self.snapshots {
+            true => self.inner.read_snapshot_ranges(name, ranges).await,
+            false => Ok(None),
+        }
+    }
+    async fn delete_snapshot(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.delete_snapshot(name).await
+    }
 }
 
 fn keyed(key: String, digest: u8) -> CommandMeta {
@@ -164,7 +178,7 @@ async fn write_book(store: &dyn EventStore, ops: &[Op], cut: usize) -> (BookId, 
         }
         if n == cut + 1 {
             append(store, book, &state, &mut pending).await;
-            store.put_snapshot(&book_snapshot_name(book), encode_book(&state)).await.unwrap();
+            store.put_snapshot(&book_snapshot_name(book), encode_book(&state, &SavedIndex::default())).await.unwrap();
             snapshot_version = state.next_version;
         }
     }
@@ -200,7 +214,8 @@ proptest! {
             let folded = fold_book(&*store, book).await.unwrap();
             store.read_stream_events.store(0, Ordering::Relaxed);
             let loaded = load_book(&*store, book).await.unwrap();
-            prop_assert_eq!(&loaded, &folded);
+            prop_assert_eq!(&loaded.state, &folded);
+            prop_assert!(loaded.ids.is_empty());
             // The tail, and the one event that confirms the snapshot.
             prop_assert!(snapshot_version > 0, "the snapshot follows at least the two openings");
             let tail = folded.next_version - snapshot_version;
@@ -233,12 +248,12 @@ async fn a_snapshot_that_does_not_fit_is_ignored() {
         vec![],
         b"\x01garbage".to_vec(),
         other_format,
-        encode_book(&other_history),
-        encode_book(&ahead),
-        encode_book(&other_book),
+        encode_book(&other_history, &SavedIndex::default()),
+        encode_book(&ahead, &SavedIndex::default()),
+        encode_book(&other_book, &SavedIndex::default()),
     ] {
         store.put_snapshot(&name, bad).await.unwrap();
-        assert_eq!(load_book(&*store, book).await.unwrap(), folded);
+        assert_eq!(load_book(&*store, book).await.unwrap().state, folded);
     }
     // A file the disk damaged: the store refuses it, and the book is folded.
     store.put_snapshot(&name, good).await.unwrap();
@@ -248,7 +263,7 @@ async fn a_snapshot_that_does_not_fit_is_ignored() {
     bytes[middle] ^= 0x40;
     std::fs::write(&file, bytes).unwrap();
     assert!(store.get_snapshot(&name).await.is_err());
-    assert_eq!(load_book(&*store, book).await.unwrap(), folded);
+    assert_eq!(load_book(&*store, book).await.unwrap().state, folded);
 }
 
 /// The start reads the log only after the ledger's snapshot: nothing after a clean
@@ -399,8 +414,12 @@ async fn a_repeated_cdr_and_key_after_a_restart_have_no_second_effect() {
     };
     let sled = SledStore::open(dir.path()).unwrap();
     let snapshot = sled.get_snapshot(&book_snapshot_name(book)).await.unwrap().expect("the book's snapshot was saved");
-    let saved = commands::snapshot::decode_book(&snapshot, book).unwrap();
-    assert!(saved.next_version >= SNAPSHOT_EVERY_EVENTS_MIN && saved.charged_cdrs.contains_key("cdr-first"));
+    let saved = commands::snapshot::decode_book(&snapshot, book).unwrap().state;
+    assert!(saved.next_version >= SNAPSHOT_EVERY_EVENTS_MIN);
+    let loaded = load_book(&sled, book).await.unwrap();
+    let first_cdr = loaded.find_id(&sled, IdKind::Cdr, "cdr-first").await.unwrap();
+    let charged_at = first.events[0].event.envelope.version;
+    assert_eq!(first_cdr, Some(IdValue::Cdr(charged_at)), "the snapshot or its id runs hold the first CDR");
     let counting = Counting::new(sled, true);
     let ledger = Ledger::open(counting.clone()).await.unwrap();
     let state = ledger.book_state(book).await.unwrap();
@@ -424,4 +443,100 @@ async fn a_repeated_cdr_and_key_after_a_restart_have_no_second_effect() {
     assert!(matches!(&reused, Err(CommandError::Domain(e)) if e.code() == "idempotency_key_reused"), "{reused:?}");
     assert_eq!(ledger.book_state(book).await.unwrap().next_version, version_before_restart);
     ledger.shutdown().await;
+}
+
+/// With a book's ids moved into id runs at nearly every snapshot (and the runs merged),
+/// every CDR id and idempotency key keeps its one effect, before and after a restart;
+/// the book's memory holds only recent ids, and its runs stay few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_moved_into_runs_keep_their_one_effect() {
+    const CALLS: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let options = WriterOptions { snapshot_every_events_min: 16, ids_in_memory_max: 64, ..WriterOptions::default() };
+    let partner = AccountId::new();
+    let customer = AccountId::new();
+    let book = BookId::of_partner(partner);
+    let start = Timestamp::from_seconds(1_767_225_600);
+    let call = |n: usize| sample_call(customer, format!("cdr-{n}"), start);
+    let first: Vec<commands::CommandOutcome> = {
+        let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let ledger = Ledger::open_with(store, options).await.unwrap();
+        ledger.execute(open_partner(partner, "P-1", "0"), meta()).await.unwrap();
+        ledger.execute(open_customer(customer, Some(partner), "C-1", "0"), meta()).await.unwrap();
+        let mut first = Vec::with_capacity(CALLS);
+        for chunk in (0..CALLS).collect::<Vec<_>>().chunks(64) {
+            let answers =
+                futures::future::join_all(chunk.iter().map(|&n| ledger.execute(call(n), keyed(format!("key-{n}"), 1))))
+                    .await;
+            for answer in answers {
+                let outcome = answer.unwrap();
+                assert!(!outcome.repeated);
+                first.push(outcome);
+            }
+        }
+        let state = ledger.book_state(book).await.unwrap();
+        let in_memory = state.charged_cdrs.len() + state.idempotency.len();
+        assert!(in_memory < CALLS / 4, "{in_memory} of {} ids still in memory", 2 * CALLS);
+        repeats_have_no_second_effect(&ledger, &first, call).await;
+        ledger.shutdown().await;
+        first
+    };
+
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let loaded = load_book(&*store, book).await.unwrap();
+    assert!(loaded.ids.len() as usize > CALLS, "most ids are in runs: {}", loaded.ids.len());
+    assert!(loaded.ids.runs() <= 20, "merges keep the runs few: {}", loaded.ids.runs());
+    let folded = fold_book(&*store, book).await.unwrap();
+    loaded.matches_fold(&*store, &folded).await.unwrap();
+    let ledger = Ledger::open_with(store.clone(), options).await.unwrap();
+    repeats_have_no_second_effect(&ledger, &first, call).await;
+    let found = ledger.charged_cdr(book, "cdr-5").await.unwrap().expect("an old CDR is found by its id");
+    assert_eq!(found.event.envelope.version, first[5].events[0].event.envelope.version);
+    let new = ledger.execute(call(CALLS), keyed(format!("key-{CALLS}"), 1)).await.unwrap();
+    assert!(!new.repeated, "a new CDR is charged");
+    ledger.shutdown().await;
+    let charged = store
+        .read_all(0, 1_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.event.payload, domain::Payload::CallCharged(_)))
+        .count();
+    assert_eq!(charged, CALLS + 1, "every CDR charged exactly once");
+
+    // A run the disk damaged: the book is folded from its start instead, every id in memory.
+    let run = std::fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("ids-"))
+        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
+        .expect("an id run file");
+    let mut bytes = std::fs::read(&run).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x10;
+    std::fs::write(&run, bytes).unwrap();
+    let reloaded = load_book(&*store, book).await.unwrap();
+    assert!(reloaded.ids.is_empty());
+    assert_eq!(reloaded.state, fold_book(&*store, book).await.unwrap());
+}
+
+/// Every 7th call again, as it was, under another key, and its key with another request.
+async fn repeats_have_no_second_effect(
+    ledger: &Ledger,
+    first: &[commands::CommandOutcome],
+    call: impl Fn(usize) -> Command,
+) {
+    for n in (0..first.len()).step_by(7) {
+        let again = ledger.execute(call(n), keyed(format!("key-{n}"), 1)).await.unwrap();
+        assert!(again.repeated, "call {n} again");
+        assert_eq!(again.events, first[n].events);
+        let other_key = ledger.execute(call(n), keyed(format!("other-{n}"), 1)).await.unwrap();
+        assert!(other_key.repeated, "CDR {n} under another key");
+        assert_eq!(other_key.events, first[n].events[..1]);
+        let reused = ledger.execute(call(n + 1_000_000), keyed(format!("key-{n}"), 2)).await;
+        assert!(
+            matches!(reused, Err(CommandError::Domain(domain::DomainError::IdempotencyKeyReused(_)))),
+            "key {n} with another request: {reused:?}"
+        );
+    }
 }

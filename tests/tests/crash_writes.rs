@@ -92,7 +92,10 @@ async fn check(data: &std::path::Path, acks: &HashMap<String, Ack>) -> usize {
         }
         assert_eq!(verify_book(&*store, *book).await.unwrap(), Ok(events.len() as u64), "chain of {book}");
         let loaded = load_book(&*store, *book).await.unwrap();
-        assert_eq!(loaded, fold_book(&*store, *book).await.unwrap(), "book {book} from its snapshot");
+        let folded = fold_book(&*store, *book).await.unwrap();
+        if let Err(difference) = loaded.matches_fold(&*store, &folded).await {
+            panic!("book {book} from its snapshot and id runs: {difference}");
+        }
     }
     let opened = log.iter().filter(|e| matches!(e.event.payload, Payload::AccountOpened(_))).count();
     let store: Arc<dyn EventStore> = store;

@@ -1094,6 +1094,24 @@ impl EventStore for SledStore {
             .await
             .map_err(|e| StoreError::Io(e.to_string()))?
     }
+
+    async fn read_snapshot_ranges(
+        &self,
+        name: &str,
+        ranges: &[(u64, usize)],
+    ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        let (dir, name, ranges) = (self.inner.snapshot_dir.clone(), name.to_owned(), ranges.to_vec());
+        tokio::task::spawn_blocking(move || snapshots::read_ranges(&dir, &name, &ranges))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+    }
+
+    async fn delete_snapshot(&self, name: &str) -> Result<(), StoreError> {
+        let (dir, name) = (self.inner.snapshot_dir.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || snapshots::delete(&dir, &name))
+            .await
+            .map_err(|e| StoreError::Io(e.to_string()))?
+    }
 }
 
 #[cfg(test)]

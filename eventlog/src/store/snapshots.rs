@@ -52,9 +52,53 @@ pub(crate) fn get(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, StoreError>
     Ok(Some(bytes))
 }
 
+/// Parts of snapshot `name`'s body; a range past the body's end is refused as damage.
+pub(crate) fn read_ranges(dir: &Path, name: &str, ranges: &[(u64, usize)]) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    use std::os::unix::fs::FileExt;
+    let path = path_of(dir, name)?;
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(segment::io(error)),
+    };
+    let body_len = file.metadata().map_err(segment::io)?.len().saturating_sub(4);
+    let mut parts = Vec::with_capacity(ranges.len());
+    for &(offset, len) in ranges {
+        if offset.saturating_add(len as u64) > body_len {
+            let reason = format!("snapshot {} is shorter than the range asked", path.display());
+            return Err(StoreError::Corrupt { position: 0, reason });
+        }
+        let mut part = vec![0; len];
+        file.read_exact_at(&mut part, offset).map_err(segment::io)?;
+        parts.push(part);
+    }
+    Ok(Some(parts))
+}
+
+pub(crate) fn delete(dir: &Path, name: &str) -> Result<(), StoreError> {
+    match std::fs::remove_file(path_of(dir, name)?) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(segment::io(error)),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_of_a_snapshot_read_back_and_a_deleted_one_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_ranges(dir.path(), "ids-1", &[(0, 1)]).unwrap(), None);
+        put(dir.path(), "ids-1", b"0123456789".to_vec()).unwrap();
+        let parts = read_ranges(dir.path(), "ids-1", &[(2, 3), (0, 1), (9, 1)]).unwrap().unwrap();
+        assert_eq!(parts, vec![b"234".to_vec(), b"0".to_vec(), b"9".to_vec()]);
+        // The CRC after the body is not part of it.
+        assert!(matches!(read_ranges(dir.path(), "ids-1", &[(9, 2)]), Err(StoreError::Corrupt { .. })));
+        delete(dir.path(), "ids-1").unwrap();
+        delete(dir.path(), "ids-1").unwrap();
+        assert_eq!(get(dir.path(), "ids-1").unwrap(), None);
+    }
 
     #[test]
     fn a_snapshot_reads_back_as_written_and_a_damaged_one_is_refused() {

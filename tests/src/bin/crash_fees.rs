@@ -20,7 +20,7 @@ async fn main() {
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(&data_dir).expect("open store"));
     // Book snapshots far more often than a server takes them, so that restarts load
     // books (and their fee keys) from snapshots that kills may have interrupted.
-    let options = WriterOptions { snapshot_every_events_min: 64, ..WriterOptions::default() };
+    let options = WriterOptions { snapshot_every_events_min: 64, ids_in_memory_max: 32, ..WriterOptions::default() };
     let ledger = Ledger::open_with(store, options).await.expect("open ledger");
     let now = Timestamp::from_micros(now * 1_000_000);
     // The test kills after this line, so that its kills land in the catch-up.

@@ -24,8 +24,9 @@ async fn main() {
     let ack_path = args.next().expect("ACK_FILE");
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(&data_dir).expect("open store"));
     // Book snapshots far more often than a server takes them, so that kills land while
-    // one is being saved and restarts load books from them.
-    let options = WriterOptions { snapshot_every_events_min: 64, ..WriterOptions::default() };
+    // one is being saved and restarts load books from them; and ids moved into id runs
+    // (and runs merged) at nearly every snapshot, so that kills land amid those too.
+    let options = WriterOptions { snapshot_every_events_min: 64, ids_in_memory_max: 32, ..WriterOptions::default() };
     let ledger = Arc::new(Ledger::open_with(store, options).await.expect("open ledger"));
     let acks = Arc::new(std::sync::Mutex::new(
         std::fs::OpenOptions::new().create(true).append(true).open(&ack_path).expect("open ack file"),
