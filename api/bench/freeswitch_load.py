@@ -10,6 +10,10 @@ connection was free to send it, so a slow server is not hidden by requests that 
 sent (coordinated omission; oha's `--latency-correction` does the same). Connections are
 kept alive and reused; a request waits for a free one.
 
+A WebSocket on the live stream (`/api/v1/stream`, opened before the first post) times when
+each call's `CallCharged` event arrives, also from when its post was due: that is issue
+17's "charged and on the live stream".
+
     freeswitch_load.py URL CREDENTIAL RATE SECONDS CONNECTIONS ACCOUNTCODES
 
 ACCOUNTCODES is a comma-separated list the calls go round. Standard library only.
@@ -54,6 +58,42 @@ async def read_response(reader):
     return status
 
 
+async def follow_stream(target, credential, arrivals, subscribed):
+    """Records when each CDR's CallCharged event arrives on the live stream."""
+    import base64, os, struct
+    reader, writer = await asyncio.open_connection(target.hostname, target.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((f"GET /api/v1/stream?kinds=CallCharged HTTP/1.1\r\nHost: {target.netloc}\r\n"
+                  f"Authorization: Bearer {credential}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Sec-WebSocket-Protocol: tollbook\r\n\r\n").encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    if int(head.split(b" ", 2)[1]) != 101:
+        sys.exit(f"the stream refused: {head[:200]!r}")
+    while True:
+        first, second = await reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack(">H", await reader.readexactly(2))[0]
+        elif length == 127:
+            length = struct.unpack(">Q", await reader.readexactly(8))[0]
+        payload = await reader.readexactly(length)
+        opcode = first & 0x0F
+        if opcode == 9:  # ping: a client's pong is masked
+            writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+        elif opcode == 1:
+            now = time.perf_counter()
+            message = json.loads(payload)
+            if message.get("status") == "subscribed":
+                subscribed.set()
+                continue
+            cdr = message.get("event", {}).get("data", {}).get("cdr", {})
+            if "id" in cdr:
+                arrivals[cdr["id"]] = now
+        elif opcode == 8:
+            return
+
+
 async def main():
     url, credential, rate, seconds, connections, codes = sys.argv[1:7]
     rate, seconds, connections = int(rate), int(seconds), int(connections)
@@ -70,6 +110,10 @@ async def main():
     for _ in range(connections):
         free.put_nowait(await asyncio.open_connection(target.hostname, target.port))
     latencies, statuses = [], {}
+    arrivals, subscribed = {}, asyncio.Event()
+    stream = asyncio.create_task(follow_stream(target, credential, arrivals, subscribed))
+    await asyncio.wait_for(subscribed.wait(), 10)
+    dues = [0.0] * total
 
     async def post(i, due):
         reader, writer = await free.get()
@@ -83,6 +127,7 @@ async def main():
     start = time.perf_counter()
     for i in range(total):
         due = start + i / rate
+        dues[i] = due
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -91,11 +136,25 @@ async def main():
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
 
+    # The last events' way to the stream.
+    for _ in range(100):
+        if len(arrivals) >= total:
+            break
+        await asyncio.sleep(0.05)
+    stream.cancel()
+    on_stream = sorted(arrivals[f"bench-{run}-{i}"] - dues[i] for i in range(total) if f"bench-{run}-{i}" in arrivals)
+
     latencies.sort()
     at = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
     print(f"requests {total} offered over {offered:.2f} s ({total / offered:.0f}/s), all answered after {elapsed:.2f} s")
     print(f"statuses {dict(sorted(statuses.items()))}")
     print(f"latency ms: p50 {at(0.50):.2f}  p90 {at(0.90):.2f}  p99 {at(0.99):.2f}  p99.9 {at(0.999):.2f}  max {latencies[-1] * 1000:.2f}")
+    if on_stream:
+        on = lambda q: on_stream[min(len(on_stream) - 1, int(q * len(on_stream)))] * 1000
+        print(f"on the stream ({len(on_stream)} of {total}) ms: p50 {on(0.50):.2f}  p90 {on(0.90):.2f}  "
+              f"p99 {on(0.99):.2f}  p99.9 {on(0.999):.2f}  max {on_stream[-1] * 1000:.2f}")
+    if len(on_stream) != total:
+        sys.exit(f"{total - len(on_stream)} charged calls never came on the stream")
     if set(statuses) != {201}:
         sys.exit("some posts were not charged (201)")
 
