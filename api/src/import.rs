@@ -49,13 +49,14 @@ pub struct ImportArgs {
     #[arg(long = "format", default_value = "tollbook")]
     pub format: String,
     /// CDRs only: the switch's offset from UTC for times written without a zone
-    /// (`+01:00`); UTC when absent. With `--mapping`, replaces the mapping's time zone.
+    /// (`+01:00`); UTC when neither this nor `--time-zone` is given. With `--mapping`,
+    /// replaces the mapping's time zone.
     #[arg(long = "utc-offset")]
     pub utc_offset: Option<String>,
-    /// With `--mapping`: the zone of times written without an offset, replacing the
-    /// mapping's: an IANA time zone (`Europe/Berlin`, the offset in force at each time) or
-    /// an offset (`+01:00`).
-    #[arg(long = "time-zone", requires = "mapping", conflicts_with = "utc_offset")]
+    /// A switch's format or `--mapping`: the zone of times written without an offset (with
+    /// `--mapping`, replacing the mapping's): an IANA time zone (`Europe/Berlin`, the offset
+    /// in force at each time) or an offset (`+01:00`). UTC when absent.
+    #[arg(long = "time-zone", conflicts_with = "utc_offset")]
     pub time_zone: Option<String>,
     /// CDRs only: read the file through this column mapping (`/api/v1/cdr-mappings`): the
     /// operator's of that name, or a ready-made one such as `asterisk-cdr-custom`.
@@ -228,13 +229,17 @@ pub async fn import(command: ImportCommand) -> CliResult {
     {
         return Err("--format, --mapping and --utc-offset are for CDR files".into());
     }
+    // tollbook's own CSV carries its times' offsets: a zone given for it would be ignored,
+    // and an operator who gives one believes it is not.
+    if args.time_zone.is_some() && args.mapping.is_none() && format == domain::switch_cdr::SwitchFormat::Tollbook {
+        return Err("--time-zone is for a switch's --format or a --mapping: tollbook's CSV takes RFC 3339 times, each with its offset".into());
+    }
     let given_offset = args
         .utc_offset
         .as_deref()
         .map(domain::switch_cdr::UtcOffset::parse)
         .transpose()
         .map_err(|e| format!("--utc-offset: {e}"))?;
-    let offset = given_offset.unwrap_or_default();
     let given_zone = match &args.time_zone {
         Some(zone) => {
             Some(domain::local_time::LocalZone::parse("time_zone", zone).map_err(|e| format!("--time-zone: {e}"))?)
@@ -260,7 +265,7 @@ pub async fn import(command: ImportCommand) -> CliResult {
             .map_err(|e| format!("{}: {e}", args.file.display()))?;
         std::thread::spawn(move || read_switch_chunks(table, chunks))
     } else if format != domain::switch_cdr::SwitchFormat::Tollbook {
-        let table = domain::switch_cdr::SwitchTable::open(input, format, offset)
+        let table = domain::switch_cdr::SwitchTable::open(input, format, given_zone.unwrap_or_default())
             .map_err(|e| format!("{}: {e}", args.file.display()))?;
         std::thread::spawn(move || read_switch_chunks(table, chunks))
     } else if cdrs {

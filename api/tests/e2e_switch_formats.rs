@@ -89,6 +89,37 @@ const FREESWITCH_CSV: &str = concat!(
     "\n",
 );
 
+/// Master.csv written in Berlin's local time (Asterisk's default, `usegmtime=no`: the
+/// `[csv]` section of configs/samples/cdr.conf.sample, `usegmtime=yes ; log date/time in
+/// GMT.  Default is "no"`): a summer call; a call answered at 02:50 summer time and ended at
+/// 02:10 winter time on 25 October 2026, when Berlin's clocks went back from 03:00 to
+/// 02:00; a call started at 02:30 on 29 March 2026, a time Berlin's clocks skipped.
+const BERLIN_MASTER_CSV: &str = concat!(
+    r#""1001","4940111","4930123456","default","","SIP/carrier1-0000002a","SIP/out-0000002b","Dial","SIP/out/4930123456,30","2026-07-01 12:00:00","2026-07-01 12:00:02","2026-07-01 12:01:02",62,60,"ANSWERED","DOCUMENTATION","berlin-summer","""#,
+    "\n",
+    r#""1001","4940111","4930123456","default","","SIP/carrier1-0000002c","SIP/out-0000002d","Dial","SIP/out/4930123456,30","2026-10-25 02:50:00","2026-10-25 02:50:05","2026-10-25 02:10:00",1200,1195,"ANSWERED","DOCUMENTATION","berlin-autumn","""#,
+    "\n",
+    r#""1001","4940111","4930123456","default","","SIP/carrier1-0000002e","SIP/out-0000002f","Dial","SIP/out/4930123456,30","2026-03-29 02:30:00","2026-03-29 03:30:05","2026-03-29 03:31:00",60,55,"ANSWERED","DOCUMENTATION","berlin-gap","""#,
+    "\n",
+);
+
+/// Kamailio's dialog CDRs as a CSV of the acc_cdrs columns with formatted times (acc
+/// module README, "Call Data Record generation"; the cdr_extra columns of
+/// docs/kamailio.md), in Berlin's local time across the autumn change.
+const BERLIN_KAMAILIO_CSV: &str = "start_time,end_time,duration,callid,src_user,dst_user,src_ip,sip_code\n\
+    2026-10-25 02:50:00,2026-10-25 02:10:00,1200,k-autumn@pc33.example.com,4940334,4930123456,192.0.2.10,200\n";
+
+/// mod_cdr_csv's default template (`example` in the cdr_csv.conf.xml FreeSWITCH ships),
+/// whose `*_stamp` times switch_channel.c writes as `%Y-%m-%d %T` in the switch's local
+/// time: New York's, across its clock changes of 2026 (forward at 02:00 on 8 March, back
+/// at 02:00 on 1 November).
+const NEW_YORK_FREESWITCH_CSV: &str = concat!(
+    r#""Alice","4940111","4930123456","default","2026-11-01 01:40:00","2026-11-01 01:40:02","2026-11-01 01:10:00","1800","1798","NORMAL_CLEARING","fs-ny-autumn","","1001","PCMA","PCMA""#,
+    "\n",
+    r#""Alice","4940111","4930123456","default","2026-03-08 01:50:00","2026-03-08 02:15:00","2026-03-08 03:20:00","1800","300","NORMAL_CLEARING","fs-ny-gap","","1001","PCMA","PCMA""#,
+    "\n",
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_cdrs_are_charged_to_the_account_their_identifiers_name() {
     let data = tempfile::tempdir().unwrap();
@@ -227,6 +258,110 @@ async fn switch_files_import_with_their_format() {
 
     let (ok, _, err) = tollbook(&["import", "cdrs", file, "--format", "cisco"], &data);
     assert!(!ok && err.contains("--format: `cisco` is not one of tollbook, freeswitch-json"), "{err}");
+}
+
+/// The switches' own formats take a time zone as the column mappings do (`time_zone`,
+/// `--time-zone`): local times in an IANA zone at the offset in force at each time, a time
+/// its clocks skipped rejecting its row with the line and column, a time they showed twice
+/// the earlier instant unless that is before the call's answer; a zone that is not one is
+/// refused before anything is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_switch_formats_read_local_times_in_a_named_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["--admin-key", ADMIN_KEY]).await;
+    let api = Api { client: reqwest::Client::new(), server };
+    ledger(&api).await;
+
+    for endpoint in ["asterisk", "kamailio"] {
+        for query in ["time_zone=CET", "time_zone=Europe/Berlim", "time_zone=UTC&utc_offset=%2B01:00"] {
+            let path = format!("/api/v1/cdrs/{endpoint}?{query}");
+            let body = if endpoint == "asterisk" { BERLIN_MASTER_CSV } else { BERLIN_KAMAILIO_CSV };
+            let (status, answer) = api.text(&path, "text/csv", body).await;
+            assert_eq!(
+                (status, answer["error"].as_str(), answer["field"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("invalid_query"), Some("time_zone")),
+                "{path}: {answer}"
+            );
+        }
+    }
+    let (status, _) = api.call(ADMIN_KEY, Method::GET, "/api/v1/cdrs/berlin-summer", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a refused upload charged nothing");
+
+    let (status, answer) =
+        api.text("/api/v1/cdrs/asterisk?time_zone=Europe/Berlin", "text/csv", BERLIN_MASTER_CSV).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((&answer["summary"]["charged"], &answer["summary"]["rejected"]), (&json!(2), &json!(1)), "{answer}");
+    let gap = &answer["results"][2];
+    assert_eq!((gap["line"].as_u64(), gap["id"].as_str()), (Some(3), Some("berlin-gap")), "{gap}");
+    assert_eq!(
+        (gap["error"]["error"].as_str(), gap["error"]["field"].as_str()),
+        (Some("invalid_field"), Some("start"))
+    );
+    assert_eq!(
+        gap["error"]["message"],
+        "start: `2026-03-29 02:30:00` (column 10) is not a time in Europe/Berlin: its clocks skipped it, going from \
+         +01:00 to +02:00"
+    );
+    let position = answer["position"].as_u64().unwrap();
+    let cdr = |id: &str| format!("/api/v1/cdrs/{id}?min_position={position}");
+    let summer = api.ok(ADMIN_KEY, Method::GET, &cdr("berlin-summer"), None).await;
+    assert_eq!(summer["cdr"]["start"], "2026-07-01T10:00:00Z", "12:00 at +02:00 in July");
+    let autumn = api.ok(ADMIN_KEY, Method::GET, &cdr("berlin-autumn"), None).await;
+    let times = |cdr: &Value| (cdr["cdr"]["start"].clone(), cdr["cdr"]["answer"].clone(), cdr["cdr"]["end"].clone());
+    assert_eq!(
+        times(&autumn),
+        (json!("2026-10-25T00:50:00Z"), json!("2026-10-25T00:50:05Z"), json!("2026-10-25T01:10:00Z")),
+        "the start and answer at +02:00; the end at +01:00, its earlier instant being before the answer"
+    );
+
+    let (status, answer) =
+        api.text("/api/v1/cdrs/kamailio?time_zone=Europe/Berlin", "text/csv", BERLIN_KAMAILIO_CSV).await;
+    assert_eq!((status, &answer["summary"]["charged"]), (StatusCode::OK, &json!(1)), "{answer}");
+    let position = answer["position"].as_u64().unwrap();
+    let path = format!("/api/v1/cdrs/k-autumn@pc33.example.com?min_position={position}");
+    let kamailio = api.ok(ADMIN_KEY, Method::GET, &path, None).await;
+    assert_eq!(
+        (kamailio["cdr"]["start"].clone(), kamailio["cdr"]["end"].clone()),
+        (json!("2026-10-25T00:50:00Z"), json!("2026-10-25T01:10:00Z")),
+        "{kamailio}"
+    );
+    api.server.stop();
+
+    // The import: the same rules through `--time-zone`.
+    let path = dir.path().join("Master-ny.csv");
+    std::fs::write(&path, NEW_YORK_FREESWITCH_CSV).unwrap();
+    let file = path.to_str().unwrap();
+    let (ok, _, err) = tollbook(&["import", "cdrs", file, "--format", "freeswitch-csv", "--time-zone", "EST"], &data);
+    assert!(!ok && err.contains("--time-zone: time_zone: `EST` is neither an IANA time zone"), "{err}");
+    let (ok, _, err) = tollbook(&["import", "cdrs", file, "--time-zone", "America/New_York"], &data);
+    assert!(!ok && err.contains("--time-zone is for a switch's --format or a --mapping"), "{err}");
+    let (ok, out, err) =
+        tollbook(&["import", "cdrs", file, "--format", "freeswitch-csv", "--time-zone", "America/New_York"], &data);
+    assert!(ok && out.contains("1 charged, 0 already in, 1 rejected"), "{out}{err}");
+    let rejects = std::fs::read_to_string(dir.path().join("Master-ny.csv.rejects.csv")).unwrap();
+    assert!(rejects.contains("2,fs-ny-gap,invalid_field,answer_stamp,"), "{rejects}");
+    assert!(
+        rejects.contains("`2026-03-08 02:15:00` (column 6) is not a time in America/New_York: its clocks skipped it"),
+        "{rejects}"
+    );
+    let path = dir.path().join("Master-berlin.csv");
+    std::fs::write(&path, BERLIN_MASTER_CSV.replace("berlin-", "cli-berlin-")).unwrap();
+    let (ok, out, err) = tollbook(
+        &["import", "cdrs", path.to_str().unwrap(), "--format", "asterisk-csv", "--time-zone", "Europe/Berlin"],
+        &data,
+    );
+    assert!(ok && out.contains("2 charged, 0 already in, 1 rejected"), "{out}{err}");
+
+    let api = Api { client: reqwest::Client::new(), server: Server::start(&data, &["--admin-key", ADMIN_KEY]).await };
+    let autumn = api.ok(ADMIN_KEY, Method::GET, "/api/v1/cdrs/fs-ny-autumn", None).await;
+    assert_eq!(
+        times(&autumn),
+        (json!("2026-11-01T05:40:00Z"), json!("2026-11-01T05:40:02Z"), json!("2026-11-01T06:10:00Z")),
+        "answered at -04:00, ended after the clocks went back, at -05:00"
+    );
+    let autumn = api.ok(ADMIN_KEY, Method::GET, "/api/v1/cdrs/cli-berlin-autumn", None).await;
+    assert_eq!(times(&autumn).2, json!("2026-10-25T01:10:00Z"));
 }
 
 /// FreeSWITCH's mod_json_cdr can send only HTTP Basic credentials (its `cred` param, as

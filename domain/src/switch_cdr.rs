@@ -59,9 +59,11 @@ impl SwitchFormat {
     }
 }
 
-/// How a switch's local times (`2026-05-04 10:00:00`, no zone) are read: as UTC plus this
-/// offset. FreeSWITCH's `*_stamp`, Asterisk's times (unless `usegmtime=yes`) and
-/// Kamailio's formatted times are the switch's local time.
+/// A fixed offset from UTC (`+01:00`), one way to say where a switch's local times
+/// (`2026-05-04 10:00:00`, no zone) are; the other is an IANA region
+/// ([`LocalZone`]), whose offset follows the clock changes. FreeSWITCH's `*_stamp`,
+/// Asterisk's times (unless `usegmtime=yes`) and Kamailio's formatted times are the
+/// switch's local time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UtcOffset {
     pub seconds: i32,
@@ -149,19 +151,29 @@ pub(crate) fn epoch_seconds(text: &str) -> Option<Timestamp> {
     seconds.checked_mul(1_000_000)?.checked_add(micros).map(Timestamp::from_micros)
 }
 
-/// A switch's local time (`2026-05-04 10:00:00`, optionally with a fraction), or an RFC
-/// 3339 time with its own zone.
-fn local_time(text: &str, offset: UtcOffset) -> Option<Timestamp> {
-    if let Ok(naive) = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f") {
-        let utc = naive.and_utc().timestamp_micros() - i64::from(offset.seconds) * 1_000_000;
-        return Some(Timestamp::from_micros(utc));
+/// A time column of a switch's record: epoch seconds, an RFC 3339 time with its own zone,
+/// or the switch's local time (`2026-05-04 10:00:00`, optionally with a fraction) in
+/// `zone`. `not_before`, the call's start (or answer) when this is its answer (or end),
+/// places a local time the zone's clocks showed twice (see [`crate::local_time`]); a local
+/// time they skipped is refused, the error naming the column (`field`, and its position
+/// `column` in a file without a header).
+fn any_time(
+    field: &'static str,
+    column: Option<usize>,
+    text: &str,
+    zone: &LocalZone,
+    not_before: Option<Timestamp>,
+) -> Result<Timestamp, DomainError> {
+    if let Some(at) = epoch_seconds(text) {
+        return Ok(at);
     }
-    Timestamp::parse(text).filter(|_| text.contains('T'))
-}
-
-/// A time column: epoch seconds or a local time.
-fn any_time(field: &'static str, text: &str, offset: UtcOffset) -> Result<Timestamp, DomainError> {
-    epoch_seconds(text).or_else(|| local_time(text, offset)).ok_or_else(|| {
+    if let Ok(local) = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f") {
+        return zone.instant(local, not_before).map_err(|why| {
+            let column = column.map(|c| format!(" (column {c})")).unwrap_or_default();
+            invalid(field, format!("`{}`{column} {why}", shown(text)))
+        });
+    }
+    Timestamp::parse(text).filter(|_| text.contains('T')).ok_or_else(|| {
         invalid(field, format!("`{}` is neither epoch seconds nor a time such as 2026-05-04 10:00:00", shown(text)))
     })
 }
@@ -301,6 +313,18 @@ impl Columns<'_> {
         let index = self.names.iter().position(|n| *n == name)?;
         self.record.get(index).map(str::trim).filter(|v| !v.is_empty())
     }
+
+    /// A time column, if not empty (see [`any_time`]); the error names it by its name and
+    /// its position from 1, since the file has no header to find it by.
+    fn time(
+        &self,
+        name: &'static str,
+        zone: &LocalZone,
+        not_before: Option<Timestamp>,
+    ) -> Result<Option<Timestamp>, DomainError> {
+        let column = self.names.iter().position(|n| *n == name).map(|i| i + 1);
+        self.get(name).map(|text| any_time(name, column, text, zone, not_before)).transpose()
+    }
 }
 
 /// A stable id for a row that carries none (Asterisk without `loguniqueid`): the same row
@@ -317,17 +341,19 @@ fn row_id(prefix: &str, record: &csv::StringRecord) -> String {
     format!("{prefix}-{hash:016x}")
 }
 
-fn freeswitch_csv_row(record: &csv::StringRecord, offset: UtcOffset) -> Result<NativeCdr, DomainError> {
+fn freeswitch_csv_row(record: &csv::StringRecord, zone: &LocalZone) -> Result<NativeCdr, DomainError> {
     let row = Columns { names: &FREESWITCH_CSV_COLUMNS, record };
     if record.len() < 11 {
         return Err(invalid("line", format!("{} columns; mod_cdr_csv's default template has 15", record.len())));
     }
     let id = row.get("uuid").ok_or_else(|| invalid("uuid", "is required"))?.to_owned();
-    let time = |field: &'static str| row.get(field).map(|t| any_time(field, t, offset)).transpose();
-    let start = time("start_stamp")?.ok_or_else(|| invalid("start_stamp", "is required"))?;
-    let end = time("end_stamp")?.ok_or_else(|| invalid("end_stamp", "is required"))?;
+    let start = row.time("start_stamp", zone, None)?.ok_or_else(|| invalid("start_stamp", "is required"))?;
+    let answer = row.time("answer_stamp", zone, Some(start))?;
+    let end = row
+        .time("end_stamp", zone, Some(answer.unwrap_or(start)))?
+        .ok_or_else(|| invalid("end_stamp", "is required"))?;
     let mut fields = vec![("start", start.to_rfc3339()), ("end", end.to_rfc3339())];
-    if let Some(answer) = time("answer_stamp")? {
+    if let Some(answer) = answer {
         fields.push(("answer", answer.to_rfc3339()));
     }
     let caller = row.get("caller_id_number").map(str::to_owned);
@@ -348,17 +374,17 @@ pub fn asterisk_peer(channel: &str) -> Option<&str> {
     Some(peer).filter(|p| !p.is_empty())
 }
 
-fn asterisk_csv_row(record: &csv::StringRecord, offset: UtcOffset) -> Result<NativeCdr, DomainError> {
+fn asterisk_csv_row(record: &csv::StringRecord, zone: &LocalZone) -> Result<NativeCdr, DomainError> {
     let row = Columns { names: &ASTERISK_CSV_COLUMNS, record };
     if record.len() < 16 {
         return Err(invalid("line", format!("{} columns; Master.csv has at least 16", record.len())));
     }
     let id = row.get("uniqueid").map_or_else(|| row_id("ast", record), str::to_owned);
-    let time = |field: &'static str| row.get(field).map(|t| any_time(field, t, offset)).transpose();
-    let start = time("start")?.ok_or_else(|| invalid("start", "is required"))?;
-    let end = time("end")?.ok_or_else(|| invalid("end", "is required"))?;
+    let start = row.time("start", zone, None)?.ok_or_else(|| invalid("start", "is required"))?;
+    let answer = row.time("answer", zone, Some(start))?;
+    let end = row.time("end", zone, Some(answer.unwrap_or(start)))?.ok_or_else(|| invalid("end", "is required"))?;
     let mut fields = vec![("start", start.to_rfc3339()), ("end", end.to_rfc3339())];
-    if let Some(answer) = time("answer")? {
+    if let Some(answer) = answer {
         fields.push(("answer", answer.to_rfc3339()));
     }
     let caller = row.get("src").map(str::to_owned);
@@ -380,10 +406,11 @@ fn asterisk_csv_row(record: &csv::StringRecord, offset: UtcOffset) -> Result<Nat
 pub const KAMAILIO_COLUMNS: [&str; 9] =
     ["start_time", "end_time", "duration", "callid", "src_user", "dst_user", "src_ip", "accountcode", "sip_code"];
 
-fn kamailio_row(get: &dyn Fn(&str) -> Option<String>, offset: UtcOffset) -> Result<NativeCdr, DomainError> {
+fn kamailio_row(get: &dyn Fn(&str) -> Option<String>, zone: &LocalZone) -> Result<NativeCdr, DomainError> {
     let id = get("callid").ok_or_else(|| invalid("callid", "is required (cdr_extra callid=$dlg(callid))"))?;
     let start_text = get("start_time").ok_or_else(|| invalid("start_time", "is required"))?;
-    let start = any_time("start_time", &start_text, offset)?;
+    // The header names the columns: their names are enough to find them by.
+    let start = any_time("start_time", None, &start_text, zone, None)?;
     let duration = match get("duration") {
         None => None,
         Some(text) => Some(
@@ -393,7 +420,7 @@ fn kamailio_row(get: &dyn Fn(&str) -> Option<String>, offset: UtcOffset) -> Resu
         ),
     };
     let end = match get("end_time") {
-        Some(text) => any_time("end_time", &text, offset)?,
+        Some(text) => any_time("end_time", None, &text, zone, Some(start))?,
         None => Timestamp::from_micros(
             start.micros() + duration.ok_or_else(|| invalid("end_time", "is required without `duration`"))?,
         ),
@@ -442,7 +469,8 @@ pub struct SwitchTable<R: Read> {
     format: SwitchFormat,
     /// A file read through a column mapping instead of a switch's own format.
     mapped: Option<Box<MappingReader>>,
-    offset: UtcOffset,
+    /// Where the format's local times are.
+    zone: LocalZone,
     inner: Inner<R>,
     /// Kamailio: the column names, from the file's header.
     header: Vec<String>,
@@ -459,8 +487,9 @@ enum Inner<R: Read> {
 pub const SWITCH_LINE_BYTES_MAX: usize = 1 << 20;
 
 impl<R: Read> SwitchTable<R> {
-    /// Opens a file in `format`. `Tollbook` is not read here (see `csv_file::cdr_table`).
-    pub fn open(input: R, format: SwitchFormat, offset: UtcOffset) -> Result<SwitchTable<R>, DomainError> {
+    /// Opens a file in `format`, its local times in `zone`. `Tollbook` is not read here
+    /// (see `csv_file::cdr_table`).
+    pub fn open(input: R, format: SwitchFormat, zone: LocalZone) -> Result<SwitchTable<R>, DomainError> {
         let inner = match format {
             SwitchFormat::FreeswitchJson | SwitchFormat::KamailioDbText => Inner::Lines {
                 reader: std::io::BufReader::with_capacity(1 << 16, input),
@@ -477,7 +506,7 @@ impl<R: Read> SwitchTable<R> {
             },
             SwitchFormat::Tollbook => return Err(invalid("format", "tollbook's own CSV is read as a CDR table")),
         };
-        let mut table = SwitchTable { format, offset, mapped: None, inner, header: Vec::new(), io_failure: None };
+        let mut table = SwitchTable { format, zone, mapped: None, inner, header: Vec::new(), io_failure: None };
         match &mut table.inner {
             Inner::Csv { reader, .. } if format == SwitchFormat::KamailioCsv => {
                 let header = reader.headers().map_err(|e| invalid("header", e.to_string()))?;
@@ -524,7 +553,7 @@ impl<R: Read> SwitchTable<R> {
             // Not read: `mapped` decides how a record is read.
             format: SwitchFormat::Tollbook,
             // Not read either: the mapping's reader has its zone.
-            offset: UtcOffset::default(),
+            zone: LocalZone::default(),
             mapped: Some(Box::new(mapped)),
             inner: Inner::Csv { reader, record: csv::StringRecord::new() },
             header: Vec::new(),
@@ -546,7 +575,7 @@ impl<R: Read> SwitchTable<R> {
 
     /// The next record: its line, its id when it could be read that far, and the CDR.
     pub fn next_cdr(&mut self) -> Option<(u64, Option<String>, Result<NativeCdr, DomainError>)> {
-        let (format, offset) = (self.format, self.offset);
+        let (format, zone) = (self.format, self.zone);
         match &mut self.inner {
             Inner::Csv { reader, record } => match reader.read_record(record) {
                 Ok(false) => None,
@@ -568,8 +597,8 @@ impl<R: Read> SwitchTable<R> {
                 Ok(true) => {
                     let line = record.position().map_or(0, |p| p.line());
                     let parsed = match format {
-                        SwitchFormat::FreeswitchCsv => freeswitch_csv_row(record, offset),
-                        SwitchFormat::AsteriskCsv => asterisk_csv_row(record, offset),
+                        SwitchFormat::FreeswitchCsv => freeswitch_csv_row(record, &zone),
+                        SwitchFormat::AsteriskCsv => asterisk_csv_row(record, &zone),
                         _ => {
                             let header = &self.header;
                             let get = |name: &str| {
@@ -580,7 +609,7 @@ impl<R: Read> SwitchTable<R> {
                                     .map(|v| v.trim().to_owned())
                                     .filter(|v| !v.is_empty())
                             };
-                            kamailio_row(&get, offset)
+                            kamailio_row(&get, &zone)
                         }
                     };
                     let id = match &parsed {
@@ -640,7 +669,7 @@ impl<R: Read> SwitchTable<R> {
                                     .map(|v| v.trim().to_owned())
                                     .filter(|v| !v.is_empty())
                             };
-                            let parsed = kamailio_row(&get, offset);
+                            let parsed = kamailio_row(&get, &zone);
                             (*line, get("callid"), parsed)
                         }
                     });
@@ -655,7 +684,7 @@ mod tests {
     use super::*;
 
     fn one(format: SwitchFormat, text: &str) -> Vec<(u64, Option<String>, Result<NativeCdr, DomainError>)> {
-        let mut table = SwitchTable::open(text.as_bytes(), format, UtcOffset::default()).unwrap();
+        let mut table = SwitchTable::open(text.as_bytes(), format, LocalZone::default()).unwrap();
         let mut rows = Vec::new();
         while let Some(row) = table.next_cdr() {
             rows.push(row);
@@ -739,7 +768,7 @@ mod tests {
                     \"Bob\",\"4940222\",\"4930999\",\"default\",\"2026-05-04 12:05:00\",\"\",\
                     \"2026-05-04 12:05:20\",\"20\",\"0\",\"NO_ANSWER\",\"fs-csv-2\",\"\",\"1001\",\"PCMA\",\"PCMA\"\n";
         let mut table =
-            SwitchTable::open(file.as_bytes(), SwitchFormat::FreeswitchCsv, UtcOffset::parse("+02:00").unwrap())
+            SwitchTable::open(file.as_bytes(), SwitchFormat::FreeswitchCsv, UtcOffset::parse("+02:00").unwrap().into())
                 .unwrap();
         let (line, id, first) = table.next_cdr().unwrap();
         assert_eq!((line, id.as_deref()), (1, Some("fs-csv-1")));
@@ -818,8 +847,165 @@ mod tests {
         let rows = one(SwitchFormat::KamailioCsv, csv);
         assert_eq!(charged(rows[0].2.clone().unwrap()).billable_seconds, 65);
         let no_callid =
-            SwitchTable::open("start_time,end_time\n".as_bytes(), SwitchFormat::KamailioCsv, UtcOffset::default());
+            SwitchTable::open("start_time,end_time\n".as_bytes(), SwitchFormat::KamailioCsv, LocalZone::default());
         assert_eq!(no_callid.err().and_then(|e| e.field()), Some("header"));
+    }
+
+    /// Every record of `file` in `format` with its times in `zone`.
+    fn in_zone(
+        format: SwitchFormat,
+        zone: &str,
+        file: &str,
+    ) -> Vec<(u64, Option<String>, Result<NativeCdr, DomainError>)> {
+        let mut table =
+            SwitchTable::open(file.as_bytes(), format, LocalZone::parse("time_zone", zone).unwrap()).unwrap();
+        std::iter::from_fn(|| table.next_cdr()).collect()
+    }
+
+    fn times(cdr: &CdrInput) -> (String, Option<String>, String) {
+        (cdr.start.to_rfc3339(), cdr.answer.map(|a| a.to_rfc3339()), cdr.end.to_rfc3339())
+    }
+
+    /// Master.csv in Berlin's local time: Asterisk writes the switch's local time unless
+    /// `usegmtime=yes` (the `[csv]` section of Asterisk's configs/samples/cdr.conf.sample:
+    /// `usegmtime=yes ; log date/time in GMT.  Default is "no"`). Berlin (tzdata
+    /// Europe/Berlin) goes from +01:00 to +02:00 at 02:00 on 29 March 2026 and back at
+    /// 03:00 on 25 October 2026.
+    #[test]
+    fn master_csv_in_a_named_zone_follows_its_clock_changes() {
+        let row = |start: &str, answer: &str, end: &str, billsec: u32, id: &str| {
+            format!(
+                "\"1001\",\"4940111\",\"4930123456\",\"default\",\"\",\"SIP/carrier1-0000002a\",\"SIP/out-0000002b\",\
+                 \"Dial\",\"SIP/out/4930123456,30\",\"{start}\",\"{answer}\",\"{end}\",0,{billsec},\"ANSWERED\",\
+                 \"DOCUMENTATION\",\"{id}\",\"\"\n"
+            )
+        };
+        let file = [
+            row("2026-01-15 12:00:00", "2026-01-15 12:00:02", "2026-01-15 12:01:02", 60, "winter"),
+            row("2026-07-01 12:00:00", "2026-07-01 12:00:02", "2026-07-01 12:01:02", 60, "summer"),
+            // Across the spring change: a minute of talk, from before 02:00 to after 03:00.
+            row("2026-03-29 01:59:30", "2026-03-29 03:00:00", "2026-03-29 03:01:00", 60, "spring"),
+            // Across the autumn change: answered at 02:50 summer time, ended at 02:10 winter time.
+            row("2026-10-25 02:50:00", "2026-10-25 02:50:05", "2026-10-25 02:10:00", 1195, "autumn"),
+            // Wholly inside the repeated hour: the earlier instants.
+            row("2026-10-25 02:10:00", "2026-10-25 02:10:05", "2026-10-25 02:20:00", 595, "fold"),
+            row("2026-03-29 02:30:00", "2026-03-29 03:30:05", "2026-03-29 03:31:00", 55, "gap-start"),
+            row("2026-03-29 01:50:00", "2026-03-29 01:50:05", "2026-03-29 02:01:00", 655, "gap-end"),
+        ]
+        .concat();
+        let rows = in_zone(SwitchFormat::AsteriskCsv, "Europe/Berlin", &file);
+        let read = |index: usize| charged(rows[index].2.clone().unwrap());
+        let z = |text: &str| text.to_owned();
+        assert_eq!(
+            times(&read(0)),
+            (z("2026-01-15T11:00:00Z"), Some(z("2026-01-15T11:00:02Z")), z("2026-01-15T11:01:02Z"))
+        );
+        assert_eq!(
+            times(&read(1)),
+            (z("2026-07-01T10:00:00Z"), Some(z("2026-07-01T10:00:02Z")), z("2026-07-01T10:01:02Z"))
+        );
+        assert_eq!(
+            times(&read(2)),
+            (z("2026-03-29T00:59:30Z"), Some(z("2026-03-29T01:00:00Z")), z("2026-03-29T01:01:00Z"))
+        );
+        let autumn = read(3);
+        assert_eq!(
+            times(&autumn),
+            (z("2026-10-25T00:50:00Z"), Some(z("2026-10-25T00:50:05Z")), z("2026-10-25T01:10:00Z")),
+            "the end's earlier instant is before the answer: the later one"
+        );
+        assert_eq!(autumn.billable_seconds, 1195);
+        assert_eq!(
+            times(&read(4)),
+            (z("2026-10-25T00:10:00Z"), Some(z("2026-10-25T00:10:05Z")), z("2026-10-25T00:20:00Z"))
+        );
+        let skipped = "is not a time in Europe/Berlin: its clocks skipped it, going from +01:00 to +02:00";
+        let (line, id, error) = &rows[5];
+        let error = error.clone().unwrap_err();
+        assert_eq!((*line, id.as_deref(), error.field()), (6, Some("gap-start"), Some("start")));
+        assert_eq!(error.to_string(), format!("start: `2026-03-29 02:30:00` (column 10) {skipped}"));
+        let (line, id, error) = &rows[6];
+        let error = error.clone().unwrap_err();
+        assert_eq!((*line, id.as_deref(), error.field()), (7, Some("gap-end"), Some("end")));
+        assert_eq!(error.to_string(), format!("end: `2026-03-29 02:01:00` (column 12) {skipped}"));
+        // With no zone given, the times are UTC, as before.
+        let utc = one(SwitchFormat::AsteriskCsv, &file);
+        assert_eq!(charged(utc[0].2.clone().unwrap()).start.to_rfc3339(), "2026-01-15T12:00:00Z");
+        assert_eq!(charged(utc[5].2.clone().unwrap()).start.to_rfc3339(), "2026-03-29T02:30:00Z");
+    }
+
+    /// mod_cdr_csv's default template (`example` in the cdr_csv.conf.xml FreeSWITCH ships)
+    /// writes `${start_stamp}`, `${answer_stamp}` and `${end_stamp}`: the "date and time"
+    /// forms of `start_epoch` and the others (FreeSWITCH documentation, "Switch core
+    /// variables"), which switch_channel.c formats as `%Y-%m-%d %T` in the switch's local
+    /// time (`switch_time_exp_lt`). New York
+    /// (tzdata America/New_York) skips 02:00–03:00 on 8 March 2026 and repeats 01:00–02:00
+    /// on 1 November 2026.
+    #[test]
+    fn mod_cdr_csv_in_a_named_zone_follows_its_clock_changes() {
+        let row = |start: &str, answer: &str, end: &str, billsec: u32, uuid: &str| {
+            format!(
+                "\"Alice\",\"4940111\",\"4930123456\",\"default\",\"{start}\",\"{answer}\",\"{end}\",\"0\",\
+                 \"{billsec}\",\"NORMAL_CLEARING\",\"{uuid}\",\"\",\"1001\",\"PCMA\",\"PCMA\"\n"
+            )
+        };
+        let file = [
+            row("2026-03-08 01:59:00", "2026-03-08 01:59:10", "2026-03-08 03:00:10", 60, "fs-spring"),
+            row("2026-11-01 01:40:00", "2026-11-01 01:40:02", "2026-11-01 01:10:00", 1798, "fs-autumn"),
+            row("2026-03-08 01:50:00", "2026-03-08 02:15:00", "2026-03-08 03:20:00", 300, "fs-gap"),
+            row("2026-11-01 01:30:00", "", "2026-11-01 01:30:20", 0, "fs-unanswered"),
+        ]
+        .concat();
+        let rows = in_zone(SwitchFormat::FreeswitchCsv, "America/New_York", &file);
+        let read = |index: usize| charged(rows[index].2.clone().unwrap());
+        let z = |text: &str| text.to_owned();
+        assert_eq!(
+            times(&read(0)),
+            (z("2026-03-08T06:59:00Z"), Some(z("2026-03-08T06:59:10Z")), z("2026-03-08T07:00:10Z"))
+        );
+        assert_eq!(
+            times(&read(1)),
+            (z("2026-11-01T05:40:00Z"), Some(z("2026-11-01T05:40:02Z")), z("2026-11-01T06:10:00Z")),
+            "answered in daylight time, ended after the clocks went back"
+        );
+        let (line, id, error) = &rows[2];
+        let error = error.clone().unwrap_err();
+        assert_eq!((*line, id.as_deref(), error.field()), (3, Some("fs-gap"), Some("answer_stamp")));
+        assert_eq!(
+            error.to_string(),
+            "answer_stamp: `2026-03-08 02:15:00` (column 6) is not a time in America/New_York: its clocks skipped it, \
+             going from -05:00 to -04:00"
+        );
+        assert_eq!(
+            times(&read(3)),
+            (z("2026-11-01T05:30:00Z"), None, z("2026-11-01T05:30:20Z")),
+            "the earlier instants"
+        );
+    }
+
+    /// Kamailio's dialog CDRs with formatted times (the acc module README, "Call Data Record
+    /// generation": `start_time` and `end_time` are the dialog's start and end; written as
+    /// `YYYY-MM-DD HH:MM:SS` when the table's columns are datetimes, in the database server's
+    /// local time), Berlin's.
+    #[test]
+    fn kamailio_formatted_times_in_a_named_zone() {
+        let csv = "start_time,end_time,duration,callid,src_user,dst_user,src_ip,sip_code\n\
+                   2026-10-25 02:50:00,2026-10-25 02:10:00,1200,k-autumn,4940111,4930123456,192.0.2.10,200\n\
+                   2026-03-29 02:30:00,2026-03-29 03:31:00,60,k-gap,4940111,4930123456,192.0.2.10,200\n";
+        let rows = in_zone(SwitchFormat::KamailioCsv, "Europe/Berlin", csv);
+        let autumn = charged(rows[0].2.clone().unwrap());
+        assert_eq!(
+            (autumn.start.to_rfc3339(), autumn.end.to_rfc3339(), autumn.billable_seconds),
+            ("2026-10-25T00:50:00Z".to_owned(), "2026-10-25T01:10:00Z".to_owned(), 1200)
+        );
+        let (line, id, error) = &rows[1];
+        let error = error.clone().unwrap_err();
+        assert_eq!((*line, id.as_deref(), error.field()), (3, Some("k-gap"), Some("start_time")));
+        assert_eq!(
+            error.to_string(),
+            "start_time: `2026-03-29 02:30:00` is not a time in Europe/Berlin: its clocks skipped it, going from +01:00 \
+             to +02:00"
+        );
     }
 
     #[test]

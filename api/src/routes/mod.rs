@@ -138,7 +138,7 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("cdrs", "/api/v1/cdrs"),
         ("cdr_mappings", "/api/v1/cdr-mappings"),
         ("cdr_mapping", "/api/v1/cdr-mappings/{name}{?partner}"),
-        ("cdrs_mapped", "/api/v1/cdrs/mapped{?mapping,partner,utc_offset}"),
+        ("cdrs_mapped", "/api/v1/cdrs/mapped{?mapping,partner,utc_offset,time_zone}"),
         ("reconciliations", "/api/v1/reconciliations{?from,to,format}"),
         ("tariffs", "/api/v1/tariffs"),
         ("tariff", "/api/v1/tariffs/{id}"),
@@ -172,8 +172,8 @@ pub async fn index(_caller: Caller) -> Json<IndexOut> {
         ("hangup_causes", "/api/v1/hangup-causes"),
         ("switch_identifiers", "/api/v1/accounts/{number}/switch-identifiers"),
         ("cdrs_freeswitch", "/api/v1/cdrs/freeswitch"),
-        ("cdrs_asterisk", "/api/v1/cdrs/asterisk{?utc_offset}"),
-        ("cdrs_kamailio", "/api/v1/cdrs/kamailio{?utc_offset}"),
+        ("cdrs_asterisk", "/api/v1/cdrs/asterisk{?utc_offset,time_zone}"),
+        ("cdrs_kamailio", "/api/v1/cdrs/kamailio{?utc_offset,time_zone}"),
     ];
     Json(IndexOut { status: "ok", links: links.into_iter().map(|(name, path)| (name, path.to_owned())).collect() })
 }

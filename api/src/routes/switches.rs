@@ -257,13 +257,16 @@ pub async fn post_freeswitch(
 #[into_params(parameter_in = Query)]
 struct FileQuery {
     /// The switch's offset from UTC, for times written without a zone (Asterisk's unless
-    /// `usegmtime=yes`, Kamailio's formatted times): `+01:00`, `-05:00`; UTC when absent.
+    /// `usegmtime=yes`, Kamailio's formatted times): `+01:00`, `-05:00`. Not with
+    /// `time_zone`; UTC when neither is given.
     #[param(example = "+01:00")]
     utc_offset: Option<String>,
-}
-
-fn utc_offset(text: Option<&str>) -> Result<Option<UtcOffset>, ApiError> {
-    text.map(UtcOffset::parse).transpose().map_err(|e| ApiError { code: "invalid_query", ..ApiError::from(e) })
+    /// Where times written without a zone are: an IANA time zone (`Europe/Berlin`, read
+    /// with the offset in force at each time; a time its clocks skipped rejects its row,
+    /// naming the column; a time they showed twice is the earlier instant unless that is
+    /// before the call's start or answer) or an offset. Not with `utc_offset`.
+    #[param(example = "Europe/Berlin")]
+    time_zone: Option<String>,
 }
 
 /// Reads every record of a switch's file, opened by `open` from the body's bytes, and
@@ -305,8 +308,8 @@ pub async fn post_asterisk(
     request: Request,
 ) -> Result<Response, ApiError> {
     let query: FileQuery = query::parse(raw.as_deref())?;
-    let offset = utc_offset(query.utc_offset.as_deref())?.unwrap_or_default();
-    charge_file(&state, &write, request, |bytes| SwitchTable::open(bytes, SwitchFormat::AsteriskCsv, offset)).await
+    let zone = upload_zone(query.utc_offset.as_deref(), query.time_zone.as_deref())?.unwrap_or_default();
+    charge_file(&state, &write, request, |bytes| SwitchTable::open(bytes, SwitchFormat::AsteriskCsv, zone)).await
 }
 
 /// Kamailio's dialog CDRs (`acc` with `cdr_enable`): the db_text table (`acc_cdrs`, its
@@ -329,8 +332,8 @@ pub async fn post_kamailio(
     request: Request,
 ) -> Result<Response, ApiError> {
     let query: FileQuery = query::parse(raw.as_deref())?;
-    let offset = utc_offset(query.utc_offset.as_deref())?.unwrap_or_default();
-    charge_file(&state, &write, request, |bytes| SwitchTable::open(bytes, kamailio_format(bytes), offset)).await
+    let zone = upload_zone(query.utc_offset.as_deref(), query.time_zone.as_deref())?.unwrap_or_default();
+    charge_file(&state, &write, request, |bytes| SwitchTable::open(bytes, kamailio_format(bytes), zone)).await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -354,7 +357,8 @@ struct MappedQuery {
     time_zone: Option<String>,
 }
 
-/// The zone an upload gives in place of its mapping's, from `utc_offset` or `time_zone`.
+/// The zone an upload's times are in, from `utc_offset` or `time_zone`: for a mapped file
+/// in place of its mapping's, for a switch's own format in place of UTC.
 fn upload_zone(utc_offset: Option<&str>, time_zone: Option<&str>) -> Result<Option<LocalZone>, ApiError> {
     let invalid_query = |e: domain::DomainError| ApiError { code: "invalid_query", ..ApiError::from(e) };
     match (utc_offset, time_zone) {
