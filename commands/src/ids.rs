@@ -110,8 +110,64 @@ pub(crate) struct Run {
     bloom: Vec<u64>,
     /// The first hash of each block.
     fences: Vec<u128>,
-    /// The run's bytes while its file is not saved yet (lookups read them instead).
-    unsaved: Option<Arc<Vec<u8>>>,
+    bytes: Resident,
+}
+
+/// Where a run's bytes are read from.
+#[derive(Clone)]
+enum Resident {
+    /// Built and not saved yet: lookups read them here.
+    Unsaved(Arc<Vec<u8>>),
+    /// The saved file, mapped: the page cache serves lookups, with no copy and no call.
+    Mapped(Arc<memmap2::Mmap>),
+    /// A store without files: read through the store, a few blocks at a time.
+    InStore,
+}
+
+impl Resident {
+    /// Maps snapshot `name`'s file, if the store keeps one.
+    fn of_saved(store: &dyn EventStore, name: &str) -> Resident {
+        let Some(path) = store.snapshot_path(name) else { return Resident::InStore };
+        let mapped = std::fs::File::open(&path).and_then(|file| {
+            // SAFETY: a run's file is written whole, then renamed into place, and never
+            // written again: a new file takes its name only once no snapshot names the
+            // run (a rename leaves this mapping on the old file).
+            unsafe { memmap2::Mmap::map(&file) }
+        });
+        match mapped {
+            Ok(map) => Resident::Mapped(Arc::new(map)),
+            Err(error) => {
+                tracing::warn!(%name, %error, "cannot map an id run; reading it through the store");
+                Resident::InStore
+            }
+        }
+    }
+
+    /// The run's body (its file without the store's trailing checksum), when resident.
+    fn body(&self) -> Option<&[u8]> {
+        match self {
+            Resident::Unsaved(bytes) => Some(bytes),
+            Resident::Mapped(map) => Some(&map[..map.len().saturating_sub(4)]),
+            Resident::InStore => None,
+        }
+    }
+
+    /// Parts of the run `name`, from memory or through the store.
+    async fn read(
+        &self,
+        store: &dyn EventStore,
+        name: &str,
+        ranges: &[(u64, usize)],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let short = || StoreError::Corrupt { position: 0, reason: format!("id run {name} is missing or short") };
+        match self.body() {
+            Some(body) => ranges
+                .iter()
+                .map(|&(at, len)| body.get(at as usize..at as usize + len).map(<[u8]>::to_vec).ok_or_else(short))
+                .collect(),
+            None => store.read_snapshot_ranges(name, ranges).await?.ok_or_else(short),
+        }
+    }
 }
 
 impl Run {
@@ -157,16 +213,14 @@ impl Run {
             let crc = crc32fast::hash(&bytes[start..]);
             bytes.extend_from_slice(&crc.to_le_bytes());
         }
-        Run { name, kind, count: count as u64, bloom, fences, unsaved: Some(Arc::new(bytes)) }
+        Run { name, kind, count: count as u64, bloom, fences, bytes: Resident::Unsaved(Arc::new(bytes)) }
     }
 
     /// The filter and fences of a saved run, read from its header.
     async fn open(store: &dyn EventStore, saved: &RunRef) -> Result<Run, StoreError> {
         let damaged = |why: &str| StoreError::Corrupt { position: 0, reason: format!("id run {}: {why}", saved.name) };
-        let read = |ranges: Vec<(u64, usize)>| async move {
-            store.read_snapshot_ranges(&saved.name, &ranges).await?.ok_or_else(|| damaged("missing"))
-        };
-        let header = read(vec![(0, HEADER_LEN)]).await?.remove(0);
+        let bytes = Resident::of_saved(store, &saved.name);
+        let header = bytes.read(store, &saved.name, &[(0, HEADER_LEN)]).await?.remove(0);
         let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("eight bytes"));
         let (count, words, blocks) = (word(2), word(10) as usize, word(18) as usize);
         if header[0] != RUN_FORMAT
@@ -177,7 +231,7 @@ impl Run {
         {
             return Err(damaged("header does not match its snapshot"));
         }
-        let meta = read(vec![(HEADER_LEN as u64, words * 8 + blocks * 16 + 4)]).await?.remove(0);
+        let meta = bytes.read(store, &saved.name, &[(HEADER_LEN as u64, words * 8 + blocks * 16 + 4)]).await?.remove(0);
         let (body, crc) = meta.split_at(meta.len() - 4);
         let mut checked = crc32fast::Hasher::new();
         checked.update(&header);
@@ -195,7 +249,7 @@ impl Run {
                 .chunks_exact(16)
                 .map(|f| u128::from_be_bytes(f.try_into().expect("sixteen bytes")))
                 .collect(),
-            unsaved: None,
+            bytes,
         };
         run.check_blocks(store).await?;
         Ok(run)
@@ -211,10 +265,13 @@ impl Run {
             let (offset, _) = self.block_range(first);
             let (last_offset, last_len) = self.block_range(last);
             let len = (last_offset - offset) as usize + last_len;
-            let read = store.read_snapshot_ranges(&self.name, &[(offset, len)]).await?.and_then(|mut r| r.pop());
-            let bytes = read.ok_or_else(|| StoreError::Corrupt {
+            let bytes = match self.bytes.body() {
+                Some(body) => body.get(offset as usize..offset as usize + len).map(std::borrow::Cow::Borrowed),
+                None => self.bytes.read(store, &self.name, &[(offset, len)]).await?.pop().map(std::borrow::Cow::Owned),
+            };
+            let bytes = bytes.ok_or_else(|| StoreError::Corrupt {
                 position: 0,
-                reason: format!("id run {} is missing", self.name),
+                reason: format!("id run {} is missing or short", self.name),
             })?;
             for (at, block) in bytes.chunks(self.block_stride() as usize).enumerate() {
                 let entries = self.entries(block)?;
@@ -261,13 +318,58 @@ impl Run {
         (self.data_start(), blocks.saturating_sub(1) * self.block_stride() as usize + last)
     }
 
+    /// Consecutive runs of the wanted blocks (ascending), each read at once: blocks less
+    /// than a few apart are read together, so a lookup of many ids (a file sent again)
+    /// reads a run in a few large reads rather than one per block.
+    fn spans(&self, blocks: impl Iterator<Item = usize>) -> Vec<Span> {
+        const GAP_BLOCKS_MAX: usize = 4;
+        let mut spans: Vec<Span> = Vec::new();
+        for block in blocks {
+            match spans.last_mut() {
+                Some(span) if block <= span.last_block + GAP_BLOCKS_MAX => span.last_block = block,
+                _ => spans.push(Span { first_block: block, last_block: block, range: (0, 0) }),
+            }
+        }
+        for span in &mut spans {
+            let (first, _) = self.block_range(span.first_block);
+            let (last, last_len) = self.block_range(span.last_block);
+            span.range = (first, (last - first) as usize + last_len);
+        }
+        spans
+    }
+
+    fn check_block(&self, block: &[u8]) -> Result<(), StoreError> {
+        let (body, crc) = block.split_at(block.len().saturating_sub(4));
+        match crc32fast::hash(body).to_le_bytes() == crc {
+            true => Ok(()),
+            false => {
+                let reason = format!("id run {}: a block is damaged", self.name);
+                Err(StoreError::Corrupt { position: 0, reason })
+            }
+        }
+    }
+
+    /// The value of `hash` in a checked block, by binary search over its raw entries.
+    fn find_in_block(&self, block: &[u8], hash: u128) -> Option<IdValue> {
+        let len = self.kind.entry_len();
+        let body = &block[..block.len() - 4];
+        let entry = |at: usize| &body[at * len..(at + 1) * len];
+        let (mut low, mut high) = (0, body.len() / len);
+        while low < high {
+            let middle = (low + high) / 2;
+            match u128::from_be_bytes(entry(middle)[..16].try_into().expect("sixteen bytes")).cmp(&hash) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Some(decode_entry(self.kind, entry(middle)).1),
+            }
+        }
+        None
+    }
+
     /// The entries of a block read back, checked against its CRC.
     fn entries(&self, block: &[u8]) -> Result<Vec<(u128, IdValue)>, StoreError> {
-        let (body, crc) = block.split_at(block.len().saturating_sub(4));
-        if crc32fast::hash(body).to_le_bytes() != crc {
-            let reason = format!("id run {}: a block is damaged", self.name);
-            return Err(StoreError::Corrupt { position: 0, reason });
-        }
+        self.check_block(block)?;
+        let body = &block[..block.len() - 4];
         Ok(body.chunks_exact(self.kind.entry_len()).map(|entry| decode_entry(self.kind, entry)).collect())
     }
 }
@@ -284,6 +386,13 @@ fn decode_entry(kind: IdKind, entry: &[u8]) -> (u128, IdValue) {
         }),
     };
     (hash, value)
+}
+
+/// Blocks `first_block..=last_block` of a run, at `range`.
+struct Span {
+    first_block: usize,
+    last_block: usize,
+    range: (u64, usize),
 }
 
 /// A run as a book snapshot names it.
@@ -333,7 +442,8 @@ pub(crate) struct SaveJob {
 /// What a save did, for the writer to apply to its index.
 #[derive(Default)]
 pub(crate) struct SaveOutcome {
-    saved: Vec<String>,
+    /// The runs saved, and where to read them from now on.
+    saved: Vec<(String, Resident)>,
     deleted: Vec<String>,
     merged: Option<(Vec<String>, Run)>,
 }
@@ -388,34 +498,51 @@ impl IdIndex {
             return Ok(found);
         }
         // Per run, the blocks to read and which ids each may hold.
-        let mut candidates: HashMap<usize, HashMap<usize, Vec<(usize, u128)>>> = HashMap::new();
+        let mut candidates: HashMap<usize, Vec<(usize, usize, u128)>> = HashMap::new();
         for (at, &(kind, id)) in wanted.iter().enumerate() {
             let hash = id_hash(kind, id);
             for (run_at, run) in self.runs.iter().enumerate().filter(|(_, run)| run.kind == kind) {
                 if run.may_hold(hash)
                     && let Some(block) = run.block_of(hash)
                 {
-                    candidates.entry(run_at).or_default().entry(block).or_default().push((at, hash));
+                    candidates.entry(run_at).or_default().push((block, at, hash));
                 }
             }
         }
-        for (run_at, blocks) in candidates {
+        for (run_at, mut ids) in candidates {
             let run = &self.runs[run_at];
-            let blocks: Vec<(usize, Vec<(usize, u128)>)> = blocks.into_iter().collect();
-            let ranges: Vec<(u64, usize)> = blocks.iter().map(|(block, _)| run.block_range(*block)).collect();
-            let read = match &run.unsaved {
-                Some(bytes) => ranges.iter().map(|&(at, len)| bytes[at as usize..at as usize + len].to_vec()).collect(),
-                None => store.read_snapshot_ranges(&run.name, &ranges).await?.ok_or_else(|| StoreError::Corrupt {
-                    position: 0,
-                    reason: format!("id run {} is missing", run.name),
-                })?,
+            ids.sort_unstable_by_key(|(block, _, _)| *block);
+            // A resident run is read in place; one in the store in spans of blocks.
+            let (spans, read) = match run.bytes.body() {
+                Some(_) => (Vec::new(), Vec::new()),
+                None => {
+                    let spans = run.spans(ids.iter().map(|(block, _, _)| *block));
+                    let ranges: Vec<(u64, usize)> = spans.iter().map(|span| span.range).collect();
+                    let read = run.bytes.read(store, &run.name, &ranges).await?;
+                    (spans, read)
+                }
             };
-            for ((_, ids), bytes) in blocks.iter().zip(read) {
-                let entries = run.entries(&bytes)?;
-                for &(at, hash) in ids {
-                    if let Ok(i) = entries.binary_search_by_key(&hash, |(h, _)| *h) {
-                        found[at] = Some(entries[i].1.clone());
+            let mut checked = None;
+            for (block, at, hash) in ids {
+                let (offset, len) = run.block_range(block);
+                let bytes = match run.bytes.body() {
+                    Some(body) => body.get(offset as usize..offset as usize + len).ok_or_else(|| {
+                        StoreError::Corrupt { position: 0, reason: format!("id run {} is short", run.name) }
+                    })?,
+                    None => {
+                        let span = spans.partition_point(|span| span.last_block < block);
+                        let at = (offset - spans[span].range.0) as usize;
+                        &read[span][at..at + len]
                     }
+                };
+                if checked != Some(block) {
+                    run.check_block(bytes)?;
+                    checked = Some(block);
+                }
+                // Another run's filter may have let the id through by chance: only a
+                // hit counts.
+                if let Some(value) = run.find_in_block(bytes, hash) {
+                    found[at] = Some(value);
                 }
             }
         }
@@ -450,7 +577,14 @@ impl IdIndex {
     /// snapshot does not count, so that a crash before the next snapshot leaves it to be
     /// overwritten.
     pub(crate) fn save_job(&mut self, book: BookId, snapshot_name: String, snapshot: Vec<u8>) -> SaveJob {
-        let runs = self.runs.iter().filter_map(|run| Some((run.name.clone(), run.unsaved.clone()?))).collect();
+        let runs = self
+            .runs
+            .iter()
+            .filter_map(|run| match &run.bytes {
+                Resident::Unsaved(bytes) => Some((run.name.clone(), bytes.clone())),
+                _ => None,
+            })
+            .collect();
         let merge = [IdKind::Cdr, IdKind::Key].into_iter().find_map(|kind| self.plan_merge(book, kind));
         SaveJob { runs, snapshot_name, snapshot, delete: self.retired.clone(), merge }
     }
@@ -481,8 +615,8 @@ impl IdIndex {
     /// are deleted once a saved snapshot no longer names them).
     pub(crate) fn apply(&mut self, outcome: SaveOutcome) {
         for run in &mut self.runs {
-            if outcome.saved.contains(&run.name) {
-                run.unsaved = None;
+            if let Some((_, bytes)) = outcome.saved.iter().find(|(name, _)| *name == run.name) {
+                run.bytes = bytes.clone();
             }
         }
         self.retired.retain(|name| !outcome.deleted.contains(name));
@@ -503,7 +637,8 @@ impl SaveJob {
                 tracing::warn!(%book, %name, %error, "cannot save an id run; the book's snapshot waits");
                 return outcome;
             }
-            outcome.saved.push(name);
+            let bytes = Resident::of_saved(&*store, &name);
+            outcome.saved.push((name, bytes));
         }
         if let Err(error) = store.put_snapshot(&self.snapshot_name, self.snapshot).await {
             tracing::warn!(%book, %error, "cannot save the book's snapshot");
@@ -529,10 +664,7 @@ impl SaveJob {
 async fn merge(store: &dyn EventStore, plan: MergePlan) -> Result<(Vec<String>, Run), StoreError> {
     let mut parts = Vec::with_capacity(plan.inputs.len());
     for (run, range) in &plan.inputs {
-        let bytes = store.read_snapshot_ranges(&run.name, &[*range]).await?.and_then(|mut r| r.pop());
-        let bytes = bytes
-            .ok_or_else(|| StoreError::Corrupt { position: 0, reason: format!("id run {} is missing", run.name) })?;
-        parts.push(bytes);
+        parts.push(Resident::InStore.read(store, &run.name, &[*range]).await?.remove(0));
     }
     let (kind, output) = (plan.kind, plan.output);
     let stride = BLOCK_ENTRIES * kind.entry_len() + 4;
@@ -554,8 +686,86 @@ async fn merge(store: &dyn EventStore, plan: MergePlan) -> Result<(Vec<String>, 
     })
     .await
     .map_err(|error| StoreError::Io(error.to_string()))??;
-    let bytes = run.unsaved.clone().expect("a run just built is unsaved");
-    store.put_snapshot(&run.name, Vec::clone(&bytes)).await?;
-    let run = Run { unsaved: None, ..run };
+    let Resident::Unsaved(bytes) = &run.bytes else { unreachable!("a run just built is unsaved") };
+    store.put_snapshot(&run.name, Vec::clone(bytes)).await?;
+    let run = Run { bytes: Resident::of_saved(store, &run.name), ..run };
     Ok((plan.inputs.into_iter().map(|(run, _)| run.name).collect(), run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eventlog::SledStore;
+    use proptest::prelude::*;
+
+    fn record(n: u64) -> IdempotencyRecord {
+        IdempotencyRecord { request_digest: [n as u8; 32], first_version: n, events: (n % 3) as u32 + 1 }
+    }
+
+    /// Spills `batches` of ids one after another, saving (and merging) after each as the
+    /// writer does, and returns the index with every id it was given.
+    async fn index_of(store: &Arc<dyn EventStore>, batches: &[Vec<u64>]) -> (IdIndex, Vec<u64>) {
+        let book = BookId::of_partner(domain::AccountId::new());
+        let mut index = IdIndex::default();
+        let mut all = Vec::new();
+        for batch in batches {
+            let cdrs = batch.iter().map(|n| (format!("cdr-{n}"), *n)).collect();
+            let keys = batch.iter().filter(|n| *n % 2 == 0).map(|n| (format!("key-{n}"), record(*n))).collect();
+            index.spill(book, cdrs, keys);
+            let job = index.save_job(book, "book".into(), vec![1]);
+            let outcome = job.run(store.clone(), book).await;
+            index.apply(outcome);
+            all.extend(batch);
+        }
+        (index, all)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Every id spilled is found with its value, through merges, mapped and after a
+        /// reopen from what a snapshot saves; an id never spilled is not found.
+        #[test]
+        fn every_spilled_id_is_found_and_no_other(
+            sizes in proptest::collection::vec(1usize..600, 1..9),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+                let mut next = 0u64;
+                let batches: Vec<Vec<u64>> = sizes
+                    .iter()
+                    .map(|size| {
+                        next += *size as u64;
+                        (next - *size as u64..next).collect()
+                    })
+                    .collect();
+                let (index, all) = index_of(&store, &batches).await;
+                prop_assert_eq!(index.len(), all.len() as u64 + all.iter().filter(|n| *n % 2 == 0).count() as u64);
+                let reopened = IdIndex::open(&*store, index.saved()).await.unwrap();
+                for index in [&index, &reopened] {
+                    let names: Vec<String> = all.iter().map(|n| format!("cdr-{n}")).collect();
+                    let keys: Vec<String> = all.iter().map(|n| format!("key-{n}")).collect();
+                    let absent: Vec<String> = (0..200).map(|n| format!("cdr-{}", next + n)).collect();
+                    let mut wanted: Vec<(IdKind, &str)> = names.iter().map(|id| (IdKind::Cdr, id.as_str())).collect();
+                    wanted.extend(keys.iter().map(|key| (IdKind::Key, key.as_str())));
+                    wanted.extend(absent.iter().map(|id| (IdKind::Cdr, id.as_str())));
+                    // A CDR id is not a key of the same text.
+                    wanted.push((IdKind::Key, "cdr-0"));
+                    let found = index.lookup_many(&*store, &wanted).await.unwrap();
+                    for (at, n) in all.iter().enumerate() {
+                        prop_assert_eq!(&found[at], &Some(IdValue::Cdr(*n)));
+                        let key = &found[all.len() + at];
+                        prop_assert_eq!(key, &(*n % 2 == 0).then(|| IdValue::Key(record(*n))));
+                    }
+                    prop_assert!(found[2 * all.len()..].iter().all(Option::is_none));
+                }
+                // Merges keep the runs few: about two per doubling of the ids, per kind.
+                let doublings = (all.len() as f64).log2().ceil() as usize + 1;
+                prop_assert!(index.runs() <= 2 * doublings, "{} runs for {} ids", index.runs(), all.len());
+                Ok(())
+            })?;
+        }
+    }
 }

@@ -265,10 +265,10 @@ async fn fold_from(store: &dyn EventStore, mut state: BookState) -> Result<BookS
 /// A writer saves its book's snapshot once at least this many events follow the last
 /// one (or the book's whole stream, before the first).
 pub const SNAPSHOT_EVERY_EVENTS_MIN: u64 = 4096;
-/// ... and at least an eighth of the ids the state holds: a snapshot holds every CDR id
-/// and idempotency key of the book, so this bounds what saving costs per event (a few
-/// ids encoded) while a cold book still folds at most an eighth of its ids' worth of
-/// events after its snapshot.
+/// ... and at least an eighth of the book's ids (in memory and in its id runs): saves
+/// stay rare in a large book (each costs a few syncs), while a cold book still folds at
+/// most an eighth of its ids' worth of events after its snapshot. A book whose ids in
+/// memory reach `ids_in_memory_max` takes one at once, to move them into a run.
 pub const SNAPSHOT_EVERY_IDS_DIVISOR: u64 = 8;
 
 /// A book's CDR ids and idempotency keys in memory past which its next snapshot moves
@@ -330,9 +330,13 @@ impl Snapshots {
         if self.saving.is_some() {
             return None;
         }
+        // Due by events (a cold book folds at most that many after its snapshot; the
+        // bound grows with the book's ids so that saves stay rare in a large book), or
+        // because the ids in memory are to move into a run, which a snapshot must name.
         let in_memory = state.charged_cdrs.len() + state.idempotency.len();
-        let due = self.every_events_min.max(in_memory as u64 / SNAPSHOT_EVERY_IDS_DIVISOR);
-        if state.next_version.saturating_sub(self.taken_at) < due {
+        let all_ids = in_memory as u64 + ids.len();
+        let due = self.every_events_min.max(all_ids / SNAPSHOT_EVERY_IDS_DIVISOR);
+        if state.next_version.saturating_sub(self.taken_at) < due && in_memory < self.ids_in_memory_max {
             return None;
         }
         self.taken_at = state.next_version;

@@ -505,12 +505,12 @@ async fn ids_moved_into_runs_keep_their_one_effect() {
     assert_eq!(charged, CALLS + 1, "every CDR charged exactly once");
 
     // A run the disk damaged: the book is folded from its start instead, every id in memory.
-    let run = std::fs::read_dir(dir.path().join("snapshots"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("ids-"))
-        .max_by_key(|path| std::fs::metadata(path).unwrap().len())
-        .expect("an id run file");
+    // The largest run the book's snapshot names (a merge that ended after the last save
+    // leaves a run no snapshot names yet).
+    let snapshot = store.get_snapshot(&book_snapshot_name(book)).await.unwrap().unwrap();
+    let named = commands::snapshot::decode_book(&snapshot, book).unwrap().ids.runs;
+    let largest = named.iter().max_by_key(|run| run.count).expect("the snapshot names id runs");
+    let run = dir.path().join("snapshots").join(format!("{}.snapshot", largest.name));
     let mut bytes = std::fs::read(&run).unwrap();
     let at = bytes.len() - 100;
     bytes[at] ^= 0x10;

@@ -198,6 +198,15 @@ pub trait EventStore: Send + Sync + 'static {
             .map(Some)
     }
 
+    /// The file that holds snapshot `name`'s body from its first byte, for a store that
+    /// keeps snapshots as files: a reader of many small parts (the id index) maps it and
+    /// lets the page cache serve them. The file is replaced only by a new
+    /// [`EventStore::put_snapshot`] of the same name (a rename, so a mapping stays whole).
+    fn snapshot_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        let _ = name;
+        None
+    }
+
     /// Removes snapshot `name`; removing one that is not there is no error.
     async fn delete_snapshot(&self, name: &str) -> Result<(), StoreError> {
         let _ = name;

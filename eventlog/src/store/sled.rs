@@ -1106,6 +1106,10 @@ impl EventStore for SledStore {
             .map_err(|e| StoreError::Io(e.to_string()))?
     }
 
+    fn snapshot_path(&self, name: &str) -> Option<std::path::PathBuf> {
+        snapshots::path_of(&self.inner.snapshot_dir, name).ok()
+    }
+
     async fn delete_snapshot(&self, name: &str) -> Result<(), StoreError> {
         let (dir, name) = (self.inner.snapshot_dir.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || snapshots::delete(&dir, &name))

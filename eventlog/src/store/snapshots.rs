@@ -16,7 +16,7 @@ const SUFFIX: &str = ".snapshot";
 
 /// The file of snapshot `name`. Names are chosen by the write side (`ledger`,
 /// `book-<uuid>`); anything that could leave the directory is refused.
-fn path_of(dir: &Path, name: &str) -> Result<PathBuf, StoreError> {
+pub(crate) fn path_of(dir: &Path, name: &str) -> Result<PathBuf, StoreError> {
     let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
         return Err(StoreError::Config(format!("`{name}` is not a snapshot name")));
