@@ -9,5 +9,6 @@
 
 mod app;
 mod auth;
+mod error_names;
 mod errors;
 mod front_ends;
