@@ -12,3 +12,4 @@ mod auth;
 mod error_names;
 mod errors;
 mod front_ends;
+mod repeats;
