@@ -1,6 +1,7 @@
 //! Operations: health (live and ready) and Prometheus metrics (the recorder and the
-//! request counters are `crate::metrics`). None of these needs a credential, and none shows tenant data: metrics
-//! are labelled by route template (`/api/v1/accounts/{number}`), never by account.
+//! request counters are `crate::metrics`). None of these needs a credential, and none
+//! shows tenant data: metrics are labelled by route template
+//! (`/api/v1/accounts/{number}`), never by account.
 //! Metrics are served on their own address (`--metrics-listen`), never on the API's:
 //! request rates, flush latencies and account counts are the operator's business.
 
