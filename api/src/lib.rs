@@ -13,6 +13,7 @@ mod error;
 mod flush;
 pub mod import;
 pub mod invoicing;
+mod links;
 pub mod maintenance;
 mod metrics;
 mod notify;

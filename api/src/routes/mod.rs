@@ -46,14 +46,13 @@ mod webhooks;
 
 pub use operations::metrics_app;
 
+pub use crate::links::{Links, account_links};
+
 pub const API_ROOT: &str = "/api/v1";
 /// Items in one page of a list, when the client does not say.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Items in one page of a list at most; a larger `limit` is refused (400).
 pub const PAGE_SIZE_MAX: usize = 1000;
-
-/// Related resources, by relation name.
-pub type Links = BTreeMap<&'static str, String>;
 
 /// Every route, with the OpenAPI document describing them.
 pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
@@ -194,25 +193,6 @@ pub fn page_size(limit: u64) -> Result<usize, ApiError> {
         Ok(limit) if (1..=PAGE_SIZE_MAX).contains(&limit) => Ok(limit),
         _ => Err(ApiError::bad_request("invalid_query", "limit", format!("limit: 1 to {PAGE_SIZE_MAX}"))),
     }
-}
-
-/// The links of an account, shared by every answer about one.
-pub fn account_links(number: &str) -> Links {
-    let base = format!("/api/v1/accounts/{number}");
-    [
-        ("statement", format!("{base}/statement")),
-        ("statement_lines", format!("{base}/statement/lines")),
-        ("events", format!("{base}/events")),
-        ("cdrs", format!("{base}/cdrs")),
-        ("status", format!("{base}/status")),
-        ("credit_limit", format!("{base}/credit-limit")),
-        ("tariff", format!("{base}/tariff")),
-        ("alerts", format!("{base}/alerts")),
-        ("invoices", format!("{base}/invoices")),
-        ("self", base),
-    ]
-    .into_iter()
-    .collect()
 }
 
 /// Whether a read answers in CSV: `format=csv` (or `json`) decides; without it, an
