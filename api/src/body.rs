@@ -120,7 +120,7 @@ pub fn refuse_declared_over(request: &Request, limit: usize) -> Result<(), ApiEr
 pub fn body_timed_out(error: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
     let mut source = Some(error);
     while let Some(error) = source {
-        if let Some(timed_out) = error.downcast_ref::<crate::server::BodyTimedOut>() {
+        if let Some(timed_out) = error.downcast_ref::<BodyTimedOut>() {
             return Some(ApiError::new(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
@@ -391,3 +391,9 @@ mod tests {
         }
     }
 }
+
+/// The error a request body gives when it did not arrive in time (the server's
+/// `DeadlineBody`).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {} s", .0.as_secs())]
+pub struct BodyTimedOut(pub std::time::Duration);

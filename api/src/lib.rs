@@ -13,7 +13,9 @@ mod error;
 mod flush;
 pub mod import;
 pub mod invoicing;
+mod links;
 pub mod maintenance;
+mod metrics;
 mod notify;
 mod openapi;
 pub mod plans_cli;
@@ -21,6 +23,8 @@ mod portal;
 mod query;
 mod routes;
 pub mod server;
+mod service;
+mod state;
 mod write;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -153,6 +157,22 @@ pub struct ServeArgs {
     #[arg(long = "writer-shards", env = "TOLLBOOK_WRITER_SHARDS",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     pub writer_shards: Option<u16>,
+}
+
+impl ServeArgs {
+    /// `serve`'s arguments from its flags (without the `serve` itself), with the
+    /// environment and defaults filling the rest, as the command line would: for tests
+    /// and programs that open the server in process ([`server::Running`]).
+    pub fn from_flags<I, T>(flags: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{Args as _, FromArgMatches as _};
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let flags = std::iter::once(std::ffi::OsString::from("serve")).chain(flags.into_iter().map(Into::into));
+        ServeArgs::from_arg_matches(&command.try_get_matches_from(flags)?)
+    }
 }
 
 /// A duration given as `172800`, `90s`, `30m`, `48h` or `2d`.

@@ -343,7 +343,7 @@ pub struct MinPosition {
 /// The example of an account's `links`: the map the server writes for the example
 /// account, so the example cannot drift from the answers.
 pub fn account_links_example() -> serde_json::Value {
-    json!(crate::routes::account_links("C-1001"))
+    json!(crate::links::account_links("C-1001"))
 }
 
 /// The example of the alert templates' `variables`: the real list.

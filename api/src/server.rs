@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,48 +22,17 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::ServeArgs;
 use crate::auth::{Auth, AuthStore};
+use crate::body::BodyTimedOut;
 use crate::error::ApiError;
+use crate::metrics::{Metrics, metrics_layer};
 use crate::notify::{AddressPolicy, DeliveryConfig, Notify, NotifyStore};
 use crate::openapi::{DOCS_PATH, OPENAPI_PATH};
-use crate::routes::{Metrics, metrics_layer};
+use crate::state::{AppState, Shared};
 
 /// Where the event log lives inside the data directory.
 pub const EVENTS_DIR: &str = "events";
 /// Where the read models live inside the data directory.
 pub const VIEWS_DIR: &str = "views";
-
-/// What every handler shares. One `Arc` around it all: axum clones the state for every
-/// request (and each extractor), and cloning and dropping a handful of `Arc`s per request
-/// was 8–10% of the server's CPU under read load (atomic counters bouncing between cores).
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-pub struct Shared {
-    pub ledger: Arc<Ledger>,
-    pub models: projections::ReadModels,
-    pub auth: Arc<Auth>,
-    pub metrics: Metrics,
-    /// The sled store's counters, when the log is on sled.
-    pub sled_stats: Option<Arc<SledStore>>,
-    /// Webhooks, alert templates and the event form the stream shares.
-    pub notify: Arc<Notify>,
-    projector: Mutex<Option<projections::Projector>>,
-}
-
-impl Shared {
-    /// True when the read models no longer follow the log (a storage failure, or shutdown).
-    pub fn projector_stopped(&self) -> bool {
-        self.projector.lock().expect("projector lock").as_ref().is_none_or(|p| p.is_finished())
-    }
-}
 
 /// Why `serve` refuses to start without an admin key when no admin user exists: every
 /// request would be answered 401, and nobody could make the first account or user.
@@ -73,7 +42,47 @@ refused. Start the server with one, for example:
 (or `--admin-key KEY`; the environment keeps the key out of `ps`), then send it as
 `Authorization: Bearer KEY`.";
 
-pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// A ledger opened with everything that runs beside the handlers: the projector, the
+/// webhook and e-mail workers, the billing scheduler, the auth store's purger. [`serve`]
+/// puts it behind a listener; tests send requests to its [`Running::app`] in process.
+pub struct Running {
+    state: AppState,
+    purger: tokio::task::JoinHandle<()>,
+    billing: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Opens the data directory (or the store `--store` names) and starts the background
+    /// tasks; nothing listens yet.
+    pub async fn open(args: &ServeArgs) -> Result<Running, Box<dyn std::error::Error>> {
+        open(args).await
+    }
+
+    /// The whole HTTP application over this ledger.
+    pub fn app(&self) -> Router {
+        app(self.state.clone())
+    }
+
+    /// Stops what runs beside the handlers, then drains the book writers and the
+    /// projector, in that order: every step after the previous one's last write.
+    pub async fn stop(self) -> Result<(), Box<dyn std::error::Error>> {
+        let Running { state, purger, billing } = self;
+        // The e-mail in hand is finished and recorded (so that the restart does not send it
+        // again); webhook deliveries stop mid-way if need be: their cursors have not moved
+        // past them.
+        state.notify.stop_all(MAIL_STOP_GRACE).await;
+        purger.abort();
+        // A run cut short here is finished by the next start: each fee is settled once.
+        billing.abort();
+        state.ledger.shutdown().await;
+        if let Some(projector) = state.take_projector() {
+            projector.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn open(args: &ServeArgs) -> Result<Running, Box<dyn std::error::Error>> {
     let admin_key = args.admin_key.as_deref().filter(|key| !key.is_empty());
     let auth_dir = args.data_dir.join(crate::auth::store::AUTH_DIR);
     // Checked before anything is opened or created: a mistake made in the first minute is
@@ -150,22 +159,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         backoff_max: std::time::Duration::from_secs(600),
     };
     let policy = AddressPolicy::new(args.webhook_allow_private.clone());
-    let mail = mail_settings(&args)?;
+    let mail = mail_settings(args)?;
     let notify = Arc::new(Notify::open(notify_store, ledger.clone(), models.clone(), delivery, policy, mail)?);
     notify.start_all()?;
     // Catches up on fees that fell due while the server was down, then keeps charging
     // them as they fall due.
     let billing = commands::billing::spawn_scheduler(ledger.clone(), args.billing_interval.0);
-    let state = AppState(Arc::new(Shared {
-        ledger: ledger.clone(),
-        models,
-        auth,
-        notify: notify.clone(),
-        metrics: Metrics::install()?,
-        sled_stats,
-        projector: Mutex::new(Some(projector)),
-    }));
-    let app = app(state.clone());
+    let metrics = Metrics::install()?;
+    let shared = Shared::new(ledger, models, auth, metrics, sled_stats, notify, projector);
+    Ok(Running { state: AppState::new(shared), purger, billing })
+}
+
+pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let running = Running::open(&args).await?;
+    let state = running.state.clone();
     // Metrics first: whoever reads the addresses from stdout is told the API's last, once
     // both are bound.
     let metrics_server = match args.metrics_listen {
@@ -185,6 +192,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = bind(args.listen, "--listen").await?;
     let bound = listener.local_addr()?;
+    let spec = crate::store_spec(&args.data_dir, &args.store);
     tracing::info!(listen = %bound, data = %args.data_dir.display(), store = ?spec, "tollbook is ready");
     // On stdout as well, for whoever started us with port 0 and needs to know the port.
     println!("tollbook listening on http://{bound}");
@@ -194,11 +202,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         body_read_timeout: args.body_read_timeout.0,
         connections_max: args.connections_max as usize,
     };
-    serve_http(listener, app, limits, {
+    serve_http(listener, running.app(), limits, {
         // Live streams never end by themselves: they are told to close with 1001
         // (going away), so that clients know to reconnect and resume, rather than
         // seeing the connection drop when the process exits.
-        let notify = notify.clone();
+        let notify = state.notify.clone();
         async move {
             shutdown_signal().await;
             notify.begin_shutdown();
@@ -207,23 +215,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     .await;
     // Upgraded connections outlive the HTTP server: let the streams finish their closing
     // handshakes before the process exits and the kernel resets their sockets.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), notify.streams_closed()).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), state.notify.streams_closed()).await;
     // Nothing to drain: a scrape cut short is retried by the scraper.
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }
-    // The e-mail in hand is finished and recorded (so that the restart does not send it
-    // again); webhook deliveries stop mid-way if need be: their cursors have not moved
-    // past them.
-    notify.stop_all(MAIL_STOP_GRACE).await;
-    purger.abort();
-    // A run cut short here is finished by the next start: each fee is settled once.
-    billing.abort();
-    ledger.shutdown().await;
-    let projector = state.projector.lock().expect("projector lock").take();
-    if let Some(projector) = projector {
-        projector.stop().await?;
-    }
+    running.stop().await?;
     tracing::info!("tollbook stopped");
     Ok(())
 }
@@ -283,7 +280,7 @@ pub fn app(state: AppState) -> Router {
         .url(OPENAPI_PATH, openapi)
         .config(utoipa_swagger_ui::Config::from(OPENAPI_PATH).validator_url("none"));
     api.merge(docs)
-        .merge(crate::portal::router())
+        .merge(crate::portal::router::<AppState>())
         .layer(axum::middleware::from_fn(metrics_layer))
         .layer(
             TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)).on_response(
@@ -419,11 +416,6 @@ struct DeadlineBody {
     deadline: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
 }
-
-/// The error a [`DeadlineBody`] gives.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {} s", .0.as_secs())]
-pub struct BodyTimedOut(pub Duration);
 
 impl http_body::Body for DeadlineBody {
     type Data = axum::body::Bytes;

@@ -4,18 +4,19 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, OriginalUri};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use commands::{AccountRef, CommandOutcome};
+use commands::{AccountRef, CommandOutcome, Ledger};
 use domain::{Amount, CommandMeta, EventId, Idempotency, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::auth::{Caller, SwitchCaller};
+use crate::auth::{Auth, Caller, SwitchCaller};
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// The header a client sends to make a write safe to retry.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -28,10 +29,14 @@ pub struct Write {
     path: String,
 }
 
-impl FromRequestParts<AppState> for Write {
+impl<S> FromRequestParts<S> for Write
+where
+    S: Send + Sync,
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         Write::by(caller, parts)
     }
@@ -41,10 +46,14 @@ impl FromRequestParts<AppState> for Write {
 /// credentials ([`crate::auth::SwitchCaller`]).
 pub struct SwitchWrite(pub Write);
 
-impl FromRequestParts<AppState> for SwitchWrite {
+impl<S> FromRequestParts<S> for SwitchWrite
+where
+    S: Send + Sync,
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let SwitchCaller(caller) = SwitchCaller::from_request_parts(parts, state).await?;
         Write::by(caller, parts).map(SwitchWrite)
     }
@@ -171,17 +180,17 @@ pub struct WriteBody {
 
 /// Renders an accepted command: its events, the balances after it and its position.
 pub fn respond(
-    state: &AppState,
+    ledger: &Ledger,
     status: StatusCode,
     outcome: CommandOutcome,
     links: BTreeMap<&'static str, String>,
 ) -> Response {
-    respond_with_id(state, status, outcome, None, links)
+    respond_with_id(ledger, status, outcome, None, links)
 }
 
 /// [`respond`], naming what the write created by its `id`.
 pub fn respond_with_id(
-    state: &AppState,
+    ledger: &Ledger,
     status: StatusCode,
     outcome: CommandOutcome,
     id: Option<String>,
@@ -201,7 +210,7 @@ pub fn respond_with_id(
         .iter()
         .map(|b| {
             // The index always knows an account a command just touched; the id is a fallback.
-            let account = state.ledger.account_by_id(b.account);
+            let account = ledger.account_by_id(b.account);
             // The same canonical form as the account view and statements show (the book's
             // state sums amounts as they were recorded, with whatever places they had).
             let shown = |amount: Amount| account.as_ref().map_or(amount.normalized(), |a| amount.canonical(a.currency));
@@ -228,12 +237,12 @@ pub fn respond_with_id(
 /// The account a request names, if the caller may see it. An account the caller may not
 /// see answers exactly like one that does not exist.
 pub fn visible_account(
-    state: &AppState,
+    ledger: &Ledger,
     caller: &Caller,
     field: &'static str,
     number: &str,
 ) -> Result<AccountRef, ApiError> {
-    state.ledger.account(number).filter(|account| caller.sees(account)).ok_or_else(|| {
+    ledger.account(number).filter(|account| caller.sees(account)).ok_or_else(|| {
         ApiError::not_found("account_not_found", format!("account `{number}` not found")).with_field(field)
     })
 }
@@ -241,12 +250,12 @@ pub fn visible_account(
 /// The account a request names, if the caller may post to it or change it: 404 when the
 /// caller may not see it, 403 when it may see it but not manage it (a partner's own account).
 pub fn managed_account(
-    state: &AppState,
+    ledger: &Ledger,
     caller: &Caller,
     field: &'static str,
     number: &str,
 ) -> Result<AccountRef, ApiError> {
-    let account = visible_account(state, caller, field, number)?;
+    let account = visible_account(ledger, caller, field, number)?;
     if caller.manages(&account) {
         Ok(account)
     } else {

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -22,7 +22,6 @@ use ring::rand::SecureRandom;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::server::AppState;
 
 pub mod jwt;
 pub mod links;
@@ -161,16 +160,21 @@ pub fn presented_basic(headers: &HeaderMap) -> Option<BasicCredentials> {
 /// with the token as a bearer. Any other route answers Basic with 401.
 pub struct SwitchCaller(pub Caller);
 
-impl FromRequestParts<AppState> for SwitchCaller {
+impl<S> FromRequestParts<S> for SwitchCaller
+where
+    S: Send + Sync,
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let offering_basic = |error: ApiError| ApiError { offers_basic: true, ..error };
         if presented_credential(&parts.headers).is_some() {
             return Caller::from_request_parts(parts, state).await.map(SwitchCaller).map_err(offering_basic);
         }
         let credentials = presented_basic(&parts.headers).ok_or_else(|| offering_basic(ApiError::unauthorized()))?;
-        let caller = state.auth.authenticate_basic(&credentials, peer_ip(parts)).map_err(offering_basic)?;
+        let auth = Arc::<Auth>::from_ref(state);
+        let caller = auth.authenticate_basic(&credentials, peer_ip(parts)).map_err(offering_basic)?;
         caller.map(SwitchCaller).ok_or_else(|| offering_basic(ApiError::unauthorized()))
     }
 }
@@ -180,12 +184,17 @@ pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// Needs the auth store only: any state that gives one (`FromRef`) authenticates.
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<Auth>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let credential = presented_credential(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        state.auth.authenticate(credential, peer_ip(parts))?.ok_or_else(ApiError::unauthorized)
+        Arc::<Auth>::from_ref(state).authenticate(credential, peer_ip(parts))?.ok_or_else(ApiError::unauthorized)
     }
 }
 

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// Event kinds one filter may name at most (there are fewer kinds than this).
 pub const KINDS_MAX: usize = 64;
@@ -63,7 +62,7 @@ impl EventFilter {
     /// number, `account` an account number, `kinds` type names. Books and accounts the
     /// caller may not see answer 404, as if they did not exist.
     pub fn parse(
-        state: &AppState,
+        ledger: &commands::Ledger,
         caller: &Caller,
         book: Option<&str>,
         account: Option<&str>,
@@ -76,8 +75,7 @@ impl EventFilter {
                 let found = if text == "operator" {
                     Some(BookId::OPERATOR)
                 } else {
-                    state
-                        .ledger
+                    ledger
                         .account(text)
                         .filter(|a| a.kind == domain::AccountKind::Partner && caller.sees(a))
                         .map(|a| a.book)
@@ -86,7 +84,7 @@ impl EventFilter {
                     (Some(book), Audience::All) => Some(book),
                     (Some(book), Audience::Book(own)) if book == own => Some(book),
                     (Some(book), Audience::Account(own)) => {
-                        state.ledger.account_by_id(own).filter(|a| a.book == book).map(|a| a.book)
+                        ledger.account_by_id(own).filter(|a| a.book == book).map(|a| a.book)
                     }
                     _ => None,
                 };
@@ -97,7 +95,7 @@ impl EventFilter {
             .transpose()?;
         let account = account
             .filter(|a| !a.is_empty())
-            .map(|number| crate::write::visible_account(state, caller, "account", number).map(|a| a.id))
+            .map(|number| crate::write::visible_account(ledger, caller, "account", number).map(|a| a.id))
             .transpose()?;
         Ok(EventFilter { book, account, kinds: parse_kinds(kinds)? })
     }

@@ -9,32 +9,47 @@
 //! portal sees exactly what the API would let that account see: a foreign account's
 //! pages answer 404. Every form carries the session's CSRF token.
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use crate::auth::{Caller, PortalSessionRecord, Scope};
+use crate::auth::{Auth, Caller, PortalSessionRecord, Scope};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::service::login_links::{LOGIN_LINK_PATH, came_over_tls};
 
 mod chart;
 mod pages;
 mod templates;
 
-/// Where login links point: the token follows.
-pub const LOGIN_LINK_PATH: &str = "/portal/login";
 pub const LOGIN_PATH: &str = "/portal/login";
 const COOKIE_NAME: &str = "tollbook_portal";
 
-pub fn router() -> Router<AppState> {
+/// What the portal's pages read: the ledger (accounts by number, scope checks, fund
+/// moves), the read models, and the auth store (sessions, passwords). Not the notifier,
+/// the metrics or the projector, which are the server's.
+#[derive(Clone)]
+pub struct PortalState {
+    pub ledger: Arc<commands::Ledger>,
+    pub models: projections::ReadModels,
+    pub auth: Arc<Auth>,
+}
+
+/// The portal's pages, in any application whose state gives a [`PortalState`].
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    PortalState: FromRef<S>,
+{
     Router::new()
         .route("/portal", get(pages::home))
         .route("/portal/", get(pages::home))
         .route(LOGIN_PATH, get(pages::login_form).post(pages::login))
-        .route("/portal/login/{token}", get(pages::open_link))
+        .route(&format!("{LOGIN_LINK_PATH}/{{token}}"), get(pages::open_link))
         .route("/portal/logout", post(pages::logout))
         .route("/portal/accounts/{number}", get(pages::overview))
         .route("/portal/accounts/{number}/statement", get(pages::statement))
@@ -67,14 +82,6 @@ async fn page_headers(mut response: Response) -> Response {
         ),
     );
     response
-}
-
-/// True when the request reached us over TLS, as far as a proxy in front says.
-pub fn came_over_tls(headers: &HeaderMap) -> bool {
-    let forwarded_proto = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok());
-    let forwarded = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()).unwrap_or("");
-    forwarded_proto.is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
-        || forwarded.to_ascii_lowercase().split([';', ',']).any(|part| part.trim() == "proto=https")
 }
 
 /// True when the browser says a form came from another site. The login form has no
@@ -110,7 +117,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// `Set-Cookie` for a new session; `Secure` when configured, or the request or the
 /// public URL is HTTPS (a browser would drop a Secure cookie over plain HTTP).
-fn set_session_cookie(state: &AppState, headers: &HeaderMap, value: &str) -> HeaderValue {
+fn set_session_cookie(state: &PortalState, headers: &HeaderMap, value: &str) -> HeaderValue {
     let portal = &state.auth.portal;
     let secure = portal.secure_cookies
         || came_over_tls(headers)
@@ -171,10 +178,15 @@ impl IntoResponse for SignInFirst {
     }
 }
 
-impl FromRequestParts<AppState> for Visitor {
+impl<S> FromRequestParts<S> for Visitor
+where
+    S: Send + Sync,
+    PortalState: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let state = PortalState::from_ref(state);
         let cross_site = parts.headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site");
         let target = parts.uri.path_and_query().map_or("/portal", |p| p.as_str()).to_owned();
         let sign_in = || SignInFirst { cross_site, target: target.clone() }.into_response();

@@ -11,11 +11,12 @@ use domain::{AccountKind, Amount, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::templates::{self, Frame, render_page};
-use super::{Visitor, chart, clear_session_cookie, set_session_cookie};
+use super::{PortalState, Visitor, chart, clear_session_cookie, set_session_cookie};
 use crate::auth::PeerIp;
 use crate::error::ApiError;
-use crate::routes::transfers::{TransferRequest, move_funds};
-use crate::server::AppState;
+use crate::service;
+use crate::service::invoices::DocumentFormat;
+use crate::service::transfers::{FundMove, move_funds};
 use crate::write::{command_meta, visible_account};
 
 /// Rows on one page of a portal list.
@@ -144,7 +145,7 @@ fn strict_pairs(encoded: &[u8], code: &'static str) -> Result<String, PageError>
     serde_urlencoded::to_string(pairs).map_err(|e| PageError(ApiError::internal(&e)))
 }
 
-fn frame(visitor: &Visitor, state: &AppState, viewing: &str, section: &'static str) -> Option<Frame> {
+fn frame(visitor: &Visitor, state: &PortalState, viewing: &str, section: &'static str) -> Option<Frame> {
     let own_name =
         state.models.account(visitor.own.id).ok().flatten().map_or_else(|| visitor.own.number.clone(), |v| v.name);
     Some(Frame {
@@ -158,13 +159,13 @@ fn frame(visitor: &Visitor, state: &AppState, viewing: &str, section: &'static s
 
 /// The account a page is about, if the visitor may see it; else the page is not found.
 async fn viewed(
-    state: &AppState,
+    state: &PortalState,
     visitor: &Visitor,
     number: &str,
     min_position: Option<u64>,
 ) -> Result<(commands::AccountRef, projections::AccountView), PageError> {
-    let account = visible_account(state, &visitor.caller, "number", number)?;
-    let (view, _) = crate::routes::read_account(state, &account, min_position).await?;
+    let account = visible_account(&state.ledger, &visitor.caller, "number", number)?;
+    let (view, _) = service::accounts::read_account(&state.ledger, &state.models, &account, min_position).await?;
     Ok((account, view))
 }
 
@@ -219,7 +220,7 @@ fn period(month: Option<&str>, from: Option<&str>, to: Option<&str>) -> Result<P
 /// The balance at points through `[from, to)`: the opening balance, then the closing
 /// balance after each step (a day, or wider for long periods).
 async fn balance_points(
-    state: &AppState,
+    state: &PortalState,
     account: domain::AccountId,
     from: Timestamp,
     to: Timestamp,
@@ -256,13 +257,18 @@ pub async fn login_form() -> Html<String> {
     Html(render_page(&templates::Login { frame: None, error: None, login: String::new(), must_change: false }))
 }
 
-fn signed_in(state: &AppState, headers: &HeaderMap, login: crate::auth::PortalLogin) -> Response {
+fn signed_in(state: &PortalState, headers: &HeaderMap, login: crate::auth::PortalLogin) -> Response {
     let mut response = Redirect::to("/portal").into_response();
     response.headers_mut().insert(header::SET_COOKIE, set_session_cookie(state, headers, &login.cookie));
     response
 }
 
-pub async fn login(State(state): State<AppState>, PeerIp(peer): PeerIp, headers: HeaderMap, body: Bytes) -> PageResult {
+pub async fn login(
+    State(state): State<PortalState>,
+    PeerIp(peer): PeerIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> PageResult {
     if super::sent_from_another_site(&headers, state.auth.portal.public_url.as_deref()) {
         return Err(ApiError::csrf_mismatch().into());
     }
@@ -299,7 +305,7 @@ pub async fn login(State(state): State<AppState>, PeerIp(peer): PeerIp, headers:
 }
 
 /// Opening a login link: a session and on to the portal, or a page saying why not.
-pub async fn open_link(State(state): State<AppState>, headers: HeaderMap, Path(token): Path<String>) -> PageResult {
+pub async fn open_link(State(state): State<PortalState>, headers: HeaderMap, Path(token): Path<String>) -> PageResult {
     let login = state.auth.open_login_link(&token).await?;
     Ok(signed_in(&state, &headers, login))
 }
@@ -310,7 +316,7 @@ struct CsrfForm {
     csrf: String,
 }
 
-pub async fn logout(State(state): State<AppState>, visitor: Visitor, body: Bytes) -> PageResult {
+pub async fn logout(State(state): State<PortalState>, visitor: Visitor, body: Bytes) -> PageResult {
     let form: CsrfForm = parse_form(&body)?;
     visitor.check_csrf(&form.csrf)?;
     state.auth.portal_logout(&visitor.cookie).await?;
@@ -322,7 +328,7 @@ pub async fn logout(State(state): State<AppState>, visitor: Visitor, body: Bytes
 // The visitor's own password.
 
 fn password_page(
-    state: &AppState,
+    state: &PortalState,
     visitor: &Visitor,
     error: Option<String>,
     notice: Option<String>,
@@ -336,7 +342,7 @@ fn password_page(
     }
 }
 
-pub async fn password_form(State(state): State<AppState>, visitor: Visitor) -> Html<String> {
+pub async fn password_form(State(state): State<PortalState>, visitor: Visitor) -> Html<String> {
     Html(render_page(&password_page(&state, &visitor, None, None)))
 }
 
@@ -355,7 +361,7 @@ struct PasswordForm {
 /// Changes the signed-in user's password through the same rule as the API: every other
 /// session of the user ends, this one stays.
 pub async fn change_password(
-    State(state): State<AppState>,
+    State(state): State<PortalState>,
     PeerIp(peer): PeerIp,
     visitor: Visitor,
     body: Bytes,
@@ -400,7 +406,7 @@ struct OverviewQuery {
 }
 
 pub async fn overview(
-    State(state): State<AppState>,
+    State(state): State<PortalState>,
     visitor: Visitor,
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
@@ -412,7 +418,7 @@ pub async fn overview(
 }
 
 async fn overview_page(
-    state: &AppState,
+    state: &PortalState,
     visitor: &Visitor,
     number: &str,
     query: &OverviewQuery,
@@ -506,10 +512,10 @@ struct TransferForm {
     note: String,
 }
 
-/// A partner moves funds to or from one of its customers, through the API's own path
-/// for fund moves. The form's idempotency key makes a double submit move once.
+/// A partner moves funds to or from one of its customers, through the service that
+/// `POST /api/v1/transfers` calls too. The form's idempotency key makes a double submit move once.
 pub async fn transfer(
-    State(state): State<AppState>,
+    State(state): State<PortalState>,
     visitor: Visitor,
     Path(number): Path<String>,
     body: Bytes,
@@ -530,12 +536,12 @@ pub async fn transfer(
             _ => return Err(ApiError::bad_request("invalid_field", "direction", "Choose a direction.")),
         };
         let note = Some(form.note.trim().to_owned()).filter(|n| !n.is_empty());
-        let request = TransferRequest { from, to, amount, occurred_at: None, note };
+        let request = FundMove { from, to, amount, note };
         let key = Some(format!("portal:{}", form.idempotency_key)).filter(|_| !form.idempotency_key.is_empty());
         let path = format!("/portal/accounts/{number}/transfers");
         let idempotency = key.as_deref().map(|key| (key, &Method::POST, path.as_str()));
         let meta = command_meta(&visitor.caller, idempotency, &request, None)?;
-        move_funds(&state, &visitor.caller, &request, meta).await
+        move_funds(&state.ledger, &visitor.caller, request, meta).await
     }
     .await;
     match outcome {
@@ -574,7 +580,7 @@ struct PeriodQuery {
 }
 
 pub async fn statement(
-    State(state): State<AppState>,
+    State(state): State<PortalState>,
     visitor: Visitor,
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
@@ -666,7 +672,7 @@ pub async fn statement(
 
 /// The statement as CSV, for the page's download button: the API's own export.
 pub async fn statement_csv(
-    State(state): State<AppState>,
+    State(state): State<PortalState>,
     visitor: Visitor,
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
@@ -675,7 +681,7 @@ pub async fn statement_csv(
     let period = period(query.month.as_deref(), query.from.as_deref(), query.to.as_deref())?;
     let (_, view) = viewed(&state, &visitor, &number, None).await?;
     let statement = state.models.statement(view.id, period.from, period.to, None).await?;
-    Ok(crate::routes::statements::csv_response(&state, statement))
+    Ok(service::statements::csv(&state.models, statement).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -703,7 +709,7 @@ fn category_label(category: Category) -> &'static str {
 
 /// The postings behind one statement figure.
 pub async fn lines(
-    State(state): State<AppState>,
+    State(state): State<PortalState>,
     visitor: Visitor,
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
@@ -783,7 +789,7 @@ struct ActivityQuery {
 }
 
 pub async fn activity(
-    State(state): State<AppState>,
+    State(state): State<PortalState>,
     visitor: Visitor,
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
@@ -872,7 +878,7 @@ struct CallsQuery {
 }
 
 pub async fn calls(
-    State(state): State<AppState>,
+    State(state): State<PortalState>,
     visitor: Visitor,
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
@@ -947,7 +953,7 @@ pub async fn calls(
 }
 
 /// The visitor's account's invoices and credit notes, with their downloads.
-pub async fn invoices(State(state): State<AppState>, visitor: Visitor, Path(number): Path<String>) -> PageResult {
+pub async fn invoices(State(state): State<PortalState>, visitor: Visitor, Path(number): Path<String>) -> PageResult {
     let (account, _) = viewed(&state, &visitor, &number, None).await?;
     let entries: Vec<commands::DocumentEntry> =
         state.ledger.invoice_catalog().of_account(account.id).into_iter().cloned().collect();
@@ -973,13 +979,23 @@ pub async fn invoices(State(state): State<AppState>, visitor: Visitor, Path(numb
 }
 
 /// An invoice's PDF, for a visitor who may see its account (else not found).
-pub async fn invoice_pdf(State(state): State<AppState>, visitor: Visitor, Path(invoice): Path<String>) -> PageResult {
-    Ok(crate::routes::invoices::invoice_pdf(State(state), visitor.caller.clone(), Path(invoice)).await?)
+pub async fn invoice_pdf(
+    State(state): State<PortalState>,
+    visitor: Visitor,
+    Path(invoice): Path<String>,
+) -> PageResult {
+    let file = service::invoices::document_file(&state.ledger, &visitor.caller, &invoice, DocumentFormat::Pdf).await?;
+    Ok(file.into_response())
 }
 
 /// An invoice's HTML page, for a visitor who may see its account (else not found).
-pub async fn invoice_html(State(state): State<AppState>, visitor: Visitor, Path(invoice): Path<String>) -> PageResult {
-    Ok(crate::routes::invoices::invoice_html(State(state), visitor.caller.clone(), Path(invoice)).await?)
+pub async fn invoice_html(
+    State(state): State<PortalState>,
+    visitor: Visitor,
+    Path(invoice): Path<String>,
+) -> PageResult {
+    let file = service::invoices::document_file(&state.ledger, &visitor.caller, &invoice, DocumentFormat::Html).await?;
+    Ok(file.into_response())
 }
 
 /// An amount with exactly `scale` decimal places.

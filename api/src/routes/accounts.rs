@@ -21,7 +21,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, MinPosition, ReadErrors, WriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{Write, WriteBody, managed_account, respond, visible_account};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -76,7 +76,7 @@ pub async fn register(
                 return Err(ApiError::forbidden("a partner registers customers only").with_field("kind"));
             }
             if let Some(number) = &request.partner
-                && visible_account(&state, &write.caller, "partner", number)?.id != own
+                && visible_account(&state.ledger, &write.caller, "partner", number)?.id != own
             {
                 return Err(ApiError::forbidden("a partner registers its own customers only").with_field("partner"));
             }
@@ -85,7 +85,7 @@ pub async fn register(
         _ => request
             .partner
             .as_deref()
-            .map(|p| visible_account(&state, &write.caller, "partner", p))
+            .map(|p| visible_account(&state.ledger, &write.caller, "partner", p))
             .transpose()?
             .map(|a| a.id),
     };
@@ -125,7 +125,7 @@ pub async fn register(
     if outcome.repeated && state.ledger.account(&request.number).is_none_or(|account| !write.caller.sees(&account)) {
         return Err(DomainError::DuplicateAccountNumber(request.number).into());
     }
-    Ok(respond(&state, StatusCode::CREATED, outcome, account_links(&request.number)))
+    Ok(respond(&state.ledger, StatusCode::CREATED, outcome, account_links(&request.number)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -179,8 +179,11 @@ pub async fn list(
 ) -> Result<Json<AccountListOut>, ApiError> {
     let query: ListQuery = query::parse(raw.as_deref())?;
     let limit = super::page_size(query.limit.unwrap_or(super::PAGE_SIZE_DEFAULT as u64))?;
-    let partner =
-        query.partner.as_deref().map(|number| visible_account(&state, &caller, "partner", number)).transpose()?;
+    let partner = query
+        .partner
+        .as_deref()
+        .map(|number| visible_account(&state.ledger, &caller, "partner", number))
+        .transpose()?;
     if let Some(partner) = &partner
         && partner.kind != AccountKind::Partner
     {
@@ -191,7 +194,7 @@ pub async fn list(
         ));
     }
     if let Some(position) = query.min_position {
-        super::wait_for_position(&state, position).await?;
+        crate::service::accounts::wait_for_position(&state.ledger, &state.models, position).await?;
     }
     // One snapshot for the whole page: every row at the position the answer reports.
     let snapshot = state.models.snapshot();
@@ -307,8 +310,9 @@ pub async fn show(
 ) -> Result<Json<AccountOut>, ApiError> {
     let query: ShowQuery = query::parse(raw.as_deref())?;
     // Scope first, from the ledger's index: a foreign account is not looked up further.
-    let account = visible_account(&state, &caller, "number", &number)?;
-    let (view, position) = super::read_account(&state, &account, query.min_position).await?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
+    let (view, position) =
+        crate::service::accounts::read_account(&state.ledger, &state.models, &account, query.min_position).await?;
     let account = details(&state, view);
     let mut links = account_links(&number);
     if let Some(partner) = &account.partner {
@@ -342,11 +346,11 @@ pub async fn change_status(
     Path(number): Path<String>,
     Body(request): Body<StatusRequest>,
 ) -> Result<Response, ApiError> {
-    let account = managed_account(&state, &write.caller, "number", &number)?.id;
+    let account = managed_account(&state.ledger, &write.caller, "number", &number)?.id;
     let meta = write.meta(&request, None)?;
     let command = Command::ChangeStatus { account, status: request.status, reason: request.reason };
     let outcome = state.ledger.execute(command, meta).await?;
-    Ok(respond(&state, StatusCode::OK, outcome, account_links(&number)))
+    Ok(respond(&state.ledger, StatusCode::OK, outcome, account_links(&number)))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -373,11 +377,11 @@ pub async fn change_credit_limit(
     Path(number): Path<String>,
     Body(request): Body<CreditLimitRequest>,
 ) -> Result<Response, ApiError> {
-    let account = managed_account(&state, &write.caller, "number", &number)?.id;
+    let account = managed_account(&state.ledger, &write.caller, "number", &number)?.id;
     let meta = write.meta(&request, None)?;
     let command = Command::ChangeCreditLimit { account, credit_limit: request.credit_limit };
     let outcome = state.ledger.execute(command, meta).await?;
-    Ok(respond(&state, StatusCode::OK, outcome, account_links(&number)))
+    Ok(respond(&state.ledger, StatusCode::OK, outcome, account_links(&number)))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -404,7 +408,7 @@ pub async fn assign_tariff(
     Path(number): Path<String>,
     Body(request): Body<TariffRequest>,
 ) -> Result<Response, ApiError> {
-    let account = managed_account(&state, &write.caller, "number", &number)?.id;
+    let account = managed_account(&state.ledger, &write.caller, "number", &number)?.id;
     let tariff = request
         .tariff
         .as_deref()
@@ -418,5 +422,5 @@ pub async fn assign_tariff(
     }
     let meta = write.meta(&request, None)?;
     let outcome = state.ledger.assign_tariff(account, tariff, meta).await?;
-    Ok(respond(&state, StatusCode::OK, outcome, account_links(&number)))
+    Ok(respond(&state.ledger, StatusCode::OK, outcome, account_links(&number)))
 }

@@ -13,7 +13,7 @@ use super::account_links;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, WriteErrors};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{Write, WriteBody, managed_account, parse_time, respond};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -50,10 +50,10 @@ pub async fn create(
     write: Write,
     Body(request): Body<AdjustmentRequest>,
 ) -> Result<Response, ApiError> {
-    let account = managed_account(&state, &write.caller, "account", &request.account)?.id;
+    let account = managed_account(&state.ledger, &write.caller, "account", &request.account)?.id;
     let occurred_at = parse_time("occurred_at", request.occurred_at.as_deref())?;
     let meta = write.meta(&request, occurred_at)?;
     let command = Command::PostAdjustment { account, amount: request.amount, reason: request.reason };
     let outcome = state.ledger.execute(command, meta).await?;
-    Ok(respond(&state, StatusCode::CREATED, outcome, account_links(&request.account)))
+    Ok(respond(&state.ledger, StatusCode::CREATED, outcome, account_links(&request.account)))
 }

@@ -22,7 +22,7 @@ use crate::notify::mail::{ADDRESS_BYTES_MAX, ADDRESSES_PER_ACCOUNT_MAX};
 use crate::notify::store::MailDeliveryRecord;
 use crate::openapi::{AdminReadErrors, AdminWriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::visible_account;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -128,7 +128,7 @@ pub async fn show(
     caller: Caller,
     Path(number): Path<String>,
 ) -> Result<Json<AlertEmailsOut>, ApiError> {
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     let addresses = state.notify.store.mail_addresses(account.id.0)?;
     Ok(Json(AlertEmailsOut {
         status: "ok",
@@ -158,7 +158,7 @@ pub async fn set(
     Path(number): Path<String>,
     Body(request): Body<AlertEmailsRequest>,
 ) -> Result<Json<AlertEmailsOut>, ApiError> {
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     let addresses = checked(request.addresses)?;
     state.notify.store.set_mail_addresses(account.id.0, &addresses).await?;
     Ok(Json(AlertEmailsOut {
@@ -211,7 +211,7 @@ pub async fn deliveries(
     Path(number): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<MailDeliveryList>, ApiError> {
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     let query: DeliveriesQuery = query::parse(raw.as_deref())?;
     let limit = page_size(query.limit.unwrap_or(super::PAGE_SIZE_DEFAULT as u64))?;
     let deliveries = state.notify.store.mail_deliveries(account.id.0, query.after, limit)?;

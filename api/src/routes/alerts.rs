@@ -20,7 +20,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::notify::template::{self, AlertTemplates, VARIABLES};
 use crate::openapi::{AdminReadErrors, AdminWriteErrors, IdempotencyKey, ReadErrors, WriteErrors};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{Write, managed_account, respond, visible_account};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -56,7 +56,7 @@ pub async fn set_thresholds(
     Path(number): Path<String>,
     Body(request): Body<ThresholdsRequest>,
 ) -> Result<Response, ApiError> {
-    let account = managed_account(&state, &write.caller, "number", &number)?.id;
+    let account = managed_account(&state.ledger, &write.caller, "number", &number)?.id;
     let meta = write.meta(&request, None)?;
     let command = Command::ConfigureAlerts {
         account,
@@ -64,7 +64,7 @@ pub async fn set_thresholds(
         call_cost_above: request.call_cost_above,
     };
     let outcome = state.ledger.execute(command, meta).await?;
-    Ok(respond(&state, StatusCode::OK, outcome, account_links(&number)))
+    Ok(respond(&state.ledger, StatusCode::OK, outcome, account_links(&number)))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -99,7 +99,7 @@ pub async fn show_thresholds(
 ) -> Result<Json<ThresholdsOut>, ApiError> {
     // From the ledger's account index, which the writers update before they answer:
     // thresholds just set read back at once, and no copy of the book is made.
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     Ok(Json(ThresholdsOut {
         status: "ok",
         account: number.clone(),

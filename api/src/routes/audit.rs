@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::ReadErrors;
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{parse_time, visible_account};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -112,9 +112,9 @@ pub async fn events(
 ) -> Result<Json<AuditOut>, ApiError> {
     let query: EventsQuery = query::parse(raw.as_deref())?;
     let limit = page_size(query.limit.unwrap_or(super::PAGE_SIZE_DEFAULT as u64))?;
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     if let Some(position) = query.min_position {
-        super::wait_for_position(&state, position).await?;
+        crate::service::accounts::wait_for_position(&state.ledger, &state.models, position).await?;
     }
     let page = state.models.account_events(account.id, query.after.unwrap_or(0), limit).await?;
     let next_after = page.next_cursor.as_ref().and_then(|_| page.items.last().map(|(position, _)| *position));
@@ -203,9 +203,9 @@ pub async fn lines(
         parse_time(field, Some(text)).map(|t| t.expect("given")).map_err(|e| ApiError { code: "invalid_query", ..e })
     };
     let (from, to) = (time("from", &query.from)?, time("to", &query.to)?);
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     if let Some(position) = query.min_position {
-        super::wait_for_position(&state, position).await?;
+        crate::service::accounts::wait_for_position(&state.ledger, &state.models, position).await?;
     }
     let page = state.models.statement_lines(account.id, from, to, query.category, query.cursor.as_deref(), limit)?;
     let lines = page

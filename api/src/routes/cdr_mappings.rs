@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::notify::store::MappingRecord;
 use crate::openapi::{AdminReadErrors, AdminWriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Mappings one book may keep: one per switch model or export a customer sends, with room
 /// to spare.
@@ -305,7 +305,7 @@ pub(super) fn mapping_book(state: &AppState, caller: &Caller, partner: Option<&s
         _ => BookId::OPERATOR,
     };
     let Some(number) = partner.map(str::trim).filter(|n| !n.is_empty()) else { return Ok(own) };
-    let account = crate::write::visible_account(state, caller, "partner", number)?;
+    let account = crate::write::visible_account(&state.ledger, caller, "partner", number)?;
     if account.kind != domain::AccountKind::Partner {
         return Err(ApiError::bad_request("invalid_field", "partner", format!("partner: `{number}` is not a partner")));
     }

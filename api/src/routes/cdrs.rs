@@ -27,7 +27,7 @@ use crate::csv_out::{Column, csv_line};
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, ReadErrors, WriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{Write, visible_account};
 
 /// Largest CDR upload: a CSV of about 200,000 CDRs. Bigger files go through
@@ -223,7 +223,7 @@ pub(super) async fn charge_rows(
         .into_iter()
         .map(|row| Row {
             parsed: row.parsed.and_then(|cdr| {
-                crate::write::managed_account(&state, &write.caller, "account", &cdr.account).map(|_| cdr)
+                crate::write::managed_account(&state.ledger, &write.caller, "account", &cdr.account).map(|_| cdr)
             }),
             ..row
         })
@@ -624,7 +624,7 @@ fn list_request(
         return Err(ApiError::bad_request("invalid_query", "destination", "destination: digits"));
     }
     let csv = super::csv_requested(query.format.as_deref(), headers)?;
-    let account = visible_account(state, caller, "number", number)?;
+    let account = visible_account(&state.ledger, caller, "number", number)?;
     let filter = CdrFilter { answered, hangup_cause, destination_prefix: query.destination.clone() };
     Ok(ListRequest { account, from, to, filter, csv })
 }
@@ -656,7 +656,7 @@ pub async fn list(
     let query: ListQuery = query::parse(raw.as_deref())?;
     let request = list_request(&state, &caller, &number, &query, &headers)?;
     if let Some(position) = query.min_position {
-        super::wait_for_position(&state, position).await?;
+        crate::service::accounts::wait_for_position(&state.ledger, &state.models, position).await?;
     }
     if request.csv {
         return Ok(csv_response(state, caller, request));
@@ -777,9 +777,9 @@ pub async fn show(
         min_position: Option<u64>,
     }
     let query: ShowQuery = query::parse(raw.as_deref())?;
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     if let Some(position) = query.min_position {
-        super::wait_for_position(&state, position).await?;
+        crate::service::accounts::wait_for_position(&state.ledger, &state.models, position).await?;
     }
     let not_found = || ApiError::not_found("cdr_not_found", format!("CDR `{id}` not found")).with_field("id");
     // From the read models' index of CDR ids. Ids are unique per book, and the book holds
@@ -838,7 +838,7 @@ pub async fn show_by_id(
     }
     let query: ShowQuery = query::parse(raw.as_deref())?;
     if let Some(position) = query.min_position {
-        super::wait_for_position(&state, position).await?;
+        crate::service::accounts::wait_for_position(&state.ledger, &state.models, position).await?;
     }
     // Another tenant's CDR is as absent as one never posted.
     let mut rows: Vec<(CdrRow, AccountRef)> = state

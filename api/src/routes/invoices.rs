@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use commands::{DocumentEntry, DocumentKind};
 use domain::invoice::{Figures, TaxRule, Totals};
@@ -19,10 +19,10 @@ use utoipa_axum::routes;
 use crate::auth::{Caller, Scope};
 use crate::body::Body;
 use crate::error::ApiError;
-use crate::invoicing::render::{self, Document};
 use crate::invoicing::{self, RunScope};
 use crate::openapi::{IdempotencyKey, ReadErrors, WriteErrors};
-use crate::server::AppState;
+use crate::service::invoices::{DocumentFormat, document, document_file, invoice_not_found, visible_document};
+use crate::state::AppState;
 use crate::write::{Write, managed_account, respond_with_id, visible_account};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -38,20 +38,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn now() -> Timestamp {
     Timestamp::from_micros(chrono::Utc::now().timestamp_micros())
-}
-
-fn invoice_not_found(text: &str) -> ApiError {
-    ApiError::not_found("invoice_not_found", format!("invoice `{text}` not found")).with_field("invoice")
-}
-
-/// The document `text` names (its id or its number), if the caller may see its account:
-/// another tenant's answers like a missing one.
-pub fn visible_document(state: &AppState, caller: &Caller, text: &str) -> Result<DocumentEntry, ApiError> {
-    let catalog = state.ledger.invoice_catalog();
-    let entry = InvoiceId::parse(text).and_then(|id| catalog.get(id)).or_else(|| catalog.by_number(text)).cloned();
-    drop(catalog);
-    let seen = |entry: &DocumentEntry| state.ledger.account_by_id(entry.account).is_some_and(|a| caller.sees(&a));
-    entry.filter(seen).ok_or_else(|| invoice_not_found(text))
 }
 
 /// The issuer a caller acts as: the operator's book, or a partner's own.
@@ -202,7 +188,7 @@ pub async fn configure_tax(
     let subject = match request.account.as_deref() {
         None => None,
         Some(number) => {
-            let account = managed_account(&state, &write.caller, "account", number)?;
+            let account = managed_account(&state.ledger, &write.caller, "account", number)?;
             let (issuer, subject) = state.ledger.invoice_subject(account.id, "")?;
             if issuer != own {
                 return Err(ApiError::forbidden("another issuer invoices this account").with_field("account"));
@@ -213,7 +199,7 @@ pub async fn configure_tax(
     let tax = TaxRule { rate: request.rate, name: request.name.clone(), tax_id: request.tax_id.clone() };
     let meta = write.meta(&request, None)?;
     let outcome = state.ledger.configure_tax(own, subject, Some(tax), meta).await?;
-    Ok(respond_with_id(&state, StatusCode::OK, outcome, None, BTreeMap::new()))
+    Ok(respond_with_id(&state.ledger, StatusCode::OK, outcome, None, BTreeMap::new()))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -296,7 +282,7 @@ pub async fn list_account_invoices(
     caller: Caller,
     Path(number): Path<String>,
 ) -> Result<Json<DocumentList>, ApiError> {
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     let entries: Vec<DocumentEntry> =
         state.ledger.invoice_catalog().of_account(account.id).into_iter().cloned().collect();
     Ok(Json(DocumentList { status: "ok", invoices: entries.iter().map(|e| document_out(&state, e)).collect() }))
@@ -379,17 +365,6 @@ pub struct DocumentShow {
     reason: Option<String>,
 }
 
-/// Loads a document's events: its own and, for a credit note, its invoice's.
-async fn document(state: &AppState, entry: &DocumentEntry) -> Result<Document, ApiError> {
-    let missing = || ApiError::internal_message(format!("the event of document {} is not in the log", entry.number));
-    let (_, event) = state.ledger.document(entry.id).await?.ok_or_else(missing)?;
-    let invoice = match entry.invoice {
-        Some(invoice) => Some(state.ledger.document(invoice).await?.ok_or_else(missing)?.1),
-        None => None,
-    };
-    Document::from_events(&event, invoice.as_ref()).ok_or_else(missing)
-}
-
 /// One invoice or credit note, by its id or number, with its figures.
 #[utoipa::path(
     get,
@@ -404,12 +379,12 @@ pub async fn show_invoice(
     caller: Caller,
     Path(text): Path<String>,
 ) -> Result<Json<DocumentShow>, ApiError> {
-    let entry = visible_document(&state, &caller, &text)?;
+    let entry = visible_document(&state.ledger, &caller, &text)?;
     let (_, event) = state.ledger.document(entry.id).await?.ok_or_else(|| invoice_not_found(&text))?;
     let (figures, totals, tax, statement_position, reason) = match event.event.payload {
         Payload::InvoiceIssued(e) => (e.figures, e.totals, e.tax, e.statement_position, None),
         Payload::CreditNoteIssued(e) => {
-            let loaded = document(&state, &entry).await?;
+            let loaded = document(&state.ledger, &entry).await?;
             (e.figures, e.totals, loaded.tax, e.statement_position, e.reason)
         }
         _ => return Err(invoice_not_found(&text)),
@@ -423,12 +398,6 @@ pub async fn show_invoice(
         reason,
         invoice: document_out(&state, &entry),
     }))
-}
-
-fn file_name(entry: &DocumentEntry, extension: &str) -> String {
-    let name: String =
-        entry.number.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    format!("{name}.{extension}")
 }
 
 /// An invoice or credit note as a PDF file.
@@ -445,17 +414,8 @@ pub async fn invoice_pdf(
     caller: Caller,
     Path(text): Path<String>,
 ) -> Result<Response, ApiError> {
-    let entry = visible_document(&state, &caller, &text)?;
-    let document = document(&state, &entry).await?;
-    let bytes = render::pdf(&document);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/pdf".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", file_name(&entry, "pdf"))),
-        ],
-        bytes,
-    )
-        .into_response())
+    let file = document_file(&state.ledger, &caller, &text, DocumentFormat::Pdf).await?;
+    Ok(file.into_response())
 }
 
 /// An invoice or credit note as an HTML page.
@@ -472,9 +432,8 @@ pub async fn invoice_html(
     caller: Caller,
     Path(text): Path<String>,
 ) -> Result<Response, ApiError> {
-    let entry = visible_document(&state, &caller, &text)?;
-    let document = document(&state, &entry).await?;
-    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], render::html(&document)).into_response())
+    let file = document_file(&state.ledger, &caller, &text, DocumentFormat::Html).await?;
+    Ok(file.into_response())
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -503,7 +462,7 @@ pub async fn create_credit_note(
     Body(request): Body<CreditNoteRequest>,
 ) -> Result<Response, ApiError> {
     let own = own_issuer(&write.caller)?;
-    let entry = visible_document(&state, &write.caller, &text)?;
+    let entry = visible_document(&state.ledger, &write.caller, &text)?;
     if entry.kind != DocumentKind::Invoice {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -521,5 +480,5 @@ pub async fn create_credit_note(
         _ => None,
     });
     let links = number.iter().map(|n| ("credit_note", format!("/api/v1/invoices/{n}"))).collect();
-    Ok(respond_with_id(&state, StatusCode::CREATED, outcome, number, links))
+    Ok(respond_with_id(&state.ledger, StatusCode::CREATED, outcome, number, links))
 }

@@ -16,7 +16,8 @@ use uuid::Uuid;
 use crate::auth::{Caller, LinkState, Scope};
 use crate::error::ApiError;
 use crate::openapi::{AdminReadErrors, ReadErrors};
-use crate::server::AppState;
+use crate::service::login_links;
+use crate::state::AppState;
 use crate::write::visible_account;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -47,14 +48,6 @@ fn state_name(state: LinkState) -> &'static str {
     }
 }
 
-/// The scheme and host the client used, for the link's URL when no public URL is set.
-/// `X-Forwarded-Proto` only chooses between http and https; the host is the request's.
-fn request_origin(headers: &HeaderMap) -> String {
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let scheme = if crate::portal::came_over_tls(headers) { "https" } else { "http" };
-    format!("{scheme}://{host}")
-}
-
 fn link_links(id: Uuid, number: &str) -> BTreeMap<&'static str, String> {
     [("self", format!("/api/v1/login-links/{id}")), ("account", format!("/api/v1/accounts/{number}"))]
         .into_iter()
@@ -79,10 +72,9 @@ pub async fn create(
     Path(number): Path<String>,
 ) -> Result<(StatusCode, Json<LoginLinkOut>), ApiError> {
     caller.require_writer()?;
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     let (link, token) = state.auth.issue_login_link(&caller.actor, &account).await?;
-    let origin = state.auth.portal.public_url.clone().unwrap_or_else(|| request_origin(&headers));
-    let url = format!("{origin}{}/{token}", crate::portal::LOGIN_LINK_PATH);
+    let url = login_links::link_url(state.auth.portal.public_url.as_deref(), &headers, &token);
     let out = LoginLinkOut {
         status: "ok",
         id: link.id,

@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::body::BODY_BYTES_MAX;
 use crate::error::ApiError;
 use crate::openapi::{ApiDoc, AuthenticatedErrors};
-use crate::server::AppState;
+use crate::state::AppState;
 
 mod accounts;
 mod adjustments;
@@ -27,7 +27,7 @@ mod audit;
 mod cdr_mappings;
 mod cdrs;
 mod charges;
-pub mod invoices;
+mod invoices;
 mod login_links;
 mod operations;
 mod payments;
@@ -35,25 +35,24 @@ mod plans;
 mod reconciliations;
 mod reversals;
 mod sessions;
-pub mod statements;
+mod statements;
 mod stream;
 mod switches;
 mod tariffs;
 mod tokens;
-pub mod transfers;
+mod transfers;
 mod users;
 mod webhooks;
 
-pub use operations::{Metrics, metrics_app, metrics_layer};
+pub use operations::metrics_app;
+
+pub use crate::links::{Links, account_links};
 
 pub const API_ROOT: &str = "/api/v1";
 /// Items in one page of a list, when the client does not say.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
 /// Items in one page of a list at most; a larger `limit` is refused (400).
 pub const PAGE_SIZE_MAX: usize = 1000;
-
-/// Related resources, by relation name.
-pub type Links = BTreeMap<&'static str, String>;
 
 /// Every route, with the OpenAPI document describing them.
 pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
@@ -194,68 +193,6 @@ pub fn page_size(limit: u64) -> Result<usize, ApiError> {
         Ok(limit) if (1..=PAGE_SIZE_MAX).contains(&limit) => Ok(limit),
         _ => Err(ApiError::bad_request("invalid_query", "limit", format!("limit: 1 to {PAGE_SIZE_MAX}"))),
     }
-}
-
-/// Waits until the read models reflect `position`, a client's `min_position`: read your
-/// own writes. A position the log has not reached was never the answer of a write, and
-/// waiting for it could only end, after the whole wait, in a 503 that retrying does not
-/// cure; so it is refused at once as bad input.
-pub async fn wait_for_position(state: &AppState, position: u64) -> Result<u64, ApiError> {
-    let head = state.ledger.store().head().await.map_err(|e| ApiError::internal(&e))?;
-    if position >= head {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "min_position",
-            format!("min_position: {position} is past the end of the log (next position {head})"),
-        ));
-    }
-    Ok(state.models.wait_for(position, projections::models::WAIT_FOR_POSITION_MAX).await?)
-}
-
-/// Reads an account's view from the read models, first waiting until they reflect
-/// `min_position` when the caller gave one (read your writes). `account` comes from the
-/// ledger and has passed the caller's scope. Also gives the position the models reflected
-/// before the read: the view reflects at least that much.
-pub async fn read_account(
-    state: &AppState,
-    account: &commands::AccountRef,
-    min_position: Option<u64>,
-) -> Result<(projections::AccountView, u64), ApiError> {
-    if let Some(position) = min_position {
-        wait_for_position(state, position).await?;
-    }
-    let snapshot = state.models.snapshot();
-    if let Some(view) = snapshot.account(account.id) {
-        return Ok((view, snapshot.position()));
-    }
-    // The ledger has the account but the read models have not seen it yet: a client that
-    // just registered it should find it, so wait for them to catch up with the log.
-    let head = state.ledger.store().head().await.map_err(|e| ApiError::internal(&e))?;
-    state.models.wait_for(head.saturating_sub(1), projections::models::WAIT_FOR_POSITION_MAX).await?;
-    let snapshot = state.models.snapshot();
-    let view = snapshot
-        .account(account.id)
-        .ok_or_else(|| ApiError::not_found("account_not_found", format!("account `{}` not found", account.number)))?;
-    Ok((view, snapshot.position()))
-}
-
-/// The links of an account, shared by every answer about one.
-pub fn account_links(number: &str) -> Links {
-    let base = format!("/api/v1/accounts/{number}");
-    [
-        ("statement", format!("{base}/statement")),
-        ("statement_lines", format!("{base}/statement/lines")),
-        ("events", format!("{base}/events")),
-        ("cdrs", format!("{base}/cdrs")),
-        ("status", format!("{base}/status")),
-        ("credit_limit", format!("{base}/credit-limit")),
-        ("tariff", format!("{base}/tariff")),
-        ("alerts", format!("{base}/alerts")),
-        ("invoices", format!("{base}/invoices")),
-        ("self", base),
-    ]
-    .into_iter()
-    .collect()
 }
 
 /// Whether a read answers in CSV: `format=csv` (or `json`) decides; without it, an

@@ -1,29 +1,21 @@
-//! Operations: health (live and ready), Prometheus metrics and the request counters
-//! behind them. None of these needs a credential, and none shows tenant data: metrics
-//! are labelled by route template (`/api/v1/accounts/{number}`), never by account.
+//! Operations: health (live and ready) and Prometheus metrics (the recorder and the
+//! request counters are `crate::metrics`). None of these needs a credential, and none
+//! shows tenant data: metrics are labelled by route template
+//! (`/api/v1/accounts/{number}`), never by account.
 //! Metrics are served on their own address (`--metrics-listen`), never on the API's:
 //! request rates, flush latencies and account counts are the operator's business.
 
-use std::time::Instant;
-
 use axum::Json;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
-const REQUESTS: &str = "tollbook_http_requests_total";
-const LATENCY: &str = "tollbook_http_request_duration_seconds";
-/// Latency buckets: fine below 10 ms, where a healthy ledger answers.
-const LATENCY_BUCKETS_SECONDS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 /// Read models further behind the log than this are not ready to answer reads.
 pub const READY_LAG_EVENTS_MAX: u64 = 100_000;
 
@@ -38,46 +30,6 @@ pub fn metrics_app(state: AppState) -> axum::Router {
 
 /// Where the metrics address serves them.
 pub const METRICS_PATH: &str = "/metrics";
-
-/// The process-wide metrics recorder and what `/metrics` renders.
-#[derive(Clone)]
-pub struct Metrics {
-    handle: PrometheusHandle,
-}
-
-impl Metrics {
-    /// Installs the recorder. One per process: `metrics` has one global recorder.
-    pub fn install() -> Result<Self, Box<dyn std::error::Error>> {
-        let handle = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(LATENCY.to_owned()), &LATENCY_BUCKETS_SECONDS)?
-            .install_recorder()?;
-        metrics::describe_counter!(REQUESTS, "HTTP requests answered, by method, route and status");
-        metrics::describe_histogram!(LATENCY, metrics::Unit::Seconds, "HTTP request latency, by method and route");
-        metrics::describe_gauge!(
-            "tollbook_read_models_lag_events",
-            "Durable events the read models have not applied yet"
-        );
-        metrics::describe_gauge!(
-            "tollbook_read_models_lag_seconds",
-            "Age in seconds of the oldest durable event the read models have not applied (0 when caught up)"
-        );
-        Ok(Metrics { handle })
-    }
-}
-
-/// Counts every request and times it, by route template.
-pub async fn metrics_layer(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_owned();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method.to_string()), ("route", route)];
-    metrics::histogram!(LATENCY, &labels).record(started.elapsed().as_secs_f64());
-    let [method, route] = labels;
-    metrics::counter!(REQUESTS, &[method, route, ("status", status)]).increment(1);
-    response
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct HealthOut {
@@ -182,5 +134,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics::counter!("tollbook_store_flushes_total").absolute(stats.flushes);
         metrics::counter!("tollbook_store_flush_microseconds_total").absolute(stats.flush_micros_total);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.handle.render()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

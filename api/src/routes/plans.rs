@@ -21,7 +21,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, ReadErrors, WriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{Write, WriteBody, managed_account, parse_time, respond, visible_account};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -141,7 +141,12 @@ pub async fn create_plan(
             _ => None,
         })
         .unwrap_or(id);
-    Ok(respond(&state, StatusCode::CREATED, outcome, [("plan", format!("/api/v1/plans/{id}"))].into_iter().collect()))
+    Ok(respond(
+        &state.ledger,
+        StatusCode::CREATED,
+        outcome,
+        [("plan", format!("/api/v1/plans/{id}"))].into_iter().collect(),
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -277,7 +282,7 @@ pub async fn create_subscription(
     write: Write,
     Body(request): Body<SubscriptionRequest>,
 ) -> Result<Response, ApiError> {
-    let account = managed_account(&state, &write.caller, "account", &request.account)?;
+    let account = managed_account(&state.ledger, &write.caller, "account", &request.account)?;
     let plan = parse_plan_id("plan", &request.plan)?;
     // A plan the caller cannot see is no plan at all; one of another book is the
     // domain's to refuse (plan_not_found), alike.
@@ -298,7 +303,7 @@ pub async fn create_subscription(
         })
         .unwrap_or(subscription);
     let links = [("subscription", format!("/api/v1/subscriptions/{subscription}"))].into_iter().collect();
-    Ok(respond(&state, StatusCode::CREATED, outcome, links))
+    Ok(respond(&state.ledger, StatusCode::CREATED, outcome, links))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -372,8 +377,11 @@ pub async fn list_subscriptions(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SubscriptionList>, ApiError> {
     let query: SubscriptionQuery = query::parse(raw.as_deref())?;
-    let only =
-        query.account.as_deref().map(|number| visible_account(&state, &caller, "account", number)).transpose()?;
+    let only = query
+        .account
+        .as_deref()
+        .map(|number| visible_account(&state.ledger, &caller, "account", number))
+        .transpose()?;
     let mut entries: Vec<SubscriptionEntry> = state
         .ledger
         .billing_catalog()
@@ -439,12 +447,12 @@ pub async fn end_subscription(
 ) -> Result<Response, ApiError> {
     let entry = visible_subscription(&state, &write.caller, &id)?;
     let account = state.ledger.account_by_id(entry.subscription.account).ok_or_else(|| subscription_not_found(&id))?;
-    managed_account(&state, &write.caller, "id", &account.number)?;
+    managed_account(&state.ledger, &write.caller, "id", &account.number)?;
     let ends_at = parse_time("ends_at", Some(&request.ends_at))?
         .ok_or_else(|| ApiError::bad_request("invalid_field", "ends_at", "ends_at is required"))?;
     let meta = write.meta(&request, None)?;
     let command = Command::EndSubscription { subscription: entry.subscription.id, account: account.id, ends_at };
     let outcome = state.ledger.execute(command, meta).await?;
     let links = [("subscription", format!("/api/v1/subscriptions/{}", entry.subscription.id))].into_iter().collect();
-    Ok(respond(&state, StatusCode::CREATED, outcome, links))
+    Ok(respond(&state.ledger, StatusCode::CREATED, outcome, links))
 }

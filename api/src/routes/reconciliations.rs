@@ -18,7 +18,7 @@ use crate::auth::{Caller, Scope};
 use crate::error::ApiError;
 use crate::openapi::UploadErrors;
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create)).layer(axum::extract::DefaultBodyLimit::max(CDR_UPLOAD_BYTES_MAX))
@@ -86,7 +86,7 @@ pub async fn create(
     let file = super::cdrs::read_file_body(request, &state, false).await?;
     let (calls, unreadable) = reconcile::file_calls(file.as_ref()).map_err(ApiError::from)?;
     if let Some(position) = query.min_position {
-        super::wait_for_position(&state, position).await?;
+        crate::service::accounts::wait_for_position(&state.ledger, &state.models, position).await?;
     }
     // The ledger's side at one position, whatever the file's size.
     let snapshot = state.models.snapshot();

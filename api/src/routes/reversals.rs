@@ -16,7 +16,7 @@ use crate::auth::Caller;
 use crate::body::{Body, u64_from_text};
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, WriteErrors};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{Write, WriteBody, respond};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -60,7 +60,7 @@ pub async fn create(
     let meta = write.meta(&request, None)?;
     let command = Command::ReverseEntry { target: Box::new(target.event), reason: request.reason };
     let outcome = state.ledger.execute(command, meta).await?;
-    Ok(respond(&state, StatusCode::CREATED, outcome, BTreeMap::new()))
+    Ok(respond(&state.ledger, StatusCode::CREATED, outcome, BTreeMap::new()))
 }
 
 async fn event_at(state: &AppState, position: u64) -> Result<Option<RecordedEvent>, ApiError> {

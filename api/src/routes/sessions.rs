@@ -20,7 +20,7 @@ use crate::auth::{Caller, Issued, KeptSessions, PeerIp, Role, Scope, Secret};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{AuthenticatedErrors, OwnPasswordErrors, SessionErrors};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 

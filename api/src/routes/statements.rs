@@ -3,12 +3,10 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use domain::{Amount, Currency, Timestamp};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,11 +14,11 @@ use utoipa_axum::routes;
 
 use super::account_links;
 use crate::auth::Caller;
-use crate::csv_out::{Column, csv_line};
 use crate::error::ApiError;
 use crate::openapi::ReadErrors;
 use crate::query;
-use crate::server::AppState;
+use crate::service;
+use crate::state::AppState;
 use crate::write::visible_account;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -134,11 +132,11 @@ pub async fn show(
     let from = time("from", &query.from)?;
     let to = time("to", &query.to)?;
     let as_of = query.as_of.as_deref().map(as_of).transpose()?;
-    let account = visible_account(&state, &caller, "number", &number)?;
-    let (view, _) = super::read_account(&state, &account, query.min_position).await?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
+    let (view, _) = service::accounts::read_account(&state.ledger, &state.models, &account, query.min_position).await?;
     let s = state.models.statement(view.id, from, to, as_of).await?;
     if csv {
-        return Ok(csv_response(&state, s));
+        return Ok(service::statements::csv(&state.models, s).into_response());
     }
     let statement = StatementBody {
         number: s.number,
@@ -158,105 +156,3 @@ pub async fn show(
     };
     Ok(Json(StatementOut { status: "ok", statement, links: account_links(&number) }).into_response())
 }
-
-/// Postings read from the read models per chunk of a CSV statement.
-const CSV_LINES_PER_CHUNK: usize = projections::PAGE_SIZE_MAX;
-
-/// A statement as CSV, streamed: the figures first, then the postings behind them a page
-/// at a time, so that an account with millions of postings never sits in memory. Lines
-/// recorded after the statement's position are left out, so the lines always add up to
-/// the figures, even with `as_of` or while new events arrive.
-pub fn csv_response(state: &AppState, statement: projections::Statement) -> Response {
-    let filename: String = format!(
-        "statement-{}-{}-{}.csv",
-        statement.number,
-        statement.from.to_rfc3339().get(..10).unwrap_or(""),
-        statement.to.to_rfc3339().get(..10).unwrap_or("")
-    )
-    .chars()
-    .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
-    .collect();
-    let head = statement_csv_head(&statement);
-    let models = state.models.clone();
-    // (the next page's cursor, whether the lines are done)
-    let lines = futures::stream::try_unfold((None::<String>, false), move |(cursor, done)| {
-        let models = models.clone();
-        let statement = statement.clone();
-        async move {
-            if done {
-                return Ok(None);
-            }
-            let page = models
-                .statement_lines(
-                    statement.account,
-                    statement.from,
-                    statement.to,
-                    None,
-                    cursor.as_deref(),
-                    CSV_LINES_PER_CHUNK,
-                )
-                .map_err(std::io::Error::other)?;
-            let mut text = String::new();
-            for line in page.items.iter().filter(|l| l.position <= statement.position) {
-                text.push_str(&csv_line(
-                    &STATEMENT_CSV_COLUMNS,
-                    &[
-                        "line",
-                        line.category.as_str(),
-                        &line.amount.to_string(),
-                        statement.currency.as_str(),
-                        &line.position.to_string(),
-                        &line.occurred_at.to_rfc3339(),
-                    ],
-                ));
-            }
-            let bytes = text.into_bytes();
-            let done = page.next_cursor.is_none();
-            Ok::<_, std::io::Error>(Some((Bytes::from(bytes), (page.next_cursor, done))))
-        }
-    });
-    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(lines);
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
-        ],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response()
-}
-
-/// The header row, the period and the figures.
-fn statement_csv_head(s: &projections::Statement) -> Bytes {
-    let currency = s.currency.as_str();
-    let position = s.position.to_string();
-    let mut rows: Vec<[String; 6]> = vec![
-        ["record", "name", "amount", "currency", "position", "occurred_at"].map(str::to_owned),
-        ["period".into(), "from".into(), String::new(), currency.into(), String::new(), s.from.to_rfc3339()],
-        ["period".into(), "to".into(), String::new(), currency.into(), String::new(), s.to.to_rfc3339()],
-    ];
-    let figures = [
-        ("opening_balance", s.opening_balance),
-        ("payments", s.payments),
-        ("transfers_in", s.transfers_in),
-        ("transfers_out", s.transfers_out),
-        ("call_charges", s.call_charges),
-        ("other_charges", s.other_charges),
-        ("adjustments", s.adjustments),
-        ("total_charges", s.total_charges),
-        ("closing_balance", s.closing_balance),
-    ];
-    for (name, amount) in figures {
-        rows.push(["figure".into(), name.into(), amount.to_string(), currency.into(), position.clone(), String::new()]);
-    }
-    let mut text = csv_line(&[Column::Text; 6], &rows[0]);
-    for row in &rows[1..] {
-        text.push_str(&csv_line(&STATEMENT_CSV_COLUMNS, row));
-    }
-    Bytes::from(text)
-}
-
-/// record, name, amount, currency, position, occurred_at: every CSV goes through
-/// [`csv_line`], and the amounts stay numbers (a credit is `-5.00`, not text).
-const STATEMENT_CSV_COLUMNS: [Column; 6] =
-    [Column::Text, Column::Text, Column::Number, Column::Text, Column::Number, Column::Text];

@@ -24,7 +24,7 @@ use crate::notify::filter::split_kinds;
 use crate::notify::{Audience, EventFilter};
 use crate::openapi::ReadErrors;
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The subprotocol the server speaks. A browser, which cannot set headers on a WebSocket,
 /// offers it together with `tollbook.token.<credential>`.
@@ -98,7 +98,7 @@ pub async fn stream(State(state): State<AppState>, mut parts: Parts) -> Result<R
     let caller = &presented.caller;
     let query: StreamQuery = query::parse(parts.uri.query())?;
     let kinds = query.kinds.as_deref().map(split_kinds).unwrap_or_default();
-    let filter = EventFilter::parse(&state, caller, query.book.as_deref(), query.account.as_deref(), &kinds)?;
+    let filter = EventFilter::parse(&state.ledger, caller, query.book.as_deref(), query.account.as_deref(), &kinds)?;
     let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &state).await.map_err(|rejection| {
         ApiError::bad_request(
             "websocket_required",

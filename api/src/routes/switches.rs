@@ -24,7 +24,7 @@ use crate::body::{Body, FORM, JSON, MULTIPART};
 use crate::error::ApiError;
 use crate::openapi::{AdminWriteErrors, IdempotencyKey, ReadErrors, UploadErrors, WriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{SwitchWrite, Write, respond, visible_account};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -112,7 +112,7 @@ pub async fn set_identifiers(
     Body(request): Body<IdentifiersRequest>,
 ) -> Result<Response, ApiError> {
     write.caller.require_admin()?;
-    let account = visible_account(&state, &write.caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &write.caller, "number", &number)?;
     let meta = write.meta(&request, None)?;
     let identifiers = [
         (IdentifierKind::AccountCode, &request.account_codes),
@@ -124,7 +124,7 @@ pub async fn set_identifiers(
     .collect();
     let outcome = state.ledger.set_switch_identifiers(account.id, identifiers, meta).await?;
     let links = [("account", format!("/api/v1/accounts/{number}")), ("self", identifiers_path(&number))];
-    Ok(respond(&state, StatusCode::OK, outcome, links.into_iter().collect()))
+    Ok(respond(&state.ledger, StatusCode::OK, outcome, links.into_iter().collect()))
 }
 
 /// The identifiers the switches know an account by.
@@ -142,7 +142,7 @@ pub async fn show_identifiers(
     Path(number): Path<String>,
 ) -> Result<Json<IdentifiersOut>, ApiError> {
     // The ledger's index, updated before a write answers: what was set reads back at once.
-    let account = visible_account(&state, &caller, "number", &number)?;
+    let account = visible_account(&state.ledger, &caller, "number", &number)?;
     let held = state.ledger.switch_identifiers(account.id);
     let of = |kind: IdentifierKind| held.iter().filter(|i| i.kind == kind).map(|i| i.value.clone()).collect();
     Ok(Json(IdentifiersOut {

@@ -19,7 +19,7 @@ use crate::auth::{Caller, Scope};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, ReadErrors, WriteErrors};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::{Write, WriteBody, parse_time, respond_with_id};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -177,7 +177,7 @@ pub async fn create(
             _ => None,
         })
         .unwrap_or(id);
-    Ok(respond_with_id(&state, StatusCode::CREATED, outcome, Some(id.to_string()), tariff_links(id)))
+    Ok(respond_with_id(&state.ledger, StatusCode::CREATED, outcome, Some(id.to_string()), tariff_links(id)))
 }
 
 /// Publish a new version of a tariff, pricing calls that start from its `effective_from` on.
@@ -204,7 +204,7 @@ pub async fn create_version(
     let tariff = request.tariff(id)?;
     let meta = write.meta(&request, None)?;
     let outcome = state.ledger.publish_tariff(history.book, tariff, meta).await?;
-    Ok(respond_with_id(&state, StatusCode::CREATED, outcome, Some(id.to_string()), tariff_links(id)))
+    Ok(respond_with_id(&state.ledger, StatusCode::CREATED, outcome, Some(id.to_string()), tariff_links(id)))
 }
 
 fn parse_id(text: &str) -> Result<TariffId, ApiError> {

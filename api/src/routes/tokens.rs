@@ -20,7 +20,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{AdminReadErrors, AdminWriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Tokens one user may hold at once.
 pub const TOKENS_PER_USER_MAX: usize = 100;

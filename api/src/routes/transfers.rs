@@ -3,19 +3,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use commands::CommandOutcome;
-use domain::{Amount, Command, CommandMeta};
+use domain::Amount;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Caller;
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{IdempotencyKey, WriteErrors};
-use crate::server::AppState;
-use crate::write::{Write, WriteBody, parse_time, respond, visible_account};
+use crate::service::transfers::{FundMove, move_funds};
+use crate::state::AppState;
+use crate::write::{Write, WriteBody, parse_time, respond};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create))
@@ -57,27 +56,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let occurred_at = parse_time("occurred_at", request.occurred_at.as_deref())?;
     let meta = write.meta(&request, occurred_at)?;
-    let outcome = move_funds(&state, &write.caller, &request, meta).await?;
+    let fund_move =
+        FundMove { from: request.from.clone(), to: request.to.clone(), amount: request.amount, note: request.note };
+    let outcome = move_funds(&state.ledger, &write.caller, fund_move, meta).await?;
     let links =
         [("from", format!("/api/v1/accounts/{}", request.from)), ("to", format!("/api/v1/accounts/{}", request.to))]
             .into_iter()
             .collect();
-    Ok(respond(&state, StatusCode::CREATED, outcome, links))
-}
-
-/// Moves funds for `caller`: the one path of every fund move, from the API or the portal.
-pub async fn move_funds(
-    state: &AppState,
-    caller: &Caller,
-    request: &TransferRequest,
-    meta: CommandMeta,
-) -> Result<CommandOutcome, ApiError> {
-    caller.require_writer()?;
-    // Both sides must be in the caller's sight; that the pair is a partner and its own
-    // customer is the ledger's rule, and within a partner's book it always holds for a
-    // move that involves the partner itself.
-    let from = visible_account(state, caller, "from", &request.from)?.id;
-    let to = visible_account(state, caller, "to", &request.to)?.id;
-    let command = Command::MoveFunds { from, to, amount: request.amount, note: request.note.clone() };
-    Ok(state.ledger.execute(command, meta).await?)
+    Ok(respond(&state.ledger, StatusCode::CREATED, outcome, links))
 }

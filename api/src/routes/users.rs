@@ -19,7 +19,7 @@ use crate::body::Body;
 use crate::error::ApiError;
 use crate::openapi::{AdminReadErrors, AdminWriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::write::visible_account;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -124,7 +124,7 @@ pub async fn create(
             ));
         }
         (role, Some(number)) => {
-            let account = visible_account(&state, &caller, "account", number)?;
+            let account = visible_account(&state.ledger, &caller, "account", number)?;
             let expected =
                 if role == Role::Partner { domain::AccountKind::Partner } else { domain::AccountKind::Customer };
             if account.kind != expected {

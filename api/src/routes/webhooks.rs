@@ -28,7 +28,7 @@ use crate::notify::store::DeliveryRecord;
 use crate::notify::{AddressPolicy, Audience, EventFilter, WEBHOOKS_MAX, WebhookRecord};
 use crate::openapi::{AdminReadErrors, AdminWriteErrors};
 use crate::query;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Subscriptions one partner may hold.
 pub const WEBHOOKS_PER_PARTNER_MAX: usize = 20;
@@ -211,8 +211,13 @@ pub async fn create(
     if let Some(description) = &request.description {
         domain::ids::validate_text("description", description)?;
     }
-    let filter =
-        EventFilter::parse(&state, &caller, request.book.as_deref(), request.account.as_deref(), &request.kinds)?;
+    let filter = EventFilter::parse(
+        &state.ledger,
+        &caller,
+        request.book.as_deref(),
+        request.account.as_deref(),
+        &request.kinds,
+    )?;
     let audience = Audience::of(&caller);
     let _registering = state.notify.registering.lock().await;
     let existing = state.notify.store.webhooks()?;

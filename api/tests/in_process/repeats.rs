@@ -1,33 +1,36 @@
 //! An idempotent repeat is answered only to a caller that may read its result. Another
 //! tenant that sends the same key and body as a write of partner P1's hears exactly what
 //! it would have heard without the key, on every write that takes a key: nothing of P1's
-//! book comes back, and nothing changes in it.
+//! book comes back, and nothing changes in it. (Was `e2e_repeats.rs`: nothing in it needs
+//! a process.)
 
-mod common;
-
-use common::{ADMIN_KEY, Server, send};
-use reqwest::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+use crate::app::{ADMIN_KEY, App};
+
 struct Setup {
-    client: reqwest::Client,
-    server: Server,
+    app: App,
 }
 
 impl Setup {
     async fn call(&self, credential: &str, path: &str, key: Option<&str>, body: &Value) -> (StatusCode, Value) {
-        let mut request = self.client.request(Method::POST, self.server.url(path)).bearer_auth(credential).json(body);
+        let mut request = Request::post(path)
+            .header(header::AUTHORIZATION, format!("Bearer {credential}"))
+            .header(header::CONTENT_TYPE, "application/json");
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
-        send(request).await
+        let answer = self.app.send(request.body(Body::from(body.to_string())).unwrap()).await;
+        (answer.status, answer.json())
     }
 
     async fn get(&self, credential: &str, path: &str) -> Value {
-        let (status, body) = send(self.client.get(self.server.url(path)).bearer_auth(credential)).await;
-        assert_eq!(status, StatusCode::OK, "{path}: {body}");
-        body
+        let answer = self.app.call(Some(credential), Method::GET, path, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}: {}", answer.text());
+        answer.json()
     }
 
     async fn ok(&self, credential: &str, path: &str, key: Option<&str>, body: Value) -> Value {
@@ -37,10 +40,7 @@ impl Setup {
     }
 
     async fn token_for(&self, login: &str, role: &str, account: &str) -> String {
-        let user = json!({"login": login, "password": "correct horse battery", "role": role, "account": account});
-        self.ok(ADMIN_KEY, "/api/v1/users", None, user).await;
-        let token = self.ok(ADMIN_KEY, "/api/v1/tokens", None, json!({"user": login, "description": "e2e"})).await;
-        token["token"].as_str().unwrap().to_owned()
+        self.app.token(login, role, account, json!({})).await
     }
 }
 
@@ -52,9 +52,7 @@ fn outline(status: StatusCode, body: &Value) -> (u16, Value, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeat_is_answered_only_to_a_caller_that_may_read_its_result() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path(), &["--admin-key", ADMIN_KEY]).await;
-    let setup = Setup { client: reqwest::Client::new(), server };
+    let setup = Setup { app: App::open().await };
     for number in ["P1", "P2"] {
         let partner =
             json!({"number": number, "name": format!("Partner {number}"), "kind": "partner", "currency": "EUR"});
@@ -123,4 +121,5 @@ async fn a_repeat_is_answered_only_to_a_caller_that_may_read_its_result() {
     }
     let balance: Decimal = before["balance"].to_string().parse().unwrap();
     assert_eq!(balance, Decimal::new(61, 0), "10 + 50 - 3.25 + 3.25 (reversed) + 1.5 (a credit) - 0.5 (the call)");
+    setup.app.close().await;
 }
