@@ -350,6 +350,12 @@ async fn serve_http(
                 continue;
             }
         };
+        // Without it, Nagle's algorithm holds a live stream's small messages back until
+        // the client's delayed ACK (up to 40 ms): events reached the stream with a p90 of
+        // 21 ms where their writes took 2 ms. Every response is one write already.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, %remote, "cannot set TCP_NODELAY");
+        }
         let app = app.clone();
         let body_read_timeout = limits.body_read_timeout;
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
