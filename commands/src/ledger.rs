@@ -641,15 +641,16 @@ impl Ledger {
         handle.submit(command, meta).await
     }
 
-    /// The book's state as its writer holds it now (after everything queued before).
+    /// The book's state as its writer holds it now (after everything queued before). Its
+    /// `charged_cdrs` and `idempotency` hold the recent ids only; older ones are in the
+    /// book's id runs ([`crate::ids`]).
     pub async fn book_state(&self, book: BookId) -> Result<BookState, CommandError> {
         self.writer(book).await?.snapshot().await
     }
 
-    /// The event that charged CDR `id` in `book`, if any. The book's state maps every
-    /// charged CDR id to its event (it needs them to refuse duplicates), so this costs a
-    /// message to the writer and one read of the log, and the read models keep no index
-    /// of their own (one key per CDR was most of their writes).
+    /// The event that charged CDR `id` in `book`, if any. The book's writer finds every
+    /// charged CDR id (it needs them to refuse duplicates: recent ones in memory, older
+    /// ones in its id runs), so this costs a message to the writer and one read of the log.
     pub async fn charged_cdr(&self, book: BookId, id: &str) -> Result<Option<RecordedEvent>, CommandError> {
         let Some(version) = self.writer(book).await?.find_cdr(id).await? else { return Ok(None) };
         Ok(self.store.read_stream(book, version, 1).await?.into_iter().next())
