@@ -212,9 +212,7 @@ impl LoadedBook {
             None => Ok(self.ids.lookup_many(store, &[(kind, id)]).await?.pop().flatten()),
         }
     }
-}
 
-impl LoadedBook {
     /// Whether this book holds exactly what `folded` (the book folded from its start)
     /// holds: the same state, less the ids moved into runs, and every id of the fold
     /// found, in memory or in a run, with the same event. `Err` names the first
@@ -271,8 +269,8 @@ pub const SNAPSHOT_EVERY_EVENTS_MIN: u64 = 4096;
 /// memory reach `ids_in_memory_max` takes one at once, to move them into a run.
 pub const SNAPSHOT_EVERY_IDS_DIVISOR: u64 = 8;
 
-/// A book's CDR ids and idempotency keys in memory past which its next snapshot moves
-/// them into an id run ([`crate::ids`]). 16,384 ids are about 1.5 MB of a book's
+/// A book's CDR ids and idempotency keys in memory at which it takes a snapshot at once
+/// and moves them into an id run ([`crate::ids`]). 16,384 ids are about 1.5 MB of a book's
 /// memory and a 400 KB run, sorted in a few milliseconds.
 pub const IDS_IN_MEMORY_MAX: usize = 16_384;
 
