@@ -55,9 +55,10 @@ pub async fn replay(args: DataArgs) -> CliResult {
     let stages = report.stages;
     let ms = |micros: u64| micros / 1000;
     println!(
-        "stages: read and decode {} ms (wall); apply {} ms (CPU); save the snapshot {} ms (wall)",
+        "stages: read and decode {} ms (wall); apply {} ms (CPU); build the models {} ms (wall); save the snapshot {} ms (wall)",
         ms(stages.read_micros),
         ms(stages.apply_micros),
+        ms(stages.build_micros),
         ms(stages.save_micros)
     );
     Ok(())

@@ -76,11 +76,12 @@ fn main() {
             let cpu = process_cpu_seconds() - cpu;
             let s = report.stages;
             println!(
-                "replay: {} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s; read {} ms (wall), CPU: apply {} ms, save {} ms (wall)",
+                "replay: {} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s; read {} ms (wall), CPU: apply {} ms, build {} ms (wall), save {} ms (wall)",
                 report.events,
                 report.events as f64 / seconds,
                 s.read_micros / 1000,
                 s.apply_micros / 1000,
+                s.build_micros / 1000,
                 s.save_micros / 1000
             );
         }

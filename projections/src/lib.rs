@@ -3,6 +3,7 @@
 //! immutable snapshots, saved to a snapshot file with their position, and replay and
 //! verify. It never writes events.
 
+mod build;
 pub mod error;
 pub mod invoices;
 pub mod models;

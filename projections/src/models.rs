@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::ProjectionError;
-use crate::persist;
+use crate::persist::{self, Cores};
 use crate::state::*;
 
 /// Largest page any list returns.
@@ -300,7 +300,7 @@ impl ReadModels {
                 return Ok(());
             }
         }
-        persist::write(&self.shared.dir, &model, &self.shared.cdr_ids)?;
+        persist::write(&self.shared.dir, &model, &self.shared.cdr_ids, Cores::One)?;
         let mut saved = self.shared.saved.lock().unwrap_or_else(PoisonError::into_inner);
         saved.position = saved.position.max(model.position);
         saved.at = Instant::now();
@@ -326,7 +326,7 @@ impl ReadModels {
         }
         let models = self.clone();
         std::thread::spawn(move || {
-            let result = persist::write(&models.shared.dir, &model, &models.shared.cdr_ids);
+            let result = persist::write(&models.shared.dir, &model, &models.shared.cdr_ids, Cores::One);
             let mut saved = models.shared.saved.lock().unwrap_or_else(PoisonError::into_inner);
             saved.writing = false;
             saved.at = Instant::now();

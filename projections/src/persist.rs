@@ -78,7 +78,7 @@ fn io(error: impl std::fmt::Display) -> ProjectionError {
 /// The bytes of `model` with the CDR ids at or before its position.
 pub(crate) fn encode(model: &Model, cdr_ids: &CdrIdIndex) -> Result<Vec<u8>, ProjectionError> {
     let mut out = Checked { inner: Vec::new(), crc: crc32fast::Hasher::new() };
-    write_body(&mut out, model, cdr_ids)?;
+    write_body(&mut out, model, cdr_ids, Cores::One)?;
     let crc = out.crc.finalize();
     let mut bytes = out.inner;
     bytes.extend_from_slice(&crc.to_le_bytes());
@@ -116,26 +116,60 @@ fn account_out(account: &AccountModel) -> AccountOut<'_> {
     }
 }
 
-fn write_body(out: &mut impl Write, model: &Model, cdr_ids: &CdrIdIndex) -> Result<(), ProjectionError> {
+/// On how many cores a snapshot's accounts are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cores {
+    /// The caller's thread only: a live server's periodic save, beside its requests.
+    One,
+    /// Every core: a replay, which has the machine to itself.
+    All,
+}
+
+/// Accounts encoded at once on every core before their bytes are written in order:
+/// enough to keep the cores busy, few enough that the wave's bytes stay small.
+const ACCOUNTS_PER_WAVE: usize = 256;
+
+fn write_body(out: &mut impl Write, model: &Model, cdr_ids: &CdrIdIndex, cores: Cores) -> Result<(), ProjectionError> {
+    use rayon::prelude::*;
     let entries = cdr_ids.entries(model.position);
     out.write_all(MAGIC).map_err(io)?;
     out.write_all(&MODELS_FORMAT.to_le_bytes()).map_err(io)?;
     out.write_all(&model.position.to_le_bytes()).map_err(io)?;
     out.write_all(&(model.accounts.len() as u64).to_le_bytes()).map_err(io)?;
     out.write_all(&(entries.len() as u64).to_le_bytes()).map_err(io)?;
-    // Each account encoded into memory, then written at once: postcard writing field by
-    // field into the file's writer cost more than the encoding itself.
-    let mut buffer = Vec::new();
     let mut ends = Vec::with_capacity(model.accounts.len() * 8);
     let mut end = 0u64;
-    for account in model.accounts.values() {
-        buffer.clear();
-        buffer = postcard::to_extend(&account_out(account), buffer).map_err(io)?;
-        out.write_all(&buffer).map_err(io)?;
-        end += buffer.len() as u64;
+    let mut put = |out: &mut dyn Write, bytes: &[u8]| -> Result<(), ProjectionError> {
+        out.write_all(bytes).map_err(io)?;
+        end += bytes.len() as u64;
         ends.extend_from_slice(&end.to_le_bytes());
+        Ok(())
+    };
+    match cores {
+        Cores::One => {
+            // Each account encoded into memory, then written at once: postcard writing
+            // field by field into the file's writer cost more than the encoding itself.
+            let mut buffer = Vec::new();
+            for account in model.accounts.values() {
+                buffer.clear();
+                buffer = postcard::to_extend(&account_out(account), buffer).map_err(io)?;
+                put(out, &buffer)?;
+            }
+        }
+        Cores::All => {
+            let accounts: Vec<&Arc<AccountModel>> = model.accounts.values().collect();
+            for wave in accounts.chunks(ACCOUNTS_PER_WAVE) {
+                let encoded = wave
+                    .par_iter()
+                    .map(|account| postcard::to_allocvec(&account_out(account)).map_err(io))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for bytes in &encoded {
+                    put(out, bytes)?;
+                }
+            }
+        }
     }
-    buffer.clear();
+    let mut buffer = Vec::with_capacity(entries.len() * 16);
     for (hash, position) in entries {
         buffer.extend_from_slice(&hash.to_le_bytes());
         buffer.extend_from_slice(&position.to_le_bytes());
@@ -146,13 +180,13 @@ fn write_body(out: &mut impl Write, model: &Model, cdr_ids: &CdrIdIndex) -> Resu
 }
 
 /// Writes the snapshot of `model` into `dir`, replacing the one there once it is durable.
-pub(crate) fn write(dir: &Path, model: &Model, cdr_ids: &CdrIdIndex) -> Result<(), ProjectionError> {
+pub(crate) fn write(dir: &Path, model: &Model, cdr_ids: &CdrIdIndex, cores: Cores) -> Result<(), ProjectionError> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let path = snapshot_path(dir);
     let partial = path.with_extension("partial");
     let file = std::fs::File::create(&partial).map_err(io)?;
     let mut out = Checked { inner: BufWriter::with_capacity(1 << 20, file), crc: crc32fast::Hasher::new() };
-    write_body(&mut out, model, cdr_ids)?;
+    write_body(&mut out, model, cdr_ids, cores)?;
     let crc = out.crc.finalize();
     let mut file = out.inner;
     file.write_all(&crc.to_le_bytes()).map_err(io)?;

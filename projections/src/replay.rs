@@ -9,11 +9,13 @@ use std::time::Instant;
 
 use domain::{AccountId, BookId, RecordedEvent};
 use eventlog::{ChainBreak, EventStore, READ_EVENTS_MAX, verify_book};
+use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 
+use crate::build::{self, ShardBuilder};
 use crate::error::ProjectionError;
 use crate::models::ReadModels;
-use crate::persist;
+use crate::persist::{self, Cores};
 use crate::state::{CdrIdIndex, Model};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,14 +27,17 @@ pub struct ReplayReport {
     pub stages: ReplayStages,
 }
 
-/// Time of each replay stage, in microseconds: reading is wall-clock time (the store
-/// decodes on threads of its own), applying CPU time of its thread, saving wall-clock.
+/// Time of each replay stage, in microseconds: reading is the wall-clock time the
+/// reader waited for the log (the store decodes on threads of its own), applying the
+/// CPU time of the applier threads, building and saving wall-clock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplayStages {
     /// Reading the log and decoding its events.
     pub read_micros: u64,
-    /// Applying events to the models in memory.
+    /// Applying events to the accounts' lists in memory (CPU, all appliers together).
     pub apply_micros: u64,
+    /// Making the models' persistent maps from those lists (wall-clock, on every core).
+    pub build_micros: u64,
     /// Writing the models' snapshot file (encoding, writing, syncing).
     pub save_micros: u64,
 }
@@ -67,13 +72,40 @@ pub(crate) struct Rebuilt {
     pub events: u64,
     pub read_micros: u64,
     pub apply_micros: u64,
+    pub build_micros: u64,
     pub books: BTreeSet<BookId>,
+}
+
+/// Reads of the log in flight at once: each decodes its events on a thread of its own.
+const READS_IN_FLIGHT: usize = 2;
+
+/// Applier threads of a rebuild, one per core: each builds the accounts of its shard.
+fn applier_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8)
+}
+
+/// The events at positions `from..to`, in as many reads as the store needs.
+async fn read_span(store: &dyn EventStore, from: u64, to: u64) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    let mut events: Vec<RecordedEvent> = Vec::with_capacity((to - from) as usize);
+    let mut next = from;
+    while next < to {
+        let chunk = store.read_all(next, (to - next) as usize).await?;
+        let before = events.len();
+        events.extend(chunk.into_iter().take_while(|e| e.position < to));
+        match events[before..].last() {
+            Some(last) => next = last.position + 1,
+            None => break,
+        }
+    }
+    Ok(events)
 }
 
 /// Builds the models from the log up to `up_to` (inclusive; `None` for all that is
 /// durable now), reading `read_events` at a time. `progress` is told (events applied,
-/// position applied, head). This task reads and decodes the log while one thread
-/// applies: nothing is shared yet, so the applier changes every node in place.
+/// position applied, head). Spans of the log are read and decoded two at a time, and
+/// each span goes to every applier thread; an applier builds the accounts of its shard
+/// as plain lists (see [`crate::build`]), and the persistent maps are made once at the
+/// end, accounts on every core.
 pub(crate) async fn rebuild(
     store: &dyn EventStore,
     up_to: Option<u64>,
@@ -82,58 +114,96 @@ pub(crate) async fn rebuild(
 ) -> Result<Rebuilt, ProjectionError> {
     let head = store.head().await?;
     let end = up_to.map_or(head, |p| p + 1);
-    let applied = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Vec<RecordedEvent>>(READ_AHEAD_CHUNKS);
-    let applier = {
-        let applied = applied.clone();
-        tokio::task::spawn_blocking(move || {
-            let (mut model, cdr_ids) = (Model::default(), CdrIdIndex::default());
+    let shards = applier_count();
+    let cdr_ids = Arc::new(CdrIdIndex::default());
+    // Per shard: events applied, and the position of the last.
+    let applied: Arc<Vec<(AtomicU64, AtomicU64)>> =
+        Arc::new((0..shards).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect());
+    let mut senders = Vec::with_capacity(shards);
+    let mut appliers = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Arc<Vec<RecordedEvent>>>(READ_AHEAD_CHUNKS);
+        let (cdr_ids, applied) = (cdr_ids.clone(), applied.clone());
+        appliers.push(tokio::task::spawn_blocking(move || {
+            let mut builder = ShardBuilder::new(shard, shards);
             let mut apply_micros = 0;
             while let Some(chunk) = chunk_rx.blocking_recv() {
                 let started = thread_cpu_micros();
-                for event in &chunk {
-                    model.apply(event, &cdr_ids);
+                for event in chunk.iter() {
+                    builder.apply(event, &cdr_ids);
                 }
                 apply_micros += thread_cpu_micros() - started;
-                applied.0.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                applied.1.store(model.position, Ordering::Relaxed);
+                let (events, position) = &applied[shard];
+                events.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                position.store(chunk.last().map_or(0, |e| e.position), Ordering::Relaxed);
             }
-            (model, cdr_ids, apply_micros)
-        })
+            (builder, apply_micros)
+        }));
+        senders.push(chunk_tx);
+    }
+    let done = |applied: &[(AtomicU64, AtomicU64)]| {
+        let events = applied.iter().map(|(e, _)| e.load(Ordering::Relaxed)).min().unwrap_or(0);
+        let position = applied.iter().map(|(_, p)| p.load(Ordering::Relaxed)).min().unwrap_or(0);
+        (events, position)
     };
+    let span = read_events.clamp(1, READ_EVENTS_MAX) as u64;
+    let spans = (1..end).step_by(span as usize).map(|from| (from, (from + span).min(end)));
+    let mut reads = stream::iter(spans).map(|(from, to)| read_span(store, from, to)).buffered(READS_IN_FLIGHT);
     let mut books = BTreeSet::new();
-    let mut next = 1;
     let mut read_micros = 0;
     let mut read_failure = None;
-    while next < end {
+    loop {
         let started = Instant::now();
-        let mut chunk = match store.read_all(next, read_events.clamp(1, READ_EVENTS_MAX)).await {
-            Ok(chunk) => chunk,
-            Err(error) => {
+        let chunk = match reads.next().await {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(error)) => {
                 read_failure = Some(error);
                 break;
             }
         };
         read_micros += micros_since(started);
-        chunk.retain(|e| e.position < end);
-        let Some(last) = chunk.last() else { break };
-        next = last.position + 1;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut last_book = None;
         for event in &chunk {
-            books.insert(event.event.envelope.book);
+            let book = event.event.envelope.book;
+            if last_book != Some(book) {
+                books.insert(book);
+                last_book = Some(book);
+            }
         }
-        if chunk_tx.send(chunk).await.is_err() {
-            break; // the applier failed: its panic is reported below
+        let chunk = Arc::new(chunk);
+        let mut applier_gone = false;
+        for sender in &senders {
+            applier_gone |= sender.send(chunk.clone()).await.is_err();
         }
-        progress(applied.0.load(Ordering::Relaxed), applied.1.load(Ordering::Relaxed), end.saturating_sub(1));
+        if applier_gone {
+            break; // an applier failed: its panic is reported below
+        }
+        let (events, position) = done(&applied);
+        progress(events, position, end.saturating_sub(1));
     }
-    drop(chunk_tx);
-    let (model, cdr_ids, apply_micros) = applier.await.map_err(join_failed)?;
+    drop(reads);
+    drop(senders);
+    let mut builders = Vec::with_capacity(shards);
+    let mut apply_micros = 0;
+    for applier in appliers {
+        let (builder, micros) = applier.await.map_err(join_failed)?;
+        builders.push(builder);
+        apply_micros += micros;
+    }
     if let Some(error) = read_failure {
-        return Err(error.into());
+        return Err(error);
     }
-    let events = applied.0.load(Ordering::Relaxed);
+    let (events, _) = done(&applied);
+    let started = Instant::now();
+    let model = tokio::task::spawn_blocking(move || build::finish(builders)).await.map_err(join_failed)?;
+    let build_micros = micros_since(started);
+    let cdr_ids = Arc::try_unwrap(cdr_ids).unwrap_or_else(|_| unreachable!("every applier has ended"));
     progress(events, model.position, end.saturating_sub(1));
-    Ok(Rebuilt { model, cdr_ids, events, read_micros, apply_micros, books })
+    Ok(Rebuilt { model, cdr_ids, events, read_micros, apply_micros, build_micros, books })
 }
 
 /// Rebuilds every read model from the log and saves them in `dir`, replacing the
@@ -159,10 +229,13 @@ pub async fn replay_in_spans(
     let started = Instant::now();
     let (model, cdr_ids, dir_owned) = (rebuilt.model, rebuilt.cdr_ids, dir.to_path_buf());
     let position = model.position;
-    tokio::task::spawn_blocking(move || persist::write(&dir_owned, &model, &cdr_ids)).await.map_err(join_failed)??;
+    tokio::task::spawn_blocking(move || persist::write(&dir_owned, &model, &cdr_ids, Cores::All))
+        .await
+        .map_err(join_failed)??;
     let stages = ReplayStages {
         read_micros: rebuilt.read_micros,
         apply_micros: rebuilt.apply_micros,
+        build_micros: rebuilt.build_micros,
         save_micros: micros_since(started),
     };
     Ok(ReplayReport { events: rebuilt.events, position, stages })

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use domain::event::{Alert, Category};
+use domain::event::{Alert, Category, Posting};
 use domain::rating::RatedCdr;
 use domain::{
     AccountId, AccountKind, AccountStatus, Amount, BookId, Currency, EventId, Payload, RecordedEvent, TariffId,
@@ -467,80 +467,143 @@ impl Model {
     /// Applies one event (the next in log order). Ids of charged CDRs go to `cdr_ids`,
     /// which is shared by every state (see [`CdrIdIndex`]).
     pub(crate) fn apply(&mut self, recorded: &RecordedEvent, cdr_ids: &CdrIdIndex) {
-        let event = &recorded.event;
-        let envelope = &event.envelope;
-        let position = recorded.position;
-        let occurred_at = envelope.occurred_at;
-        if let Payload::AccountOpened(e) = &event.payload {
-            self.insert_account(AccountModel::new(AccountView {
-                id: e.account,
-                number: e.number.clone(),
-                name: e.name.clone(),
-                kind: e.kind,
-                partner: e.partner,
-                book: envelope.book,
-                currency: e.currency,
-                credit_limit: e.credit_limit.normalized(),
-                status: AccountStatus::Active,
-                tariff: None,
-                balance: Amount::ZERO,
-                opened_at: occurred_at,
-                first_occurred_at: None,
-                last_position: position,
-            }));
+        let effect = EventEffect::of(recorded);
+        if let Some(view) = effect.opened() {
+            self.insert_account(AccountModel::new(view));
         }
-        let call = match &event.payload {
-            Payload::CallCharged(e) => {
-                cdr_ids.insert(cdr_id_hash(&e.cdr.id), position);
-                Some(CdrRef {
-                    start: e.cdr.start.micros(),
-                    position,
-                    answered: e.cdr.answered(),
-                    hangup_cause: e.cdr.hangup_cause,
-                })
+        if let Some((hash, _)) = effect.charged_cdr() {
+            cdr_ids.insert(hash, recorded.position);
+        }
+        // One lookup per account the event concerns, whatever it changes there.
+        for &id in &effect.concerned {
+            if let Some(account) = self.account_mut(id) {
+                effect.apply_to(id, account);
             }
+        }
+        self.position = recorded.position;
+    }
+}
+
+/// An account as an event changes it: the shared model of a live state, or a replay's
+/// builder (`crate::build`), which keeps plain lists and sorts them once at the end.
+pub(crate) trait AccountTarget {
+    fn view_mut(&mut self) -> &mut AccountView;
+    fn add_call(&mut self, call: CdrRef);
+    fn add_posting(&mut self, entry: PostingEntry);
+    fn add_to_trail(&mut self, position: u64);
+}
+
+impl AccountTarget for AccountModel {
+    fn view_mut(&mut self) -> &mut AccountView {
+        &mut self.view
+    }
+
+    fn add_call(&mut self, call: CdrRef) {
+        self.cdrs.insert(call);
+    }
+
+    fn add_posting(&mut self, entry: PostingEntry) {
+        AccountModel::add_posting(self, entry);
+    }
+
+    fn add_to_trail(&mut self, position: u64) {
+        self.trail.push_back(position);
+    }
+}
+
+/// What one event does to the models, worked out once: the accounts it concerns and
+/// what each of them gets. Live states and replay's builders both apply it, so that the
+/// two cannot disagree on what an event means.
+pub(crate) struct EventEffect<'a> {
+    recorded: &'a RecordedEvent,
+    /// The accounts whose trail lists the event: those it names and those it posts to.
+    pub concerned: Vec<AccountId>,
+    postings: Vec<Posting>,
+    call: Option<CdrRef>,
+}
+
+impl<'a> EventEffect<'a> {
+    pub(crate) fn of(recorded: &'a RecordedEvent) -> Self {
+        let payload = &recorded.event.payload;
+        let call = match payload {
+            Payload::CallCharged(e) => Some(CdrRef {
+                start: e.cdr.start.micros(),
+                position: recorded.position,
+                answered: e.cdr.answered(),
+                hangup_cause: e.cdr.hangup_cause,
+            }),
             _ => None,
         };
-        // The accounts whose trail lists this event: those it names and those it posts to.
-        let mut concerned = event.payload.accounts();
+        let mut concerned = payload.accounts();
         let mut postings = Vec::with_capacity(2);
-        event.payload.for_each_posting(|posting| {
+        payload.for_each_posting(|posting| {
             if !concerned.contains(&posting.account) {
                 concerned.push(posting.account);
             }
             postings.push(posting);
         });
-        let occurred = occurred_at.micros();
-        // One lookup per account the event concerns, whatever it changes there.
-        for id in concerned {
-            let Some(account) = self.account_mut(id) else { continue };
-            match &event.payload {
-                Payload::AccountStatusChanged(e) => account.view.status = e.to,
-                Payload::CreditLimitChanged(e) => account.view.credit_limit = e.to.normalized(),
-                Payload::TariffAssigned(e) => account.view.tariff = e.tariff,
-                Payload::CallCharged(e) if id == e.account || Some(id) == e.partner => {
-                    account.cdrs.insert(call.expect("a CallCharged event has its call"));
-                }
-                _ => {}
-            }
-            for posting in postings.iter().filter(|p| p.account == id) {
-                // As recorded the amount keeps the places it was sent with; the models
-                // hold its value only, so that they depend on the log's values alone.
-                let amount = posting.amount.normalized();
-                account.view.balance = (account.view.balance + posting.category.balance_effect(amount)).normalized();
-                account.view.first_occurred_at =
-                    Some(account.view.first_occurred_at.map_or(occurred_at, |t| t.min(occurred_at)));
-                account.add_posting(PostingEntry {
-                    occurred_at: occurred,
-                    position,
-                    category: posting.category,
-                    amount,
-                });
-            }
-            account.view.last_position = position;
-            account.trail.push_back(position);
+        EventEffect { recorded, concerned, postings, call }
+    }
+
+    /// The account the event opens, as the directory first shows it.
+    pub(crate) fn opened(&self) -> Option<AccountView> {
+        let Payload::AccountOpened(e) = &self.recorded.event.payload else { return None };
+        let envelope = &self.recorded.event.envelope;
+        Some(AccountView {
+            id: e.account,
+            number: e.number.clone(),
+            name: e.name.clone(),
+            kind: e.kind,
+            partner: e.partner,
+            book: envelope.book,
+            currency: e.currency,
+            credit_limit: e.credit_limit.normalized(),
+            status: AccountStatus::Active,
+            tariff: None,
+            balance: Amount::ZERO,
+            opened_at: envelope.occurred_at,
+            first_occurred_at: None,
+            last_position: self.recorded.position,
+        })
+    }
+
+    /// The hash of the charged CDR's id (for the CDR id index), and the customer charged.
+    pub(crate) fn charged_cdr(&self) -> Option<(u64, AccountId)> {
+        match &self.recorded.event.payload {
+            Payload::CallCharged(e) => Some((cdr_id_hash(&e.cdr.id), e.account)),
+            _ => None,
         }
-        self.position = position;
+    }
+
+    /// Applies the event to `account`, one of those it concerns.
+    pub(crate) fn apply_to(&self, id: AccountId, account: &mut impl AccountTarget) {
+        let position = self.recorded.position;
+        let occurred_at = self.recorded.event.envelope.occurred_at;
+        match &self.recorded.event.payload {
+            Payload::AccountStatusChanged(e) => account.view_mut().status = e.to,
+            Payload::CreditLimitChanged(e) => account.view_mut().credit_limit = e.to.normalized(),
+            Payload::TariffAssigned(e) => account.view_mut().tariff = e.tariff,
+            Payload::CallCharged(e) if id == e.account || Some(id) == e.partner => {
+                account.add_call(self.call.expect("a CallCharged event has its call"));
+            }
+            _ => {}
+        }
+        for posting in self.postings.iter().filter(|p| p.account == id) {
+            // As recorded the amount keeps the places it was sent with; the models
+            // hold its value only, so that they depend on the log's values alone.
+            let amount = posting.amount.normalized();
+            let view = account.view_mut();
+            view.balance = (view.balance + posting.category.balance_effect(amount)).normalized();
+            view.first_occurred_at = Some(view.first_occurred_at.map_or(occurred_at, |t| t.min(occurred_at)));
+            account.add_posting(PostingEntry {
+                occurred_at: occurred_at.micros(),
+                position,
+                category: posting.category,
+                amount,
+            });
+        }
+        account.view_mut().last_position = position;
+        account.add_to_trail(position);
     }
 }
 
