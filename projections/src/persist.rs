@@ -129,7 +129,12 @@ pub(crate) enum Cores {
 /// enough to keep the cores busy, few enough that the wave's bytes stay small.
 const ACCOUNTS_PER_WAVE: usize = 256;
 
-fn write_body(out: &mut impl Write, model: &Model, cdr_ids: &CdrIdIndex, cores: Cores) -> Result<(), ProjectionError> {
+fn write_body(
+    out: &mut (impl Write + Send),
+    model: &Model,
+    cdr_ids: &CdrIdIndex,
+    cores: Cores,
+) -> Result<(), ProjectionError> {
     use rayon::prelude::*;
     let entries = cdr_ids.entries(model.position);
     out.write_all(MAGIC).map_err(io)?;
@@ -157,16 +162,43 @@ fn write_body(out: &mut impl Write, model: &Model, cdr_ids: &CdrIdIndex, cores: 
             }
         }
         Cores::All => {
+            // Waves encoded on every core while a thread of its own writes the last one
+            // out in order: writing into the file then overlaps encoding.
             let accounts: Vec<&Arc<AccountModel>> = model.accounts.values().collect();
-            for wave in accounts.chunks(ACCOUNTS_PER_WAVE) {
-                let encoded = wave
-                    .par_iter()
-                    .map(|account| postcard::to_allocvec(&account_out(account)).map_err(io))
-                    .collect::<Result<Vec<_>, _>>()?;
-                for bytes in &encoded {
-                    put(out, bytes)?;
+            let out = &mut *out;
+            std::thread::scope(|scope| {
+                let (wave_tx, wave_rx) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(2);
+                let writer = scope.spawn(move || -> Result<(), ProjectionError> {
+                    for wave in wave_rx {
+                        for bytes in &wave {
+                            put(out, bytes)?;
+                        }
+                    }
+                    Ok(())
+                });
+                let mut encoded = Ok(());
+                for wave in accounts.chunks(ACCOUNTS_PER_WAVE) {
+                    let bytes = wave
+                        .par_iter()
+                        .map(|account| postcard::to_allocvec(&account_out(account)).map_err(io))
+                        .collect::<Result<Vec<_>, _>>();
+                    match bytes {
+                        Ok(bytes) => {
+                            // A failed writer stops taking waves: its error is the one told.
+                            if wave_tx.send(bytes).is_err() {
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            encoded = Err(error);
+                            break;
+                        }
+                    }
                 }
-            }
+                drop(wave_tx);
+                let written = writer.join().unwrap_or_else(|_| Err(io("the snapshot writer panicked")));
+                written.and(encoded)
+            })?;
         }
     }
     let mut buffer = Vec::with_capacity(entries.len() * 16);
