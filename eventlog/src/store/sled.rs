@@ -277,8 +277,8 @@ struct AppendState {
     closed_unsynced: Vec<Arc<File>>,
     /// The record being written, kept for its capacity.
     record: Vec<u8>,
-    /// Set when a batch was written to its segment but could not be indexed: appends
-    /// stop rather than write another record at the same positions.
+    /// Set when writing a batch to its segment failed (part of it may be there):
+    /// appends stop rather than write another record at the same positions.
     failed: Option<String>,
 }
 
@@ -439,7 +439,9 @@ impl SledStore {
         let path = path.as_ref();
         let db = sled::Config::new()
             .path(path)
-            // Durability comes from the segments' syncs; sled is flushed at checkpoints.
+            // Durability comes from the segments' syncs and the index files; sled holds
+            // only the layout before the segments, and is flushed only when an earlier
+            // release's index is taken out of it.
             .flush_every_ms(None)
             .cache_capacity(256 * 1024 * 1024)
             .open()
