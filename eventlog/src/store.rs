@@ -16,6 +16,7 @@ use crate::error::StoreError;
 pub mod kurrentdb;
 pub mod open;
 mod segment;
+mod segment_index;
 pub mod sled;
 mod snapshots;
 

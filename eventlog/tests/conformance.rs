@@ -677,9 +677,10 @@ async fn sled_reads_a_log_spread_over_many_segments() {
     check(Arc::new(reopened), written, first.book()).await;
 }
 
-/// A power cut can take the segments' unsynced tail while sled's index of it survives (a
-/// checkpoint flushed it): the open takes those entries back, so the log, the stream and
-/// the next append agree on where the book is.
+/// A power cut can take the segments' unsynced tail. In a log indexed by an earlier
+/// release, sled's index of that tail could survive (a checkpoint flushed it): the open
+/// takes those entries out, so the log, the stream and the next append agree on where
+/// the book is.
 #[tokio::test]
 async fn sled_takes_back_the_index_of_records_that_did_not_survive() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -689,23 +690,21 @@ async fn sled_takes_back_the_index_of_records_that_did_not_survive() {
     let before_lost = writer.clone();
     let lost = append(&*store, &mut writer, 2).await;
     drop(store);
-    // The state a power cut leaves: the last record half on disk, its index entries
-    // durable, the checkpoint from before it.
-    let segment = dir.path().join("segments").join("segment-00000000000000000001.log");
+    // The state a power cut leaves: the last record half on disk, no index file for the
+    // segment being written (one is written only at a clean stop), and an earlier
+    // release's sled index of both batches durable, with its checkpoint from before them.
+    let segments = dir.path().join("segments");
+    std::fs::remove_file(segments.join("segment-00000000000000000001.idx")).unwrap();
+    let segment = segments.join("segment-00000000000000000001.log");
     let bytes = std::fs::read(&segment).unwrap();
     {
         let db = sled::open(dir.path()).unwrap();
         let log = db.open_tree("log").unwrap();
+        earlier_release_index(&log, &bytes, 1);
         let mut checkpoint = 1u64.to_be_bytes().to_vec();
         checkpoint.extend_from_slice(&0u64.to_be_bytes());
         checkpoint.extend_from_slice(&1u64.to_be_bytes());
         log.insert(b"C", checkpoint).unwrap();
-        // Cut between the batch's two index entries: its position entry made it, its
-        // stream entry did not.
-        let mut stream_key = vec![b'S'];
-        stream_key.extend_from_slice(writer.book().0.as_bytes());
-        stream_key.extend_from_slice(&lost[0].event.envelope.version.to_be_bytes());
-        assert!(log.remove(stream_key).unwrap().is_some(), "the lost batch had a stream entry");
         db.flush().unwrap();
     }
     let unsynced_from = bytes.len() - 10;
@@ -719,6 +718,45 @@ async fn sled_takes_back_the_index_of_records_that_did_not_survive() {
     let again = append(&*store, &mut writer, 1).await;
     assert_eq!(again[0].position, lost[0].position);
     assert_eq!(again[0].event.envelope.version, lost[0].event.envelope.version);
+    drop(store);
+    let db = sled::open(dir.path()).unwrap();
+    let log = db.open_tree("log").unwrap();
+    assert_eq!(log.len(), 0, "the earlier release's index is out of sled: {:?}", log.iter().keys().next());
+}
+
+/// Writes the sled index that releases before the segment index files kept, for the
+/// records of segment `sequence` (`bytes`): `F` + first position -> (segment, offset,
+/// body length, count, book, first version), `S` + book + first version -> (first
+/// position, count).
+fn earlier_release_index(log: &sled::Tree, bytes: &[u8], sequence: u64) -> usize {
+    let mut at = 0;
+    let mut records = 0;
+    while at + 8 <= bytes.len() {
+        let body_len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let Some(body) = bytes.get(at + 8..at + 8 + body_len) else { break };
+        let first_position = u64::from_be_bytes(body[..8].try_into().unwrap());
+        let book = &body[8..24];
+        let first_version = &body[24..32];
+        let count = u32::from_le_bytes(body[32..36].try_into().unwrap());
+        let mut f_value = sequence.to_be_bytes().to_vec();
+        f_value.extend_from_slice(&(at as u64).to_be_bytes());
+        f_value.extend_from_slice(&(body_len as u32).to_be_bytes());
+        f_value.extend_from_slice(&count.to_be_bytes());
+        f_value.extend_from_slice(book);
+        f_value.extend_from_slice(first_version);
+        let mut f_key = vec![b'F'];
+        f_key.extend_from_slice(&first_position.to_be_bytes());
+        let mut s_key = vec![b'S'];
+        s_key.extend_from_slice(book);
+        s_key.extend_from_slice(first_version);
+        let mut s_value = first_position.to_be_bytes().to_vec();
+        s_value.extend_from_slice(&count.to_be_bytes());
+        log.insert(f_key, f_value).unwrap();
+        log.insert(s_key, s_value).unwrap();
+        at += 8 + body_len;
+        records += 1;
+    }
+    records
 }
 
 /// A log written before the segments (batches stored in sled under `L` keys) opens as
@@ -773,4 +811,365 @@ async fn sled_reads_a_log_of_the_layout_before_the_segments() {
     let read = store.read_positions(&[2, 6]).await.unwrap();
     assert_eq!(ids(&read), ids(&[everything[1].clone(), everything[5].clone()]));
     assert!(store.read_raw(6).await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------------
+// sled only: the segment index (in memory for the segment being written, `.idx` files for
+// the closed ones)
+
+/// The segments of a store's directory, oldest first, and the index file beside each.
+fn segment_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs.into_iter().map(|log| (log.clone(), log.with_extension("idx"))).collect()
+}
+
+/// The whole durable log, in pages of `page`.
+async fn read_everything(store: &dyn EventStore, page: usize) -> Vec<RecordedEvent> {
+    let mut read = Vec::new();
+    let mut from = 1;
+    loop {
+        let chunk = store.read_all(from, page).await.expect("read_all");
+        let Some(last) = chunk.last() else { return read };
+        from = last.position + 1;
+        read.extend(chunk);
+    }
+}
+
+/// Checks every read of `store` against `model` (the log, in order): the global log in
+/// pages, each book's stream from every version with small and large pages, and
+/// positions read out of order, past the head included.
+async fn check_against_model(store: &dyn EventStore, model: &[RecordedEvent], books: &[BookId], context: &str) {
+    assert_eq!(ids(&read_everything(store, 5).await), ids(model), "{context}: read_all");
+    let head = model.last().map_or(1, |e| e.position + 1);
+    assert_eq!(store.head().await.unwrap(), head, "{context}: head");
+    for &book in books {
+        let of_book: Vec<&RecordedEvent> = model.iter().filter(|e| e.event.envelope.book == book).collect();
+        for from_version in 0..=of_book.len() as u64 + 1 {
+            for max in [1, 3, READ_EVENTS_MAX] {
+                let read = store.read_stream(book, from_version, max).await.unwrap();
+                let expected: Vec<RecordedEvent> = of_book
+                    .iter()
+                    .filter(|e| e.event.envelope.version >= from_version)
+                    .take(max)
+                    .map(|e| (*e).clone())
+                    .collect();
+                assert_eq!(
+                    read.iter().map(|e| (e.position, e.event.envelope.event_id)).collect::<Vec<_>>(),
+                    expected.iter().map(|e| (e.position, e.event.envelope.event_id)).collect::<Vec<_>>(),
+                    "{context}: stream of {book:?} from version {from_version}, at most {max}"
+                );
+            }
+        }
+    }
+    let mut positions: Vec<u64> = model.iter().map(|e| e.position).rev().step_by(2).collect();
+    positions.extend([head, head + 7, 0]);
+    let read = store.read_positions(&positions).await.unwrap();
+    let expected: Vec<u64> = positions.iter().copied().filter(|p| *p >= 1 && *p < head).collect();
+    assert_eq!(read.iter().map(|e| e.position).collect::<Vec<_>>(), expected, "{context}: read_positions");
+    let by_position: HashMap<u64, EventId> = model.iter().map(|e| (e.position, e.event.envelope.event_id)).collect();
+    for event in &read {
+        assert_eq!(by_position[&event.position], event.event.envelope.event_id, "{context}: read_positions");
+    }
+}
+
+/// One step of the model test: append a batch of `size` events to book `book` (with the
+/// next book's batch in the same write when `with_next`), or close and reopen the store.
+#[derive(Clone, Debug)]
+enum Step {
+    Append { book: usize, size: usize, with_next: bool },
+    Reopen,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        8 => (0usize..4, 1usize..5, any::<bool>()).prop_map(|(book, size, with_next)| Step::Append { book, size, with_next }),
+        1 => Just(Step::Reopen),
+    ]
+}
+
+async fn run_model(steps: Vec<Step>, segment_bytes_max: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SledOptions { segment_bytes_max };
+    let mut store = SledStore::open_with(dir.path(), options).expect("sled opens");
+    let mut writers: Vec<Writer> = (0..4).map(|_| Writer::new()).collect();
+    let books: Vec<BookId> = writers.iter().map(Writer::book).collect();
+    let mut model: Vec<RecordedEvent> = Vec::new();
+    for (n, step) in steps.iter().enumerate() {
+        match *step {
+            Step::Append { book, size, with_next } => {
+                let mut chosen = vec![book];
+                if with_next {
+                    chosen.push((book + 1) % writers.len());
+                }
+                let batches: Vec<(BookId, ExpectedVersion, Vec<EncodedEvent>)> = chosen
+                    .iter()
+                    .map(|&b| {
+                        let (expected, encoded) = writers[b].batch(size);
+                        (writers[b].book(), expected, encoded)
+                    })
+                    .collect();
+                let appends: Vec<BookAppend> = batches
+                    .iter()
+                    .map(|(book, expected, events)| BookAppend { book: *book, expected: *expected, events })
+                    .collect();
+                let pending = store.append_many_pipelined(&appends).await.expect("append goes through");
+                pending.durable.await.expect("durable");
+                for ((_, _, encoded), positions) in batches.into_iter().zip(pending.positions) {
+                    model.extend(
+                        encoded
+                            .into_iter()
+                            .zip(positions)
+                            .map(|(e, position)| RecordedEvent { position, event: e.event }),
+                    );
+                }
+            }
+            Step::Reopen => {
+                drop(store);
+                store = SledStore::open_with(dir.path(), options).expect("sled reopens");
+                check_against_model(&store, &model, &books, &format!("reopened after step {n}")).await;
+            }
+        }
+    }
+    check_against_model(&store, &model, &books, "at the end").await;
+    drop(store);
+    let store = SledStore::open_with(dir.path(), options).expect("sled reopens");
+    check_against_model(&store, &model, &books, "reopened at the end").await;
+    // Every closed segment has its index file, and so has the last after a clean close.
+    for (log, idx) in segment_files(dir.path()) {
+        assert!(idx.exists(), "{} has no index file", log.display());
+    }
+    // Appends go on where the model is, for every book.
+    for writer in &mut writers {
+        model.extend(append(&store, writer, 1).await);
+    }
+    check_against_model(&store, &model, &books, "after more appends").await;
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 10, ..Default::default() })]
+
+    /// Random batches of random books over small segments, with reopens: every read
+    /// agrees with a model of the log, before and after each reopen.
+    #[test]
+    fn sled_reads_back_random_batches_over_small_segments(
+        steps in proptest::collection::vec(step(), 1..60),
+        segment_bytes_max in 1_000u64..6_000,
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(run_model(steps, segment_bytes_max));
+    }
+}
+
+/// Writes batches of two books, one to four events each, until the store has at least
+/// `segments` segments. Returns the log.
+async fn fill_segments(
+    store: &SledStore,
+    dir: &std::path::Path,
+    writers: &mut [Writer],
+    segments: usize,
+) -> Vec<RecordedEvent> {
+    let mut written = Vec::new();
+    let mut round = 0;
+    while segment_files(dir).len() < segments {
+        let writer = &mut writers[round % writers.len()];
+        written.extend(append(store, writer, 1 + round % 4).await);
+        round += 1;
+    }
+    written
+}
+
+/// A closed segment's index file that is missing, damaged, cut short, another
+/// segment's, or a leftover temporary file: the open scans the segment instead, reads
+/// the log back whole, and writes the index file again, the same bytes as before.
+#[tokio::test]
+async fn sled_rebuilds_index_files_that_are_missing_or_damaged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SledOptions { segment_bytes_max: 2048 };
+    let store = SledStore::open_with(dir.path(), options).expect("sled opens");
+    let mut writers = [Writer::new(), Writer::new()];
+    let books: Vec<BookId> = writers.iter().map(Writer::book).collect();
+    let written = fill_segments(&store, dir.path(), &mut writers, 7).await;
+    drop(store);
+    let files = segment_files(dir.path());
+    let originals: Vec<Vec<u8>> =
+        files.iter().map(|(_, idx)| std::fs::read(idx).expect("every segment has its index")).collect();
+
+    std::fs::remove_file(&files[0].1).unwrap();
+    let mut flipped = originals[1].clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    std::fs::write(&files[1].1, flipped).unwrap();
+    std::fs::write(&files[2].1, &originals[2][..originals[2].len() - 3]).unwrap();
+    std::fs::write(&files[3].1, &originals[4]).unwrap();
+    std::fs::write(files[4].1.with_extension("idx.tmp"), b"half written").unwrap();
+    // The last segment's, written at the close: also scanned when missing.
+    std::fs::remove_file(&files[files.len() - 1].1).unwrap();
+
+    let store = SledStore::open_with(dir.path(), options).expect("sled reopens");
+    check_against_model(&store, &written, &books, "after rebuilding").await;
+    for (n, (log, idx)) in files.iter().enumerate().take(files.len() - 1) {
+        assert_eq!(std::fs::read(idx).unwrap(), originals[n], "the index of {} is written again", log.display());
+    }
+    assert!(!files[4].1.with_extension("idx.tmp").exists(), "a temporary file is removed");
+    let mut written = written;
+    written.extend(append(&store, &mut writers[0], 2).await);
+    drop(store);
+    let store = SledStore::open_with(dir.path(), options).expect("sled reopens");
+    check_against_model(&store, &written, &books, "reopened after rebuilding").await;
+}
+
+/// The end position an index file's header names.
+fn index_end_position(idx: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(idx).unwrap();
+    u64::from_le_bytes(bytes[40..48].try_into().unwrap())
+}
+
+/// A crash leaves the last segment with a record torn in the middle, and either no
+/// index file for it or one from an earlier clean stop that covers only its start. The
+/// open cuts the torn record, indexes nothing past the last whole record, and the log
+/// goes on from there: the next append takes the torn batch's position and version.
+#[tokio::test]
+async fn sled_cuts_a_torn_last_record_and_indexes_nothing_past_it() {
+    for keep_earlier_index in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = SledOptions { segment_bytes_max: 8192 };
+        let mut writers = [Writer::new(), Writer::new()];
+        let books: Vec<BookId> = writers.iter().map(Writer::book).collect();
+        let store = SledStore::open_with(dir.path(), options).expect("sled opens");
+        let mut written = fill_segments(&store, dir.path(), &mut writers, 3).await;
+        drop(store);
+        let (last_log, last_idx) = segment_files(dir.path()).pop().unwrap();
+        let earlier_index = std::fs::read(&last_idx).unwrap();
+
+        let store = SledStore::open_with(dir.path(), options).expect("sled reopens");
+        let before_torn = writers[1].clone();
+        let whole = append(&store, &mut writers[0], 1).await;
+        let torn_at = std::fs::metadata(&last_log).unwrap().len();
+        let torn = append(&store, &mut writers[1], 3).await;
+        assert_eq!(segment_files(dir.path()).last().unwrap().0, last_log, "still the same segment");
+        drop(store);
+        written.extend(whole);
+        if keep_earlier_index {
+            std::fs::write(&last_idx, &earlier_index).unwrap();
+        } else {
+            std::fs::remove_file(&last_idx).unwrap();
+        }
+        let bytes = std::fs::read(&last_log).unwrap();
+        let cut = torn_at as usize + (bytes.len() - torn_at as usize) / 2;
+        std::fs::write(&last_log, &bytes[..cut]).unwrap();
+
+        let store = SledStore::open_with(dir.path(), options).expect("sled reopens after the crash");
+        assert_eq!(std::fs::metadata(&last_log).unwrap().len(), torn_at, "the torn record is cut off");
+        check_against_model(&store, &written, &books, "after the cut").await;
+        assert!(store.read_positions(&[torn[0].position, torn[2].position]).await.unwrap().is_empty());
+        let mut writer = before_torn;
+        let again = append(&store, &mut writer, 1).await;
+        assert_eq!(again[0].position, torn[0].position, "the torn batch's position is taken again");
+        assert_eq!(again[0].event.envelope.version, torn[0].event.envelope.version);
+        written.extend(again);
+        drop(store);
+        assert_eq!(index_end_position(&last_idx), torn[0].position + 1, "the index ends at the last whole record");
+        let store = SledStore::open_with(dir.path(), options).expect("sled reopens");
+        check_against_model(&store, &written, &books, "reopened after the cut").await;
+    }
+}
+
+/// Writes batches of `writer` in the layout before the segments: `L` + first position
+/// -> the framed events, `S` + book + first version -> (first position, count), from
+/// position 1 on.
+fn write_layout_before_segments(dir: &std::path::Path, writer: &mut Writer, sizes: &[usize]) -> Vec<RecordedEvent> {
+    let db = sled::open(dir).unwrap();
+    let log = db.open_tree("log").unwrap();
+    let mut legacy = Vec::new();
+    let mut position = 1u64;
+    for &size in sizes {
+        let (expected, encoded) = writer.batch(size);
+        let first_version = match expected {
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) => v + 1,
+        };
+        let mut framed = (encoded.len() as u32).to_le_bytes().to_vec();
+        for e in &encoded {
+            framed.extend_from_slice(&(e.bytes.len() as u32).to_le_bytes());
+            framed.extend_from_slice(&e.bytes);
+        }
+        let mut log_key = vec![b'L'];
+        log_key.extend_from_slice(&position.to_be_bytes());
+        let mut stream_key = vec![b'S'];
+        stream_key.extend_from_slice(writer.book().0.as_bytes());
+        stream_key.extend_from_slice(&first_version.to_be_bytes());
+        let mut batch_value = position.to_be_bytes().to_vec();
+        batch_value.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        log.insert(log_key, framed).unwrap();
+        log.insert(stream_key, batch_value).unwrap();
+        for e in encoded {
+            legacy.push(RecordedEvent { position, event: e.event });
+            position += 1;
+        }
+    }
+    db.flush().unwrap();
+    legacy
+}
+
+/// A data directory of an earlier release: batches in sled (`L`), then segments indexed
+/// in sled (`F`, `S`, the checkpoint `C`) and no index files. It opens and reads as
+/// before; the open writes the index files from the segments and takes the `F` and `S`
+/// entries of the segments out of sled, keeping the `L` batches and their `S` entries;
+/// the books go on at their next versions, a book seen only before the restart too.
+#[tokio::test]
+async fn sled_opens_a_log_indexed_in_sled_by_an_earlier_release() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SledOptions { segment_bytes_max: 2048 };
+    let mut writers = [Writer::new(), Writer::new(), Writer::new()];
+    let books: Vec<BookId> = writers.iter().map(Writer::book).collect();
+    let mut written = write_layout_before_segments(dir.path(), &mut writers[0], &[2, 3]);
+    let store = SledStore::open_with(dir.path(), options).expect("sled opens");
+    written.extend(fill_segments(&store, dir.path(), &mut writers[..2], 5).await);
+    written.extend(append(&store, &mut writers[2], 2).await);
+    drop(store);
+    // What the earlier release left: no index files, sled's index of every segment,
+    // with its checkpoint at the start of the last segment.
+    let files = segment_files(dir.path());
+    let mut records = 0;
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        for (sequence, (segment, idx)) in (1..).zip(&files) {
+            std::fs::remove_file(idx).unwrap();
+            records += earlier_release_index(&log, &std::fs::read(segment).unwrap(), sequence);
+        }
+        let last_segment = std::fs::read(&files[files.len() - 1].0).unwrap();
+        let last_start = u64::from_be_bytes(last_segment[8..16].try_into().unwrap());
+        let mut checkpoint = (files.len() as u64).to_be_bytes().to_vec();
+        checkpoint.extend_from_slice(&0u64.to_be_bytes());
+        checkpoint.extend_from_slice(&last_start.to_be_bytes());
+        log.insert(b"C", checkpoint).unwrap();
+        db.flush().unwrap();
+    }
+    assert!(records > 5);
+
+    let store = SledStore::open_with(dir.path(), options).expect("sled opens the earlier release's log");
+    check_against_model(&store, &written, &books, "opened").await;
+    for (log, idx) in files.iter().take(files.len() - 1) {
+        assert!(idx.exists(), "{} is indexed in its file", log.display());
+    }
+    // Every book goes on at its next version: the third only wrote before the restart.
+    for writer in writers.iter_mut().rev() {
+        written.extend(append(&store, writer, 1).await);
+    }
+    drop(store);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let prefixes: Vec<u8> = log.iter().keys().map(|k| k.unwrap()[0]).collect();
+        assert_eq!(prefixes, vec![b'L', b'L', b'S', b'S'], "only the batches before the segments stay in sled");
+    }
+    let store = SledStore::open_with(dir.path(), options).expect("sled reopens");
+    check_against_model(&store, &written, &books, "reopened").await;
 }

@@ -107,18 +107,29 @@ async fn check(data: &std::path::Path, acks: &HashMap<String, Ack>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
+    kill_and_check(None).await;
+}
+
+/// The same over segments of 16 KiB: the writer closes a segment every few dozen events,
+/// so kills land between a segment's close, its sync and the writing of its index file,
+/// and every reopen maps index files, scans the segments without one and writes theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill_over_small_segments() {
+    kill_and_check(Some(16 * 1024)).await;
+}
+
+async fn kill_and_check(segment_bytes_max: Option<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let ack_path = dir.path().join("acks");
     let mut last_len = 0;
     for cycle in 0..KILL_CYCLES {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_crash_writer"))
-            .arg(&data)
-            .arg(&ack_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the writer");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_crash_writer"));
+        child.arg(&data).arg(&ack_path).stdout(Stdio::null()).stderr(Stdio::inherit());
+        if let Some(bytes) = segment_bytes_max {
+            child.env("CRASH_SEGMENT_BYTES_MAX", bytes.to_string());
+        }
+        let mut child = child.spawn().expect("start the writer");
         tokio::time::sleep(kill_delay(cycle)).await;
         assert!(child.try_wait().unwrap().is_none(), "the writer died on its own in cycle {cycle}");
         child.kill().expect("SIGKILL");
@@ -137,4 +148,8 @@ async fn acknowledged_writes_survive_sigkill() {
     assert!(acks.len() > KILL_CYCLES * 10, "too few writes were acknowledged to mean anything: {}", acks.len());
     assert!(book_snapshots > 0, "no book snapshot was saved: the restarts never loaded one");
     assert!(last_len >= acks.len());
+    if segment_bytes_max.is_some() {
+        let segments = std::fs::read_dir(data.join("segments")).unwrap().count();
+        assert!(segments > 10, "the small segments were never closed: {segments} files");
+    }
 }

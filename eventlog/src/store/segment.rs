@@ -2,8 +2,8 @@
 //!
 //! Every appended batch is written as one record at the end of the current segment
 //! file, and one `fdatasync` per group commit makes every record written since the last
-//! one durable. sled only indexes the records (see `super::sled`). Two measurements
-//! chose this over keeping the events in sled:
+//! one durable. The store indexes the records itself (see `super::segment_index`). Two
+//! measurements chose this over keeping the events in sled:
 //! - sled 0.34's `flush` ends in `sync_file_range`, which flushes neither the device's
 //!   write cache nor the file's metadata: it survives a killed process, not a power cut;
 //! - sled rewrites leaves into its own log: with the events in sled, each event cost

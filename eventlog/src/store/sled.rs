@@ -1,21 +1,31 @@
-//! The embedded backend: the events in append-only segment files, indexed in sled.
+//! The embedded backend: the events in append-only segment files, indexed by the store.
 //!
 //! One append is one batch of one book at contiguous positions. It is written as one
 //! record at the end of the current segment (see [`super::segment`] for the format and
-//! for why the events left sled), and indexed by two sled keys in one atomic sled batch:
-//! `F` + first position (u64 BE) holds where the record is (segment, offset, body
-//! length, event count); `S` + book (16 bytes) + first version (u64 BE) holds (first
-//! position, count). Logs written before the segments keep their batches in sled under
-//! `L` + first position (the framed events themselves); they are read as before, and
-//! every later batch goes to the segments.
+//! for why the events left sled), and indexed in memory by pushing the record's place
+//! onto the current segment's index (see [`super::segment_index`]): by position, and by
+//! book and version. A closed segment's index goes to an immutable file next to it,
+//! `segment-N.idx`, read by mapping. This index replaced two sled inserts per append
+//! (`F` + first position, `S` + book + first version), which were about 22% of the
+//! write path's CPU; sled's index only ever grew at its end, which a sorted vector does
+//! for the price of a push.
+//!
+//! sled remains for logs written before the segments, which keep their batches in sled
+//! under `L` + first position (the framed events themselves) and their streams under
+//! `S` + book + first version; they are read as before, and every later batch goes to
+//! the segments. A log indexed in sled by an earlier release (its `F` and `S` entries) is
+//! indexed from its segments at the first open, which then takes those entries out of
+//! sled. sled's lock on its directory also keeps a second process out.
 //!
 //! Durability: one flusher thread `fdatasync`s the segments written since its last
 //! round, so the appends of all books that arrive during one sync share the next (group
 //! commit across books). `append_pipelined` returns right after the write, with the wait
 //! for the sync as a future: a book's writer applies its next batch while this one is
-//! synced. sled itself is only flushed (and its file fsynced) at checkpoints, when a
-//! segment is full and when the store closes: after a crash, the open indexes again the
-//! records written since sled's last durable index entry.
+//! synced. The index is made durable only at checkpoints, after the segment it indexes
+//! was synced: when a segment is full (its index file), and when the store closes (the
+//! current segment's, up to where it was synced). The segments are the truth: an open
+//! scans every segment that no usable index file covers, and cuts a torn record off the
+//! last one.
 //!
 //! Readers of the global log see only positions below the durable watermark, so a
 //! projection never acts on an event that a crash could still take back.
@@ -35,11 +45,12 @@ use tokio::sync::watch;
 use crate::chain::{self, EncodedEvent};
 use crate::error::StoreError;
 use crate::store::segment::{self, Segment};
+use crate::store::segment_index::{self, RecordEntry, SegmentIndex};
 use crate::store::snapshots;
 use crate::store::{Appended, BookAppend, EventStore, ExpectedVersion, PendingAppend, PendingAppends, READ_EVENTS_MAX};
 
 const LEGACY_LOG_PREFIX: u8 = b'L';
-const SEGMENT_INDEX_PREFIX: u8 = b'F';
+const EARLIER_SEGMENT_INDEX_PREFIX: u8 = b'F';
 const STREAM_PREFIX: u8 = b'S';
 
 /// Events the live subscription reads in one go: also the most a projector catching up
@@ -54,14 +65,14 @@ const SUBSCRIPTION_GATHER_EVENTS: u64 = 512;
 /// Events that one flush made durable from which a subscription counts as under load.
 const SUBSCRIPTION_GATHER_UNDER_LOAD: u64 = 16;
 /// A segment is closed and the next one started once it holds this much (by default). It
-/// bounds what an open after a crash indexes again (sled is checkpointed at every new
-/// segment).
+/// bounds what an open after a crash scans again (a closed segment's index is written to
+/// its file once the segment is synced), and the memory the current segment's index takes.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// How the sled store lays out its log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SledOptions {
-    /// See [`SEGMENT_BYTES_MAX`]; smaller segments mean more files and checkpoints.
+    /// See [`SEGMENT_BYTES_MAX`]; smaller segments mean more files and index files.
     pub segment_bytes_max: u64,
 }
 
@@ -83,7 +94,11 @@ pub struct SledStore {
 }
 
 struct Inner {
+    /// Only the batches and streams of the layout before the segments (`L`, `S`).
     log: sled::Tree,
+    /// The first position in the segments: every position before it is in sled.
+    segments_start: u64,
+    index: Arc<SegmentIndex>,
     segment_dir: PathBuf,
     snapshot_dir: PathBuf,
     /// Segments opened for reading, by sequence.
@@ -108,7 +123,7 @@ struct Durable {
 struct Flusher {
     requested_end: Mutex<FlushRequest>,
     /// Where the segments were when the last sync began: what a checkpoint may promise.
-    synced: Mutex<IndexedUpTo>,
+    synced: Mutex<SyncedUpTo>,
     wake: Condvar,
     flushes: AtomicU64,
     flush_micros_total: AtomicU64,
@@ -123,7 +138,7 @@ pub struct SledStats {
     /// Syncs of the segments: group commits.
     pub flushes: u64,
     pub flush_micros_total: u64,
-    /// sled flushes, at each new segment and at close.
+    /// Checkpoints of the index: index files written at each new segment and at close.
     pub checkpoints: u64,
 }
 
@@ -149,12 +164,12 @@ impl Flusher {
     /// Syncs until stopped. Each round makes durable every batch written before it
     /// began, whichever book wrote it, and asks for a checkpoint when a segment was
     /// closed since the last round. On stop, asks for a last checkpoint, so that a clean
-    /// restart has nothing to index again.
+    /// restart has nothing to scan.
     fn run(
         &self,
         appends: &Mutex<AppendState>,
         durable: watch::Sender<Durable>,
-        checkpoints: std::sync::mpsc::Sender<()>,
+        checkpoints: std::sync::mpsc::Sender<Checkpoint>,
     ) {
         let mut flushed_end = durable.borrow().end;
         loop {
@@ -169,7 +184,7 @@ impl Flusher {
             }
             let (reached, closed, current) = {
                 let mut state = appends.lock().expect("append lock poisoned");
-                let reached = IndexedUpTo {
+                let reached = SyncedUpTo {
                     segment: state.segment.sequence(),
                     offset: state.segment.bytes(),
                     next_position: state.next_position,
@@ -187,7 +202,7 @@ impl Flusher {
                     *self.synced.lock().expect("synced lock") = reached;
                     durable.send_modify(|d| d.end = end);
                     if !closed.is_empty() {
-                        let _ = checkpoints.send(());
+                        let _ = checkpoints.send(Checkpoint::SegmentsClosed);
                     }
                 }
                 Err(error) => {
@@ -198,41 +213,42 @@ impl Flusher {
                 }
             }
         }
-        let _ = checkpoints.send(());
+        let _ = checkpoints.send(Checkpoint::Closing);
     }
 }
 
-/// Makes sled's index durable, once per request (requests that queue up meanwhile are
-/// served by one checkpoint).
-fn run_checkpoints(
-    log: sled::Tree,
-    db: sled::Db,
-    store_dir: PathBuf,
-    flusher: Arc<Flusher>,
-    requests: std::sync::mpsc::Receiver<()>,
-) {
-    while requests.recv().is_ok() {
-        while requests.try_recv().is_ok() {}
-        // Only what is synced: the flush may also make entries of later batches durable,
-        // whose records a power cut could still take; the open after it takes them back.
-        let indexed = *flusher.synced.lock().expect("synced lock");
-        match checkpoint(&log, &db, &store_dir, indexed) {
-            Ok(()) => {
+/// What the checkpoint thread is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checkpoint {
+    /// Segments were closed and then synced: write their index files.
+    SegmentsClosed,
+    /// The store is closing, everything written is synced: also write the current
+    /// segment's index file, so that the next open scans nothing.
+    Closing,
+}
+
+/// Writes index files, once per request (requests that queue up meanwhile are served by
+/// one checkpoint). Off the append path: an index file is fsynced, renamed and its
+/// directory fsynced, and appends go on meanwhile.
+fn run_checkpoints(index: Arc<SegmentIndex>, flusher: Arc<Flusher>, requests: std::sync::mpsc::Receiver<Checkpoint>) {
+    while let Ok(mut request) = requests.recv() {
+        while let Ok(next) = requests.try_recv() {
+            if next == Checkpoint::Closing {
+                request = next;
+            }
+        }
+        // Only what is synced: an index file must never name a record that a power cut
+        // could still take.
+        let synced = *flusher.synced.lock().expect("synced lock");
+        let live_end = (request == Checkpoint::Closing).then_some(synced.next_position);
+        match index.write_files(synced.segment, live_end) {
+            Ok(_) => {
                 flusher.checkpoints.fetch_add(1, Ordering::Relaxed);
             }
-            // Nothing is lost: the next open indexes again from the last checkpoint.
-            Err(error) => tracing::error!(%error, "checkpoint of the event log's index failed"),
+            // Nothing is lost: the next open scans the segments whose index is missing.
+            Err(error) => tracing::error!(%error, "writing the event log's index files failed"),
         }
     }
-}
-
-/// Records how far the index is complete, flushes sled, then fsyncs its file: sled's own
-/// flush stops at `sync_file_range`. Every batch before `indexed` was indexed (and its
-/// record synced) before the flush began, so the flush makes its entries durable.
-fn checkpoint(log: &sled::Tree, db: &sled::Db, store_dir: &Path, indexed: IndexedUpTo) -> Result<(), StoreError> {
-    log.insert(CHECKPOINT_KEY, &indexed.to_bytes())?;
-    db.flush()?;
-    File::open(store_dir.join(SLED_DATA_FILE)).and_then(|f| f.sync_all()).map_err(segment::io)
 }
 
 impl Drop for Inner {
@@ -261,8 +277,8 @@ struct AppendState {
     closed_unsynced: Vec<Arc<File>>,
     /// The record being written, kept for its capacity.
     record: Vec<u8>,
-    /// Set when a batch was written to its segment but could not be indexed: appends
-    /// stop rather than write another record at the same positions.
+    /// Set when writing a batch to its segment failed (part of it may be there):
+    /// appends stop rather than write another record at the same positions.
     failed: Option<String>,
 }
 
@@ -279,98 +295,45 @@ fn stream_key(book: BookId, first_version: u64) -> [u8; 25] {
     key
 }
 
-fn batch_value(first_position: u64, count: u32) -> [u8; 12] {
-    let mut value = [0u8; 12];
-    value[..8].copy_from_slice(&first_position.to_be_bytes());
-    value[8..].copy_from_slice(&count.to_be_bytes());
-    value
-}
-
-/// Where a batch's record is, and whose it is: the value of its `F` key. The book and
-/// first version name the batch's `S` key, so that an entry can be taken back whole.
+/// Where the segments were when a sync began: the segment, the byte in it, and the
+/// position of the next batch. Every record before it is durable once the sync returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RecordRef {
-    segment: u64,
-    offset: u64,
-    body_len: u32,
-    count: u32,
-    book: BookId,
-    first_version: u64,
-}
-
-const RECORD_REF_BYTES: usize = 48;
-
-impl RecordRef {
-    fn to_bytes(self) -> [u8; RECORD_REF_BYTES] {
-        let mut value = [0u8; RECORD_REF_BYTES];
-        value[..8].copy_from_slice(&self.segment.to_be_bytes());
-        value[8..16].copy_from_slice(&self.offset.to_be_bytes());
-        value[16..20].copy_from_slice(&self.body_len.to_be_bytes());
-        value[20..24].copy_from_slice(&self.count.to_be_bytes());
-        value[24..40].copy_from_slice(self.book.0.as_bytes());
-        value[40..].copy_from_slice(&self.first_version.to_be_bytes());
-        value
-    }
-
-    fn parse(value: &[u8]) -> Result<Self, StoreError> {
-        let value: &[u8; RECORD_REF_BYTES] = value
-            .try_into()
-            .map_err(|_| StoreError::Corrupt { position: 0, reason: "a segment index entry is damaged".into() })?;
-        Ok(RecordRef {
-            segment: parse_u64(&value[..8]),
-            offset: parse_u64(&value[8..16]),
-            body_len: u32::from_be_bytes(value[16..20].try_into().expect("4 bytes")),
-            count: u32::from_be_bytes(value[20..24].try_into().expect("4 bytes")),
-            book: BookId(uuid::Uuid::from_bytes(value[24..40].try_into().expect("16 bytes"))),
-            first_version: parse_u64(&value[40..]),
-        })
-    }
-}
-
-/// Indexes one batch: its `F` entry first, then its `S` entry. Two plain inserts, not a
-/// sled batch: sled 0.34 writes out its I/O buffer (through its thread pool, waking every
-/// thread of it) for every batch it applies, which cost more than the rest of an append.
-/// A pair cut by a crash is mended at the next open, which indexes again from the last
-/// checkpoint: a surviving record gets both entries, and an `F` entry whose record was
-/// lost names the `S` entry to take back with it. (The other order could leave an `S`
-/// entry alone, which nothing would find.)
-fn index_batch(log: &sled::Tree, first_position: u64, at: RecordRef) -> Result<(), StoreError> {
-    log.insert(log_key(SEGMENT_INDEX_PREFIX, first_position), &at.to_bytes()[..])?;
-    log.insert(stream_key(at.book, at.first_version), &batch_value(first_position, at.count))?;
-    Ok(())
-}
-
-/// Where the index was complete when sled was last made durable: the segment, the byte
-/// in it, and the position of the next batch. The value of the `C` key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct IndexedUpTo {
+struct SyncedUpTo {
     segment: u64,
     offset: u64,
     next_position: u64,
 }
 
-const CHECKPOINT_KEY: &[u8] = b"C";
+/// Earlier releases indexed the segments in sled: `F` + first position -> an
+/// `EARLIER_RECORD_REF_BYTES` value (segment, offset, body length, count, book, first
+/// version), `S` + book + first version -> (first position, count), and under this key
+/// how far those entries were complete when sled was last flushed.
+const EARLIER_CHECKPOINT_KEY: &[u8] = b"C";
+const EARLIER_RECORD_REF_BYTES: usize = 48;
 
-impl IndexedUpTo {
-    fn to_bytes(self) -> [u8; 24] {
-        let mut value = [0u8; 24];
-        value[..8].copy_from_slice(&self.segment.to_be_bytes());
-        value[8..16].copy_from_slice(&self.offset.to_be_bytes());
-        value[16..].copy_from_slice(&self.next_position.to_be_bytes());
-        value
-    }
-
-    fn read(log: &sled::Tree) -> Result<Option<Self>, StoreError> {
-        let Some(value) = log.get(CHECKPOINT_KEY)? else { return Ok(None) };
-        if value.len() != 24 {
-            return Err(StoreError::Corrupt { position: 0, reason: "the checkpoint entry is damaged".into() });
+/// Takes an earlier release's segment index out of sled: each `F` entry with the `S`
+/// entry it names, and the checkpoint entry. The segments were indexed from their
+/// records before (and the closed ones' index files made durable), so nothing read
+/// depends on these entries, and a crash in the middle only leaves the rest to the next
+/// open. Returns how many batches' entries it took out.
+fn remove_earlier_index(log: &sled::Tree, db: &sled::Db, store_dir: &Path) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for entry in log.range(log_key(EARLIER_SEGMENT_INDEX_PREFIX, 0)..=log_key(EARLIER_SEGMENT_INDEX_PREFIX, u64::MAX)) {
+        let (key, value) = entry?;
+        if value.len() == EARLIER_RECORD_REF_BYTES {
+            let book = BookId(uuid::Uuid::from_bytes(value[24..40].try_into().expect("16 bytes")));
+            log.remove(stream_key(book, parse_u64(&value[40..])))?;
         }
-        Ok(Some(IndexedUpTo {
-            segment: parse_u64(&value[..8]),
-            offset: parse_u64(&value[8..16]),
-            next_position: parse_u64(&value[16..]),
-        }))
+        log.remove(key)?;
+        removed += 1;
     }
+    let checkpoint = log.remove(EARLIER_CHECKPOINT_KEY)?;
+    if removed > 0 || checkpoint.is_some() {
+        db.flush()?;
+        // sled's own flush stops at `sync_file_range`.
+        File::open(store_dir.join(SLED_DATA_FILE)).and_then(|f| f.sync_all()).map_err(segment::io)?;
+    }
+    Ok(removed)
 }
 
 /// A stored batch's framed events, wherever they are.
@@ -444,71 +407,6 @@ fn last_before(log: &sled::Tree, prefix: u8, key: &[u8]) -> Result<Option<(sled:
     Ok(log.get_lt(key)?.filter(|(k, _)| k.len() == 9 && k[0] == prefix))
 }
 
-/// Indexes again every record written since the last checkpoint (a crash may have taken
-/// their entries from sled, or left entries of records that never became durable), cuts
-/// a torn record off the last segment, and takes back the entries of batches past the
-/// last whole record. Returns the segment to append to, its valid length and the next
-/// position.
-fn index_segments(log: &sled::Tree, dir: &Path, legacy_end: u64) -> Result<(u64, u64, u64), StoreError> {
-    let from = IndexedUpTo::read(log)?.unwrap_or(IndexedUpTo { segment: 0, offset: 0, next_position: legacy_end });
-    let files = segment::segments(dir)?;
-    let mut next_position = from.next_position;
-    let mut append_at = (from.segment.max(1), from.offset);
-    let mut indexed = 0usize;
-    let last_sequence = files.last().map_or(0, |(s, _)| *s);
-    for (sequence, path) in files {
-        if sequence < from.segment {
-            continue;
-        }
-        let start = if sequence == from.segment { from.offset } else { 0 };
-        let bytes = std::fs::read(&path).map_err(segment::io)?;
-        let tail = bytes.get(start as usize..).unwrap_or_default();
-        let mut valid = 0;
-        for record in segment::records(tail) {
-            if record.first_position != next_position {
-                let reason = format!(
-                    "segment {} holds position {} where {next_position} was due",
-                    path.display(),
-                    record.first_position
-                );
-                return Err(StoreError::Corrupt { position: record.first_position, reason });
-            }
-            let count = unframe(record.first_position, record.framed)?.len() as u32;
-            let at = RecordRef {
-                segment: sequence,
-                offset: start + record.at as u64,
-                body_len: (record.len - segment::RECORD_HEADER_BYTES) as u32,
-                count,
-                book: record.book,
-                first_version: record.first_version,
-            };
-            index_batch(log, record.first_position, at)?;
-            next_position += u64::from(count);
-            indexed += 1;
-            valid = record.at + record.len;
-        }
-        let valid_end = start + valid as u64;
-        if valid_end < bytes.len() as u64 && sequence != last_sequence {
-            let reason = format!("segment {} is damaged at byte {valid_end}", path.display());
-            return Err(StoreError::Corrupt { position: next_position, reason });
-        }
-        append_at = (sequence, valid_end);
-    }
-    // Entries of batches whose records did not survive: never acknowledged.
-    let mut taken_back = 0usize;
-    for entry in log.range(log_key(SEGMENT_INDEX_PREFIX, next_position)..=log_key(SEGMENT_INDEX_PREFIX, u64::MAX)) {
-        let (key, value) = entry?;
-        let at = RecordRef::parse(&value)?;
-        log.remove(stream_key(at.book, at.first_version))?;
-        log.remove(key)?;
-        taken_back += 1;
-    }
-    if indexed > 0 || taken_back > 0 {
-        tracing::info!(indexed, taken_back, "indexed the log's latest batches again after an unclean stop");
-    }
-    Ok((append_at.0, append_at.1, next_position))
-}
-
 /// Decodes the events of one framed batch that fall in `from..durable` into `events`,
 /// up to `max`. False once no more are wanted.
 fn push_batch(
@@ -541,7 +439,9 @@ impl SledStore {
         let path = path.as_ref();
         let db = sled::Config::new()
             .path(path)
-            // Durability comes from the segments' syncs; sled is flushed at checkpoints.
+            // Durability comes from the segments' syncs and the index files; sled holds
+            // only the layout before the segments, and is flushed only when an earlier
+            // release's index is taken out of it.
             .flush_every_ms(None)
             .cache_capacity(256 * 1024 * 1024)
             .open()
@@ -557,23 +457,26 @@ impl SledStore {
         std::fs::create_dir_all(&segment_dir).map_err(segment::io)?;
         let snapshot_dir = path.join(snapshots::SNAPSHOT_DIR);
         std::fs::create_dir_all(&snapshot_dir).map_err(segment::io)?;
-        let legacy_end = match last_before(&log, LEGACY_LOG_PREFIX, &log_key(LEGACY_LOG_PREFIX, u64::MAX))? {
+        let segments_start = match last_before(&log, LEGACY_LOG_PREFIX, &log_key(LEGACY_LOG_PREFIX, u64::MAX))? {
             Some((key, value)) => {
                 let first_position = parse_u64(&key[1..]);
                 first_position + unframe(first_position, &value)?.len() as u64
             }
             None => 1,
         };
-        let (sequence, valid, next_position) = index_segments(&log, &segment_dir, legacy_end)?;
+        let opened = segment_index::open(&segment_dir, segments_start)?;
+        let (sequence, valid, next_position) = (opened.sequence, opened.valid_bytes, opened.next_position);
+        let index = Arc::new(opened.index);
         let segment = Segment::open(&segment_dir, sequence, valid)?;
-        let indexed = IndexedUpTo { segment: sequence, offset: valid, next_position };
-        if IndexedUpTo::read(&log)? != Some(indexed) {
-            checkpoint(&log, &db, path, indexed)?;
+        let removed = remove_earlier_index(&log, &db, path)?;
+        if removed > 0 {
+            tracing::info!(removed, "took an earlier release's segment index out of sled: index files replace it");
         }
+        let synced = SyncedUpTo { segment: sequence, offset: valid, next_position };
         let (durable_tx, durable) = watch::channel(Durable { end: next_position, failure: None });
         let flusher = Arc::new(Flusher {
             requested_end: Mutex::new(FlushRequest { end: next_position, stop: false }),
-            synced: Mutex::new(indexed),
+            synced: Mutex::new(synced),
             wake: Condvar::new(),
             flushes: Default::default(),
             flush_micros_total: Default::default(),
@@ -598,14 +501,15 @@ impl SledStore {
             spawn("tollbook-flusher", Box::new(move || flusher.run(&appends, durable_tx, checkpoint_tx)))?
         };
         let checkpoint_thread = {
-            let (log, db, dir) = (log.clone(), db.clone(), path.to_owned());
-            let flusher = flusher.clone();
-            let run = move || run_checkpoints(log, db, dir, flusher, checkpoint_rx);
+            let (index, flusher) = (index.clone(), flusher.clone());
+            let run = move || run_checkpoints(index, flusher, checkpoint_rx);
             spawn("tollbook-checkpoint", Box::new(run))?
         };
         Ok(SledStore {
             inner: Arc::new(Inner {
                 log,
+                segments_start,
+                index,
                 segment_dir,
                 snapshot_dir,
                 readers: RwLock::new(HashMap::new()),
@@ -646,46 +550,40 @@ impl SledStore {
         Ok(file)
     }
 
-    /// The framed events of the batch that an `F` entry points at.
-    fn read_record(&self, first_position: u64, value: &[u8]) -> Result<Framed, StoreError> {
-        let at = RecordRef::parse(value)?;
-        let framed = segment::read_framed(&*self.reader(at.segment)?, at.offset, at.body_len).map_err(|e| match e {
-            StoreError::Corrupt { reason, .. } => StoreError::Corrupt { position: first_position, reason },
+    /// The framed events of the record at `record` of segment `segment`.
+    fn read_record(&self, segment: u64, record: RecordEntry) -> Result<Framed, StoreError> {
+        let file = self.reader(segment)?;
+        let framed = segment::read_framed(&file, record.offset, record.body_len).map_err(|e| match e {
+            StoreError::Corrupt { reason, .. } => StoreError::Corrupt { position: record.first_position, reason },
             other => other,
         })?;
         Ok(Framed::Segment(framed))
     }
 
-    /// The batch that starts at `first_position`, wherever it is stored.
-    fn batch_at(&self, first_position: u64) -> Result<Option<Framed>, StoreError> {
-        if let Some(value) = self.inner.log.get(log_key(SEGMENT_INDEX_PREFIX, first_position))? {
-            return self.read_record(first_position, &value).map(Some);
-        }
-        Ok(self.inner.log.get(log_key(LEGACY_LOG_PREFIX, first_position))?.map(Framed::Legacy))
-    }
-
-    /// The next version of `book` as stored, from its last batch.
+    /// The next version of `book` as stored, from its last batch: in the segments
+    /// (searched from the newest back), else in sled's batches of the layout before them.
     fn stored_next_version(&self, book: BookId) -> Result<u64, StoreError> {
-        let last = self.inner.log.get_lt(stream_key(book, u64::MAX))?;
-        Ok(match last {
-            Some((key, value)) if key.len() == 25 && key[..17] == stream_key(book, 0)[..17] => {
-                let batch = parse_batch(&key, &value);
-                batch.first_version + batch.count
+        if let Some(end_version) = self.inner.index.book_end_version(book) {
+            return Ok(end_version);
+        }
+        for entry in self.inner.log.range(stream_key(book, 0)..=stream_key(book, u64::MAX)).rev() {
+            let (key, value) = entry?;
+            let batch = parse_batch(&key, &value);
+            if batch.first_position < self.inner.segments_start {
+                return Ok(batch.first_version + batch.count);
             }
-            _ => 0,
-        })
+        }
+        Ok(0)
     }
 
     /// The stored batch holding `position`: its first position and its events. Batches
     /// in segments all come after those of the legacy layout.
     fn batch_holding(&self, position: u64) -> Result<Option<(u64, Framed)>, StoreError> {
-        let after = position.saturating_add(1);
-        if let Some((key, value)) =
-            last_before(&self.inner.log, SEGMENT_INDEX_PREFIX, &log_key(SEGMENT_INDEX_PREFIX, after))?
-        {
-            let first_position = parse_u64(&key[1..]);
-            return Ok(Some((first_position, self.read_record(first_position, &value)?)));
+        if position >= self.inner.segments_start {
+            let Some((segment, record)) = self.inner.index.locate(position) else { return Ok(None) };
+            return Ok(Some((record.first_position, self.read_record(segment, record)?)));
         }
+        let after = position.saturating_add(1);
         Ok(last_before(&self.inner.log, LEGACY_LOG_PREFIX, &log_key(LEGACY_LOG_PREFIX, after))?
             .map(|(key, value)| (parse_u64(&key[1..]), Framed::Legacy(value))))
     }
@@ -746,20 +644,12 @@ impl SledStore {
                 return Ok(events);
             }
         }
-        // Then the segments, read in long runs: their records are in log order.
-        let first_in_segments =
-            match last_before(&self.inner.log, SEGMENT_INDEX_PREFIX, &log_key(SEGMENT_INDEX_PREFIX, from + 1))? {
-                Some(found) => Some(found),
-                None => self
-                    .inner
-                    .log
-                    .range(log_key(SEGMENT_INDEX_PREFIX, from)..log_key(SEGMENT_INDEX_PREFIX, durable))
-                    .next()
-                    .transpose()?,
-            };
-        let Some((key, value)) = first_in_segments else { return Ok(events) };
-        let at = RecordRef::parse(&value)?;
-        self.read_segments_from(&mut events, parse_u64(&key[1..]), at.segment, at.offset, from, durable, max)?;
+        // Then the segments, read in long runs: their records are in log order, and
+        // their positions run on from `segments_start` without a gap.
+        let Some((segment, record)) = self.inner.index.locate(from.max(self.inner.segments_start)) else {
+            return Ok(events);
+        };
+        self.read_segments_from(&mut events, record.first_position, segment, record.offset, from, durable, max)?;
         Ok(events)
     }
 
@@ -820,7 +710,8 @@ impl SledStore {
     fn read_stream_sync(&self, book: BookId, from_version: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         let max = max.min(READ_EVENTS_MAX);
         let mut events = Vec::new();
-        // The batch holding `from_version` starts at or before it.
+        // The batches of the layout before the segments come first, from sled. The
+        // batch holding `from_version` starts at or before it.
         let start = match self.inner.log.get_lt(stream_key(book, from_version.saturating_add(1)))? {
             Some((key, _)) if key.len() == 25 && key[..17] == stream_key(book, 0)[..17] => parse_u64(&key[17..]),
             _ => from_version,
@@ -828,40 +719,68 @@ impl SledStore {
         for entry in self.inner.log.range(stream_key(book, start)..=stream_key(book, u64::MAX)) {
             let (key, value) = entry?;
             let batch = parse_batch(&key, &value);
-            if batch.first_version + batch.count <= from_version {
+            if batch.first_version + batch.count <= from_version || batch.first_position >= self.inner.segments_start {
                 continue;
             }
-            let stored = self.batch_at(batch.first_position)?.ok_or_else(|| StoreError::Corrupt {
-                position: batch.first_position,
-                reason: "indexed by its stream but missing from the log".into(),
+            let stored = self.inner.log.get(log_key(LEGACY_LOG_PREFIX, batch.first_position))?.ok_or_else(|| {
+                StoreError::Corrupt {
+                    position: batch.first_position,
+                    reason: "indexed by its stream but missing from the log".into(),
+                }
             })?;
-            let frames = unframe(batch.first_position, &stored)?;
-            if frames.len() as u64 != batch.count {
-                let reason = "stream index and log disagree on the batch size".into();
-                return Err(StoreError::Corrupt { position: batch.first_position, reason });
+            if !push_stream_batch(&mut events, book, &batch, &stored, from_version, max)? {
+                return Ok(events);
             }
-            for (offset, bytes) in frames.into_iter().enumerate() {
-                let version = batch.first_version + offset as u64;
-                if version < from_version {
-                    continue;
-                }
-                if events.len() == max {
-                    return Ok(events);
-                }
-                let position = batch.first_position + offset as u64;
-                let event = chain::decode(position, bytes)?;
-                // Paired check: the index and the event agree on where it belongs.
-                if event.envelope.book != book || event.envelope.version != version {
-                    return Err(StoreError::Corrupt {
-                        position,
-                        reason: "stream index disagrees with the event".into(),
-                    });
-                }
-                events.push(RecordedEvent { position, event });
+        }
+        // Then the segments'.
+        let wanted = (max - events.len()) as u64;
+        for found in self.inner.index.book_batches(book, from_version, wanted) {
+            let batch = BatchRef {
+                first_version: found.first_version,
+                first_position: found.record.first_position,
+                count: u64::from(found.record.count),
+            };
+            let stored = self.read_record(found.segment, found.record)?;
+            if !push_stream_batch(&mut events, book, &batch, &stored, from_version, max)? {
+                return Ok(events);
             }
         }
         Ok(events)
     }
+}
+
+/// Decodes the events of one batch of `book` from `from_version` on into `events`, up
+/// to `max`. False once no more are wanted.
+fn push_stream_batch(
+    events: &mut Vec<RecordedEvent>,
+    book: BookId,
+    batch: &BatchRef,
+    stored: &[u8],
+    from_version: u64,
+    max: usize,
+) -> Result<bool, StoreError> {
+    let frames = unframe(batch.first_position, stored)?;
+    if frames.len() as u64 != batch.count {
+        let reason = "stream index and log disagree on the batch size".into();
+        return Err(StoreError::Corrupt { position: batch.first_position, reason });
+    }
+    for (offset, bytes) in frames.into_iter().enumerate() {
+        let version = batch.first_version + offset as u64;
+        if version < from_version {
+            continue;
+        }
+        if events.len() == max {
+            return Ok(false);
+        }
+        let position = batch.first_position + offset as u64;
+        let event = chain::decode(position, bytes)?;
+        // Paired check: the index and the event agree on where it belongs.
+        if event.envelope.book != book || event.envelope.version != version {
+            return Err(StoreError::Corrupt { position, reason: "stream index disagrees with the event".into() });
+        }
+        events.push(RecordedEvent { position, event });
+    }
+    Ok(true)
 }
 
 #[async_trait]
@@ -947,26 +866,33 @@ impl EventStore for SledStore {
             {
                 state.closed_unsynced.push(state.segment.sync_handle());
                 state.segment.rotate()?;
+                self.inner.index.rotate(state.segment.sequence(), first_position);
             }
             let record_bytes = state.record.len();
-            let written = state.segment.append(&state.record).and_then(|offset| {
-                let segment = state.segment.sequence();
-                let ends = records.iter().skip(1).map(|r| r.0).chain([record_bytes]);
-                for (&(start, first_position, count, book, first_version), end) in records.iter().zip(ends) {
-                    let body_len = (end - start - segment::RECORD_HEADER_BYTES) as u32;
-                    let offset = offset + start as u64;
-                    let at = RecordRef { segment, offset, body_len, count, book, first_version };
-                    index_batch(&self.inner.log, first_position, at)?;
+            let offset = match state.segment.append(&state.record) {
+                Ok(offset) => offset,
+                Err(error) => {
+                    // Part of the records may be in the segment: others at the same
+                    // positions must never follow them. A restart scans what is there.
+                    tracing::error!(%error, "a batch could not be written; the store takes no more appends");
+                    state.failed = Some(format!("the event log stopped taking appends after a failure: {error}"));
+                    return Err(error);
                 }
-                Ok(())
-            });
-            if let Err(error) = written {
-                // The records may be in the segment, unindexed: others at the same
-                // positions must never follow them. A restart indexes what is there.
-                tracing::error!(%error, "a batch could not be written and indexed; the store takes no more appends");
-                state.failed = Some(format!("the event log stopped taking appends after a failure: {error}"));
-                return Err(error);
-            }
+            };
+            // Indexed under the append lock, so the index is in log order too. Readers
+            // see the entries at once; `read_all` and `read_positions` stop at the
+            // durable watermark, as they did with sled's entries.
+            let ends = records.iter().skip(1).map(|r| r.0).chain([record_bytes]);
+            let entries =
+                records.iter().zip(ends).map(|(&(start, first_position, count, book, first_version), end)| {
+                    let body_len = (end - start - segment::RECORD_HEADER_BYTES) as u32;
+                    (
+                        book,
+                        first_version,
+                        RecordEntry { first_position, offset: offset + start as u64, body_len, count },
+                    )
+                });
+            self.inner.index.push(state.segment.sequence(), entries);
             state.appends += 1;
             state.next_position = position;
             for (append, &(book, next_version)) in appends.iter().zip(&versions) {

@@ -1,6 +1,8 @@
 //! The victim of the crash test: writes commands to a ledger in a loop from several
 //! concurrent callers and appends one line per acknowledged event to an ack file, until
-//! it is killed. Usage: `crash_writer DATA_DIR ACK_FILE`.
+//! it is killed. Usage: `crash_writer DATA_DIR ACK_FILE`. With `CRASH_SEGMENT_BYTES_MAX`
+//! set, the log's segments are that small, so that kills also land amid the closing of
+//! segments and the writing of their index files.
 //!
 //! An ack line is `book event_id position version` and is written (one `write` call,
 //! O_APPEND) only after the ledger answered the command, i.e. after the flush. The
@@ -13,7 +15,10 @@ use commands::writer::WriterOptions;
 use commands::{CommandError, EventStore, Ledger, SledStore};
 use domain::testing::{amount, meta, open_customer, open_partner};
 use domain::{AccountId, Command, CommandMeta, Idempotency};
+use eventlog::SledOptions;
 
+/// Names the segment size in bytes, if not the default.
+const SEGMENT_BYTES_MAX_VAR: &str = "CRASH_SEGMENT_BYTES_MAX";
 const BOOKS: usize = 3;
 const CALLERS_PER_BOOK: usize = 4;
 
@@ -22,7 +27,11 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let data_dir = args.next().expect("DATA_DIR");
     let ack_path = args.next().expect("ACK_FILE");
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(&data_dir).expect("open store"));
+    let mut sled_options = SledOptions::default();
+    if let Ok(bytes) = std::env::var(SEGMENT_BYTES_MAX_VAR) {
+        sled_options.segment_bytes_max = bytes.parse().expect("CRASH_SEGMENT_BYTES_MAX is a number of bytes");
+    }
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open_with(&data_dir, sled_options).expect("open store"));
     // Book snapshots far more often than a server takes them, so that kills land while
     // one is being saved and restarts load books from them; and ids moved into id runs
     // (and runs merged) at nearly every snapshot, so that kills land amid those too.
