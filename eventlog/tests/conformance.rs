@@ -766,38 +766,7 @@ fn earlier_release_index(log: &sled::Tree, bytes: &[u8], sequence: u64) -> usize
 async fn sled_reads_a_log_of_the_layout_before_the_segments() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut writer = Writer::new();
-    let mut legacy = Vec::new();
-    {
-        let db = sled::open(dir.path()).unwrap();
-        let log = db.open_tree("log").unwrap();
-        let mut position = 1u64;
-        for size in [2, 3] {
-            let (expected, encoded) = writer.batch(size);
-            let first_version = match expected {
-                ExpectedVersion::NoStream => 0,
-                ExpectedVersion::Exact(v) => v + 1,
-            };
-            let mut framed = (encoded.len() as u32).to_le_bytes().to_vec();
-            for e in &encoded {
-                framed.extend_from_slice(&(e.bytes.len() as u32).to_le_bytes());
-                framed.extend_from_slice(&e.bytes);
-            }
-            let mut log_key = vec![b'L'];
-            log_key.extend_from_slice(&position.to_be_bytes());
-            let mut stream_key = vec![b'S'];
-            stream_key.extend_from_slice(writer.book().0.as_bytes());
-            stream_key.extend_from_slice(&first_version.to_be_bytes());
-            let mut batch_value = position.to_be_bytes().to_vec();
-            batch_value.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
-            log.insert(log_key, framed).unwrap();
-            log.insert(stream_key, batch_value).unwrap();
-            for e in encoded {
-                legacy.push(RecordedEvent { position, event: e.event });
-                position += 1;
-            }
-        }
-        db.flush().unwrap();
-    }
+    let legacy = write_layout_before_segments(dir.path(), &mut writer, &[2, 3]);
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path()).expect("sled opens a legacy log"));
     assert_eq!(ids(&store.read_all(1, 100).await.unwrap()), ids(&legacy));
     let added = append(&*store, &mut writer, 2).await;
