@@ -4,6 +4,7 @@
 //! verify. It never writes events.
 
 mod build;
+mod compact;
 pub mod error;
 pub mod invoices;
 pub mod models;

@@ -1,15 +1,19 @@
 //! The models' snapshot file: the state at one position, so that a restart loads it and
 //! projects only the log after it.
 //!
-//! Layout (format 5): `TBMODELS`, the format (u32 LE), the position (u64 LE), the
-//! account count (u64 LE), the count of CDR id entries (u64 LE); each account (postcard);
-//! the CDR id entries (hash, position as u64 LE each, sorted); where each account ends
-//! (u64 LE each, from the first account's start); then a CRC-32 of everything before it.
-//! The table of ends lets a start decode the accounts on every core at once (format 4,
-//! without it, with the entry count after the accounts, is still read, on one core). The
-//! file is written beside its final name, synced, and renamed over it: a crash leaves
-//! either the old snapshot or the new one, and a damaged or foreign file is not read
-//! (the models are then rebuilt from the log, which is always possible).
+//! Layout (format 6): `TBMODELS`, the format (u32 LE), the position (u64 LE), the
+//! account count (u64 LE), the count of CDR id entries (u64 LE), the byte length of the
+//! CDR id entries (u64 LE); each account ([`crate::compact`]); the CDR id entries
+//! (sorted, as differences); where each account ends (u64 LE each, from the first
+//! account's start); then a CRC-32 of everything before it. The table of ends lets a
+//! start decode the accounts on every core at once. The file is written beside its
+//! final name, synced, and renamed over it: a crash leaves either the old snapshot or
+//! the new one, and a damaged or foreign file is not read (the models are then rebuilt
+//! from the log, which is always possible).
+//!
+//! The formats before are still read: 5 (no byte length in the header, accounts in
+//! postcard, entries as two u64 LE each) and 4 (as 5 without the table of ends, the
+//! entry count after the accounts, read on one core).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -18,27 +22,22 @@ use std::sync::Arc;
 use imbl::Vector;
 use serde::{Deserialize, Serialize};
 
+use crate::compact;
 use crate::error::ProjectionError;
 use crate::state::{AccountModel, AccountView, CdrIdIndex, CdrRef, Chunk, Chunked, Entry, Model, PostingEntry, Sums};
 
 /// The layout of the snapshot file. A file of another format is not read: the models
-/// are rebuilt from the log. (Formats 1 to 3 were sled trees of earlier versions; 4 is
-/// read, see [`decode_format_4`].)
-pub(crate) const MODELS_FORMAT: u32 = 5;
+/// are rebuilt from the log. (Formats 1 to 3 were sled trees of earlier versions; 4 and
+/// 5 are read, see [`decode`] and [`decode_format_4`].)
+pub(crate) const MODELS_FORMAT: u32 = 6;
+const FORMAT_5: u32 = 5;
 const FORMAT_4: u32 = 4;
-/// Magic, format, position, account count, CDR id entry count.
-const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 8;
+/// Magic, format, position, account count, CDR id entry count, and in format 6 the CDR
+/// id entries' byte length.
+const HEADER_BYTES_5: usize = 8 + 4 + 8 + 8 + 8;
+const HEADER_BYTES: usize = HEADER_BYTES_5 + 8;
 const MAGIC: &[u8; 8] = b"TBMODELS";
 pub(crate) const SNAPSHOT_FILE: &str = "models.snapshot";
-
-#[derive(Serialize)]
-struct AccountOut<'a> {
-    view: &'a AccountView,
-    postings: Vec<&'a Chunk<PostingEntry>>,
-    buckets: Vec<(i64, &'a Sums)>,
-    cdrs: Vec<&'a [CdrRef]>,
-    trail: Vec<u64>,
-}
 
 #[derive(Deserialize)]
 struct AccountIn {
@@ -106,16 +105,6 @@ pub(crate) fn account_bytes(account: &AccountModel) -> Vec<u8> {
     postcard::to_allocvec(&content).expect("encoding to a Vec cannot fail")
 }
 
-fn account_out(account: &AccountModel) -> AccountOut<'_> {
-    AccountOut {
-        view: &account.view,
-        postings: account.postings.chunks.values().map(|chunk| &**chunk).collect(),
-        buckets: account.buckets.iter().map(|(bucket, sums)| (*bucket, sums)).collect(),
-        cdrs: account.cdrs.chunks.values().map(|chunk| chunk.entries.as_slice()).collect(),
-        trail: account.trail.iter().copied().collect(),
-    }
-}
-
 /// On how many cores a snapshot's accounts are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cores {
@@ -137,11 +126,16 @@ fn write_body(
 ) -> Result<(), ProjectionError> {
     use rayon::prelude::*;
     let entries = cdr_ids.entries(model.position);
+    let mut entry_bytes = Vec::with_capacity(entries.len() * 10);
+    compact::put_cdr_entries(&mut entry_bytes, &entries);
+    let entry_count = entries.len();
+    drop(entries);
     out.write_all(MAGIC).map_err(io)?;
     out.write_all(&MODELS_FORMAT.to_le_bytes()).map_err(io)?;
     out.write_all(&model.position.to_le_bytes()).map_err(io)?;
     out.write_all(&(model.accounts.len() as u64).to_le_bytes()).map_err(io)?;
-    out.write_all(&(entries.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(entry_count as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(entry_bytes.len() as u64).to_le_bytes()).map_err(io)?;
     let mut ends = Vec::with_capacity(model.accounts.len() * 8);
     let mut end = 0u64;
     let mut put = |out: &mut dyn Write, bytes: &[u8]| -> Result<(), ProjectionError> {
@@ -157,7 +151,7 @@ fn write_body(
             let mut buffer = Vec::new();
             for account in model.accounts.values() {
                 buffer.clear();
-                buffer = postcard::to_extend(&account_out(account), buffer).map_err(io)?;
+                compact::put_account(&mut buffer, account);
                 put(out, &buffer)?;
             }
         }
@@ -180,7 +174,11 @@ fn write_body(
                 for wave in accounts.chunks(ACCOUNTS_PER_WAVE) {
                     let bytes = wave
                         .par_iter()
-                        .map(|account| postcard::to_allocvec(&account_out(account)).map_err(io))
+                        .map(|account| {
+                            let mut bytes = Vec::new();
+                            compact::put_account(&mut bytes, account);
+                            Ok(bytes)
+                        })
                         .collect::<Result<Vec<_>, _>>();
                     match bytes {
                         Ok(bytes) => {
@@ -201,12 +199,7 @@ fn write_body(
             })?;
         }
     }
-    let mut buffer = Vec::with_capacity(entries.len() * 16);
-    for (hash, position) in entries {
-        buffer.extend_from_slice(&hash.to_le_bytes());
-        buffer.extend_from_slice(&position.to_le_bytes());
-    }
-    out.write_all(&buffer).map_err(io)?;
+    out.write_all(&entry_bytes).map_err(io)?;
     out.write_all(&ends).map_err(io)?;
     Ok(())
 }
@@ -254,14 +247,14 @@ pub(crate) fn read(dir: &Path) -> Result<Option<(Model, CdrIdIndex)>, Projection
         return unusable(&path, "not a snapshot file");
     }
     let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if format != MODELS_FORMAT && format != FORMAT_4 {
+    if ![MODELS_FORMAT, FORMAT_5, FORMAT_4].contains(&format) {
         return unusable(&path, "written in another format");
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return unusable(&path, "damaged (checksum)");
     }
-    let decoded = if format == FORMAT_4 { decode_format_4(body) } else { decode(body) };
+    let decoded = if format == FORMAT_4 { decode_format_4(body) } else { decode(body, format) };
     match decoded {
         Some(decoded) => Ok(Some(decoded)),
         None => unusable(&path, "damaged (layout)"),
@@ -298,14 +291,20 @@ fn cdr_entries(pairs: &[u8]) -> Vec<(u64, u64)> {
     pairs.chunks_exact(16).map(|pair| (u64_at(pair, 0).unwrap_or(0), u64_at(pair, 8).unwrap_or(0))).collect()
 }
 
-fn decode(body: &[u8]) -> Option<(Model, CdrIdIndex)> {
+/// Formats 5 and 6, which differ in the header, in how an account is encoded and in
+/// how the CDR id entries are.
+fn decode(body: &[u8], format: u32) -> Option<(Model, CdrIdIndex)> {
     use rayon::prelude::*;
     let position = u64_at(body, 12)?;
     let accounts = usize::try_from(u64_at(body, 20)?).ok()?;
     let entry_count = usize::try_from(u64_at(body, 28)?).ok()?;
+    let (header, entry_bytes) = match format {
+        FORMAT_5 => (HEADER_BYTES_5, entry_count.checked_mul(16)?),
+        _ => (HEADER_BYTES, usize::try_from(u64_at(body, 36)?).ok()?),
+    };
     let table_start = body.len().checked_sub(accounts.checked_mul(8)?)?;
-    let entries_start = table_start.checked_sub(entry_count.checked_mul(16)?)?;
-    let section = body.get(HEADER_BYTES..entries_start)?;
+    let entries_start = table_start.checked_sub(entry_bytes)?;
+    let section = body.get(header..entries_start)?;
     let ends: Vec<usize> = body[table_start..]
         .chunks_exact(8)
         .map(|end| u64_at(end, 0).and_then(|e| usize::try_from(e).ok()))
@@ -313,27 +312,40 @@ fn decode(body: &[u8]) -> Option<(Model, CdrIdIndex)> {
     if ends.last().copied().unwrap_or(0) != section.len() || !ends.is_sorted() {
         return None;
     }
+    let entries = &body[entries_start..table_start];
     let (decoded, cdr_ids) = rayon::join(
         || {
             (0..accounts)
                 .into_par_iter()
                 .map(|at| {
                     let start = if at == 0 { 0 } else { ends[at - 1] };
-                    let (account, rest): (AccountIn, _) = postcard::take_from_bytes(&section[start..ends[at]]).ok()?;
-                    if !rest.is_empty() {
-                        return None;
+                    let bytes = &section[start..ends[at]];
+                    if format == FORMAT_5 {
+                        let (account, rest): (AccountIn, _) = postcard::take_from_bytes(bytes).ok()?;
+                        if !rest.is_empty() {
+                            return None;
+                        }
+                        account_model(account)
+                    } else {
+                        compact::account(bytes)
                     }
-                    account_model(account)
                 })
                 .collect::<Option<Vec<AccountModel>>>()
         },
-        || CdrIdIndex::from_entries(&cdr_entries(&body[entries_start..table_start])),
+        || {
+            let entries = if format == FORMAT_5 {
+                Some(cdr_entries(entries))
+            } else {
+                compact::cdr_entries(entries, entry_count)
+            };
+            entries.map(|entries| CdrIdIndex::from_entries(&entries))
+        },
     );
     let mut model = Model { position, ..Model::default() };
     for account in decoded? {
         model.insert_account(account);
     }
-    Some((model, cdr_ids))
+    Some((model, cdr_ids?))
 }
 
 /// Format 4: the accounts one after another without a table of where each ends, then the
@@ -383,10 +395,53 @@ mod tests {
         assert_eq!(account_bytes(&in_order), account_bytes(&reversed));
     }
 
-    /// A snapshot of format 4 (no table of account ends, the entry count after the
-    /// accounts) is still read, to the same models as the format written now.
+    #[derive(Serialize)]
+    struct AccountOut<'a> {
+        view: &'a AccountView,
+        postings: Vec<&'a Chunk<PostingEntry>>,
+        buckets: Vec<(i64, &'a Sums)>,
+        cdrs: Vec<&'a [CdrRef]>,
+        trail: Vec<u64>,
+    }
+
+    fn account_out(account: &AccountModel) -> AccountOut<'_> {
+        AccountOut {
+            view: &account.view,
+            postings: account.postings.chunks.values().map(|chunk| &**chunk).collect(),
+            buckets: account.buckets.iter().map(|(bucket, sums)| (*bucket, sums)).collect(),
+            cdrs: account.cdrs.chunks.values().map(|chunk| chunk.entries.as_slice()).collect(),
+            trail: account.trail.iter().copied().collect(),
+        }
+    }
+
+    /// The body of a format 5 snapshot, as the version before format 6 wrote it.
+    fn encode_format_5(model: &Model, cdr_ids: &CdrIdIndex) -> Vec<u8> {
+        let entries = cdr_ids.entries(model.position);
+        let mut body = Vec::new();
+        body.extend_from_slice(MAGIC);
+        body.extend_from_slice(&FORMAT_5.to_le_bytes());
+        body.extend_from_slice(&model.position.to_le_bytes());
+        body.extend_from_slice(&(model.accounts.len() as u64).to_le_bytes());
+        body.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        let mut ends = Vec::new();
+        let start = body.len();
+        for account in model.accounts.values() {
+            body = postcard::to_extend(&account_out(account), body).unwrap();
+            ends.extend_from_slice(&((body.len() - start) as u64).to_le_bytes());
+        }
+        for (hash, position) in entries {
+            body.extend_from_slice(&hash.to_le_bytes());
+            body.extend_from_slice(&position.to_le_bytes());
+        }
+        body.extend_from_slice(&ends);
+        body
+    }
+
+    /// Snapshots of formats 4 and 5 (no byte length of the CDR ids in the header,
+    /// accounts in postcard; format 4 with no table of account ends and the entry count
+    /// after the accounts) are still read, to the same models as the format written now.
     #[test]
-    fn a_snapshot_of_format_4_reads_as_the_current_one() {
+    fn snapshots_of_formats_4_and_5_read_as_the_current_one() {
         let mut model = Model { position: 7, ..Model::default() };
         for n in 0..3u64 {
             let mut account = AccountModel::new(crate::state::tests::view());
@@ -400,7 +455,9 @@ mod tests {
         }
         let cdr_ids = CdrIdIndex::from_entries(&[(1, 2), (u64::MAX, 3), (u64::MAX, 5)]);
         let current = encode(&model, &cdr_ids).unwrap();
-        let body = &current[..current.len() - 4];
+        let current = &current[..current.len() - 4];
+        let format_5 = encode_format_5(&model, &cdr_ids);
+        let body = &format_5[..];
         let accounts = model.accounts.len();
         let entry_count = u64_at(body, 28).unwrap() as usize;
         let table_start = body.len() - accounts * 8;
@@ -409,22 +466,26 @@ mod tests {
         old.extend_from_slice(&body[..8]);
         old.extend_from_slice(&FORMAT_4.to_le_bytes());
         old.extend_from_slice(&body[12..28]);
-        old.extend_from_slice(&body[HEADER_BYTES..entries_start]);
+        old.extend_from_slice(&body[HEADER_BYTES_5..entries_start]);
         old.extend_from_slice(&(entry_count as u64).to_le_bytes());
         old.extend_from_slice(&body[entries_start..table_start]);
-        let (from_current, ids_current) = decode(body).unwrap();
+        let (from_current, ids_current) = decode(current, MODELS_FORMAT).unwrap();
+        let (from_5, ids_5) = decode(body, FORMAT_5).unwrap();
         let (from_old, ids_old) = decode_format_4(&old).unwrap();
-        assert_eq!(from_current.position, 7);
-        assert_eq!(from_old.position, 7);
-        let content = |m: &Model| m.accounts.values().map(|a| account_bytes(a)).collect::<Vec<_>>();
-        assert_eq!(content(&from_current), content(&model));
-        assert_eq!(content(&from_old), content(&model));
+        assert!(current.len() < body.len(), "format 6 is the smaller");
+        for decoded in [&from_current, &from_5, &from_old] {
+            assert_eq!(decoded.position, 7);
+            assert_eq!(decoded.accounts, model.accounts);
+        }
         assert_eq!(ids_current.entries(u64::MAX), vec![(1, 2), (u64::MAX, 3), (u64::MAX, 5)]);
+        assert_eq!(ids_5.entries(u64::MAX), ids_current.entries(u64::MAX));
         assert_eq!(ids_old.entries(u64::MAX), ids_current.entries(u64::MAX));
         // A table of ends that does not match the accounts is damage, not a panic.
-        let mut damaged = body.to_vec();
-        let last = damaged.len() - 8;
-        damaged[last] ^= 1;
-        assert!(decode(&damaged).is_none());
+        for (bytes, format) in [(current, MODELS_FORMAT), (body, FORMAT_5)] {
+            let mut damaged = bytes.to_vec();
+            let last = damaged.len() - 8;
+            damaged[last] ^= 1;
+            assert!(decode(&damaged, format).is_none());
+        }
     }
 }

@@ -115,7 +115,6 @@ pub(crate) async fn rebuild(
     let head = store.head().await?;
     let end = up_to.map_or(head, |p| p + 1);
     let shards = applier_count();
-    let cdr_ids = Arc::new(CdrIdIndex::default());
     // Per shard: events applied, and the position of the last.
     let applied: Arc<Vec<(AtomicU64, AtomicU64)>> =
         Arc::new((0..shards).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect());
@@ -123,14 +122,14 @@ pub(crate) async fn rebuild(
     let mut appliers = Vec::with_capacity(shards);
     for shard in 0..shards {
         let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<Arc<Vec<RecordedEvent>>>(READ_AHEAD_CHUNKS);
-        let (cdr_ids, applied) = (cdr_ids.clone(), applied.clone());
+        let applied = applied.clone();
         appliers.push(tokio::task::spawn_blocking(move || {
             let mut builder = ShardBuilder::new(shard, shards);
             let mut apply_micros = 0;
             while let Some(chunk) = chunk_rx.blocking_recv() {
                 let started = thread_cpu_micros();
                 for event in chunk.iter() {
-                    builder.apply(event, &cdr_ids);
+                    builder.apply(event);
                 }
                 apply_micros += thread_cpu_micros() - started;
                 let (events, position) = &applied[shard];
@@ -199,9 +198,8 @@ pub(crate) async fn rebuild(
     }
     let (events, _) = done(&applied);
     let started = Instant::now();
-    let model = tokio::task::spawn_blocking(move || build::finish(builders)).await.map_err(join_failed)?;
+    let (model, cdr_ids) = tokio::task::spawn_blocking(move || build::finish(builders)).await.map_err(join_failed)?;
     let build_micros = micros_since(started);
-    let cdr_ids = Arc::try_unwrap(cdr_ids).unwrap_or_else(|_| unreachable!("every applier has ended"));
     progress(events, model.position, end.saturating_sub(1));
     Ok(Rebuilt { model, cdr_ids, events, read_micros, apply_micros, build_micros, books })
 }

@@ -652,7 +652,13 @@ pub(crate) fn cdr_id_hash(id: &str) -> u64 {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
-const CDR_ID_SHARDS: usize = 64;
+pub(crate) const CDR_ID_SHARDS: usize = 64;
+
+/// The shard of the CDR id index that holds `hash`: its top bits, so that shards in
+/// order hold ascending hashes.
+pub(crate) fn cdr_id_shard_of(hash: u64) -> usize {
+    (hash >> 58) as usize % CDR_ID_SHARDS
+}
 
 /// One shard of the CDR id index: hash -> position, and for the rare hash that more
 /// than one call shares (the same id in two books, or a collision), all its positions
@@ -679,7 +685,7 @@ impl Default for CdrIdIndex {
 
 impl CdrIdIndex {
     fn shard(&self, hash: u64) -> &RwLock<CdrIdShard> {
-        &self.shards[(hash >> 58) as usize % CDR_ID_SHARDS]
+        &self.shards[cdr_id_shard_of(hash)]
     }
 
     /// Adds `position` under `hash`; adding it again changes nothing (a chunk applied
@@ -740,33 +746,56 @@ impl CdrIdIndex {
             }
             return index;
         }
-        let shard_of = |hash: u64| (hash >> 58) as usize % CDR_ID_SHARDS;
         let shards = (0..CDR_ID_SHARDS)
             .into_par_iter()
             .map(|shard| {
-                let start = entries.partition_point(|(hash, _)| shard_of(*hash) < shard);
-                let end = entries.partition_point(|(hash, _)| shard_of(*hash) <= shard);
-                let run = &entries[start..end];
-                let mut built = CdrIdShard {
-                    first: FastMap::with_capacity_and_hasher(run.len(), Default::default()),
-                    more: FastMap::default(),
-                };
-                // Sorted by (hash, position): a hash's first entry is its first position,
-                // the rest follow in order, as `insert` would leave them.
-                for (at, (hash, position)) in run.iter().enumerate() {
-                    if at > 0 && run[at - 1] == (*hash, *position) {
-                        continue;
-                    }
-                    if at > 0 && run[at - 1].0 == *hash {
-                        built.more.entry(*hash).or_default().push(*position);
-                    } else {
-                        built.first.insert(*hash, *position);
-                    }
-                }
-                RwLock::new(built)
+                let start = entries.partition_point(|(hash, _)| cdr_id_shard_of(*hash) < shard);
+                let end = entries.partition_point(|(hash, _)| cdr_id_shard_of(*hash) <= shard);
+                RwLock::new(CdrIdShard::of_sorted(&entries[start..end]))
             })
             .collect();
         CdrIdIndex { shards }
+    }
+
+    /// The index of runs of entries in any order, run `s` holding those of shard `s`
+    /// ([`cdr_id_shard_of`]): what a replay's appliers collect. Each run is sorted and
+    /// built on its own, so the work stays in the caches, on every core.
+    pub(crate) fn from_shard_runs(runs: Vec<Vec<(u64, u64)>>) -> Self {
+        use rayon::prelude::*;
+        assert_eq!(runs.len(), CDR_ID_SHARDS, "one run per shard");
+        let shards = runs
+            .into_par_iter()
+            .enumerate()
+            .map(|(shard, mut run)| {
+                debug_assert!(run.iter().all(|(hash, _)| cdr_id_shard_of(*hash) == shard));
+                run.sort_unstable();
+                RwLock::new(CdrIdShard::of_sorted(&run))
+            })
+            .collect();
+        CdrIdIndex { shards }
+    }
+}
+
+impl CdrIdShard {
+    /// The shard of entries sorted by (hash, position): a hash's first entry is its
+    /// first position, the rest follow in order, as `insert` would leave them; an entry
+    /// given twice is kept once.
+    fn of_sorted(run: &[(u64, u64)]) -> Self {
+        let mut built = CdrIdShard {
+            first: FastMap::with_capacity_and_hasher(run.len(), Default::default()),
+            more: FastMap::default(),
+        };
+        for (at, (hash, position)) in run.iter().enumerate() {
+            if at > 0 && run[at - 1] == (*hash, *position) {
+                continue;
+            }
+            if at > 0 && run[at - 1].0 == *hash {
+                built.more.entry(*hash).or_default().push(*position);
+            } else {
+                built.first.insert(*hash, *position);
+            }
+        }
+        built
     }
 }
 
