@@ -92,23 +92,41 @@ fn chrono_now_micros() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
+/// Chunks read and decoded ahead of the one being applied.
+const READ_AHEAD_CHUNKS: usize = 2;
+
 /// Starts following the log. The task ends with an error only on a storage failure.
+///
+/// The log is read on a task of its own, a few chunks ahead: reading and decoding a
+/// chunk (on one core) overlaps applying the one before (on the other). Read and apply
+/// in turn, a projector catching up kept one core idle.
 pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projector {
     let last_recorded_at = Arc::new(AtomicI64::new(chrono_now_micros()));
     let task_models = models.clone();
     let task_recorded = last_recorded_at.clone();
     let (stop, mut stopping) = watch::channel(false);
     let task = tokio::spawn(async move {
+        let (chunk_tx, mut chunks) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
         let mut events = store.subscribe_all(task_models.position() + 1).ready_chunks(CHUNK_EVENTS_MAX);
+        let reader = tokio::spawn(async move {
+            while let Some(chunk) = events.next().await {
+                let chunk: Result<Vec<RecordedEvent>, _> = chunk.into_iter().collect();
+                let failed = chunk.is_err();
+                if chunk_tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        // Aborted however the loop ends: a stopped projector reads no further.
+        let _reader = AbortOnDrop(reader);
         loop {
             let chunk = tokio::select! {
-                chunk = events.next() => match chunk {
-                    Some(chunk) => chunk,
+                chunk = chunks.recv() => match chunk {
+                    Some(chunk) => chunk?,
                     None => break,
                 },
                 _ = stopping.wait_for(|stop| *stop) => break,
             };
-            let chunk: Vec<RecordedEvent> = chunk.into_iter().collect::<Result<_, _>>()?;
             let recorded_at = chunk.last().map_or(Timestamp(0), |e| e.event.envelope.recorded_at);
             let models = task_models.clone();
             tokio::task::spawn_blocking(move || models.apply_chunk(&chunk))
@@ -120,6 +138,14 @@ pub fn spawn_projector(models: ReadModels, store: Arc<dyn EventStore>) -> Projec
         Ok(())
     });
     Projector { task, stop, last_recorded_at, models }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]
