@@ -99,36 +99,121 @@ pub fn decode(position: u64, bytes: &[u8]) -> Result<Event, StoreError> {
         return Err(corrupt(format!("unknown codec version {}", bytes[0])));
     }
     let schema = u16::from_le_bytes([bytes[1], bytes[2]]);
-    #[derive(serde::Deserialize)]
-    struct Body<P> {
-        envelope: Envelope,
-        payload: P,
-    }
     let body = &bytes[HEADER_LEN..];
-    let (envelope, payload) = match schema {
+    // The envelope by hand where it can be (see `envelope::take`), else by serde, which
+    // then gives the precise error.
+    let (mut envelope, payload) = match envelope::take(body) {
+        Some((envelope, payload)) => (envelope, payload),
+        None => {
+            let (envelope, payload) =
+                postcard::take_from_bytes::<Envelope>(body).map_err(|e| corrupt(e.to_string()))?;
+            (envelope, payload)
+        }
+    };
+    let payload = match schema {
         // Schema 1: a `CallCharged` of the old shape is read by the old reader; every
         // other payload kept its shape, and those past `CallCharged` in the enum are
         // unknown to the old reader, so they are read with today's.
-        1 => match postcard::from_bytes::<Body<legacy::PayloadV1>>(body) {
-            Ok(old) => (old.envelope, old.payload.into()),
+        1 => match postcard::from_bytes::<legacy::PayloadV1>(payload) {
+            Ok(old) => old.into(),
             Err(_) => {
-                let body: Body<Payload> = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
-                if matches!(body.payload, Payload::CallCharged(_)) {
+                let payload: Payload = postcard::from_bytes(payload).map_err(|e| corrupt(e.to_string()))?;
+                if matches!(payload, Payload::CallCharged(_)) {
                     return Err(corrupt("a schema 1 event holds a schema 2 CallCharged".into()));
                 }
-                (body.envelope, body.payload)
+                payload
             }
         },
-        2 => {
-            let body: Body<Payload> = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
-            (body.envelope, body.payload)
-        }
+        2 => postcard::from_bytes(payload).map_err(|e| corrupt(e.to_string()))?,
         other => return Err(corrupt(format!("unknown payload schema version {other}"))),
     };
-    let body = Body { envelope, payload };
-    let mut envelope = body.envelope;
     envelope.hash.copy_from_slice(&bytes[3..HEADER_LEN]);
-    Ok(Event { envelope, payload: body.payload })
+    Ok(Event { envelope, payload })
+}
+
+/// The envelope read straight from postcard's layout of it, for every read of the log:
+/// serde reads each byte of its three 32-byte arrays through a visitor call of its own,
+/// a tenth of decoding an event. Postcard writes a struct as its fields in order, a
+/// `Uuid` as a length (16) and its bytes, integers as LEB128 varints (signed ones
+/// zigzagged), a string as its length and UTF-8 bytes, an option as a 0 or 1 byte then
+/// the value, a byte array as its bytes.
+mod envelope {
+    use domain::{BookId, Envelope, EventId, Hash, Idempotency, Timestamp};
+
+    pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+
+    impl<'a> Reader<'a> {
+        fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (taken, rest) = self.0.split_at_checked(n)?;
+            self.0 = rest;
+            Some(taken)
+        }
+
+        /// A varint of at most `max_bytes`, refused where postcard refuses it: its last
+        /// byte holding more bits than the type has.
+        fn varint(&mut self, max_bytes: usize, bits: u32) -> Option<u64> {
+            let mut value = 0u64;
+            for at in 0..max_bytes {
+                let byte = *self.bytes(1)?.first()?;
+                value |= u64::from(byte & 0x7f) << (7 * at);
+                if byte & 0x80 == 0 {
+                    let last_bits = bits - 7 * at as u32;
+                    return (at + 1 < max_bytes || last_bits >= 8 || byte >> last_bits == 0).then_some(value);
+                }
+            }
+            None
+        }
+
+        pub(super) fn u64(&mut self) -> Option<u64> {
+            self.varint(10, 64)
+        }
+
+        pub(super) fn u32(&mut self) -> Option<u32> {
+            self.varint(5, 32).and_then(|v| u32::try_from(v).ok())
+        }
+
+        fn i64(&mut self) -> Option<i64> {
+            let zigzag = self.u64()?;
+            Some((zigzag >> 1) as i64 ^ -((zigzag & 1) as i64))
+        }
+
+        fn uuid(&mut self) -> Option<uuid::Uuid> {
+            (self.u64()? == 16).then_some(())?;
+            uuid::Uuid::from_slice(self.bytes(16)?).ok()
+        }
+
+        fn string(&mut self) -> Option<String> {
+            let len = usize::try_from(self.u64()?).ok()?;
+            std::str::from_utf8(self.bytes(len)?).ok().map(str::to_owned)
+        }
+
+        fn hash(&mut self) -> Option<Hash> {
+            self.bytes(32)?.try_into().ok()
+        }
+    }
+
+    /// The envelope at the start of `body` and the bytes after it (the payload), or
+    /// `None` for anything but what postcard writes for an envelope.
+    pub(super) fn take(body: &[u8]) -> Option<(Envelope, &[u8])> {
+        let mut r = Reader(body);
+        let envelope = Envelope {
+            event_id: EventId(r.uuid()?),
+            book: BookId(r.uuid()?),
+            version: r.u64()?,
+            occurred_at: Timestamp(r.i64()?),
+            recorded_at: Timestamp(r.i64()?),
+            actor: r.string()?,
+            idempotency: match r.bytes(1)?[0] {
+                0 => None,
+                1 => Some(Idempotency { key: r.string()?, request_digest: r.hash()? }),
+                _ => return None,
+            },
+            command_events: r.u32()?,
+            prev_hash: r.hash()?,
+            hash: r.hash()?,
+        };
+        Some((envelope, r.0))
+    }
 }
 
 /// True when the stored hash is the SHA-256 of the stored body.
@@ -316,6 +401,89 @@ mod tests {
     use super::*;
     use domain::testing::{meta, open_customer};
     use domain::{AccountId, BookState, Decision, decide, seal};
+    use proptest::prelude::*;
+
+    fn any_envelope() -> impl Strategy<Value = Envelope> {
+        let idempotency = proptest::option::of((".{0,40}", any::<[u8; 32]>()))
+            .prop_map(|i| i.map(|(key, request_digest)| domain::Idempotency { key, request_digest }));
+        (
+            (any::<u128>(), any::<u128>(), any::<u64>(), any::<i64>(), any::<i64>()),
+            ("\\PC{0,30}", idempotency, any::<u32>(), any::<[u8; 32]>()),
+        )
+            .prop_map(
+                |((id, book, version, occurred, recorded), (actor, idempotency, command_events, prev_hash))| Envelope {
+                    event_id: domain::EventId(uuid::Uuid::from_u128(id)),
+                    book: BookId(uuid::Uuid::from_u128(book)),
+                    version,
+                    occurred_at: domain::Timestamp(occurred),
+                    recorded_at: domain::Timestamp(recorded),
+                    actor,
+                    idempotency,
+                    command_events,
+                    prev_hash,
+                    hash: GENESIS_HASH,
+                },
+            )
+    }
+
+    /// Varints at the edge of their type read as postcard reads them: the most bits
+    /// the last byte may hold, and one more, which postcard refuses.
+    #[test]
+    fn varints_at_their_limits_read_as_postcard_reads_them() {
+        let cases: [(&[u8], bool); 4] = [
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], true),
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], false),
+            (&[0xff, 0xff, 0xff, 0xff, 0x0f], true),
+            (&[0xff, 0xff, 0xff, 0xff, 0x10], false),
+        ];
+        for (bytes, fits) in cases {
+            if bytes.len() == 10 {
+                let by_hand = envelope::Reader(bytes).u64();
+                assert_eq!(by_hand, postcard::from_bytes::<u64>(bytes).ok());
+                assert_eq!(by_hand.is_some(), fits, "{bytes:?}");
+            } else {
+                let by_hand = envelope::Reader(bytes).u32();
+                assert_eq!(by_hand, postcard::from_bytes::<u32>(bytes).ok());
+                assert_eq!(by_hand.is_some(), fits, "{bytes:?}");
+            }
+        }
+    }
+
+    proptest! {
+        /// The envelope read by hand is the one serde reads, for any envelope; and for any
+        /// cut or changed byte of one, the hand never reads what serde would not read
+        /// the same (it may refuse more: serde then decides).
+        #[test]
+        fn the_envelope_by_hand_reads_as_serde_does(
+            envelope in any_envelope(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<(prop::sample::Index, u8)>(),
+        ) {
+            let payload = Payload::AccountStatusChanged(domain::event::AccountStatusChanged {
+                account: AccountId::new(),
+                from: domain::AccountStatus::Active,
+                to: domain::AccountStatus::Suspended,
+                reason: None,
+            });
+            let (bytes, _) = encode(&envelope, &payload);
+            let body = &bytes[HEADER_LEN..];
+            let (by_hand, rest) = envelope::take(body).expect("an encoded envelope reads");
+            let (by_serde, serde_rest) = postcard::take_from_bytes::<Envelope>(body).unwrap();
+            prop_assert_eq!(&by_hand, &by_serde);
+            prop_assert_eq!(&by_hand, &envelope);
+            prop_assert_eq!(rest, serde_rest);
+            let mut changed = body.to_vec();
+            let at = flip.0.index(changed.len());
+            changed[at] ^= flip.1.max(1);
+            for damaged in [&body[..cut.index(body.len())], &changed[..]] {
+                if let Some((by_hand, rest)) = envelope::take(damaged) {
+                    let (by_serde, serde_rest) = postcard::take_from_bytes::<Envelope>(damaged).unwrap();
+                    prop_assert_eq!(by_hand, by_serde);
+                    prop_assert_eq!(rest, serde_rest);
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_borrowed_envelope_encodes_like_the_envelope() {

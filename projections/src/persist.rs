@@ -125,7 +125,10 @@ fn write_body(
     cores: Cores,
 ) -> Result<(), ProjectionError> {
     use rayon::prelude::*;
-    let entries = cdr_ids.entries(model.position);
+    let entries = match cores {
+        Cores::One => cdr_ids.entries(model.position),
+        Cores::All => cdr_ids.entries_on_every_core(model.position),
+    };
     let mut entry_bytes = Vec::with_capacity(entries.len() * 10);
     compact::put_cdr_entries(&mut entry_bytes, &entries);
     let entry_count = entries.len();

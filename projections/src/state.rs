@@ -719,19 +719,39 @@ impl CdrIdIndex {
     /// Every (hash, position) at or before `up_to`, sorted: what a snapshot saves and
     /// what verify compares.
     pub(crate) fn entries(&self, up_to: u64) -> Vec<(u64, u64)> {
-        let mut entries = Vec::new();
         // A shard is the hash's top bits, so shards in order hold ascending hashes:
         // sorting each shard's run sorts the whole, in runs that fit the caches.
+        let mut entries = Vec::new();
         for shard in &self.shards {
-            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
-            let start = entries.len();
-            entries.extend(shard.first.iter().map(|(hash, p)| (*hash, *p)).filter(|(_, p)| *p <= up_to));
-            for (hash, more) in &shard.more {
-                entries.extend(more.iter().filter(|p| **p <= up_to).map(|p| (*hash, *p)));
-            }
-            entries[start..].sort_unstable();
+            Self::push_shard_entries(&mut entries, shard, up_to);
         }
         entries
+    }
+
+    /// [`CdrIdIndex::entries`] with the shards sorted on every core.
+    pub(crate) fn entries_on_every_core(&self, up_to: u64) -> Vec<(u64, u64)> {
+        use rayon::prelude::*;
+        let runs: Vec<Vec<(u64, u64)>> = self
+            .shards
+            .par_iter()
+            .map(|shard| {
+                let mut run = Vec::new();
+                Self::push_shard_entries(&mut run, shard, up_to);
+                run
+            })
+            .collect();
+        runs.concat()
+    }
+
+    /// Appends the entries of `shard` at or before `up_to`, sorted.
+    fn push_shard_entries(entries: &mut Vec<(u64, u64)>, shard: &RwLock<CdrIdShard>, up_to: u64) {
+        let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+        let start = entries.len();
+        entries.extend(shard.first.iter().map(|(hash, p)| (*hash, *p)).filter(|(_, p)| *p <= up_to));
+        for (hash, more) in &shard.more {
+            entries.extend(more.iter().filter(|p| **p <= up_to).map(|p| (*hash, *p)));
+        }
+        entries[start..].sort_unstable();
     }
 
     /// The index of `entries` as [`CdrIdIndex::entries`] gives them: sorted by hash,

@@ -417,7 +417,20 @@ fn push_batch(
     durable: u64,
     max: usize,
 ) -> Result<bool, StoreError> {
-    for (offset, bytes) in unframe(first_position, framed)?.into_iter().enumerate() {
+    push_frames(events, first_position, &unframe(first_position, framed)?, from, durable, max)
+}
+
+/// Decodes the framed events of one batch at `first_position..` into `events`, those
+/// from `from` on; false once `events` holds `max` or the durable end is reached.
+fn push_frames(
+    events: &mut Vec<RecordedEvent>,
+    first_position: u64,
+    frames: &[&[u8]],
+    from: u64,
+    durable: u64,
+    max: usize,
+) -> Result<bool, StoreError> {
+    for (offset, bytes) in frames.iter().enumerate() {
         let position = first_position + offset as u64;
         if position < from {
             continue;
@@ -692,8 +705,9 @@ impl SledStore {
                     return Err(StoreError::Corrupt { position, reason });
                 }
                 consumed = record.at + record.len;
-                let more = push_batch(events, position, record.framed, from, durable, max)?;
-                position += unframe(position, record.framed)?.len() as u64;
+                let frames = unframe(position, record.framed)?;
+                let more = push_frames(events, position, &frames, from, durable, max)?;
+                position += frames.len() as u64;
                 if !more {
                     return Ok(());
                 }
