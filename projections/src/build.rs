@@ -113,13 +113,13 @@ impl AccountBuild {
         for posting in postings.iter().flatten() {
             let bucket = bucket_of(posting.occurred_at);
             match &mut current {
-                Some((at, sums)) if *at == bucket => sums.add(posting.category, posting.amount),
+                Some((at, sums)) if *at == bucket => sums.add(posting.category(), posting.amount),
                 _ => {
                     if let Some((at, sums)) = current.take() {
                         buckets.insert(at, sums);
                     }
                     let mut sums = Sums::default();
-                    sums.add(posting.category, posting.amount);
+                    sums.add(posting.category(), posting.amount);
                     current = Some((bucket, sums));
                 }
             }

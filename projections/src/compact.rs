@@ -161,7 +161,7 @@ pub(crate) fn put_account(out: &mut Vec<u8>, account: &AccountModel) {
     for chunk in account.postings.chunks.values() {
         out.sums(&chunk.summary);
         out.chunk(&chunk.entries, |out, posting| {
-            out.0.push(crate::state::category_index(posting.category) as u8);
+            out.0.push(crate::state::category_index(posting.category()) as u8);
             out.amount(posting.amount);
         });
     }
@@ -174,7 +174,9 @@ pub(crate) fn put_account(out: &mut Vec<u8>, account: &AccountModel) {
     }
     out.usize(account.cdrs.chunks.len());
     for chunk in account.cdrs.chunks.values() {
-        out.chunk(&chunk.entries, |out, call| out.u64(u64::from(call.hangup_cause) << 1 | u64::from(call.answered)));
+        out.chunk(&chunk.entries, |out, call| {
+            out.u64(u64::from(call.hangup_cause()) << 1 | u64::from(call.answered()))
+        });
     }
     out.usize(account.trail.len());
     let mut last = 0u64;
@@ -193,7 +195,7 @@ pub(crate) fn account(bytes: &[u8]) -> Option<AccountModel> {
         let summary = input.sums()?;
         let entries = input.chunk(|input, (occurred_at, position)| {
             let category = *Category::ALL.get(usize::from(input.byte()?))?;
-            Some(PostingEntry { occurred_at, position, category, amount: input.amount()? })
+            PostingEntry::checked(occurred_at, position, category, input.amount()?)
         })?;
         let last = entries.last()?.key();
         postings.insert(last, Arc::new(Chunk { summary, entries }));
@@ -209,7 +211,7 @@ pub(crate) fn account(bytes: &[u8]) -> Option<AccountModel> {
     for _ in 0..input.count()? {
         let entries = input.chunk(|input, (start, position)| {
             let packed = input.u64()?;
-            Some(CdrRef { start, position, answered: packed & 1 == 1, hangup_cause: u16::try_from(packed >> 1).ok()? })
+            CdrRef::checked(start, position, packed & 1 == 1, u16::try_from(packed >> 1).ok()?)
         })?;
         let last = entries.last()?.key();
         cdrs.insert(last, Arc::new(Chunk::of(entries)));
@@ -307,12 +309,12 @@ mod tests {
     fn damaged_accounts_are_refused() {
         let mut model = AccountModel::new(crate::state::tests::view());
         for n in 0..100u64 {
-            model.add_posting(PostingEntry {
-                occurred_at: n as i64 * 7_000_000 - 300,
-                position: 1000 - n,
-                category: Category::ALL[n as usize % 6],
-                amount: decimal(n as i128 * 12345 - 600_000, (n % 7) as u32, false),
-            });
+            model.add_posting(PostingEntry::new(
+                n as i64 * 7_000_000 - 300,
+                1000 - n,
+                Category::ALL[n as usize % 6],
+                decimal(n as i128 * 12345 - 600_000, (n % 7) as u32, false),
+            ));
         }
         let mut bytes = Vec::new();
         put_account(&mut bytes, &model);

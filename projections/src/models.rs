@@ -589,8 +589,8 @@ impl Snapshot {
         for chunk in model.postings.chunks_between(start, to.micros()) {
             for e in &chunk.entries {
                 let in_period = e.occurred_at >= from.micros() && e.occurred_at < to.micros();
-                let past_cursor = after.is_none_or(|c| (e.occurred_at, e.position) > c);
-                if !in_period || !past_cursor || category.is_some_and(|c| c != e.category) {
+                let past_cursor = after.is_none_or(|c| (e.occurred_at, e.position()) > c);
+                if !in_period || !past_cursor || category.is_some_and(|c| c != e.category()) {
                     continue;
                 }
                 if items.len() == limit {
@@ -599,9 +599,9 @@ impl Snapshot {
                     return Ok(Page { items, next_cursor });
                 }
                 items.push(StatementLine {
-                    position: e.position,
+                    position: e.position(),
                     occurred_at: Timestamp(e.occurred_at),
-                    category: e.category,
+                    category: e.category(),
                     amount: e.amount.canonical(currency),
                 });
             }
@@ -661,7 +661,7 @@ impl Snapshot {
             let batch = cdr_candidates(model, from.micros(), to.micros(), seen, filter, wanted);
             let Some(last) = batch.last() else { break };
             seen = Some(last.key());
-            let positions: Vec<u64> = batch.iter().map(|c| c.position).collect();
+            let positions: Vec<u64> = batch.iter().map(|c| c.position()).collect();
             for recorded in self.read(&positions).await? {
                 let Some(row) = CdrRow::from_recorded(&recorded) else { continue };
                 if filter.destination_prefix.as_deref().is_some_and(|p| !row.cdr.callee.starts_with(p)) {
@@ -724,8 +724,8 @@ fn cdr_candidates(
         .flat_map(|chunk| chunk.entries.iter())
         .filter(|c| c.start >= from && c.start < to)
         .filter(|c| after.is_none_or(|cursor| c.key() > cursor))
-        .filter(|c| filter.answered.is_none_or(|a| c.answered == a))
-        .filter(|c| filter.hangup_cause.is_none_or(|h| c.hangup_cause == h))
+        .filter(|c| filter.answered.is_none_or(|a| c.answered() == a))
+        .filter(|c| filter.hangup_cause.is_none_or(|h| c.hangup_cause() == h))
         .take(max)
         .copied()
         .collect()

@@ -384,12 +384,7 @@ mod tests {
     fn account_content_does_not_depend_on_chunk_boundaries() {
         let view = crate::state::tests::view();
         let postings: Vec<PostingEntry> = (0..300u64)
-            .map(|n| PostingEntry {
-                occurred_at: n as i64 * 1_000_000,
-                position: n + 1,
-                category: Category::Payments,
-                amount: Amount::ZERO,
-            })
+            .map(|n| PostingEntry::new(n as i64 * 1_000_000, n + 1, Category::Payments, Amount::ZERO))
             .collect();
         let (mut in_order, mut reversed) = (AccountModel::new(view.clone()), AccountModel::new(view));
         postings.iter().for_each(|p| in_order.add_posting(*p));
@@ -448,12 +443,7 @@ mod tests {
         let mut model = Model { position: 7, ..Model::default() };
         for n in 0..3u64 {
             let mut account = AccountModel::new(crate::state::tests::view());
-            account.add_posting(PostingEntry {
-                occurred_at: n as i64,
-                position: n + 1,
-                category: Category::Payments,
-                amount: Amount::ZERO,
-            });
+            account.add_posting(PostingEntry::new(n as i64, n + 1, Category::Payments, Amount::ZERO));
             model.insert_account(account);
         }
         let cdr_ids = CdrIdIndex::from_entries(&[(1, 2), (u64::MAX, 3), (u64::MAX, 5)]);
