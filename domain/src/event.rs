@@ -493,26 +493,32 @@ impl Payload {
     /// Every account this event concerns (for the audit trail of an account).
     pub fn accounts(&self) -> Vec<AccountId> {
         let mut accounts = Vec::with_capacity(2);
-        match self {
-            Payload::AccountOpened(e) => accounts.push(e.account),
-            Payload::AccountStatusChanged(e) => accounts.push(e.account),
-            Payload::CreditLimitChanged(e) => accounts.push(e.account),
-            Payload::TariffAssigned(e) => accounts.push(e.account),
-            Payload::AlertsConfigured(e) => accounts.push(e.account),
-            Payload::AlertRaised(e) => accounts.push(e.account),
-            Payload::SwitchIdentifiersSet(e) => accounts.push(e.account),
-            Payload::SubscriptionStarted(e) => accounts.push(e.account),
-            Payload::SubscriptionEnded(e) => accounts.push(e.account),
-            Payload::TaxConfigured(e) => accounts.extend(e.account),
-            Payload::InvoiceIssued(e) => accounts.push(e.account),
-            Payload::CreditNoteIssued(e) => accounts.push(e.account),
-            Payload::TariffPublished(_) | Payload::PlanPublished(_) => {}
-            _ => self.for_each_posting(|p| {
-                if !accounts.contains(&p.account) {
-                    accounts.push(p.account)
-                }
-            }),
-        }
+        self.for_each_account(|account| {
+            if !accounts.contains(&account) {
+                accounts.push(account)
+            }
+        });
         accounts
+    }
+
+    /// Calls `emit` with every account this event concerns, without allocating; an
+    /// account may come twice.
+    pub fn for_each_account(&self, mut emit: impl FnMut(AccountId)) {
+        match self {
+            Payload::AccountOpened(e) => emit(e.account),
+            Payload::AccountStatusChanged(e) => emit(e.account),
+            Payload::CreditLimitChanged(e) => emit(e.account),
+            Payload::TariffAssigned(e) => emit(e.account),
+            Payload::AlertsConfigured(e) => emit(e.account),
+            Payload::AlertRaised(e) => emit(e.account),
+            Payload::SwitchIdentifiersSet(e) => emit(e.account),
+            Payload::SubscriptionStarted(e) => emit(e.account),
+            Payload::SubscriptionEnded(e) => emit(e.account),
+            Payload::TaxConfigured(e) => e.account.into_iter().for_each(&mut emit),
+            Payload::InvoiceIssued(e) => emit(e.account),
+            Payload::CreditNoteIssued(e) => emit(e.account),
+            Payload::TariffPublished(_) | Payload::PlanPublished(_) => {}
+            _ => self.for_each_posting(|p| emit(p.account)),
+        }
     }
 }

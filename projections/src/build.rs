@@ -174,6 +174,13 @@ impl ShardBuilder {
     /// by the shard of the customer it charged, so once.
     pub(crate) fn apply(&mut self, recorded: &RecordedEvent) {
         self.position = recorded.position;
+        // Every applier sees every event, and most concern the other shards' accounts:
+        // what an event does is worked out only where it concerns one of this shard's.
+        let mut concerns_this_shard = false;
+        recorded.event.payload.for_each_account(|id| concerns_this_shard |= self.owns(id));
+        if !concerns_this_shard {
+            return;
+        }
         let effect = EventEffect::of(recorded);
         if let Some(view) = effect.opened().filter(|view| self.owns(view.id)) {
             self.accounts.insert(view.id, AccountBuild::new(view));
