@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use crate::state::{AccountModel, AccountView, CdrRef, Chunk, Chunked, Entry, PostingEntry, Sums};
 
 /// Appends to a buffer.
-pub(crate) struct Out<'a>(pub &'a mut Vec<u8>);
+struct Out<'a>(&'a mut Vec<u8>);
 
 impl Out<'_> {
     fn varint(&mut self, mut value: u128) {
@@ -72,16 +72,16 @@ impl Out<'_> {
 }
 
 /// Reads what [`Out`] wrote; `None` for anything that is not (a damaged file).
-pub(crate) struct In<'a> {
+struct In<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> In<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+    fn new(bytes: &'a [u8]) -> Self {
         In { bytes }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 

@@ -173,32 +173,22 @@ fn write_body(
                     }
                     Ok(())
                 });
-                let mut encoded = Ok(());
                 for wave in accounts.chunks(ACCOUNTS_PER_WAVE) {
-                    let bytes = wave
+                    let bytes: Vec<Vec<u8>> = wave
                         .par_iter()
                         .map(|account| {
                             let mut bytes = Vec::new();
                             compact::put_account(&mut bytes, account);
-                            Ok(bytes)
+                            bytes
                         })
-                        .collect::<Result<Vec<_>, _>>();
-                    match bytes {
-                        Ok(bytes) => {
-                            // A failed writer stops taking waves: its error is the one told.
-                            if wave_tx.send(bytes).is_err() {
-                                break;
-                            }
-                        }
-                        Err(error) => {
-                            encoded = Err(error);
-                            break;
-                        }
+                        .collect();
+                    // A failed writer stops taking waves: its error is the one told.
+                    if wave_tx.send(bytes).is_err() {
+                        break;
                     }
                 }
                 drop(wave_tx);
-                let written = writer.join().unwrap_or_else(|_| Err(io("the snapshot writer panicked")));
-                written.and(encoded)
+                writer.join().unwrap_or_else(|_| Err(io("the snapshot writer panicked")))
             })?;
         }
     }
