@@ -57,8 +57,12 @@ impl<T: Entry> ChunkedBuild<T> {
         if self.in_order {
             return self.chunks;
         }
-        let mut entries: Vec<T> = self.chunks.into_iter().flatten().collect();
-        // Stable: entries with one key keep their log order, as inserts keep it.
+        let mut entries: Vec<T> = Vec::with_capacity(self.chunks.iter().map(Vec::len).sum());
+        for chunk in self.chunks {
+            entries.extend(chunk);
+        }
+        // Stable: entries with one key (an event that posts twice to one account) keep
+        // their log order, as inserts keep it.
         entries.sort_by_key(Entry::key);
         entries.chunks(CHUNK_ENTRIES_MAX).map(<[T]>::to_vec).collect()
     }
