@@ -235,8 +235,13 @@ pub(crate) fn account(bytes: &[u8]) -> Option<AccountModel> {
 /// Appends CDR id entries, sorted by (hash, position), as differences of the hash and
 /// the position itself.
 pub(crate) fn put_cdr_entries(out: &mut Vec<u8>, entries: &[(u64, u64)]) {
+    put_cdr_entries_after(out, entries, 0);
+}
+
+/// [`put_cdr_entries`] for a run that follows entries whose last hash is `last`: the
+/// runs' bytes one after the other are the bytes of all their entries.
+pub(crate) fn put_cdr_entries_after(out: &mut Vec<u8>, entries: &[(u64, u64)], mut last: u64) {
     let mut out = Out(out);
-    let mut last = 0u64;
     for (hash, position) in entries {
         out.u64(hash.wrapping_sub(last));
         out.u64(*position);

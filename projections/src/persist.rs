@@ -125,20 +125,43 @@ fn write_body(
     cores: Cores,
 ) -> Result<(), ProjectionError> {
     use rayon::prelude::*;
-    let entries = match cores {
-        Cores::One => cdr_ids.entries(model.position),
-        Cores::All => cdr_ids.entries_on_every_core(model.position),
+    // The CDR id entries' bytes, in pieces that follow one another.
+    let (entry_count, entry_pieces) = match cores {
+        Cores::One => {
+            let entries = cdr_ids.entries(model.position);
+            let mut bytes = Vec::with_capacity(entries.len() * 10);
+            compact::put_cdr_entries(&mut bytes, &entries);
+            (entries.len(), vec![bytes])
+        }
+        Cores::All => {
+            // A run per shard of the index, each encoded on its own after the last hash
+            // of the runs before it: no copy of every entry into one list.
+            let runs = cdr_ids.entry_runs_on_every_core(model.position);
+            let mut last_before = Vec::with_capacity(runs.len());
+            let mut last = 0;
+            for run in &runs {
+                last_before.push(last);
+                last = run.last().map_or(last, |(hash, _)| *hash);
+            }
+            let pieces = runs
+                .par_iter()
+                .zip(last_before)
+                .map(|(run, last)| {
+                    let mut bytes = Vec::with_capacity(run.len() * 10);
+                    compact::put_cdr_entries_after(&mut bytes, run, last);
+                    bytes
+                })
+                .collect();
+            (runs.iter().map(Vec::len).sum(), pieces)
+        }
     };
-    let mut entry_bytes = Vec::with_capacity(entries.len() * 10);
-    compact::put_cdr_entries(&mut entry_bytes, &entries);
-    let entry_count = entries.len();
-    drop(entries);
+    let entry_bytes_len: usize = entry_pieces.iter().map(Vec::len).sum();
     out.write_all(MAGIC).map_err(io)?;
     out.write_all(&MODELS_FORMAT.to_le_bytes()).map_err(io)?;
     out.write_all(&model.position.to_le_bytes()).map_err(io)?;
     out.write_all(&(model.accounts.len() as u64).to_le_bytes()).map_err(io)?;
     out.write_all(&(entry_count as u64).to_le_bytes()).map_err(io)?;
-    out.write_all(&(entry_bytes.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(entry_bytes_len as u64).to_le_bytes()).map_err(io)?;
     let mut ends = Vec::with_capacity(model.accounts.len() * 8);
     let mut end = 0u64;
     let mut put = |out: &mut dyn Write, bytes: &[u8]| -> Result<(), ProjectionError> {
@@ -192,7 +215,9 @@ fn write_body(
             })?;
         }
     }
-    out.write_all(&entry_bytes).map_err(io)?;
+    for piece in &entry_pieces {
+        out.write_all(piece).map_err(io)?;
+    }
     out.write_all(&ends).map_err(io)?;
     Ok(())
 }
@@ -381,6 +406,32 @@ mod tests {
         postings.iter().rev().for_each(|p| reversed.add_posting(*p));
         assert_ne!(in_order.postings.chunks.len(), reversed.postings.chunks.len(), "the cut should differ");
         assert_eq!(account_bytes(&in_order), account_bytes(&reversed));
+    }
+
+    /// A replay writes the CDR ids one run per shard, each run's hashes as differences
+    /// from the last hash of the runs before: the file must be the bytes one list gives,
+    /// with empty shards between, and without the entries past the models' position.
+    #[test]
+    fn snapshot_written_on_every_core_is_the_one_written_on_one() {
+        let mut model = Model { position: 90, ..Model::default() };
+        let mut account = AccountModel::new(crate::state::tests::view());
+        account.add_posting(PostingEntry::new(5, 1, Category::Payments, Amount::ZERO));
+        model.insert_account(account);
+        // Hashes in every fourth shard (the shard is the top six bits), some in one shard
+        // twice, and positions past the models' that the file leaves out.
+        let entries: Vec<(u64, u64)> = (0..100u64)
+            .map(|n| ((((n % 16) * 4) << 58) | (n * 7919 % 1000), n))
+            .chain([(3 << 58, 95), (3 << 58, 40)])
+            .collect();
+        let cdr_ids = CdrIdIndex::from_entries(&entries);
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &model, &cdr_ids, Cores::All).unwrap();
+        let written = std::fs::read(snapshot_path(dir.path())).unwrap();
+        assert_eq!(written, encode(&model, &cdr_ids).unwrap());
+        let (_, read_back) = read(dir.path()).unwrap().expect("a usable snapshot");
+        let mut expected: Vec<(u64, u64)> = entries.into_iter().filter(|(_, p)| *p <= 90).collect();
+        expected.sort_unstable();
+        assert_eq!(read_back.entries(u64::MAX), expected);
     }
 
     #[derive(Serialize)]

@@ -844,19 +844,18 @@ impl CdrIdIndex {
         entries
     }
 
-    /// [`CdrIdIndex::entries`] with the shards sorted on every core.
-    pub(crate) fn entries_on_every_core(&self, up_to: u64) -> Vec<(u64, u64)> {
+    /// [`CdrIdIndex::entries`] as one sorted run per shard, the shards sorted on every
+    /// core: the runs in order are the entries.
+    pub(crate) fn entry_runs_on_every_core(&self, up_to: u64) -> Vec<Vec<(u64, u64)>> {
         use rayon::prelude::*;
-        let runs: Vec<Vec<(u64, u64)>> = self
-            .shards
+        self.shards
             .par_iter()
             .map(|shard| {
                 let mut run = Vec::new();
                 Self::push_shard_entries(&mut run, shard, up_to);
                 run
             })
-            .collect();
-        runs.concat()
+            .collect()
     }
 
     /// Appends the entries of `shard` at or before `up_to`, sorted.
