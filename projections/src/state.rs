@@ -4,14 +4,14 @@
 //! sees every event up to one position and none after it.
 //!
 //! What is kept is what queries need and the log cannot answer cheaply: the account
-//! directory with balances, per-day sums of postings (statements) and the postings
+//! directory with balances, per-bucket sums of postings (statements) and the postings
 //! themselves (statement lines), and indexes into the log — each account's events by
 //! position (audit trail), its calls by start time (CDR pages), CDR ids to positions.
 //! Event rows and CDR rows are not copied: a page reads its events back from the log.
 //!
 //! Memory, per account: its view (~200 bytes) and map nodes; per event: 8 bytes of
-//! trail per account it concerns, 48 bytes per posting, 24 bytes per call per account
-//! that lists it (the customer, and its partner), ~32 bytes per CDR id.
+//! trail per account it concerns, ~34 bytes per posting, ~17 bytes per call per account
+//! that lists it (the customer, and its partner), ~20 bytes per CDR id.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
