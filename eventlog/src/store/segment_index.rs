@@ -666,8 +666,14 @@ pub(crate) fn open(dir: &Path, start_position: u64) -> Result<Opened, StoreError
             continue;
         }
         if valid < bytes.len() as u64 {
-            let reason = format!("segment {} is damaged at byte {valid}", path.display());
-            return Err(StoreError::Corrupt { position: next_position, reason });
+            if !segment::all_zero(&bytes[valid as usize..]) {
+                let reason = format!("segment {} is damaged at byte {valid}", path.display());
+                return Err(StoreError::Corrupt { position: next_position, reason });
+            }
+            // Zeros written ahead of the records, left by a crash before the segment's
+            // cut was durable.
+            let file = std::fs::OpenOptions::new().write(true).open(path).map_err(segment::io)?;
+            file.set_len(valid).and_then(|()| file.sync_all()).map_err(segment::io)?;
         }
         // Records a killed process wrote may not have been synced yet; the index file
         // is about to count them as durable.

@@ -107,6 +107,9 @@ struct Inner {
     flusher: Arc<Flusher>,
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Zeros written ahead of the records, so that appends do not grow the file.
+    zero_ahead: Arc<segment::ZeroAhead>,
+    zeroing_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     opened_next_position: u64,
     /// One past the highest durable position (positions start at 1), or the flush
     /// failure that stopped durability.
@@ -255,6 +258,10 @@ impl Drop for Inner {
     /// Waits for the flusher and the last checkpoint, so that the database (and its
     /// lock) is released when the last handle to the store goes.
     fn drop(&mut self) {
+        self.zero_ahead.stop();
+        if let Some(thread) = self.zeroing_thread.lock().expect("zeroing thread lock").take() {
+            let _ = thread.join();
+        }
         self.flusher.stop();
         if let Some(thread) = self.flusher_thread.lock().expect("flusher thread lock").take() {
             let _ = thread.join();
@@ -480,7 +487,8 @@ impl SledStore {
         let opened = segment_index::open(&segment_dir, segments_start)?;
         let (sequence, valid, next_position) = (opened.sequence, opened.valid_bytes, opened.next_position);
         let index = Arc::new(opened.index);
-        let segment = Segment::open(&segment_dir, sequence, valid)?;
+        let segment = Segment::open(&segment_dir, sequence, valid, options.segment_bytes_max)?;
+        let zero_ahead = segment.zero_ahead();
         let removed = remove_earlier_index(&log, &db, path)?;
         if removed > 0 {
             tracing::info!(removed, "took an earlier release's segment index out of sled: index files replace it");
@@ -518,6 +526,10 @@ impl SledStore {
             let run = move || run_checkpoints(index, flusher, checkpoint_rx);
             spawn("tollbook-checkpoint", Box::new(run))?
         };
+        let zeroing_thread = {
+            let zeros = zero_ahead.clone();
+            spawn("tollbook-zeros", Box::new(move || zeros.run()))?
+        };
         Ok(SledStore {
             inner: Arc::new(Inner {
                 log,
@@ -530,6 +542,8 @@ impl SledStore {
                 flusher,
                 flusher_thread: Mutex::new(Some(flusher_thread)),
                 checkpoint_thread: Mutex::new(Some(checkpoint_thread)),
+                zero_ahead,
+                zeroing_thread: Mutex::new(Some(zeroing_thread)),
                 opened_next_position: next_position,
                 durable,
             }),
@@ -682,7 +696,14 @@ impl SledStore {
         let mut buffer = Vec::new();
         while position < durable && events.len() < max {
             let file = self.reader(segment)?;
-            let length = file.metadata().map_err(segment::io)?.len();
+            // The segment being appended to holds zeros after its records: read it only
+            // up to the durable end (a closed one is cut back to its records).
+            let synced = *self.inner.flusher.synced.lock().expect("synced lock");
+            let length = match segment.cmp(&synced.segment) {
+                std::cmp::Ordering::Less => file.metadata().map_err(segment::io)?.len(),
+                std::cmp::Ordering::Equal => synced.offset,
+                std::cmp::Ordering::Greater => 0,
+            };
             if offset >= length {
                 // Records of durable positions are past this segment: in the next one.
                 (segment, offset) = (segment + 1, 0);
