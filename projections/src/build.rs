@@ -19,6 +19,7 @@ use std::sync::Arc;
 use domain::{AccountId, RecordedEvent};
 use imbl::{OrdMap, Vector};
 
+use crate::recent::Recent;
 use crate::state::{
     AccountModel, AccountTarget, AccountView, CDR_ID_SHARDS, CHUNK_ENTRIES_MAX, CdrIdIndex, CdrRef, Chunk, Chunked,
     Entry, EventEffect, FxHasher, Model, PostingEntry, Sums, bucket_of, cdr_id_shard_of,
@@ -88,19 +89,17 @@ pub(crate) struct AccountBuild {
 }
 
 impl AccountTarget for AccountBuild {
-    fn view_mut(&mut self) -> &mut AccountView {
-        &mut self.view
-    }
-
     fn add_call(&mut self, call: CdrRef) {
         self.cdrs.push(call);
     }
 
     fn add_posting(&mut self, entry: PostingEntry) {
+        self.view.note_posting(&entry);
         self.postings.push(entry);
     }
 
     fn add_to_trail(&mut self, position: u64) {
+        self.view.last_position = position;
         self.trail.push_back(position);
     }
 }
@@ -137,6 +136,7 @@ impl AccountBuild {
             buckets,
             cdrs: ChunkedBuild::finish(self.cdrs.sorted_chunks()),
             trail: self.trail,
+            recent: Arc::new(Recent::with_capacity(0)),
         }
     }
 }
@@ -197,6 +197,7 @@ impl ShardBuilder {
                 continue;
             }
             if let Some(account) = self.accounts.get_mut(&id) {
+                effect.change_view(&mut account.view);
                 effect.apply_to(id, account);
             }
         }

@@ -17,6 +17,7 @@ use domain::event::Category;
 use imbl::Vector;
 use rust_decimal::Decimal;
 
+use crate::recent::Recent;
 use crate::state::{AccountModel, AccountView, CdrRef, Chunk, Chunked, Entry, PostingEntry, Sums};
 
 /// Appends to a buffer.
@@ -229,6 +230,7 @@ pub(crate) fn account(bytes: &[u8]) -> Option<AccountModel> {
         buckets,
         cdrs: Chunked { chunks: cdrs },
         trail: Vector::from(trail),
+        recent: Arc::new(Recent::with_capacity(0)),
     })
 }
 
@@ -266,6 +268,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::state::AccountTarget;
 
     fn decimal(mantissa: i128, scale: u32, negative_zero: bool) -> Amount {
         let mut d = Decimal::from_i128_with_scale(mantissa, scale);

@@ -9,6 +9,7 @@ pub mod error;
 pub mod invoices;
 pub mod models;
 mod persist;
+mod recent;
 pub mod reconcile;
 pub mod replay;
 pub mod runner;

@@ -6,6 +6,7 @@
 //! only as positions (audit rows, CDR rows) is read back from the log, off the async
 //! workers; those events are at or before the state's position, so they belong to it.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -418,7 +419,7 @@ impl Snapshot {
 
     /// An account, its amounts in the currency's canonical form.
     pub fn account(&self, id: AccountId) -> Option<AccountView> {
-        self.model.accounts.get(&id).map(|a| a.view.clone().canonical())
+        self.model.accounts.get(&id).map(|a| a.view_at(self.model.position).canonical())
     }
 
     pub fn account_by_number(&self, number: &str) -> Option<AccountView> {
@@ -429,12 +430,13 @@ impl Snapshot {
         self.model.accounts.get(&account).map(|a| a.view.currency)
     }
 
-    fn account_model(&self, account: AccountId) -> Result<&AccountModel, ProjectionError> {
-        self.model
-            .accounts
-            .get(&account)
-            .map(|a| &**a)
-            .ok_or_else(|| ProjectionError::AccountNotFound(account.to_string()))
+    /// An account as of this snapshot's position.
+    fn account_at(&self, account: AccountId) -> Option<Cow<'_, AccountModel>> {
+        self.model.accounts.get(&account).map(|a| a.at(self.model.position))
+    }
+
+    fn account_model(&self, account: AccountId) -> Result<Cow<'_, AccountModel>, ProjectionError> {
+        self.account_at(account).ok_or_else(|| ProjectionError::AccountNotFound(account.to_string()))
     }
 
     /// Accounts in id order (ids are time-ordered: oldest first), filtered.
@@ -467,6 +469,7 @@ impl Snapshot {
                 continue;
             }
             let Some(account) = self.model.accounts.get(&id) else { continue };
+            // What the filter asks of an account changes only with a fold.
             if !wanted(&account.view) {
                 continue;
             }
@@ -474,7 +477,7 @@ impl Snapshot {
                 let next_cursor = items.last().map(|v: &AccountView| v.id.to_string());
                 return Ok(Page { items, next_cursor });
             }
-            items.push(account.view.clone().canonical());
+            items.push(account.view_at(self.model.position).canonical());
         }
         Ok(Page { items, next_cursor: None })
     }
@@ -504,7 +507,7 @@ impl Snapshot {
             Some(AsOf::Position(p)) if p >= position => None,
             Some(AsOf::Position(p)) => Some((p, model.trail_after(p))),
             Some(AsOf::Time(t)) => {
-                let first_later = self.first_recorded_after(model, t).await?;
+                let first_later = self.first_recorded_after(&model, t).await?;
                 let known = first_later.checked_sub(1).map_or(0, |i| model.trail[i]);
                 Some((known, first_later))
             }
@@ -576,7 +579,7 @@ impl Snapshot {
         limit: usize,
     ) -> Result<Page<StatementLine>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let Some(model) = self.model.accounts.get(&account) else {
+        let Some(model) = self.account_at(account) else {
             return Ok(Page { items: vec![], next_cursor: None });
         };
         let currency = model.view.currency;
@@ -617,7 +620,7 @@ impl Snapshot {
         limit: usize,
     ) -> Result<Page<(u64, EventRow)>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let Some(model) = self.model.accounts.get(&account) else {
+        let Some(model) = self.account_at(account) else {
             return Ok(Page { items: vec![], next_cursor: None });
         };
         let first = model.trail_after(after_position);
@@ -647,7 +650,7 @@ impl Snapshot {
         limit: usize,
     ) -> Result<Page<CdrRow>, ProjectionError> {
         let limit = check_limit(limit)?;
-        let Some(model) = self.model.accounts.get(&account) else {
+        let Some(model) = self.account_at(account) else {
             return Ok(Page { items: vec![], next_cursor: None });
         };
         let after = cursor.map(parse_time_cursor).transpose()?;
@@ -658,7 +661,7 @@ impl Snapshot {
         // goes on, in batches as large as what may still be needed.
         loop {
             let wanted = (limit + 1 - items.len()).max(16);
-            let batch = cdr_candidates(model, from.micros(), to.micros(), seen, filter, wanted);
+            let batch = cdr_candidates(&model, from.micros(), to.micros(), seen, filter, wanted);
             let Some(last) = batch.last() else { break };
             seen = Some(last.key());
             let positions: Vec<u64> = batch.iter().map(|c| c.position()).collect();

@@ -308,7 +308,11 @@ pub async fn verify_models(
 
 /// One checksum per account over everything the models hold of it.
 fn checksums(model: &Model) -> BTreeMap<AccountId, [u8; 32]> {
-    model.accounts.iter().map(|(id, account)| (*id, Sha256::digest(persist::account_bytes(account)).into())).collect()
+    model
+        .accounts
+        .iter()
+        .map(|(id, account)| (*id, Sha256::digest(persist::account_bytes(account, model.position)).into()))
+        .collect()
 }
 
 #[cfg(test)]

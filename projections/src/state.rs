@@ -13,6 +13,7 @@
 //! trail per account it concerns, ~34 bytes per posting, ~17 bytes per call per account
 //! that lists it (the customer, and its partner), ~20 bytes per CDR id.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -25,6 +26,8 @@ use domain::{
 };
 use imbl::{OrdMap, OrdSet, Vector};
 use serde::{Deserialize, Serialize};
+
+use crate::recent::{RECENT_ENTRIES_FIRST, RECENT_ENTRIES_MAX, Recent};
 
 /// Per-category sums, in [`Category::ALL`] order, each held normalised: a decimal sum
 /// keeps the larger scale of its operands (and one that adds zero the other's), so sums
@@ -253,6 +256,15 @@ impl PostingEntry {
     pub(crate) fn category_index(&self) -> usize {
         (self.position_and_category >> POSITION_BITS) as usize
     }
+
+    /// The time and the packed position and category, for [`crate::recent`]'s words.
+    pub(crate) fn to_parts(self) -> (i64, u64) {
+        (self.occurred_at, self.position_and_category)
+    }
+
+    pub(crate) fn from_parts(occurred_at: i64, position_and_category: u64, amount: Amount) -> Self {
+        PostingEntry { occurred_at, position_and_category, amount }
+    }
 }
 
 impl std::fmt::Debug for PostingEntry {
@@ -320,6 +332,15 @@ impl CdrRef {
 
     pub(crate) fn hangup_cause(&self) -> u16 {
         (self.packed >> 48) as u16
+    }
+
+    /// The start and the packed fields, for [`crate::recent`]'s words.
+    pub(crate) fn to_parts(self) -> (i64, u64) {
+        (self.start, self.packed)
+    }
+
+    pub(crate) fn from_parts(start: i64, packed: u64) -> Self {
+        CdrRef { start, packed }
     }
 }
 
@@ -464,15 +485,50 @@ impl<T: Entry> Chunked<T> {
         self.chunks.insert(chunk.last_key(), chunk);
     }
 
+    /// Inserts `entries`, in their order: what inserting them one by one leaves, and
+    /// in bulk when they come after every entry here, one after another (the common
+    /// case: business time moves forward).
+    pub(crate) fn extend(&mut self, entries: &[T]) {
+        let after_all = |max: &(i64, u64)| entries.first().is_none_or(|first| first.key() > *max);
+        let in_order = entries.windows(2).all(|pair| pair[0].key() < pair[1].key())
+            && self.chunks.get_max().is_none_or(|(max, _)| after_all(max));
+        if !in_order {
+            for entry in entries {
+                self.insert(entry.clone());
+            }
+            return;
+        }
+        let mut rest = entries;
+        let last = self.chunks.get_max().map(|(key, chunk)| (*key, chunk.entries.len()));
+        if let Some((key, len)) = last.filter(|(_, len)| *len < CHUNK_ENTRIES_MAX) {
+            let mut chunk = self.chunks.remove(&key).expect("the last chunk is there");
+            let inner = Arc::make_mut(&mut chunk);
+            let (filling, after) = rest.split_at(rest.len().min(CHUNK_ENTRIES_MAX - len));
+            for entry in filling {
+                entry.add_to(&mut inner.summary);
+            }
+            inner.entries.extend_from_slice(filling);
+            self.chunks.insert(inner.last_key(), chunk);
+            rest = after;
+        }
+        for piece in rest.chunks(CHUNK_ENTRIES_MAX) {
+            let chunk = Chunk::of(piece.to_vec());
+            self.chunks.insert(chunk.last_key(), Arc::new(chunk));
+        }
+    }
+
     /// The chunks that may hold entries with keys in `[from, to)` by time, in order.
     pub(crate) fn chunks_between(&self, from: i64, to: i64) -> impl Iterator<Item = &Chunk<T>> {
         self.chunks.range((from, 0)..).map(|(_, chunk)| &**chunk).take_while(move |chunk| chunk.entries[0].key().0 < to)
     }
 }
 
-/// Everything the models keep of one account.
+/// Everything the models keep of one account: what was folded into its persistent
+/// maps, and its recent entries since (see [`crate::recent`]). Readers take the
+/// account as of their state's position with [`AccountModel::at`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AccountModel {
+    /// The account as of the last fold.
     pub view: AccountView,
     /// Postings by business time, each chunk with its sums.
     pub postings: Chunked<PostingEntry>,
@@ -483,6 +539,8 @@ pub(crate) struct AccountModel {
     pub cdrs: Chunked<CdrRef>,
     /// The positions of the events that concern the account, in log order.
     pub trail: Vector<u64>,
+    /// Entries since the last fold, shared with every state that holds this model.
+    pub recent: Arc<Recent>,
 }
 
 /// Adds without normalising: a query's running sums are shown in canonical form at the
@@ -494,17 +552,25 @@ fn add_raw(sums: &mut Sums, other: &Sums) {
 }
 
 impl AccountModel {
+    /// A new account, with room for its first recent entries.
     pub(crate) fn new(view: AccountView) -> Self {
+        Self::folded_from(view, Recent::with_capacity(RECENT_ENTRIES_FIRST))
+    }
+
+    /// An account whose entries are all in its maps (a snapshot's, a replay's): its
+    /// recent lists take no memory until its next event.
+    pub(crate) fn folded_from(view: AccountView, recent: Recent) -> Self {
         AccountModel {
             view,
             postings: Chunked::default(),
             buckets: OrdMap::new(),
             cdrs: Chunked::default(),
             trail: Vector::new(),
+            recent: Arc::new(recent),
         }
     }
 
-    pub(crate) fn add_posting(&mut self, entry: PostingEntry) {
+    fn add_to_bucket(&mut self, entry: &PostingEntry) {
         let bucket = bucket_of(entry.occurred_at);
         match self.buckets.get_mut(&bucket) {
             Some(sums) => sums.add(entry.category(), entry.amount),
@@ -514,6 +580,49 @@ impl AccountModel {
                 self.buckets.insert(bucket, sums);
             }
         }
+    }
+
+    /// The account as of `up_to`: its view with the recent entries at or before it.
+    pub(crate) fn view_at(&self, up_to: u64) -> AccountView {
+        let mut view = self.view.clone();
+        self.recent.update_view(&mut view, up_to);
+        view
+    }
+
+    /// The account as of `up_to`, with the recent entries at or before it folded in:
+    /// itself when there are none. Its view and maps are the account at `up_to`; its
+    /// recent lists may hold later entries, so a caller reads the former only.
+    pub(crate) fn at(&self, up_to: u64) -> Cow<'_, AccountModel> {
+        if self.recent.holds_any(up_to) { Cow::Owned(self.folded(up_to, 0)) } else { Cow::Borrowed(self) }
+    }
+
+    /// A copy with its recent entries at or before `up_to` folded into its maps, in
+    /// bulk, and new recent lists of `capacity` entries. The maps share every node the
+    /// fold does not change.
+    pub(crate) fn folded(&self, up_to: u64, capacity: usize) -> AccountModel {
+        let mut next = AccountModel {
+            view: self.view_at(up_to),
+            postings: self.postings.clone(),
+            buckets: self.buckets.clone(),
+            cdrs: self.cdrs.clone(),
+            trail: self.trail.clone(),
+            recent: Arc::new(Recent::with_capacity(capacity)),
+        };
+        let postings: Vec<PostingEntry> = self.recent.postings(up_to).map(|p| p.entry).collect();
+        for entry in &postings {
+            next.add_to_bucket(entry);
+        }
+        next.postings.extend(&postings);
+        let calls: Vec<CdrRef> = self.recent.calls(up_to).collect();
+        next.cdrs.extend(&calls);
+        next.trail.extend(self.recent.trail(up_to));
+        next
+    }
+
+    /// Adds a posting to the maps (a fold does it in bulk); the view's balance and
+    /// history are the caller's.
+    fn add_posting_to_maps(&mut self, entry: PostingEntry) {
+        self.add_to_bucket(&entry);
         self.postings.insert(entry);
     }
 
@@ -578,10 +687,6 @@ pub(crate) struct Model {
 }
 
 impl Model {
-    fn account_mut(&mut self, id: AccountId) -> Option<&mut AccountModel> {
-        self.accounts.get_mut(&id).map(Arc::make_mut)
-    }
-
     pub(crate) fn insert_account(&mut self, account: AccountModel) {
         self.numbers.insert(account.view.number.clone(), account.view.id);
         self.books.insert((account.view.book, account.view.id));
@@ -598,39 +703,70 @@ impl Model {
         if let Some((hash, _)) = effect.charged_cdr() {
             cdr_ids.insert(hash, recorded.position);
         }
-        // One lookup per account the event concerns, whatever it changes there.
+        let mut folded_account;
         for &id in &effect.concerned {
-            if let Some(account) = self.account_mut(id) {
-                effect.apply_to(id, account);
+            let Some(mut account) = self.accounts.get(&id) else { continue };
+            let (postings, calls) = effect.entries_for(id);
+            // Most events only add entries: they go to the account's recent lists in
+            // place. One that changes the account's settings, or finds its lists full,
+            // folds the account into a new model first.
+            if effect.changes_view() || !account.recent.has_room(postings, calls) {
+                let capacity = if account.recent.has_room(postings, calls) {
+                    account.recent.capacity()
+                } else {
+                    (account.recent.capacity() * 2).clamp(RECENT_ENTRIES_FIRST, RECENT_ENTRIES_MAX)
+                };
+                let mut folded = account.folded(self.position, capacity);
+                effect.change_view(&mut folded.view);
+                if !folded.recent.has_room(postings, calls) {
+                    // More entries than a list holds: straight into the maps.
+                    effect.apply_to(id, &mut folded);
+                    self.accounts.insert(id, Arc::new(folded));
+                    continue;
+                }
+                folded_account = Arc::new(folded);
+                self.accounts.insert(id, folded_account.clone());
+                account = &folded_account;
             }
+            effect.apply_to(id, &mut account.recent.appender(&account.view));
         }
         self.position = recorded.position;
     }
 }
 
-/// An account as an event changes it: the shared model of a live state, or a replay's
-/// builder (`crate::build`), which keeps plain lists and sorts them once at the end.
+/// Where an event's entries for one account go: a live account's recent lists
+/// ([`crate::recent::Appender`]) or its maps, or a replay's builder (`crate::build`),
+/// which keeps plain lists and sorts them once at the end. The target keeps the
+/// account's balance and history up to date with the postings.
 pub(crate) trait AccountTarget {
-    fn view_mut(&mut self) -> &mut AccountView;
     fn add_call(&mut self, call: CdrRef);
     fn add_posting(&mut self, entry: PostingEntry);
     fn add_to_trail(&mut self, position: u64);
 }
 
-impl AccountTarget for AccountModel {
-    fn view_mut(&mut self) -> &mut AccountView {
-        &mut self.view
+impl AccountView {
+    /// The view after `entry` was posted to the account.
+    pub(crate) fn note_posting(&mut self, entry: &PostingEntry) {
+        self.balance = (self.balance + entry.category().balance_effect(entry.amount)).normalized();
+        let occurred_at = Timestamp(entry.occurred_at);
+        self.first_occurred_at = Some(self.first_occurred_at.map_or(occurred_at, |t| t.min(occurred_at)));
     }
+}
 
+/// Straight into the maps: for an event with more entries than the recent lists hold,
+/// and for tests of the maps.
+impl AccountTarget for AccountModel {
     fn add_call(&mut self, call: CdrRef) {
         self.cdrs.insert(call);
     }
 
     fn add_posting(&mut self, entry: PostingEntry) {
-        AccountModel::add_posting(self, entry);
+        self.view.note_posting(&entry);
+        self.add_posting_to_maps(entry);
     }
 
     fn add_to_trail(&mut self, position: u64) {
+        self.view.last_position = position;
         self.trail.push_back(position);
     }
 }
@@ -696,29 +832,48 @@ impl<'a> EventEffect<'a> {
         }
     }
 
-    /// Applies the event to `account`, one of those it concerns.
+    /// Whether the event changes an account's settings (not only its entries and
+    /// balance).
+    pub(crate) fn changes_view(&self) -> bool {
+        matches!(
+            self.recorded.event.payload,
+            Payload::AccountStatusChanged(_) | Payload::CreditLimitChanged(_) | Payload::TariffAssigned(_)
+        )
+    }
+
+    /// Changes the account's settings as the event says (nothing for most events).
+    pub(crate) fn change_view(&self, view: &mut AccountView) {
+        match &self.recorded.event.payload {
+            Payload::AccountStatusChanged(e) => view.status = e.to,
+            Payload::CreditLimitChanged(e) => view.credit_limit = e.to.normalized(),
+            Payload::TariffAssigned(e) => view.tariff = e.tariff,
+            _ => {}
+        }
+    }
+
+    fn lists_call_of(&self, id: AccountId) -> bool {
+        matches!(&self.recorded.event.payload, Payload::CallCharged(e) if id == e.account || Some(id) == e.partner)
+    }
+
+    /// How many postings and calls the event adds to `id`'s lists.
+    pub(crate) fn entries_for(&self, id: AccountId) -> (usize, usize) {
+        (self.postings.iter().filter(|p| p.account == id).count(), usize::from(self.lists_call_of(id)))
+    }
+
+    /// Adds the event's entries for `account`, one of those it concerns (its settings
+    /// are [`EventEffect::change_view`]'s).
     pub(crate) fn apply_to(&self, id: AccountId, account: &mut impl AccountTarget) {
         let position = self.recorded.position;
         let occurred_at = self.recorded.event.envelope.occurred_at;
-        match &self.recorded.event.payload {
-            Payload::AccountStatusChanged(e) => account.view_mut().status = e.to,
-            Payload::CreditLimitChanged(e) => account.view_mut().credit_limit = e.to.normalized(),
-            Payload::TariffAssigned(e) => account.view_mut().tariff = e.tariff,
-            Payload::CallCharged(e) if id == e.account || Some(id) == e.partner => {
-                account.add_call(self.call.expect("a CallCharged event has its call"));
-            }
-            _ => {}
+        if self.lists_call_of(id) {
+            account.add_call(self.call.expect("a CallCharged event has its call"));
         }
         for posting in self.postings.iter().filter(|p| p.account == id) {
             // As recorded the amount keeps the places it was sent with; the models
             // hold its value only, so that they depend on the log's values alone.
             let amount = posting.amount.normalized();
-            let view = account.view_mut();
-            view.balance = (view.balance + posting.category.balance_effect(amount)).normalized();
-            view.first_occurred_at = Some(view.first_occurred_at.map_or(occurred_at, |t| t.min(occurred_at)));
             account.add_posting(PostingEntry::new(occurred_at.micros(), position, posting.category, amount));
         }
-        account.view_mut().last_position = position;
         account.add_to_trail(position);
     }
 }
