@@ -267,8 +267,15 @@ impl ReadModels {
     /// before the models' position are skipped: a redelivered event is never applied
     /// twice. The projector calls it per chunk; public so that tests can cut the log into
     /// chunks of their choosing.
+    ///
+    /// A chunk that panicked while it was applied left entries past the published
+    /// position in accounts' recent lists (readers skip them, but applying the chunk
+    /// again would add them twice): every later chunk is refused, and the models must be
+    /// opened again (from their snapshot and the log).
     pub fn apply_chunk(&self, chunk: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let _applying = self.shared.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        let Ok(_applying) = self.shared.applying.lock() else {
+            return Err(ProjectionError::Storage("a chunk failed while it was applied; reopen the read models".into()));
+        };
         let current = self.shared.current.load_full();
         let applied = current.position;
         let fresh = chunk.iter().filter(|e| e.position > applied);
