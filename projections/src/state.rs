@@ -555,21 +555,17 @@ fn add_raw(sums: &mut Sums, other: &Sums) {
 }
 
 impl AccountModel {
-    /// A new account, with room for its first recent entries.
+    /// A new account, with room for its first recent entries. (An account loaded from
+    /// a snapshot or built by a replay has lists of no room: they take no memory until
+    /// its next event folds it.)
     pub(crate) fn new(view: AccountView) -> Self {
-        Self::folded_from(view, Recent::with_capacity(RECENT_ENTRIES_FIRST))
-    }
-
-    /// An account whose entries are all in its maps (a snapshot's, a replay's): its
-    /// recent lists take no memory until its next event.
-    pub(crate) fn folded_from(view: AccountView, recent: Recent) -> Self {
         AccountModel {
             view,
             postings: Chunked::default(),
             buckets: OrdMap::new(),
             cdrs: Chunked::default(),
             trail: Vector::new(),
-            recent: Arc::new(recent),
+            recent: Arc::new(Recent::with_capacity(RECENT_ENTRIES_FIRST)),
         }
     }
 
