@@ -1,5 +1,6 @@
 //! Replay's stages measured one by one on a book of 1,000,000 events: reading and
-//! decoding the log alone, then full replays with each stage's busy time, then the live
+//! decoding the log alone (with `read_all`, then as the live projector's subscription
+//! reads it), then full replays with each stage's busy time, then the live
 //! projector catching up on the whole log from nothing (its chunks of at most
 //! `CHUNK_EVENTS_MAX` events, each committed atomically with its checkpoint), which is
 //! what it does behind a bulk import.
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use eventlog::testing::append_synthetic_book;
 use eventlog::{EventStore, READ_EVENTS_MAX, SledStore};
+use futures::StreamExt;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,12 +34,21 @@ fn replays() -> usize {
 
 /// CPU seconds the whole process has used (user + system), from /proc/self/stat.
 fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("/proc/self/stat")
+}
+
+fn cpu_seconds_of(stat: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat).unwrap_or_default();
     let after_name = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds the calling thread has used (user + system), from /proc/thread-self/stat.
+fn thread_cpu_seconds() -> f64 {
+    cpu_seconds_of("/proc/thread-self/stat")
 }
 
 fn main() {
@@ -69,6 +80,21 @@ fn main() {
         let seconds = started.elapsed().as_secs_f64();
         let cpu = process_cpu_seconds() - cpu;
         println!("read_all + decode only: {read} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s", read as f64 / seconds);
+        // The live projector's reading alone: the subscription, in its chunks, dropped
+        // as they come. The projector's CPU less this is what applying costs.
+        let (started, cpu) = (Instant::now(), process_cpu_seconds());
+        let mut subscription = store.subscribe_all(1).ready_chunks(projections::CHUNK_EVENTS_MAX);
+        let mut received = 0u64;
+        while received < read {
+            received += subscription.next().await.expect("the subscription goes on").len() as u64;
+        }
+        drop(subscription);
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu = process_cpu_seconds() - cpu;
+        println!(
+            "subscribe_all in the projector's chunks only: {received} events in {seconds:.3} s ({cpu:.2} CPU s), {:.0} events/s",
+            received as f64 / seconds
+        );
         for _ in 0..replays() {
             let (started, cpu) = (Instant::now(), process_cpu_seconds());
             let report = projections::replay(&*store, &views, |_, _, _| {}).await.unwrap();
@@ -85,6 +111,38 @@ fn main() {
                 s.save_micros / 1000
             );
         }
+        // Applying alone: the subscription's chunks applied on a thread of their own, as
+        // the projector does, with that thread's CPU time counted apart from the reading.
+        let applied = projections::ReadModels::open(&dir.path().join("applied"), store.clone()).unwrap();
+        let (chunk_tx, chunk_rx) = std::sync::mpsc::sync_channel::<Vec<domain::RecordedEvent>>(2);
+        let applier = {
+            let applied = applied.clone();
+            std::thread::Builder::new().name("applier".into()).spawn(move || {
+                let cpu = thread_cpu_seconds();
+                for chunk in chunk_rx {
+                    applied.apply_chunk(&chunk).unwrap();
+                }
+                thread_cpu_seconds() - cpu
+            })
+            .expect("a thread")
+        };
+        let started = Instant::now();
+        let mut subscription = store.subscribe_all(1).ready_chunks(projections::CHUNK_EVENTS_MAX);
+        let mut received = 0u64;
+        while received < read {
+            let chunk: Vec<_> = subscription.next().await.expect("the subscription goes on").into_iter().map(Result::unwrap).collect();
+            received += chunk.len() as u64;
+            chunk_tx.send(chunk).unwrap();
+        }
+        drop((subscription, chunk_tx));
+        let apply_cpu = applier.join().unwrap();
+        println!(
+            "applying the subscription's chunks on a thread of their own: {received} events in {:.3} s, {apply_cpu:.2} CPU s on the applying thread ({:.2} µs an event)",
+            started.elapsed().as_secs_f64(),
+            apply_cpu * 1e6 / received as f64
+        );
+        drop(applied);
+
         let models = projections::ReadModels::open(&dir.path().join("live"), store.clone()).unwrap();
         let last = store.head().await.unwrap() - 1;
         let (started, cpu) = (Instant::now(), process_cpu_seconds());
