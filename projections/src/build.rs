@@ -17,12 +17,12 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use domain::{AccountId, RecordedEvent};
-use imbl::{OrdMap, Vector};
+use imbl::Vector;
 
 use crate::recent::Recent;
 use crate::state::{
-    AccountModel, AccountTarget, AccountView, CDR_ID_SHARDS, CHUNK_ENTRIES_MAX, CdrIdIndex, CdrRef, Chunk, Chunked,
-    Entry, EventEffect, FxHasher, Model, PostingEntry, Sums, bucket_of, cdr_id_shard_of,
+    AccountModel, AccountTarget, AccountView, Buckets, CDR_ID_SHARDS, CHUNK_ENTRIES_MAX, CdrIdIndex, CdrRef, Chunk,
+    Chunked, Entry, EventEffect, FxHasher, Model, PostingEntry, cdr_id_shard_of,
 };
 
 /// Entries as a [`Chunked`] list will hold them, built by appending: full chunks of
@@ -111,25 +111,8 @@ impl AccountBuild {
 
     fn finish(self) -> AccountModel {
         let postings = self.postings.sorted_chunks();
-        let mut buckets: OrdMap<i64, Sums> = OrdMap::new();
-        let mut current: Option<(i64, Sums)> = None;
-        for posting in postings.iter().flatten() {
-            let bucket = bucket_of(posting.occurred_at);
-            match &mut current {
-                Some((at, sums)) if *at == bucket => sums.add(posting.category(), posting.amount),
-                _ => {
-                    if let Some((at, sums)) = current.take() {
-                        buckets.insert(at, sums);
-                    }
-                    let mut sums = Sums::default();
-                    sums.add(posting.category(), posting.amount);
-                    current = Some((bucket, sums));
-                }
-            }
-        }
-        if let Some((at, sums)) = current {
-            buckets.insert(at, sums);
-        }
+        let mut buckets = Buckets::default();
+        buckets.add_postings(postings.iter().flatten());
         AccountModel {
             view: self.view,
             postings: ChunkedBuild::finish(postings),

@@ -18,7 +18,7 @@ use imbl::Vector;
 use rust_decimal::Decimal;
 
 use crate::recent::Recent;
-use crate::state::{AccountModel, AccountView, CdrRef, Chunk, Chunked, Entry, PostingEntry, Sums};
+use crate::state::{AccountModel, AccountView, Buckets, CdrRef, Chunk, Chunked, Entry, PostingEntry, Sums};
 
 /// Appends to a buffer.
 struct Out<'a>(&'a mut Vec<u8>);
@@ -168,7 +168,7 @@ pub(crate) fn put_account(out: &mut Vec<u8>, account: &AccountModel) {
     }
     out.usize(account.buckets.len());
     let mut last = 0i64;
-    for (bucket, sums) in &account.buckets {
+    for (bucket, sums) in account.buckets.iter() {
         out.i64(bucket.wrapping_sub(last));
         out.sums(sums);
         last = *bucket;
@@ -201,13 +201,14 @@ pub(crate) fn account(bytes: &[u8]) -> Option<AccountModel> {
         let last = entries.last()?.key();
         postings.insert(last, Arc::new(Chunk { summary, entries }));
     }
-    let mut buckets = imbl::OrdMap::new();
+    let mut buckets = Vec::new();
     let mut last = 0i64;
     for _ in 0..input.count()? {
         let bucket = last.wrapping_add(input.i64()?);
-        buckets.insert(bucket, input.sums()?);
+        buckets.push((bucket, input.sums()?));
         last = bucket;
     }
+    let buckets = Buckets::from_sorted(buckets)?;
     let mut cdrs = imbl::OrdMap::new();
     for _ in 0..input.count()? {
         let entries = input.chunk(|input, (start, position)| {

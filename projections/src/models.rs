@@ -284,10 +284,13 @@ impl ReadModels {
         // state uses are changed in place, shared ones are copied once.
         drop(current);
         let mut any = false;
+        let mut charged = Vec::new();
         for event in fresh {
-            next.apply(event, &self.shared.cdr_ids);
+            next.apply(event, &mut charged);
             any = true;
         }
+        // Before the state is published, so that its readers find every id it charged.
+        self.shared.cdr_ids.insert_all(&mut charged);
         if any {
             let position = next.position;
             self.shared.current.store(Arc::new(next));

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::compact;
 use crate::error::ProjectionError;
 use crate::recent::Recent;
-use crate::state::{AccountModel, AccountView, CdrIdIndex, CdrRef, Chunk, Chunked, Entry, Model, PostingEntry, Sums};
+use crate::state::{
+    AccountModel, AccountView, Buckets, CdrIdIndex, CdrRef, Chunk, Chunked, Entry, Model, PostingEntry, Sums,
+};
 
 /// The layout of the snapshot file. A file of another format is not read: the models
 /// are rebuilt from the log. (Formats 1 to 3 were sled trees of earlier versions; 4 and
@@ -300,7 +302,7 @@ fn account_model(account: AccountIn) -> Option<AccountModel> {
         postings: Chunked {
             chunks: account.postings.into_iter().map(|c| (last_key(&c.entries), Arc::new(c))).collect(),
         },
-        buckets: account.buckets.into_iter().collect(),
+        buckets: Buckets::from_sorted(account.buckets)?,
         cdrs: Chunked { chunks: account.cdrs.into_iter().map(|c| (last_key(&c), Arc::new(Chunk::of(c)))).collect() },
         trail: Vector::from(account.trail),
         recent: Arc::new(Recent::with_capacity(0)),
