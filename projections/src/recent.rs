@@ -120,6 +120,19 @@ impl<T: Words> AppendOnly<T> {
         self.words.len() / T::WORDS
     }
 
+    /// A list of `capacity` entries holding this one's.
+    fn copied(&self, capacity: usize) -> Self {
+        let len = self.len.load(Ordering::Acquire);
+        let held = len * T::WORDS;
+        AppendOnly {
+            words: (0..capacity * T::WORDS)
+                .map(|at| AtomicU64::new(if at < held { self.words[at].load(Ordering::Relaxed) } else { 0 }))
+                .collect(),
+            len: AtomicUsize::new(len),
+            _entries: std::marker::PhantomData,
+        }
+    }
+
     fn room(&self) -> usize {
         self.capacity() - self.len.load(Ordering::Relaxed)
     }
@@ -171,6 +184,18 @@ impl Recent {
 
     pub(crate) fn capacity(&self) -> usize {
         self.trail.capacity()
+    }
+
+    /// Lists of `capacity` entries holding these lists' entries (which fit: the caller
+    /// makes them longer, never shorter).
+    pub(crate) fn copied(&self, capacity: usize) -> Recent {
+        assert!(capacity >= self.capacity(), "recent lists are copied into longer ones");
+        Recent {
+            postings: self.postings.copied(capacity),
+            calls: self.calls.copied(capacity),
+            trail: self.trail.copied(capacity),
+            appending: AtomicBool::new(false),
+        }
     }
 
     /// Whether an event with `postings` postings and `calls` calls for the account fits.
@@ -369,8 +394,12 @@ mod tests {
                 let position = n as u64 + 1;
                 let posting = PostingEntry::new(days * day, position, Category::ALL[*category], Amount(Decimal::new(*cents, 2)));
                 let call = call.then(|| CdrRef::new(days * day, position, true, 16));
-                if !live.recent.has_room(1, 1) || n % fold_every == 0 {
-                    live = Arc::new(live.folded(position - 1, RECENT_ENTRIES_MAX.min(fold_every + 1)));
+                let capacity = live.recent.capacity();
+                if !live.recent.has_room(1, 1) && capacity < RECENT_ENTRIES_MAX && n % 3 == 0 {
+                    // Longer lists, the same entries, no fold.
+                    live = Arc::new(live.regrown(capacity * 2));
+                } else if !live.recent.has_room(1, 1) || n % fold_every == 0 {
+                    live = Arc::new(live.folded(position - 1, RECENT_ENTRIES_FIRST.min(fold_every + 1)));
                     folded_at = position - 1;
                 }
                 let mut appender = live.recent.appender(&live.view);

@@ -665,6 +665,12 @@ impl AccountModel {
         next
     }
 
+    /// A copy whose recent lists are longer, `capacity` entries, with the same entries:
+    /// its maps are this one's, shared.
+    pub(crate) fn regrown(&self, capacity: usize) -> AccountModel {
+        AccountModel { recent: Arc::new(self.recent.copied(capacity)), ..self.clone() }
+    }
+
     /// Adds a posting to the maps (a fold does it in bulk); the view's balance and
     /// history are the caller's.
     fn add_posting_to_maps(&mut self, entry: PostingEntry) {
@@ -754,23 +760,31 @@ impl Model {
             let Some(mut account) = self.accounts.get(&id) else { continue };
             let (postings, calls) = effect.entries_for(id);
             // Most events only add entries: they go to the account's recent lists in
-            // place. One that changes the account's settings, or finds its lists full,
-            // folds the account into a new model first.
+            // place. Lists too short for an account in use are copied into longer ones;
+            // an event that changes the account's settings, or finds its lists full at
+            // their longest, folds the account into a new model first.
             if effect.changes_view() || !account.recent.has_room(postings, calls) {
-                let capacity = if account.recent.has_room(postings, calls) {
-                    account.recent.capacity()
-                } else {
-                    (account.recent.capacity() * 2).clamp(RECENT_ENTRIES_FIRST, RECENT_ENTRIES_MAX)
+                let capacity = account.recent.capacity();
+                let longer = (capacity * 2).clamp(RECENT_ENTRIES_FIRST, RECENT_ENTRIES_MAX);
+                let regrown = (!effect.changes_view() && longer > capacity)
+                    .then(|| account.regrown(longer))
+                    .filter(|regrown| regrown.recent.has_room(postings, calls));
+                let next = match regrown {
+                    Some(regrown) => regrown,
+                    None => {
+                        let room = account.recent.has_room(postings, calls);
+                        let mut folded = account.folded(self.position, if room { capacity } else { longer });
+                        effect.change_view(&mut folded.view);
+                        if !folded.recent.has_room(postings, calls) {
+                            // More entries than a list holds: straight into the maps.
+                            effect.apply_to(id, &mut folded);
+                            self.accounts.insert(id, Arc::new(folded));
+                            continue;
+                        }
+                        folded
+                    }
                 };
-                let mut folded = account.folded(self.position, capacity);
-                effect.change_view(&mut folded.view);
-                if !folded.recent.has_room(postings, calls) {
-                    // More entries than a list holds: straight into the maps.
-                    effect.apply_to(id, &mut folded);
-                    self.accounts.insert(id, Arc::new(folded));
-                    continue;
-                }
-                folded_account = Arc::new(folded);
+                folded_account = Arc::new(next);
                 self.accounts.insert(id, folded_account.clone());
                 account = &folded_account;
             }
