@@ -119,7 +119,7 @@ impl AccountBuild {
             buckets,
             cdrs: ChunkedBuild::finish(self.cdrs.sorted_chunks()),
             trail: self.trail,
-            recent: Arc::new(Recent::with_capacity(0)),
+            recent: Recent::with_capacity(0),
         }
     }
 }

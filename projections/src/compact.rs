@@ -231,7 +231,7 @@ pub(crate) fn account(bytes: &[u8]) -> Option<AccountModel> {
         buckets,
         cdrs: Chunked { chunks: cdrs },
         trail: Vector::from(trail),
-        recent: Arc::new(Recent::with_capacity(0)),
+        recent: Recent::with_capacity(0),
     })
 }
 

@@ -305,7 +305,7 @@ fn account_model(account: AccountIn) -> Option<AccountModel> {
         buckets: Buckets::from_sorted(account.buckets)?,
         cdrs: Chunked { chunks: account.cdrs.into_iter().map(|c| (last_key(&c), Arc::new(Chunk::of(c)))).collect() },
         trail: Vector::from(account.trail),
-        recent: Arc::new(Recent::with_capacity(0)),
+        recent: Recent::with_capacity(0),
     })
 }
 

@@ -246,6 +246,13 @@ impl Recent {
     }
 }
 
+/// A copy has the same entries in lists of its own.
+impl Clone for Recent {
+    fn clone(&self) -> Self {
+        self.copied(self.capacity())
+    }
+}
+
 impl PartialEq for Recent {
     fn eq(&self, other: &Self) -> bool {
         self.postings.entries().eq(other.postings.entries())

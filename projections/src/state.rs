@@ -603,8 +603,9 @@ pub(crate) struct AccountModel {
     pub cdrs: Chunked<CdrRef>,
     /// The positions of the events that concern the account, in log order.
     pub trail: Vector<u64>,
-    /// Entries since the last fold, shared with every state that holds this model.
-    pub recent: Arc<Recent>,
+    /// Entries since the last fold, shared with every state that holds this model
+    /// (the model is shared whole, so its lists are in it: one block fewer to reach).
+    pub recent: Recent,
 }
 
 /// Adds without normalising: a query's running sums are shown in canonical form at the
@@ -626,7 +627,7 @@ impl AccountModel {
             buckets: Buckets::default(),
             cdrs: Chunked::default(),
             trail: Vector::new(),
-            recent: Arc::new(Recent::with_capacity(RECENT_ENTRIES_FIRST)),
+            recent: Recent::with_capacity(RECENT_ENTRIES_FIRST),
         }
     }
 
@@ -654,7 +655,7 @@ impl AccountModel {
             buckets: self.buckets.clone(),
             cdrs: self.cdrs.clone(),
             trail: self.trail.clone(),
-            recent: Arc::new(Recent::with_capacity(capacity)),
+            recent: Recent::with_capacity(capacity),
         };
         let postings: Vec<PostingEntry> = self.recent.postings(up_to).map(|p| p.entry).collect();
         next.buckets.add_postings(&postings);
@@ -668,7 +669,14 @@ impl AccountModel {
     /// A copy whose recent lists are longer, `capacity` entries, with the same entries:
     /// its maps are this one's, shared.
     pub(crate) fn regrown(&self, capacity: usize) -> AccountModel {
-        AccountModel { recent: Arc::new(self.recent.copied(capacity)), ..self.clone() }
+        AccountModel {
+            view: self.view.clone(),
+            postings: self.postings.clone(),
+            buckets: self.buckets.clone(),
+            cdrs: self.cdrs.clone(),
+            trail: self.trail.clone(),
+            recent: self.recent.copied(capacity),
+        }
     }
 
     /// Adds a posting to the maps (a fold does it in bulk); the view's balance and
