@@ -22,8 +22,10 @@ use rust_decimal::Decimal;
 use crate::state::{AccountTarget, AccountView, CdrRef, PostingEntry};
 
 /// Entries one recent list holds at most: the larger, the fewer folds (each copies the
-/// paths of the persistent maps it changes once), the more a reader merges.
-pub(crate) const RECENT_ENTRIES_MAX: usize = 64;
+/// paths of the persistent maps it changes once), the more a reader merges and the more
+/// memory a busy account holds (80 bytes an entry over its three lists: 10 KB at 128).
+/// 128 against 64: 0.88–0.90 µs of applying an event against 0.99–1.26 on the 1M set.
+pub(crate) const RECENT_ENTRIES_MAX: usize = 128;
 /// What the lists of a new or just-loaded account hold: they grow by doubling with use,
 /// so a quiet account costs little memory.
 pub(crate) const RECENT_ENTRIES_FIRST: usize = 4;

@@ -12,7 +12,7 @@
 //! Event rows and CDR rows are not copied: a page reads its events back from the log.
 //!
 //! Memory, per account: its view (~200 bytes), map nodes and recent lists (up to
-//! ~5 KB for a busy account, none for one loaded until its next event); per event: 8 bytes of
+//! ~10 KB for a busy account, none for one loaded until its next event); per event: 8 bytes of
 //! trail per account it concerns, ~34 bytes per posting, ~17 bytes per call per account
 //! that lists it (the customer, and its partner), ~20 bytes per CDR id.
 
