@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Reads right after a burst of writes, on a copy of the standard 1M set (made by
+# `api/bench/dataset.sh` first, cached under target/dataset/): starts the release server
+# on the copy, sends payments to every customer for a few seconds at full rate (PAY=0
+# sends none), then times with one connection, 8 s each, a listing of 1,000 accounts, a
+# CDR page of 100 rows (twice) and a statement.
+#
+# A CDR page in the first seconds after the burst has shown a p99 of 9-17 ms where it
+# is ~1 ms otherwise, with the cores half idle (docs/benchmarks.md, "Recent lists").
+#
+#   api/bench/reads_after_writes.sh
+#   PAY=0 BIN=target/release/tollbook api/bench/reads_after_writes.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+here=api/bench
+bin=${BIN:-target/release/tollbook}
+[ -n "${BIN:-}" ] || cargo build --release -p tollbook
+set_dir=target/dataset/seed1-events1000000-100x100
+[ -e "$set_dir/.complete" ] || { echo "no $set_dir: run api/bench/dataset.sh first" >&2; exit 2; }
+work=$(mktemp -d)
+cp -r "$set_dir" "$work/data"
+key="bench-$RANDOM$RANDOM"
+TOLLBOOK_ADMIN_KEY="$key" TOLLBOOK_LOG=error "$bin" serve --data "$work/data" --listen 127.0.0.1:0 >"$work/out" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 600); do
+  base=$(sed -n 's/^tollbook listening on //p' "$work/out")
+  [ -n "$base" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/health")" = 200 ] && break
+  sleep 0.1
+done
+if [ "${PAY:-1}" = 1 ]; then
+  echo "== payments, wrk -t1 -c16 -d${SECONDS_OF_WRITES:-5}s"
+  ADMIN_KEY=$key wrk -t1 -c16 -d"${SECONDS_OF_WRITES:-5}s" -s "$here/dataset_payments.lua" "$base" |
+    grep -E "Requests/sec|Non-2xx"
+fi
+read_for() { # NAME PATH
+  echo "== $1"
+  wrk -t1 -c1 -d8s --latency -H "Authorization: Bearer $key" "$base$2" | grep -E "Latency  |50%|99%|Requests/sec|Non-2xx"
+}
+read_for "a listing of 1,000 accounts" "/api/v1/accounts?limit=1000"
+read_for "a CDR page of 100 rows" "/api/v1/accounts/C029-052/cdrs?limit=100"
+read_for "the same CDR page again" "/api/v1/accounts/C029-052/cdrs?limit=100"
+read_for "a statement" "/api/v1/accounts/C029-052/statement?from=2026-01-01T00:00:00Z&to=2026-07-01T00:00:00Z"
