@@ -30,8 +30,9 @@ for _ in $(seq 600); do
 done
 if [ "${PAY:-1}" = 1 ]; then
   echo "== payments, wrk -t1 -c16 -d${SECONDS_OF_WRITES:-5}s"
-  ADMIN_KEY=$key wrk -t1 -c16 -d"${SECONDS_OF_WRITES:-5}s" -s "$here/dataset_payments.lua" "$base" |
-    grep -E "Requests/sec|Non-2xx"
+  ADMIN_KEY=$key KIND=payment NUMBERS=dataset BOOKS=100 CUSTOMERS=100 \
+    wrk -t1 -c16 -d"${SECONDS_OF_WRITES:-5}s" -s "$here/write.lua" "$base" 2>&1 |
+    grep -E "Requests/sec|Non-2xx|unexpected"
 fi
 read_for() { # NAME PATH
   echo "== $1"
