@@ -192,6 +192,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = bind(args.listen, "--listen").await?;
     let bound = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
     let spec = crate::store_spec(&args.data_dir, &args.store);
     tracing::info!(listen = %bound, data = %args.data_dir.display(), store = ?spec, "tollbook is ready");
     // On stdout as well, for whoever started us with port 0 and needs to know the port.
@@ -208,7 +209,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         // seeing the connection drop when the process exits.
         let notify = state.notify.clone();
         async move {
-            shutdown_signal().await;
+            shutdown.await;
             notify.begin_shutdown();
         }
     })
@@ -489,17 +490,15 @@ impl AsyncWrite for Counted {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+/// Installs the handlers for SIGINT and SIGTERM at once, so that a signal arriving any time
+/// after the server says it listens stops it cleanly rather than killing it: a handler
+/// installed only when a task first polls it left a window where SIGTERM killed the process
+/// before "tollbook stopped" was logged.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} }
+    })
 }

@@ -102,44 +102,68 @@ fn a_taken_address_is_named() {
     assert!(stderr.contains(&format!("cannot listen on {address} (--metrics-listen)")), "{stderr}");
 }
 
+/// `tollbook serve` on a fresh data directory, logging to `log_path`: the child and the base
+/// URL it printed once it listened.
+fn serve_logging_to(data: &std::path::Path, log_path: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollbook"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.join("db"))
+        .env("TOLLBOOK_ADMIN_KEY", ADMIN_KEY)
+        .env_remove("TOLLBOOK_STORE")
+        .env_remove("TOLLBOOK_LOG_FORMAT")
+        // What would turn colours off anyway must not make the colour test pass.
+        .env_remove("NO_COLOR")
+        .env("TOLLBOOK_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        if let Some(base) = line.trim().strip_prefix("tollbook listening on ") {
+            return (child, base.to_owned());
+        }
+        line.clear();
+    }
+    panic!("the server printed no address");
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().unwrap()
+}
+
 /// Issue 19: logs written to a file carried ANSI colour codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_in_a_file_carry_no_colour_codes() {
     let data = tempfile::tempdir().unwrap();
     let log_path = data.path().join("tollbook.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollbook"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data.path().join("db"))
-        .env("TOLLBOOK_ADMIN_KEY", ADMIN_KEY)
-        .env_remove("TOLLBOOK_STORE")
-        .env_remove("TOLLBOOK_LOG_FORMAT")
-        // What would turn colours off anyway must not make the test pass.
-        .env_remove("NO_COLOR")
-        .env("TOLLBOOK_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let base = tokio::task::spawn_blocking(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 0 {
-            if let Some(base) = line.trim().strip_prefix("tollbook listening on ") {
-                return base.to_owned();
-            }
-            line.clear();
-        }
-        panic!("the server printed no address");
-    })
-    .await
-    .unwrap();
+    let (mut child, base) = {
+        let (data, log_path) = (data.path().to_owned(), log_path.clone());
+        tokio::task::spawn_blocking(move || serve_logging_to(&data, &log_path)).await.unwrap()
+    };
     let (status, _) = send(reqwest::Client::new().get(format!("{base}/api/v1")).bearer_auth(ADMIN_KEY)).await;
     assert_eq!(status, StatusCode::OK);
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait().unwrap();
+    terminate(&mut child);
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("tollbook is ready"), "{log}");
     assert!(log.contains("tollbook stopped"), "{log}");
     assert!(!log.contains('\u{1b}'), "escape codes in the log file: {log:?}");
+}
+
+/// SIGTERM the moment the server says it listens stops it cleanly. The handler used to be
+/// installed only when a task first polled it, and a SIGTERM before that killed the process
+/// without closing the store or logging that it stopped.
+#[test]
+fn sigterm_right_after_listening_stops_cleanly() {
+    for _ in 0..5 {
+        let data = tempfile::tempdir().unwrap();
+        let log_path = data.path().join("tollbook.log");
+        let (mut child, _) = serve_logging_to(data.path(), &log_path);
+        let exit = terminate(&mut child);
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(exit.success(), "{exit}: {log}");
+        assert!(log.contains("tollbook stopped"), "{log}");
+    }
 }
