@@ -126,6 +126,8 @@ fn serve_logging_to(data: &std::path::Path, log_path: &std::path::Path) -> (std:
         }
         line.clear();
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server printed no address");
 }
 
