@@ -169,3 +169,18 @@ fn sigterm_right_after_listening_stops_cleanly() {
         assert!(log.contains("tollbook stopped"), "{log}");
     }
 }
+
+/// The server's memory comes in 4 KiB pages: with transparent huge pages, reads right
+/// after a burst of writes took 6-28 ms while the kernel cleared 2 MiB pages at first
+/// touch (docs/benchmarks.md, "Reads right after a burst of writes").
+#[test]
+fn the_server_runs_without_transparent_huge_pages() {
+    let data = tempfile::tempdir().unwrap();
+    let log_path = data.path().join("tollbook.log");
+    let (mut child, _) = serve_logging_to(data.path(), &log_path);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    terminate(&mut child);
+    // Reported since Linux 5.0.
+    let thp = status.lines().find_map(|line| line.strip_prefix("THP_enabled:")).map(str::trim);
+    assert_eq!(thp, Some("0"), "{status}");
+}
