@@ -239,8 +239,20 @@ impl LoadedBook {
 /// A book's state: its snapshot (if the store keeps one that fits) and the events after
 /// it, or else its whole stream folded.
 pub async fn load_book(store: &dyn EventStore, book: BookId) -> Result<LoadedBook, StoreError> {
+    let started = std::time::Instant::now();
     let (state, ids) = saved_book(store, book).await.unwrap_or_else(|| (BookState::new(book), IdIndex::default()));
-    Ok(LoadedBook { state: fold_from(store, state).await?, ids })
+    let (snapshot_version, snapshot_us) = (state.next_version, started.elapsed().as_micros() as u64);
+    let state = fold_from(store, state).await?;
+    // What a cold book's first command waits for, in parts.
+    tracing::debug!(
+        %book,
+        snapshot_version,
+        snapshot_us,
+        tail_events = state.next_version - snapshot_version,
+        total_us = started.elapsed().as_micros() as u64,
+        "a book is loaded"
+    );
+    Ok(LoadedBook { state, ids })
 }
 
 /// A book's state folded from the start of its stream, without a snapshot.
