@@ -24,7 +24,7 @@ use domain::{AccountId, Command, Timestamp};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 
-// The server binary uses mimalloc too; measure what it runs.
+// The server binary uses mimalloc too, tuned the same way: measure what it runs.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -101,6 +101,7 @@ fn cdr_file(books: usize) -> Vec<CdrInput> {
 }
 
 fn bulk_cdrs(c: &mut Criterion) {
+    eventlog::memory::tune_process();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("write_path/bulk_cdrs");
     group.throughput(Throughput::Elements(FILE_CDRS as u64));
@@ -140,6 +141,7 @@ fn bulk_cdrs(c: &mut Criterion) {
 }
 
 fn write_path(c: &mut Criterion) {
+    eventlog::memory::tune_process();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut group = c.benchmark_group("write_path");
     group.throughput(Throughput::Elements(1));

@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod error;
+pub mod memory;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

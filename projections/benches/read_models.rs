@@ -26,6 +26,7 @@ const DAYS: i64 = 365;
 const START_SECONDS: i64 = 1_767_225_600;
 
 fn read_models(c: &mut Criterion) {
+    eventlog::memory::tune_process();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(dir.path().join("events")).unwrap());

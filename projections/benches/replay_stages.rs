@@ -52,6 +52,7 @@ fn thread_cpu_seconds() -> f64 {
 }
 
 fn main() {
+    eventlog::memory::tune_process();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let existing = std::env::var_os("TOLLBOOK_BENCH_LOG").map(std::path::PathBuf::from);
