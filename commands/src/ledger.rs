@@ -496,13 +496,23 @@ impl Ledger {
             return Ok(target.envelope.book);
         }
         let accounts = command.affected_accounts();
-        let refs: Vec<AccountRef> = accounts
-            .iter()
-            .map(|id| self.account_by_id(*id).ok_or(DomainError::AccountNotFound(*id)))
-            .collect::<Result<_, _>>()?;
-        let first =
-            refs.first().ok_or(DomainError::InvalidField { field: "account", reason: "no account named".into() })?;
-        if let Some(other) = refs.iter().find(|r| r.book != first.book) {
+        // Looked up in place, not cloned: this runs for every command.
+        let index = self.index.read().expect("index lock");
+        let found = |id: &AccountId| index.by_id.get(id).ok_or(DomainError::AccountNotFound(*id));
+        let first = found(
+            accounts
+                .first()
+                .ok_or(DomainError::InvalidField { field: "account", reason: "no account named".into() })?,
+        )?;
+        // Every account must exist before a book mismatch is reported.
+        let mut in_another_book = None;
+        for id in &accounts[1..] {
+            let account = found(id)?;
+            if account.book != first.book {
+                in_another_book.get_or_insert(account);
+            }
+        }
+        if let Some(other) = in_another_book {
             let (partner, customer) = match first.kind {
                 AccountKind::Partner => (first.label(), other.label()),
                 AccountKind::Customer => (other.label(), first.label()),
