@@ -21,6 +21,7 @@ use domain::cdr::CdrInput;
 use domain::rating::CallDirection;
 use domain::testing::{amount, meta, open_customer, open_partner};
 use domain::{AccountId, Command, Timestamp};
+use eventlog::testing::process_cpu_seconds;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 
@@ -153,6 +154,8 @@ fn write_path(c: &mut Criterion) {
         let fixture = runtime.block_on(fixture(book_count));
         for &callers in callers_cases {
             let latencies = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+            // Process CPU seconds and wall seconds spent on the measured commands.
+            let cpu = Arc::new(Mutex::new((0.0_f64, 0.0_f64)));
             let stats_before = fixture.store.stats();
             let id = BenchmarkId::new(format!("{book_count}_books"), format!("{callers}_callers"));
             group.bench_function(id, |b| {
@@ -161,9 +164,10 @@ fn write_path(c: &mut Criterion) {
                     let books: Vec<(AccountId, AccountId)> =
                         fixture.books.iter().map(|b| (b.partner, b.customer)).collect();
                     let latencies = latencies.clone();
+                    let cpu = cpu.clone();
                     async move {
                         let per_caller = iters.div_ceil(callers);
-                        let started = Instant::now();
+                        let (started, cpu_before) = (Instant::now(), process_cpu_seconds());
                         let tasks: Vec<_> = (0..callers)
                             .map(|caller| {
                                 let ledger = ledger.clone();
@@ -189,7 +193,13 @@ fn write_path(c: &mut Criterion) {
                         for task in tasks {
                             seen.push(task.await.unwrap());
                         }
-                        let elapsed = started.elapsed().mul_f64(iters as f64 / (per_caller * callers) as f64);
+                        let wall = started.elapsed();
+                        {
+                            let mut cpu = cpu.lock().unwrap();
+                            cpu.0 += process_cpu_seconds() - cpu_before;
+                            cpu.1 += wall.as_secs_f64();
+                        }
+                        let elapsed = wall.mul_f64(iters as f64 / (per_caller * callers) as f64);
                         let mut latencies = latencies.lock().unwrap();
                         for micros in seen.iter().flatten() {
                             latencies.record(u64::from(*micros)).unwrap();
@@ -216,6 +226,14 @@ fn write_path(c: &mut Criterion) {
                 h.value_at_quantile(0.99),
                 h.max(),
                 h.len()
+            );
+            // The whole process's CPU (writers, flusher, callers, the store's threads) per
+            // command: with the cores it had, the rate it allows.
+            let (cpu_seconds, wall_seconds) = *cpu.lock().unwrap();
+            eprintln!(
+                "write_path/{book_count}_books/{callers}_callers CPU: {:.2} us per command, {:.2} cores busy",
+                cpu_seconds * 1e6 / h.len() as f64,
+                cpu_seconds / wall_seconds.max(f64::MIN_POSITIVE),
             );
         }
         runtime.block_on(fixture.ledger.shutdown());

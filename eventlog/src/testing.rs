@@ -97,3 +97,24 @@ async fn flush_pending(store: &dyn EventStore, book: BookId, state: &BookState, 
     store.append(book, expected, pending).await.expect("append");
     pending.clear();
 }
+
+/// CPU seconds the whole process has used (user + system, every thread), from
+/// /proc/self/stat: benchmarks divide it by their work, a figure this VM's drift in
+/// speed moves less than throughput.
+pub fn process_cpu_seconds() -> f64 {
+    cpu_seconds_of("/proc/self/stat")
+}
+
+/// CPU seconds the calling thread has used (user + system), from /proc/thread-self/stat.
+pub fn thread_cpu_seconds() -> f64 {
+    cpu_seconds_of("/proc/thread-self/stat")
+}
+
+fn cpu_seconds_of(stat: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat).unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}

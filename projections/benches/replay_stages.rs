@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use eventlog::testing::append_synthetic_book;
+use eventlog::testing::{append_synthetic_book, process_cpu_seconds, thread_cpu_seconds};
 use eventlog::{EventStore, READ_EVENTS_MAX, SledStore};
 use futures::StreamExt;
 
@@ -33,24 +33,6 @@ fn replays() -> usize {
 }
 
 /// CPU seconds the whole process has used (user + system), from /proc/self/stat.
-fn process_cpu_seconds() -> f64 {
-    cpu_seconds_of("/proc/self/stat")
-}
-
-fn cpu_seconds_of(stat: &str) -> f64 {
-    let stat = std::fs::read_to_string(stat).unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// CPU seconds the calling thread has used (user + system), from /proc/thread-self/stat.
-fn thread_cpu_seconds() -> f64 {
-    cpu_seconds_of("/proc/thread-self/stat")
-}
-
 fn main() {
     eventlog::memory::tune_process();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
