@@ -148,6 +148,9 @@ pub struct SledStats {
 struct FlushRequest {
     end: u64,
     stop: bool,
+    /// The flusher waits for a request. A notification costs a system call, which a
+    /// busy flusher does not need: it looks at the request before it waits again.
+    idle: bool,
 }
 
 impl Flusher {
@@ -155,7 +158,9 @@ impl Flusher {
         let mut request = self.requested_end.lock().expect("flusher lock");
         if end > request.end {
             request.end = end;
-            self.wake.notify_one();
+            if request.idle {
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -179,7 +184,9 @@ impl Flusher {
             {
                 let mut request = self.requested_end.lock().expect("flusher lock");
                 while request.end <= flushed_end && !request.stop {
+                    request.idle = true;
                     request = self.wake.wait(request).expect("flusher lock");
+                    request.idle = false;
                 }
                 if request.end <= flushed_end {
                     break;
@@ -496,7 +503,7 @@ impl SledStore {
         let synced = SyncedUpTo { segment: sequence, offset: valid, next_position };
         let (durable_tx, durable) = watch::channel(Durable { end: next_position, failure: None });
         let flusher = Arc::new(Flusher {
-            requested_end: Mutex::new(FlushRequest { end: next_position, stop: false }),
+            requested_end: Mutex::new(FlushRequest { end: next_position, stop: false, idle: false }),
             synced: Mutex::new(synced),
             wake: Condvar::new(),
             flushes: Default::default(),
