@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use domain::{
-    AccountId, Amount, BookId, BookState, Command, CommandMeta, Decision, RecordedEvent, decide, evolve, seal,
+    AccountId, Amount, BookId, BookState, Command, CommandMeta, Decision, RecordedEvent, decide, evolve, seal_into,
 };
-use eventlog::chain::{self, EncodedEvent};
+use eventlog::chain::EncodedEvent;
 use eventlog::{BookAppend, EventStore, ExpectedVersion, READ_EVENTS_MAX, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -800,13 +800,7 @@ fn decide_one(
         Err(refusal) => Pending::Decided { reply, outcome: Err(refusal.into()) },
         Ok(Decision::Accept(payloads)) => {
             let start = encoded.len();
-            let mut bytes_of_batch = Vec::with_capacity(payloads.len());
-            let events = seal(state, payloads, &meta, |envelope, payload| {
-                let (bytes, hash) = chain::encode(envelope, payload);
-                bytes_of_batch.push(bytes);
-                hash
-            });
-            encoded.extend(events.into_iter().zip(bytes_of_batch).map(|(event, bytes)| EncodedEvent { event, bytes }));
+            seal_into(state, payloads, &meta, encoded, EncodedEvent::seal);
             let balances = balances_after(state, &command);
             Pending::New { reply, events: start..encoded.len(), balances }
         }

@@ -1056,10 +1056,28 @@ pub fn seal(
     meta: &CommandMeta,
     mut hash_event: impl FnMut(&Envelope, &Payload) -> Hash,
 ) -> Vec<Event> {
-    let command_events = payloads.len() as u32;
     let mut events = Vec::with_capacity(payloads.len());
+    seal_into(state, payloads, meta, &mut events, |mut envelope, payload| {
+        envelope.hash = hash_event(&envelope, &payload);
+        Event { envelope, payload }
+    });
+    events
+}
+
+/// [`seal`], each event built by `make` (from its envelope, whose `hash` it must set,
+/// and its payload) straight into `out`: a writer that keeps each event beside its
+/// encoding builds both in one place rather than moving every event again.
+pub fn seal_into<T: AsRef<Event>>(
+    state: &mut BookState,
+    payloads: Vec<Payload>,
+    meta: &CommandMeta,
+    out: &mut Vec<T>,
+    mut make: impl FnMut(Envelope, Payload) -> T,
+) {
+    let command_events = payloads.len() as u32;
+    out.reserve(payloads.len());
     for (index, payload) in payloads.into_iter().enumerate() {
-        let mut envelope = Envelope {
+        let envelope = Envelope {
             event_id: EventId::new(),
             book: state.book,
             version: state.next_version,
@@ -1072,10 +1090,8 @@ pub fn seal(
             prev_hash: state.last_hash,
             hash: GENESIS_HASH,
         };
-        envelope.hash = hash_event(&envelope, &payload);
-        let event = Event { envelope, payload };
-        evolve(state, &event);
-        events.push(event);
+        out.push(make(envelope, payload));
+        let sealed = out.last().expect("just pushed").as_ref();
+        evolve(state, sealed);
     }
-    events
 }

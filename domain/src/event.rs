@@ -57,6 +57,12 @@ pub struct Event {
     pub payload: Payload,
 }
 
+impl AsRef<Event> for Event {
+    fn as_ref(&self) -> &Event {
+        self
+    }
+}
+
 /// An event as read back from a store, with its place in the global log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedEvent {

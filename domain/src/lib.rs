@@ -33,7 +33,7 @@ pub use command::{
     AssignedTariff, ChargeCall, Command, CommandMeta, InvoiceSubject, IssueCreditNote, IssueInvoice, OpenAccount,
     PublishPlan, WholesalePlan,
 };
-pub use decide::{BookState, Decision, IdempotencyRecord, decide, evolve, seal};
+pub use decide::{BookState, Decision, IdempotencyRecord, decide, evolve, seal, seal_into};
 pub use error::{DomainError, ErrorKind};
 pub use event::{Category, Envelope, Event, Hash, Idempotency, Payload, Posting, RecordedEvent};
 pub use ids::{AccountId, AccountLabel, BookId, EventId, InvoiceId, PlanId, SubscriptionId, TariffId};

@@ -22,6 +22,22 @@ pub struct EncodedEvent {
     pub bytes: Vec<u8>,
 }
 
+impl AsRef<Event> for EncodedEvent {
+    fn as_ref(&self) -> &Event {
+        &self.event
+    }
+}
+
+impl EncodedEvent {
+    /// Encodes and hashes an event from its envelope (whose `hash` is set here) and
+    /// payload.
+    pub fn seal(mut envelope: Envelope, payload: Payload) -> EncodedEvent {
+        let (bytes, hash) = encode(&envelope, &payload);
+        envelope.hash = hash;
+        EncodedEvent { event: Event { envelope, payload }, bytes }
+    }
+}
+
 /// Encodes `envelope` + `payload` canonically and returns the bytes to store and the
 /// event's hash. `envelope.hash` is ignored (the hash is over everything else).
 pub fn encode(envelope: &Envelope, payload: &Payload) -> (Vec<u8>, Hash) {
