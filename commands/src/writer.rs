@@ -628,16 +628,28 @@ async fn decide_round(
             return None;
         }
     };
+    // Each book's part sized for its commands first: grown command by command, a
+    // round's batch was reallocated (and its events moved) several times over.
+    let mut commands_of_part = Vec::new();
+    for (book, message) in &messages {
+        let Some(owned) = books.get(book) else { continue };
+        let at = *part_of.entry(*book).or_insert_with(|| {
+            parts.push(InFlight::new(&owned.state));
+            commands_of_part.push(0);
+            parts.len() - 1
+        });
+        commands_of_part[at] += message.commands();
+    }
+    for (part, commands) in parts.iter_mut().zip(commands_of_part) {
+        part.pending.reserve(commands);
+        part.encoded.reserve(commands);
+    }
     for (book, message) in messages {
         // A book whose reload failed is no longer owned: its callers are told the
         // writer stopped, as when a book had a task of its own.
         let Some(owned) = books.get_mut(&book) else { continue };
         let state = &mut owned.state;
-        let at = *part_of.entry(book).or_insert_with(|| {
-            parts.push(InFlight::new(state));
-            parts.len() - 1
-        });
-        let part = &mut parts[at];
+        let part = &mut parts[part_of[&book]];
         let batch_start_version = part.batch_start_version;
         match message {
             Message::Command { command, meta, reply } => {

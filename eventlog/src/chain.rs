@@ -46,7 +46,9 @@ pub fn encode(envelope: &Envelope, payload: &Payload) -> (Vec<u8>, Hash) {
         envelope: UnhashedEnvelope<'a>,
         payload: &'a Payload,
     }
-    let mut bytes = Vec::with_capacity(256);
+    // Room for the largest events (a call charge with its CDR is ~300–400 bytes): a
+    // buffer that grows while encoding is copied and freed on the writer's hot path.
+    let mut bytes = Vec::with_capacity(512);
     bytes.push(CODEC_VERSION);
     bytes.extend_from_slice(&payload.schema_version().to_le_bytes());
     bytes.extend_from_slice(&[0u8; 32]);
