@@ -45,6 +45,10 @@ pub struct BalanceAfter {
     pub available: Amount,
 }
 
+/// The balances a command leaves, one or two, kept inline: a list allocated per
+/// command was a tenth of the writer's allocations.
+pub type Balances = smallvec::SmallVec<[BalanceAfter; 2]>;
+
 /// The answer to an accepted command.
 #[derive(Clone, Debug)]
 pub struct CommandOutcome {
@@ -52,7 +56,7 @@ pub struct CommandOutcome {
     /// The command's events with their global positions (empty when nothing changed).
     pub events: Vec<RecordedEvent>,
     /// The balances of the accounts the command concerns, right after it.
-    pub balances: Vec<BalanceAfter>,
+    pub balances: Balances,
     /// True when this repeats an earlier request (idempotency key or CDR id) and the
     /// events are those of the first one.
     pub repeated: bool,
@@ -458,14 +462,14 @@ enum Pending {
     New {
         reply: Reply,
         events: std::ops::Range<usize>,
-        balances: Vec<BalanceAfter>,
+        balances: Balances,
     },
     /// A repeat of a command decided earlier in this same batch.
     RepeatInBatch {
         reply: Reply,
         first_version: u64,
         events: u32,
-        balances: Vec<BalanceAfter>,
+        balances: Balances,
     },
     /// A repeat of an earlier batch, until its events are read back from the store (by
     /// [`read_repeats`], before the batch is appended).
@@ -473,7 +477,7 @@ enum Pending {
         reply: Reply,
         first_version: u64,
         events: u32,
-        balances: Vec<BalanceAfter>,
+        balances: Balances,
         book_version: u64,
     },
     /// A refusal, or a repeat of an earlier batch: decided on a state that includes the
@@ -1007,7 +1011,7 @@ fn answer_batch(
     replies.finish();
 }
 
-fn balances_after(state: &BookState, command: &Command) -> Vec<BalanceAfter> {
+fn balances_after(state: &BookState, command: &Command) -> Balances {
     command
         .affected_accounts()
         .into_iter()

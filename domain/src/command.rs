@@ -2,6 +2,7 @@
 //! book's state and either becomes events or is refused with a [`DomainError`].
 
 use serde::{Deserialize, Serialize};
+use smallvec::smallvec;
 
 use crate::account::{AccountKind, AccountStatus};
 use crate::billing::{BillingPeriod, Plan};
@@ -193,29 +194,33 @@ pub struct ChargeCall {
     pub partner_cost: Option<Amount>,
 }
 
+/// The accounts a command concerns: one or two, kept inline (this is asked for every
+/// command, by the router and by the writer).
+pub type AffectedAccounts = smallvec::SmallVec<[AccountId; 2]>;
+
 impl Command {
     /// The accounts whose balances a caller wants to see after this command.
-    pub fn affected_accounts(&self) -> Vec<AccountId> {
+    pub fn affected_accounts(&self) -> AffectedAccounts {
         match self {
-            Command::OpenAccount(c) => vec![c.account],
+            Command::OpenAccount(c) => smallvec![c.account],
             Command::ChangeStatus { account, .. }
             | Command::ChangeCreditLimit { account, .. }
             | Command::AssignTariff { account, .. }
             | Command::ConfigureAlerts { account, .. }
             | Command::ReceivePayment { account, .. }
             | Command::PostAdjustment { account, .. }
-            | Command::PostCharge { account, .. } => vec![*account],
-            Command::ChargeCall(c) => vec![c.account],
-            Command::MoveFunds { from, to, .. } => vec![*from, *to],
-            Command::ReverseEntry { target, .. } => target.payload.accounts(),
-            Command::PublishTariff(_) | Command::PublishPlan(_) => vec![],
+            | Command::PostCharge { account, .. } => smallvec![*account],
+            Command::ChargeCall(c) => smallvec![c.account],
+            Command::MoveFunds { from, to, .. } => smallvec![*from, *to],
+            Command::ReverseEntry { target, .. } => target.payload.accounts().into(),
+            Command::PublishTariff(_) | Command::PublishPlan(_) => smallvec![],
             Command::StartSubscription { account, .. }
             | Command::EndSubscription { account, .. }
-            | Command::ChargeFee { account, .. } => vec![*account],
-            Command::SetSwitchIdentifiers { account, .. } => vec![*account],
+            | Command::ChargeFee { account, .. } => smallvec![*account],
+            Command::SetSwitchIdentifiers { account, .. } => smallvec![*account],
             // The invoiced account may live in another book, whose balance this book
             // cannot tell; invoices move no money anyway.
-            Command::ConfigureTax { .. } | Command::IssueInvoice(_) | Command::IssueCreditNote(_) => vec![],
+            Command::ConfigureTax { .. } | Command::IssueInvoice(_) | Command::IssueCreditNote(_) => smallvec![],
         }
     }
 }
