@@ -1076,14 +1076,15 @@ pub fn seal_into<T: AsRef<Event>>(
 ) {
     let command_events = payloads.len() as u32;
     out.reserve(payloads.len());
+    // A clock that stepped back does not take ledger time back with it.
+    let recorded_at = meta.recorded_at.max(state.last_recorded_at);
     for (index, payload) in payloads.into_iter().enumerate() {
         let envelope = Envelope {
-            event_id: EventId::new(),
+            event_id: EventId::recorded_at(recorded_at),
             book: state.book,
             version: state.next_version,
             occurred_at: meta.occurred_at,
-            // A clock that stepped back does not take ledger time back with it.
-            recorded_at: meta.recorded_at.max(state.last_recorded_at),
+            recorded_at,
             actor: meta.actor.clone(),
             idempotency: if index == 0 { meta.idempotency.clone() } else { None },
             command_events,

@@ -69,6 +69,18 @@ uuid_id!(
     /// One event, ledger-wide.
     EventId
 );
+
+impl EventId {
+    /// A v7 id whose time is `at` (to the millisecond) and whose other bits are random:
+    /// sealing names each event from its recorded time, without a clock reading and a
+    /// shared counter per event (1.7 % of the write path's CPU). Ids of one millisecond
+    /// are unordered among themselves; an event's order is its version and position.
+    pub fn recorded_at(at: crate::Timestamp) -> EventId {
+        let micros = at.micros().max(0) as u64;
+        let (seconds, subsec_nanos) = (micros / 1_000_000, (micros % 1_000_000) as u32 * 1_000);
+        EventId(Uuid::new_v7(uuid::Timestamp::from_unix_time(seconds, subsec_nanos, 0, 0)))
+    }
+}
 uuid_id!(
     /// A published tariff.
     TariffId
@@ -179,6 +191,18 @@ mod tests {
     use super::*;
 
     proptest! {
+        /// An event's id carries its recorded time to the millisecond, is a v7 id, and
+        /// two events recorded at the same instant still get different ids.
+        #[test]
+        fn an_event_id_carries_its_recorded_millisecond(micros in 0i64..4_102_444_800_000_000) {
+            let at = crate::Timestamp(micros);
+            let (first, second) = (EventId::recorded_at(at), EventId::recorded_at(at));
+            prop_assert_eq!(first.0.get_version_num(), 7);
+            let (seconds, nanos) = first.0.get_timestamp().expect("a v7 id has a time").to_unix();
+            prop_assert_eq!(seconds * 1000 + u64::from(nanos) / 1_000_000, micros as u64 / 1000);
+            prop_assert_ne!(first, second);
+        }
+
         /// Ids compare as their bytes do (as `Uuid` compares them), so maps keyed by
         /// them keep the order they always had.
         #[test]
