@@ -550,7 +550,12 @@ impl IdIndex {
     }
 
     /// Moves the state's ids into new runs (one per kind), kept in memory until saved.
-    pub(crate) fn spill(&mut self, book: BookId, cdrs: HashMap<String, u64>, keys: HashMap<String, IdempotencyRecord>) {
+    pub(crate) fn spill(
+        &mut self,
+        book: BookId,
+        cdrs: domain::decide::HashMap<String, u64>,
+        keys: domain::decide::HashMap<String, IdempotencyRecord>,
+    ) {
         let mut cdrs: Vec<(u128, IdValue)> =
             cdrs.into_iter().map(|(id, version)| (id_hash(IdKind::Cdr, &id), IdValue::Cdr(version))).collect();
         let mut keys: Vec<(u128, IdValue)> =
