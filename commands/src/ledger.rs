@@ -284,7 +284,7 @@ pub struct Ledger {
     tariffs: Arc<RwLock<TariffCatalog>>,
     billing: Arc<RwLock<BillingCatalog>>,
     pub(crate) invoices: Arc<RwLock<InvoiceCatalog>>,
-    writers: Mutex<HashMap<BookId, WriterSlot>>,
+    writers: RwLock<HashMap<BookId, WriterSlot>>,
     /// The writer tasks the books are spread over, started with the first book a
     /// command needs: a ledger that only reads (a check, a replay) holds no task that
     /// keeps the store open after it is dropped.
@@ -361,7 +361,7 @@ impl Ledger {
             tariffs,
             billing,
             invoices,
-            writers: Mutex::new(HashMap::new()),
+            writers: RwLock::new(HashMap::new()),
             shards: Mutex::new(Shards::NotStarted),
             commit_hook,
             writer_options,
@@ -647,8 +647,28 @@ impl Ledger {
         command: Command,
         meta: CommandMeta,
     ) -> Result<CommandOutcome, CommandError> {
-        let handle = self.writer(book).await?;
-        handle.submit(command, meta).await
+        // A loaded book's command is queued under a read lock, without cloning its handle:
+        // on every command, a mutex and the handle's reference counts were shared by all
+        // the callers' cores.
+        let mut item = Some((command, meta));
+        let queued = {
+            let writers = self.writers.read().expect("writers lock");
+            match writers.get(&book).and_then(|slot| slot.get()) {
+                Some(handle) => {
+                    let (command, meta) = item.take().expect("queued once");
+                    Some(handle.queue(command, meta))
+                }
+                None => None,
+            }
+        };
+        let answer = match queued {
+            Some(answer) => answer?,
+            None => {
+                let (command, meta) = item.take().expect("queued once");
+                self.writer(book).await?.queue(command, meta)?
+            }
+        };
+        answer.await.map_err(|_| CommandError::ShuttingDown)?
     }
 
     /// The book's state as its writer holds it now (after everything queued before). Its
@@ -668,7 +688,7 @@ impl Ledger {
 
     pub(crate) async fn writer(&self, book: BookId) -> Result<BookHandle, CommandError> {
         let slot = {
-            let mut writers = self.writers.lock().expect("writers lock");
+            let mut writers = self.writers.write().expect("writers lock");
             writers.entry(book).or_default().clone()
         };
         let handle = slot
@@ -695,7 +715,7 @@ impl Ledger {
 
     /// Stops taking commands, lets every writer answer what it has queued, and waits.
     pub async fn shutdown(&self) {
-        self.writers.lock().expect("writers lock").clear();
+        self.writers.write().expect("writers lock").clear();
         let shards = std::mem::replace(&mut *self.shards.lock().expect("shards lock"), Shards::Stopped);
         // With their queues (and the books' handles) dropped, writers drain and stop.
         let running = match shards {

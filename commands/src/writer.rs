@@ -71,6 +71,9 @@ impl CommandOutcome {
     }
 }
 
+/// Where a queued command's answer comes (closed if the writer stopped first).
+pub(crate) type Answer = oneshot::Receiver<Result<CommandOutcome, CommandError>>;
+
 /// What a shard's queue carries.
 #[expect(clippy::large_enum_variant, reason = "commands are the common message; boxing them costs an allocation each")]
 pub(crate) enum ShardMessage {
@@ -143,9 +146,15 @@ impl BookHandle {
     }
 
     pub async fn submit(&self, command: Command, meta: CommandMeta) -> Result<CommandOutcome, CommandError> {
+        let answer = self.queue(command, meta)?;
+        answer.await.map_err(|_| CommandError::ShuttingDown)?
+    }
+
+    /// Queues a command at once; its answer comes on the returned channel.
+    pub(crate) fn queue(&self, command: Command, meta: CommandMeta) -> Result<Answer, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.try_send(Message::Command { command, meta, reply }).map_err(|error| error())?;
-        answer.await.map_err(|_| CommandError::ShuttingDown)?
+        Ok(answer)
     }
 
     /// Queues up to [`BULK_COMMANDS_MAX`] commands as one message, at once (not when the
