@@ -699,7 +699,8 @@ async fn merge(store: &dyn EventStore, plan: MergePlan) -> Result<(Vec<String>, 
     let stride = BLOCK_ENTRIES * kind.entry_len() + 4;
     // Sorting and encoding millions of entries is CPU work: off the async workers.
     let run = on_merge_thread(move || -> Result<Run, StoreError> {
-        let mut entries = Vec::new();
+        let entries_max: usize = parts.iter().map(|bytes| bytes.len() / kind.entry_len()).sum();
+        let mut entries = Vec::with_capacity(entries_max);
         for bytes in &parts {
             for block in bytes.chunks(stride) {
                 let (body, crc) = block.split_at(block.len().saturating_sub(4));
@@ -709,7 +710,10 @@ async fn merge(store: &dyn EventStore, plan: MergePlan) -> Result<(Vec<String>, 
                 entries.extend(body.chunks_exact(kind.entry_len()).map(|entry| decode_entry(kind, entry)));
             }
         }
-        entries.sort_unstable_by_key(|(hash, _)| *hash);
+        // Each run is sorted already: the stable sort finds those runs and merges them
+        // in linear passes, where an unstable sort sorted the whole again (on the two
+        // cores the writers use, a merge was 5 % of the write path's CPU).
+        entries.sort_by_key(|(hash, _)| *hash);
         entries.dedup_by_key(|(hash, _)| *hash);
         Ok(Run::build(output, kind, &entries))
     })
