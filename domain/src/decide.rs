@@ -786,8 +786,10 @@ fn charge_call(state: &BookState, charge: &ChargeCall) -> Result<Decision, Domai
 /// credit limit and going below an account's balance threshold fire once per crossing
 /// (from at or above to below), a costly call fires for each such call.
 fn push_alerts(state: &BookState, events: &mut Vec<Payload>) {
-    let mut balance_changes: Vec<(AccountId, Amount)> = Vec::new();
-    let mut alerts = Vec::new();
+    // Inline: a command moves one or two accounts' balances and rarely raises an alert,
+    // and this runs for every command on the writer.
+    let mut balance_changes: smallvec::SmallVec<[(AccountId, Amount); 2]> = smallvec::SmallVec::new();
+    let mut alerts: smallvec::SmallVec<[(AccountId, Alert); 1]> = smallvec::SmallVec::new();
     for event in events.iter() {
         event.for_each_posting(|p| match balance_changes.iter_mut().find(|(a, _)| *a == p.account) {
             Some((_, delta)) => *delta += p.category.balance_effect(p.amount),
