@@ -13,9 +13,10 @@ use crate::money::{Amount, INPUT_SCALE_MAX_DEFAULT};
 use crate::rating::Tariff;
 use crate::time::Timestamp;
 
-/// A book's maps hash with foldhash, seeded at random per process as std's SipHash is:
-/// the writer looks them up some ten times per command, and SipHash on these short keys
-/// (account ids, CDR ids) was 5 % of its time.
+/// A book's maps hash with foldhash: the writer looks them up some ten times per command,
+/// and std's SipHash on these short keys (account ids, CDR ids) was 5 % of its time.
+/// foldhash is seeded at random per process, as SipHash is, so a client cannot choose
+/// colliding CDR ids or keys ahead of time; it is not a cryptographic hash.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
