@@ -733,35 +733,41 @@ async fn decide_round(
 /// sees them; [`forget_recalled`] takes them out again after the round.
 type Recalled = Vec<(BookId, IdKind, String)>;
 
-async fn recall_ids(
+async fn recall_ids<'a>(
     store: &dyn EventStore,
     books: &mut HashMap<BookId, OwnedBook>,
-    messages: &[(BookId, Message)],
+    messages: &'a [(BookId, Message)],
 ) -> Result<Recalled, StoreError> {
-    let mut wanted: HashMap<BookId, Vec<(IdKind, &str)>> = HashMap::new();
+    let mut wanted: HashMap<BookId, Vec<(IdKind, &'a str)>> = HashMap::new();
     for (book, message) in messages {
         let Some(owned) = books.get(book).filter(|owned| !owned.ids.is_empty()) else { continue };
         let state = &owned.state;
-        fn ids_of<'a>(command: &'a Command, meta: &'a CommandMeta, ids: &mut Vec<(IdKind, &'a str)>) {
+        // Straight into the book's list, not through a list per message (an allocation
+        // per call charge).
+        let ids = wanted.entry(*book).or_default();
+        let mut want = |kind: IdKind, id| {
+            let in_memory = match kind {
+                IdKind::Cdr => state.charged_cdrs.contains_key(id),
+                IdKind::Key => state.idempotency.contains_key(id),
+            };
+            if !in_memory {
+                ids.push((kind, id));
+            }
+        };
+        let mut ids_of = |command: &'a Command, meta: &'a CommandMeta| {
             if let Some(idempotency) = &meta.idempotency {
-                ids.push((IdKind::Key, idempotency.key.as_str()));
+                want(IdKind::Key, idempotency.key.as_str());
             }
             if let Command::ChargeCall(charge) = command {
-                ids.push((IdKind::Cdr, charge.cdr.id.as_str()));
+                want(IdKind::Cdr, charge.cdr.id.as_str());
             }
-        }
-        let mut ids: Vec<(IdKind, &str)> = Vec::new();
+        };
         match message {
-            Message::Command { command, meta, .. } => ids_of(command, meta, &mut ids),
-            Message::Commands { items, .. } => items.iter().for_each(|(command, meta)| ids_of(command, meta, &mut ids)),
-            Message::FindCdr { id, .. } => ids.push((IdKind::Cdr, id.as_str())),
+            Message::Command { command, meta, .. } => ids_of(command, meta),
+            Message::Commands { items, .. } => items.iter().for_each(|(command, meta)| ids_of(command, meta)),
+            Message::FindCdr { id, .. } => want(IdKind::Cdr, id.as_str()),
             Message::Snapshot(_) => {}
         }
-        ids.retain(|&(kind, id)| match kind {
-            IdKind::Cdr => !state.charged_cdrs.contains_key(id),
-            IdKind::Key => !state.idempotency.contains_key(id),
-        });
-        wanted.entry(*book).or_default().extend(ids);
     }
     let mut recalled = Vec::new();
     for (book, ids) in wanted {
