@@ -145,11 +145,6 @@ impl BookHandle {
         })
     }
 
-    pub async fn submit(&self, command: Command, meta: CommandMeta) -> Result<CommandOutcome, CommandError> {
-        let answer = self.queue(command, meta)?;
-        answer.await.map_err(|_| CommandError::ShuttingDown)?
-    }
-
     /// Queues a command at once; its answer comes on the returned channel.
     pub(crate) fn queue(&self, command: Command, meta: CommandMeta) -> Result<Answer, CommandError> {
         let (reply, answer) = oneshot::channel();
@@ -159,7 +154,7 @@ impl BookHandle {
 
     /// Queues up to [`BULK_COMMANDS_MAX`] commands as one message, at once (not when the
     /// returned future is first polled, so a caller can queue for many books before it
-    /// waits). Each is decided as [`BookHandle::submit`] would decide it, in order; the
+    /// waits). Each is decided as it would be alone, in order; the
     /// future gives the answers in the same order once they are durable.
     pub fn submit_many(
         &self,
