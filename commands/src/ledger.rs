@@ -650,23 +650,16 @@ impl Ledger {
         // A loaded book's command is queued under a read lock, without cloning its handle:
         // on every command, a mutex and the handle's reference counts were shared by all
         // the callers' cores.
-        let mut item = Some((command, meta));
         let queued = {
             let writers = self.writers.read().expect("writers lock");
             match writers.get(&book).and_then(|slot| slot.get()) {
-                Some(handle) => {
-                    let (command, meta) = item.take().expect("queued once");
-                    Some(handle.queue(command, meta))
-                }
-                None => None,
+                Some(handle) => Ok(handle.queue(command, meta)),
+                None => Err((command, meta)),
             }
         };
         let answer = match queued {
-            Some(answer) => answer?,
-            None => {
-                let (command, meta) = item.take().expect("queued once");
-                self.writer(book).await?.queue(command, meta)?
-            }
+            Ok(answer) => answer?,
+            Err((command, meta)) => self.writer(book).await?.queue(command, meta)?,
         };
         answer.await.map_err(|_| CommandError::ShuttingDown)?
     }

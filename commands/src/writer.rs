@@ -46,7 +46,7 @@ pub struct BalanceAfter {
 }
 
 /// The balances a command leaves, one or two, kept inline: a list allocated per
-/// command was a tenth of the writer's allocations.
+/// command was about a sixth of the writer's allocations.
 pub type Balances = smallvec::SmallVec<[BalanceAfter; 2]>;
 
 /// The answer to an accepted command.
